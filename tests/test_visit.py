@@ -1,0 +1,261 @@
+"""The visit: hand-worked cases from SPEC.md's rules and hypothesis properties."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tomato import budget, visit
+from tomato.visit import DOWN, LEFT, RIGHT, UP
+
+
+def scores_from_edges(n: int, pairs: list[tuple[int, int]]) -> torch.Tensor:
+    """A (1, n, n) distribution-like matrix with A[i, j] = 0.5 exactly on the given pairs."""
+    a = torch.full((1, n, n), 1e-9)
+    for i, j in pairs:
+        a[0, i, j] = 0.5
+    return a
+
+
+def run_faithful(h: int, w: int, pairs: list[tuple[int, int]], sim: float = 0.1) -> list[int]:
+    a = scores_from_edges(h * w, pairs)
+    edges = visit.directed_edges(visit.neighbour_scores(a, (h, w)), sim)
+    labels, counts = visit.faithful(edges, (h, w))
+    assert int(counts[0]) == len(set(labels[0].tolist()))
+    return labels[0].tolist()
+
+
+# Grid 2 x 3, row-major:   0 1 2
+#                          3 4 5
+def test_faithful_hand_worked_directed_order_matters():
+    # 1 -> 0 only: when 0 is the root, A[0, 1] < sim, so 0 stays alone; 1 then roots
+    # its own group and cannot take 0 back (already visited).
+    assert run_faithful(2, 3, [(1, 0)]) == [0, 1, 2, 3, 4, 5]
+    # The same pair the other way round, 0 -> 1: one group {0, 1}.
+    assert run_faithful(2, 3, [(0, 1)]) == [0, 0, 1, 2, 3, 4]
+
+
+def test_faithful_hand_worked_recursion_follows_expanded_token():
+    # 0 -> 1 -> 4 -> 3: the test uses the row of the token being expanded, so 3 joins
+    # 0's group through 4 even though A[0, 3] is not an edge (3 is not even 0's neighbour).
+    # 2 -> 5 directed; 5 -> 2 absent: 2 roots {2, 5}.
+    assert run_faithful(2, 3, [(0, 1), (1, 4), (4, 3), (2, 5)]) == [0, 0, 1, 0, 0, 1]
+    # Same chain, but the 2 -> 5 edge reversed: 2 is alone, 5 alone.
+    assert run_faithful(2, 3, [(0, 1), (1, 4), (4, 3), (5, 2)]) == [0, 0, 1, 0, 0, 2]
+
+
+def test_faithful_non_neighbour_scores_are_ignored():
+    # A huge score between tokens that are not grid neighbours (0 and 5) never joins them.
+    assert run_faithful(2, 3, [(0, 5), (5, 0)]) == [0, 1, 2, 3, 4, 5]
+
+
+def test_row_ends_do_not_wrap():
+    # Token 2 (end of row 0) and token 3 (start of row 1) are consecutive indices but not
+    # neighbours on the grid.
+    assert run_faithful(2, 3, [(2, 3), (3, 2)]) == [0, 1, 2, 3, 4, 5]
+
+
+def test_neighbours_table():
+    nbr = visit.neighbours(2, 3)
+    assert nbr[0].tolist() == [-1, 1, -1, 3]  # left, right, up, down
+    assert nbr[4].tolist() == [3, 5, 1, -1]
+
+
+def test_grid_shape_errors():
+    assert visit.grid_shape(196) == (14, 14)
+    assert visit.grid_shape(140, (14, 10)) == (14, 10)
+    with pytest.raises(ValueError, match="square"):
+        visit.grid_shape(140)
+    with pytest.raises(ValueError, match="does not match"):
+        visit.grid_shape(196, (13, 14))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -1e-7, torch.tensor([0.1, -0.2])])
+def test_bad_sim_is_rejected(bad):
+    with pytest.raises(ValueError, match="sim"):
+        visit.directed_edges(torch.zeros(2, 4, 4), bad)
+
+
+def test_no_recursion_limit_on_a_long_snake():
+    # A 60 x 60 grid joined into one serpentine path of 3,600 tokens: a recursive visit
+    # would exceed Python's default recursion limit of 1,000.
+    h = w = 60
+    edges = torch.zeros(1, h * w, 4, dtype=torch.bool)
+    for r in range(h):
+        edges[0, r * w : (r + 1) * w - 1, RIGHT] = True
+        edges[0, r * w + 1 : (r + 1) * w, LEFT] = True
+        end = (r + 1) * w - 1 if r % 2 == 0 else r * w
+        if r + 1 < h:
+            edges[0, end, DOWN] = True
+            edges[0, end + w, UP] = True
+    labels, counts = visit.faithful(edges, (h, w))
+    assert int(counts[0]) == 1
+    plabels, pcounts = visit.parallel(edges, (h, w))
+    assert int(pcounts[0]) == 1
+
+
+# ---------------------------------------------------------------- properties
+
+@st.composite
+def edge_batches(draw, symmetric: bool = False):
+    h = draw(st.integers(1, 7))
+    w = draw(st.integers(1, 7))
+    b = draw(st.integers(1, 3))
+    p = draw(st.floats(0.0, 1.0))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    e = torch.rand(b, h * w, 4, generator=g) < p
+    nbr = visit.neighbours(h, w)
+    e &= (nbr >= 0).unsqueeze(0)
+    if symmetric:
+        # Mirror every edge so that i -> j exists iff j -> i does.
+        e4 = e.view(b, h, w, 4).clone()
+        e4[:, :, 1:, LEFT] = e4[:, :, :-1, RIGHT]
+        e4[:, 1:, :, UP] = e4[:, :-1, :, DOWN]
+        e = e4.view(b, h * w, 4)
+    return e, (h, w)
+
+
+def check_partition(labels: torch.Tensor, counts: torch.Tensor, grid: tuple[int, int]) -> None:
+    h, w = grid
+    nbr = visit.neighbours(h, w).tolist()
+    for lab, cnt in zip(labels.tolist(), counts.tolist()):
+        groups: dict[int, list[int]] = {}
+        for i, g in enumerate(lab):
+            groups.setdefault(g, []).append(i)
+        # Labels are exactly 0..G-1, numbered by root (smallest member) order.
+        assert sorted(groups) == list(range(cnt))
+        roots = [min(groups[g]) for g in range(cnt)]
+        assert roots == sorted(roots)
+        assert sum(len(m) for m in groups.values()) == h * w
+        # Each group is 4-connected on the grid.
+        for members in groups.values():
+            ms = set(members)
+            seen, todo = {members[0]}, [members[0]]
+            while todo:
+                i = todo.pop()
+                for j in nbr[i]:
+                    if j in ms and j not in seen:
+                        seen.add(j)
+                        todo.append(j)
+            assert seen == ms
+
+
+def refines(fine: torch.Tensor, coarse: torch.Tensor) -> bool:
+    """Every group of `fine` lies inside one group of `coarse`."""
+    for f, c in zip(fine.tolist(), coarse.tolist()):
+        owner: dict[int, int] = {}
+        for a, b in zip(f, c):
+            if owner.setdefault(a, b) != b:
+                return False
+    return True
+
+
+@settings(max_examples=60, deadline=None)
+@given(edge_batches())
+def test_faithful_labels_partition_into_connected_groups(case):
+    edges, grid = case
+    labels, counts = visit.faithful(edges, grid)
+    check_partition(labels, counts, grid)
+
+
+@settings(max_examples=60, deadline=None)
+@given(edge_batches())
+def test_faithful_groups_are_reachable_from_their_root(case):
+    edges, grid = case
+    labels, _ = visit.faithful(edges, grid)
+    nbr = visit.neighbours(*grid).tolist()
+    for lab, e in zip(labels.tolist(), edges.tolist()):
+        for g in set(lab):
+            members = {i for i, x in enumerate(lab) if x == g}
+            root = min(members)
+            seen, todo = {root}, [root]
+            while todo:
+                i = todo.pop()
+                for d in range(4):
+                    j = nbr[i][d]
+                    if j in members and e[i][d] and j not in seen:
+                        seen.add(j)
+                        todo.append(j)
+            assert seen == members
+
+
+@settings(max_examples=60, deadline=None)
+@given(edge_batches(symmetric=True))
+def test_parallel_equals_faithful_on_symmetric_graphs(case):
+    edges, grid = case
+    f_labels, f_counts = visit.faithful(edges, grid)
+    for rule in ("either", "both"):
+        p_labels, p_counts = visit.parallel(edges, grid, rule)
+        assert torch.equal(p_labels, f_labels)
+        assert torch.equal(p_counts, f_counts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(edge_batches())
+def test_parallel_partitions_bracket_the_faithful_one(case):
+    edges, grid = case
+    f_labels, _ = visit.faithful(edges, grid)
+    both, both_counts = visit.parallel(edges, grid, "both")
+    either, either_counts = visit.parallel(edges, grid, "either")
+    check_partition(both, both_counts, grid)
+    check_partition(either, either_counts, grid)
+    assert refines(both, f_labels)
+    assert refines(f_labels, either)
+
+
+@settings(max_examples=30, deadline=None)
+@given(edge_batches())
+def test_batched_equals_per_image(case):
+    edges, grid = case
+    for method in visit.METHODS:
+        labels, counts = visit.group(edges, grid, method)
+        for i in range(edges.shape[0]):
+            li, ci = visit.group(edges[i : i + 1], grid, method)
+            assert torch.equal(li[0], labels[i]) and int(ci) == int(counts[i])
+
+
+def test_sim_extremes_on_a_real_distribution():
+    torch.manual_seed(0)
+    x = torch.randn(2, 36, 16)
+    a = torch.softmax(x @ x.transpose(1, 2), dim=-1)
+    s = visit.neighbour_scores(a, (6, 6))
+    for method in visit.METHODS:
+        _, counts = visit.group(visit.directed_edges(s, 0.0), (6, 6), method)
+        assert counts.tolist() == [1, 1]  # sim = 0: every neighbour passes, one group
+        _, counts = visit.group(visit.directed_edges(s, math.inf), (6, 6), method)
+        assert counts.tolist() == [36, 36]  # sim = inf: nothing merges
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 36), st.integers(0, 2**31 - 1), st.sampled_from(visit.METHODS))
+def test_budget_search_fits_and_is_tight(k, seed, method):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 36, 8, generator=g)
+    s = visit.neighbour_scores(torch.softmax(x @ x.transpose(1, 2), dim=-1), (6, 6))
+    sim = budget.search_sim(s, (6, 6), k, method)
+    _, counts = visit.group(visit.directed_edges(s.double(), sim), (6, 6), method)
+    assert (counts <= k).all()
+    if method == "parallel":
+        # Tight: the next larger candidate threshold would exceed the budget.
+        for i in range(3):
+            above = s[i][s[i].double() > sim[i]]
+            if above.numel():
+                nxt = above.double().min()
+                _, c = visit.group(visit.directed_edges(s[i : i + 1].double(), nxt), (6, 6), method)
+                assert int(c) > k
+
+
+def test_budget_argument_errors():
+    assert budget.budget_tokens(196, keep_ratio=0.5) == 98
+    assert budget.budget_tokens(196, tokens=500) == 196
+    for bad in (0.0, 1.5, float("nan"), -0.1):
+        with pytest.raises(ValueError, match="keep_ratio"):
+            budget.budget_tokens(196, keep_ratio=bad)
+    with pytest.raises(ValueError, match="tokens"):
+        budget.budget_tokens(196, tokens=0)
+    with pytest.raises(ValueError, match="exactly one"):
+        budget.budget_tokens(196, keep_ratio=0.5, tokens=3)

@@ -1,0 +1,216 @@
+"""Grouping patch tokens on their grid: the paper's visit, faithful and parallel.
+
+Patch tokens are indexed row-major on an ``H x W`` grid (``i = row * W + col``). Each
+token has up to four neighbours, always tried in the order LEFT, RIGHT, UP, DOWN.
+Both visits return ``labels: (B, N)`` (group id per token) and ``counts: (B,)`` (number of
+groups), with groups numbered in the order their *root* (smallest member index) is met in
+row-major order, which is the output order of the reference code.
+
+:func:`faithful`
+    Algorithms 1-2 of the paper: for i = 0..N-1, an unvisited i starts a new group and a
+    depth-first visit enters neighbour j when ``A[i, j] >= sim`` (the row of the token
+    being expanded: a *directed* edge i -> j) and j is unvisited. Written with an explicit
+    stack that reproduces the recursion's order exactly, so there is no recursion limit.
+
+:func:`parallel`
+    The paper's second open problem: a batched grouping with no Python loop per token.
+    Edge rule: tokens i and j (grid neighbours) are joined when
+    ``rule="either"``: ``A[i, j] >= sim or A[j, i] >= sim``, or
+    ``rule="both"``:   ``A[i, j] >= sim and A[j, i] >= sim``;
+    groups are the connected components of that undirected graph, found by min-label
+    propagation with hooking and pointer jumping. Where the directed edges are symmetric
+    both rules equal the faithful partition exactly; otherwise the faithful groups are
+    unions of "both"-components and subsets of "either"-components.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal, Sequence
+
+import torch
+
+LEFT, RIGHT, UP, DOWN = 0, 1, 2, 3
+Rule = Literal["either", "both"]
+RULES: tuple[str, ...] = ("either", "both")
+METHODS: tuple[str, ...] = ("faithful", "parallel")
+
+
+def grid_shape(n: int, grid: Sequence[int] | None = None) -> tuple[int, int]:
+    """Validate or infer the patch grid for ``n`` tokens.
+
+    With ``grid=None`` the grid must be square; a non-square count is an error rather than
+    a guess, because a wrong width silently joins tokens across row ends.
+    """
+    if grid is not None:
+        h, w = int(grid[0]), int(grid[1])
+        if h <= 0 or w <= 0 or h * w != n:
+            raise ValueError(f"grid {h}x{w} does not match {n} patch tokens")
+        return h, w
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(
+            f"{n} patch tokens do not form a square grid; pass grid=(H, W) explicitly"
+        )
+    return side, side
+
+
+def check_sim(sim: float | torch.Tensor) -> None:
+    """Raise ValueError unless every threshold is a number >= 0 (``inf`` means no merge)."""
+    t = torch.as_tensor(sim, dtype=torch.float64)
+    if torch.isnan(t).any():
+        raise ValueError("sim is NaN; use a threshold >= 0 (inf disables merging)")
+    if (t < 0).any():
+        raise ValueError(f"sim must be >= 0 (scores are probabilities), got {sim}")
+
+
+def neighbours(h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Neighbour index table: (N, 4) in LEFT, RIGHT, UP, DOWN order, -1 off the grid."""
+    idx = torch.arange(h * w, device=device).view(h, w)
+    out = torch.full((h, w, 4), -1, dtype=torch.long, device=device)
+    out[:, 1:, LEFT] = idx[:, :-1]
+    out[:, :-1, RIGHT] = idx[:, 1:]
+    out[1:, :, UP] = idx[:-1, :]
+    out[:-1, :, DOWN] = idx[1:, :]
+    return out.view(h * w, 4)
+
+
+def neighbour_scores(a: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """Scores of each token towards its four neighbours.
+
+    a: (B, N, N) row-stochastic distribution -> (B, N, 4) with ``a[b, i, nbr(i, d)]``,
+    ``-inf`` where the neighbour is off the grid (so no threshold >= 0 admits it).
+    """
+    h, w = grid_shape(a.shape[-1], grid)
+    nbr = neighbours(h, w, a.device)
+    s = a.gather(-1, nbr.clamp_min(0).expand(a.shape[0], -1, -1))
+    return s.masked_fill(nbr < 0, float("-inf"))
+
+
+def directed_edges(scores: torch.Tensor, sim: float | torch.Tensor) -> torch.Tensor:
+    """scores: (B, N, 4), sim: scalar or (B,) -> (B, N, 4) bool, edge i -> nbr when >= sim."""
+    check_sim(sim)
+    sim_t = torch.as_tensor(sim, dtype=scores.dtype, device=scores.device)
+    if sim_t.ndim == 1:
+        sim_t = sim_t.view(-1, 1, 1)
+    return scores >= sim_t
+
+
+def _faithful_one(edges: list[list[bool]], nbr: list[list[int]]) -> list[int]:
+    """One image: Algorithms 1-2 with an explicit stack. Returns a label per token."""
+    n = len(nbr)
+    labels = [-1] * n
+    nxt = [0] * n  # next neighbour slot to try, per token: the recursion's loop counter
+    group = 0
+    for root in range(n):
+        if labels[root] >= 0:
+            continue
+        labels[root] = group
+        stack = [root]
+        while stack:
+            i = stack[-1]
+            d = nxt[i]
+            if d == 4:
+                stack.pop()
+                continue
+            nxt[i] = d + 1
+            j = nbr[i][d]
+            if j >= 0 and edges[i][d] and labels[j] < 0:
+                labels[j] = group
+                stack.append(j)
+        group += 1
+    return labels
+
+
+def faithful(edges: torch.Tensor, grid: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's sequential visit, one image at a time.
+
+    edges: (B, N, 4) bool directed edges (:func:`directed_edges`)
+    -> labels (B, N) long, counts (B,) long.
+    """
+    b, n, _ = edges.shape
+    h, w = grid_shape(n, grid)
+    # Plain Python lists: per-token torch indexing would cost microseconds per access.
+    nbr = neighbours(h, w).tolist()
+    rows = [_faithful_one(e, nbr) for e in edges.cpu().tolist()]
+    labels = torch.tensor(rows, dtype=torch.long).view(b, n).to(edges.device)
+    return labels, labels.amax(dim=1) + 1
+
+
+def undirected_edges(
+    edges: torch.Tensor, grid: Sequence[int], rule: str = "either"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combine directed edges into undirected ones.
+
+    edges: (B, N, 4) bool -> horizontal (B, H, W-1) joining (r, c)-(r, c+1) and
+    vertical (B, H-1, W) joining (r, c)-(r+1, c).
+    """
+    b, n, _ = edges.shape
+    h, w = grid_shape(n, grid)
+    e = edges.view(b, h, w, 4)
+    right, left_of_next = e[:, :, :-1, RIGHT], e[:, :, 1:, LEFT]
+    down, up_of_below = e[:, :-1, :, DOWN], e[:, 1:, :, UP]
+    if rule == "either":
+        return right | left_of_next, down | up_of_below
+    if rule == "both":
+        return right & left_of_next, down & up_of_below
+    raise ValueError(f"unknown edge rule {rule!r}; choose one of {RULES}")
+
+
+def components(horizontal: torch.Tensor, vertical: torch.Tensor) -> torch.Tensor:
+    """Connected components of a grid graph, every image of the batch at once.
+
+    horizontal: (B, H, W-1) bool, vertical: (B, H-1, W) bool -> (B, N) long, each token
+    labelled with the smallest row-major index in its component.
+    """
+    b, h = horizontal.shape[:2]
+    w = vertical.shape[2]
+    n = h * w
+    lab = torch.arange(n, device=horizontal.device).view(1, h, w).expand(b, h, w).clone()
+    big = torch.tensor(n, device=lab.device)
+    while True:
+        # 1. every token takes the smallest label among itself and its joined neighbours
+        m = lab.clone()
+        m[:, :, :-1] = torch.minimum(m[:, :, :-1], torch.where(horizontal, lab[:, :, 1:], big))
+        m[:, :, 1:] = torch.minimum(m[:, :, 1:], torch.where(horizontal, lab[:, :, :-1], big))
+        m[:, :-1, :] = torch.minimum(m[:, :-1, :], torch.where(vertical, lab[:, 1:, :], big))
+        m[:, 1:, :] = torch.minimum(m[:, 1:, :], torch.where(vertical, lab[:, :-1, :], big))
+        flat, old = m.view(b, n), lab.view(b, n)
+        # 2. hooking: the token my old label points at learns my new label too, so a
+        #    small label crosses a long snake-shaped component in few rounds
+        flat = flat.scatter_reduce(1, old, flat, reduce="amin")
+        # 3. pointer jumping: follow labels to their labels (halves chain lengths)
+        flat = flat.gather(1, flat)
+        flat = flat.gather(1, flat)
+        if torch.equal(flat, old):
+            return flat
+        lab = flat.view(b, h, w)
+
+
+def relabel_by_root(root: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """root: (B, N) smallest member index per token -> labels 0..G-1 in root order, counts (B,)."""
+    n = root.shape[1]
+    is_root = root == torch.arange(n, device=root.device)
+    rank = is_root.long().cumsum(dim=1) - 1
+    return rank.gather(1, root), is_root.sum(dim=1)
+
+
+def parallel(
+    edges: torch.Tensor, grid: Sequence[int], rule: str = "either"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched, vectorised grouping (see the module docstring for the edge rule).
+
+    edges: (B, N, 4) bool directed edges -> labels (B, N) long, counts (B,) long.
+    """
+    horizontal, vertical = undirected_edges(edges, grid, rule)
+    return relabel_by_root(components(horizontal, vertical))
+
+
+def group(
+    edges: torch.Tensor, grid: Sequence[int], method: str = "faithful", rule: str = "either"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dispatch on ``method`` ("faithful" | "parallel"). Shapes as in :func:`faithful`."""
+    if method == "faithful":
+        return faithful(edges, grid)
+    if method == "parallel":
+        return parallel(edges, grid, rule)
+    raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
