@@ -1,0 +1,108 @@
+"""Provenance records: which code, weights, data and machine produced a result."""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import timing
+
+__all__ = ["git_commit", "collect", "jsonable"]
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"
+
+# The checkout this package was imported from: provenance is about *this* code, not
+# about whatever directory the user happened to launch from.
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(repo), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:  # git not installed, hung NFS...
+        log.debug("git %s failed: %s", args, exc)
+        return None
+    if proc.returncode != 0:
+        return None
+    return proc.stdout
+
+
+def git_commit(repo: Path | None = None) -> dict[str, Any]:
+    """``{"commit", "dirty", "untracked"}`` of ``repo`` (default: this package's checkout).
+
+    ``dirty`` reflects tracked files only; ``untracked`` counts non-ignored untracked
+    files, reported separately because output folders inside a checkout are common.
+    Every value is ``"unknown"`` when ``repo`` is not a git work tree or git is missing.
+    """
+    root = Path(repo) if repo is not None else _PACKAGE_ROOT
+    head = _git(root, "rev-parse", "HEAD")
+    if head is None:
+        return {"commit": UNKNOWN, "dirty": UNKNOWN, "untracked": UNKNOWN}
+    tracked = _git(root, "status", "--porcelain", "--untracked-files=no")
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard")
+    return {
+        "commit": head.strip(),
+        "dirty": bool(tracked.strip()) if tracked is not None else UNKNOWN,
+        "untracked": len(untracked.splitlines()) if untracked is not None else UNKNOWN,
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-serialisable copy of ``value`` (paths, devices, numpy/torch scalars -> plain)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        # NaN/inf are not valid JSON; record them as strings rather than fail later.
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [jsonable(v) for v in items]
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return jsonable(value.item())
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item) and getattr(value, "shape", None) == ():
+        return jsonable(item())
+    return str(value)
+
+
+def collect(**fields: Any) -> dict[str, Any]:
+    """Caller ``fields`` (model, weights hash, data path, variant...) plus environment.
+
+    Adds python/torch/timm versions, a machine summary, git commit + dirty flag, UTC ISO
+    date and hostname. Automatic keys win over caller keys of the same name (a warning is
+    logged) so that a record cannot silently misreport its environment.
+    """
+    machine = timing.machine_info()
+    auto: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "timm": machine.get("timm", UNKNOWN),
+        "gpu_name": machine.get("cuda_device"),
+        "cpu_model": machine.get("cpu_model"),
+        "machine": machine,
+        "git": git_commit(),
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": socket.gethostname(),
+    }
+    clash = sorted(set(fields) & set(auto))
+    if clash:
+        log.warning("provenance fields %s are collected automatically; caller values ignored", clash)
+    return jsonable({**fields, **auto})
