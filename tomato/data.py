@@ -1,0 +1,312 @@
+"""ImageNet-style image folders, the evaluation transform, and the embedded smoke set.
+
+Layout understood by :func:`scan_imagenet_folder` (ImageNet / ImageNet-Mini ``val``)::
+
+    <root>/val/<wnid>/<file>.JPEG      (pass <root> or <root>/val)
+
+The class index of a wnid is its position in the sorted list of the 1,000 ImageNet-1k
+wnids (``n01440764`` -> 0), the order every ImageNet-1k classifier head uses.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from PIL import Image
+from torch import nn
+
+__all__ = [
+    "BadSample",
+    "ImageNetFolder",
+    "PAPER_CROP_PCT",
+    "SMOKE_TABLE",
+    "Sample",
+    "SmokeImage",
+    "class_name",
+    "collate_skip_bad",
+    "imagenet_wnids",
+    "load_image",
+    "resolve_data",
+    "scan_imagenet_folder",
+    "smoke_samples",
+    "transform_for",
+    "wnid_index",
+]
+
+_log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})
+_WNID_RE = re.compile(r"^n\d{8}$")
+_EXPECTED_LAYOUT = "<root>/val/<wnid>/<image>.JPEG or <root>/<wnid>/<image>.JPEG (wnid like n01440764)"
+
+# DeiT's own evaluation (and the paper) resizes the short side to 256 and centre-crops
+# 224, i.e. crop_pct = 224/256. timm's pretrained cfg for DeiT says 0.9 (resize 248),
+# so the paper's protocol has to be asked for explicitly.
+PAPER_CROP_PCT: float = 224 / 256
+
+
+# --------------------------------------------------------------------------- labels
+@functools.lru_cache(maxsize=1)
+def _wnid_table() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(sorted wnids, descriptions), read once from timm's bundled ImageNet-1k info."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    wnids = tuple(info.label_names())
+    # timm already stores them sorted; sort anyway so the index contract never depends
+    # on a file's order.
+    order = sorted(range(len(wnids)), key=lambda i: wnids[i])
+    return tuple(wnids[i] for i in order), tuple(info.index_to_description(i) for i in order)
+
+
+@functools.lru_cache(maxsize=1)
+def _wnid_to_index() -> dict[str, int]:
+    return {w: i for i, w in enumerate(_wnid_table()[0])}
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1,000 ImageNet-1k wnids, sorted; list position = class index."""
+    return list(_wnid_table()[0])
+
+
+def wnid_index(wnid: str) -> int:
+    """Class index of ``wnid``; ``KeyError`` if it is not an ImageNet-1k wnid."""
+    return _wnid_to_index()[wnid]
+
+
+def class_name(index: int) -> str:
+    """Human-readable name of class ``index`` (0..999), e.g. ``'tench, Tinca tinca'``."""
+    names = _wnid_table()[1]
+    if not 0 <= index < len(names):
+        raise IndexError(f"class index {index} out of range 0..{len(names) - 1}")
+    return names[index]
+
+
+# --------------------------------------------------------------------------- scanning
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image file."""
+
+    path: Path
+    label: int
+    wnid: str
+
+
+def _split_folder(root: Path) -> Path:
+    """``root`` itself, or ``root/val`` when ``root`` is the parent of a ``val`` split."""
+    if not root.exists():
+        raise ValueError(f"ImageNet folder {root} does not exist (expected {_EXPECTED_LAYOUT})")
+    if not root.is_dir():
+        raise ValueError(f"ImageNet folder {root} is not a directory (expected {_EXPECTED_LAYOUT})")
+    val = root / "val"
+    return val if val.is_dir() else root
+
+
+def _is_image(p: Path) -> bool:
+    # Hidden files are skipped: macOS '._x.JPEG' resource forks look like images but are not.
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def scan_imagenet_folder(root: str | Path) -> list[Sample]:
+    """List the labelled images under an ImageNet-style split folder.
+
+    ``root`` is the split folder (``val/<wnid>/*.JPEG``) or its parent holding ``val/``.
+    Order is deterministic: by wnid, then file name. Raises ``ValueError`` naming the
+    path when the folder is missing, has the wrong layout, has a sub-folder that is not
+    an ImageNet-1k wnid, or holds no images. Empty class folders are allowed.
+    """
+    root = Path(root).expanduser()
+    split = _split_folder(root)
+    subdirs = sorted(d for d in split.iterdir() if d.is_dir() and not d.name.startswith("."))
+    known = _wnid_to_index()
+
+    if not any(_WNID_RE.match(d.name) for d in subdirs):
+        loose = [p for p in split.iterdir() if _is_image(p)]
+        if loose:
+            found = f"found {len(loose)} image file(s) directly in it"
+        elif subdirs:
+            found = f"found only sub-folders {[d.name for d in subdirs[:5]]}"
+        else:
+            found = "it is empty"
+        raise ValueError(
+            f"No ImageNet class folders in {split}: {found}. Expected layout {_EXPECTED_LAYOUT}."
+        )
+
+    unknown = [d.name for d in subdirs if d.name not in known]
+    if unknown:
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise ValueError(
+            f"{split} has {len(unknown)} sub-folder(s) that are not ImageNet-1k wnids: "
+            f"{unknown[:5]}{more}. Expected layout {_EXPECTED_LAYOUT}."
+        )
+
+    samples: list[Sample] = []
+    empty = 0
+    for d in subdirs:
+        files = sorted((p for p in d.iterdir() if _is_image(p)), key=lambda p: p.name)
+        empty += not files
+        samples.extend(Sample(path=p, label=known[d.name], wnid=d.name) for p in files)
+
+    if not samples:
+        raise ValueError(
+            f"No images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in the {len(subdirs)} class "
+            f"folder(s) of {split}."
+        )
+    if empty:
+        # ImageNet-Mini has classes with very few images; an empty one is legal but worth
+        # knowing about when comparing accuracies.
+        _log.warning("%s: %d of %d class folders are empty", split, empty, len(subdirs))
+    _log.info("%s: %d images in %d classes", split, len(samples), len(subdirs) - empty)
+    return samples
+
+
+# --------------------------------------------------------------------------- images
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image file as an RGB PIL image (gray and RGBA are converted)."""
+    # convert() returns a fully loaded copy, so the file handle can be closed at once.
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+@dataclass(frozen=True)
+class BadSample:
+    """Returned by :class:`ImageNetFolder` in place of an item whose file cannot be decoded.
+
+    Falsy, so ``if item:`` treats it like ``None``; it keeps the dataset index so that
+    :func:`collate_skip_bad` can report it.
+    """
+
+    index: int
+    path: Path
+    error: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
+class ImageNetFolder(torch.utils.data.Dataset):
+    """Dataset over a list of :class:`Sample`.
+
+    ``dataset[i]`` is ``(image (3,H,W) float tensor, label int, i)``, or a
+    :class:`BadSample` (and a logged warning) when the file cannot be decoded; it never
+    raises for a bad image. Use with ``DataLoader(..., collate_fn=collate_skip_bad)``.
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor]):
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int] | BadSample:
+        s = self.samples[i]
+        try:
+            img = load_image(s.path)
+        except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ...
+            # Only decoding is guarded: a failing transform is a bug and must surface.
+            _log.warning("skipping undecodable image %s: %s: %s", s.path, type(e).__name__, e)
+            return BadSample(index=i, path=s.path, error=f"{type(e).__name__}: {e}")
+        return self.transform(img), s.label, i
+
+
+def collate_skip_bad(
+    batch: Sequence[tuple[torch.Tensor, int, int] | BadSample | None],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """Collate good items, drop bad ones.
+
+    Returns ``(images (B,3,H,W), labels (B,) int64, indices (B,) int64, bad_indices)``
+    where ``bad_indices`` are the dataset indices that could not be decoded. When every
+    item of the batch is bad, ``images`` has shape ``(0,3,0,0)`` and B = 0.
+    """
+    good = [b for b in batch if b]
+    bad = [b.index for b in batch if isinstance(b, BadSample)]
+    if not good:
+        empty = torch.empty(0, dtype=torch.long)
+        return torch.empty(0, 3, 0, 0), empty, empty.clone(), bad
+    images = torch.stack([g[0] for g in good])
+    labels = torch.tensor([g[1] for g in good], dtype=torch.long)
+    indices = torch.tensor([g[2] for g in good], dtype=torch.long)
+    return images, labels, indices, bad
+
+
+def transform_for(model: nn.Module, crop_pct: float | None = PAPER_CROP_PCT) -> Callable[[Any], torch.Tensor]:
+    """Evaluation transform for ``model`` (PIL image -> (3,H,W) normalised tensor).
+
+    Input size, interpolation, mean and std come from the model's timm pretrained cfg.
+    ``crop_pct`` defaults to the paper's protocol (resize 256, centre crop 224 for a
+    224 model: DeiT's own evaluation); pass ``None`` to keep timm's cfg value (0.9 for
+    DeiT, i.e. resize 248).
+    """
+    import timm.data
+
+    cfg = timm.data.resolve_model_data_config(model)
+    if crop_pct is not None:
+        cfg["crop_pct"] = crop_pct
+    return timm.data.create_transform(**cfg, is_training=False)
+
+
+# --------------------------------------------------------------------------- smoke set
+class SmokeImage(NamedTuple):
+    """One photograph shipped inside scikit-image, with its nearest ImageNet-1k class."""
+
+    file: str
+    wnid: str
+    why: str
+
+
+# Photographs bundled in the installed scikit-image package (skimage/data), so the smoke
+# set needs no download. Labels are our best single ImageNet-1k class for each; several
+# photos have no exact class (ImageNet has no "person" or "motorcycle" class).
+SMOKE_TABLE: tuple[SmokeImage, ...] = (
+    SmokeImage("chelsea.png", "n02123045", "close-up of a striped brown house cat -> 'tabby, tabby cat'"),
+    SmokeImage("coffee.png", "n07920052", "a cup of espresso with crema on a saucer -> 'espresso'"),
+    SmokeImage("rocket.jpg", "n03773504", "a rocket on its launch pad -> 'missile' (no 'rocket' class)"),
+    SmokeImage("motorcycle_left.png", "n03785016", "a motorcycle in a garage -> 'moped' (no 'motorcycle' class)"),
+    SmokeImage("camera.png", "n04485082", "the cameraman: camera on a tripod -> 'tripod' (gray image)"),
+    SmokeImage("astronaut.png", "n04266014", "astronaut portrait with a shuttle model -> 'space shuttle' (no 'person' class)"),
+    SmokeImage("clock_motion.png", "n02708093", "motion-blurred analog clock face -> 'analog clock' (gray image)"),
+)
+
+
+def _skimage_data_dir() -> Path:
+    # The package directory itself, located without importing skimage.data's loaders;
+    # the files are read in place and never copied into this repository.
+    return Path(str(resources.files("skimage.data")))
+
+
+def smoke_samples() -> list[Sample]:
+    """The embedded SMOKE set: a few photographs bundled with scikit-image.
+
+    It exists so that every command runs end to end with no download. It is NOT a
+    benchmark: seven images, hand-assigned nearest classes (see ``SMOKE_TABLE``), so any
+    accuracy measured on it says nothing about a model. Gray images are returned as is;
+    :func:`load_image` / :class:`ImageNetFolder` convert them to RGB.
+    """
+    data_dir = _skimage_data_dir()
+    samples = []
+    for item in SMOKE_TABLE:
+        path = data_dir / item.file
+        if not path.is_file():
+            # Some scikit-image builds ship only part of the gallery.
+            _log.warning("smoke image %s is missing from scikit-image; skipped", path)
+            continue
+        samples.append(Sample(path=path, label=wnid_index(item.wnid), wnid=item.wnid))
+    if not samples:
+        raise FileNotFoundError(f"none of the smoke images {[t.file for t in SMOKE_TABLE]} found in {data_dir}")
+    return samples
+
+
+def resolve_data(spec: str | Path | None) -> list[Sample]:
+    """``None`` or ``"smoke"`` -> :func:`smoke_samples`; anything else is a folder path
+    given to :func:`scan_imagenet_folder`."""
+    if spec is None or str(spec) == "smoke":
+        return smoke_samples()
+    return scan_imagenet_folder(spec)

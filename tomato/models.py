@@ -1,0 +1,322 @@
+"""Loading timm Vision Transformers with real weights, and saying honestly where they came from.
+
+Three sources, in order of preference (see :func:`load`):
+
+1. a local checkpoint file (``.pth/.pt/.bin`` or ``.safetensors``; original DeiT/ViT key
+   layouts are converted with timm's own filter);
+2. timm's pretrained weights (Hugging Face hub, or its local cache when offline);
+3. random initialisation, only when asked for: numbers from it are NOT accuracy.
+
+Every load returns a :class:`WeightsInfo` whose ``sha256`` depends only on the weights,
+so two runs can be checked to have used the same model whatever the source.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import logging
+import os
+import socket
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import timm
+import torch
+from torch import nn
+
+__all__ = ["DEFAULT_MODEL", "WeightsInfo", "load", "read_checkpoint", "state_dict_sha256"]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "deit_base_patch16_224"
+_TORCH_SUFFIXES = frozenset({".pth", ".pt", ".bin"})
+_SAFETENSORS_SUFFIX = ".safetensors"
+_WRAPPER_KEYS = ("model", "state_dict")
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a model's weights came from.
+
+    ``source`` is ``"checkpoint:<abs path>"``, ``"timm-pretrained:<hub id or url>"`` or
+    ``"random-init:seed=<n>"``; ``pretrained`` is False only for random init;
+    ``sha256`` is :func:`state_dict_sha256` of the loaded model.
+    """
+
+    model: str
+    source: str
+    pretrained: bool
+    sha256: str
+
+
+# --------------------------------------------------------------------------- hashing
+def state_dict_sha256(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """Hex SHA-256 over a state dict: for each key in sorted order, the key, dtype, shape
+    and the tensor's raw bytes (``.detach().cpu().contiguous()``). Same weights -> same
+    hash, whatever file or device they came from."""
+    sd = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
+    h = hashlib.sha256()
+    for key in sorted(sd):
+        t = sd[key].detach().cpu().contiguous()
+        # Key, dtype and shape go in too, so a reshaped or renamed tensor changes the hash.
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        # Viewing as bytes works for every dtype (bfloat16 has no numpy equivalent).
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- names
+def _close_names(name: str, limit: int = 8) -> list[str]:
+    """A few timm model names resembling ``name``, for error messages."""
+    names = timm.list_models()
+    close = difflib.get_close_matches(name, names, n=limit, cutoff=0.6)
+    if not close:
+        stem = name.split(".")[0].split("_")[0]
+        close = timm.list_models(f"*{stem}*")[:limit] if stem else []
+    return close or timm.list_models("*deit*")[:limit]
+
+
+def _check_name(name: str) -> None:
+    """Raise ValueError for a name timm does not know (architecture or pretrained tag)."""
+    from timm.models import split_model_name_tag
+
+    arch, tag = split_model_name_tag(name)
+    if not timm.is_model(arch):
+        raise ValueError(f"Unknown timm model {name!r}. Close names: {', '.join(_close_names(name))}")
+    if tag and name not in timm.list_pretrained(name):
+        raise ValueError(
+            f"Unknown pretrained tag {tag!r} for {arch!r}. Known: {', '.join(timm.list_pretrained(arch + '.*'))}"
+        )
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict inside a checkpoint object: unwraps ``{"model": sd}`` and
+    ``{"state_dict": sd}`` (also nested) and strips a DataParallel ``module.`` prefix."""
+    while isinstance(obj, Mapping) and any(isinstance(obj.get(k), Mapping) for k in _WRAPPER_KEYS):
+        obj = next(obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), Mapping))
+    if not isinstance(obj, Mapping) or not obj:
+        raise ValueError(f"Checkpoint {path} holds no state dict (got {type(obj).__name__})")
+    not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(
+            f"Checkpoint {path} is not a state dict: non-tensor entries {not_tensors[:10]} "
+            f"(expected tensors, optionally under 'model' or 'state_dict')"
+        )
+    sd = dict(obj)
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or ``.pth/.pt/.bin`` (torch, weights only).
+
+    Raises FileNotFoundError naming the path, ValueError for an unsupported or
+    non-state-dict file. Keys are returned as stored (no timm conversion).
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == _SAFETENSORS_SUFFIX:
+        from safetensors.torch import load_file
+
+        obj: Any = load_file(str(path), device="cpu")
+    elif suffix in _TORCH_SUFFIXES:
+        try:
+            # weights_only: a checkpoint must never run code when it is read.
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError ...
+            raise ValueError(f"Could not read checkpoint {path} with torch.load(weights_only=True): {e}") from e
+    else:
+        supported = sorted(_TORCH_SUFFIXES | {_SAFETENSORS_SUFFIX})
+        raise ValueError(f"Unsupported checkpoint type {path} (expected one of {supported})")
+    return _unwrap(obj, path)
+
+
+def _timm_filter(model: nn.Module, sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Convert original (e.g. facebookresearch/deit) key layouts with timm's own filter for
+    the model's family; a no-op for families without one."""
+    fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if fn is None:
+        return sd
+    kwargs = {}
+    # timm's DeiT entry points pass adapt_layer_scale=True (DeiT-III 'gamma_1' keys);
+    # it only touches 'gamma_' keys, so it is safe for every ViT.
+    if "adapt_layer_scale" in inspect.signature(fn).parameters:
+        kwargs["adapt_layer_scale"] = True
+    try:
+        return fn(sd, model, **kwargs)
+    except Exception as e:  # noqa: BLE001 - the filter's failures are shape/key errors
+        raise ValueError(f"timm could not convert checkpoint {path} for {type(model).__name__}: {e}") from e
+
+
+def _load_checkpoint_into(model: nn.Module, path: Path) -> None:
+    """Strictly load ``path`` into ``model``; ValueError listing key/shape mismatches."""
+    sd = _timm_filter(model, read_checkpoint(path), path)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"Checkpoint {path} does not match {type(model).__name__}: "
+            f"{len(missing)} missing keys {missing[:10]}, {len(unexpected)} unexpected keys {unexpected[:10]}"
+        )
+    bad_shapes = [
+        f"{k}: {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if sd[k].shape != v.shape
+    ]
+    if bad_shapes:
+        raise ValueError(f"Checkpoint {path} has {len(bad_shapes)} shape mismatches: {bad_shapes[:10]}")
+    model.load_state_dict(sd, strict=True)
+
+
+# --------------------------------------------------------------------------- hub
+def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Quick TCP probe of the hub endpoint.
+
+    huggingface_hub retries a failed connection for ~50 s before giving up; probing first
+    lets an offline machine fail (or fall back) at once. With a proxy configured the
+    probe says nothing, so it reports True and lets the hub client decide.
+    """
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return True
+    url = urlparse(endpoint)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return True
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    # A daemon thread bounds the wait: DNS resolution ignores the socket timeout.
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 1.0)
+    return bool(result and result[0])
+
+
+def _cached_hub_file(hub_id: str, filename: str | None) -> str | None:
+    """Path of ``hub_id``'s weights in the local Hugging Face cache, or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, _, revision = hub_id.partition("@")
+    for fname in [filename] if filename else ["model.safetensors", "pytorch_model.bin"]:
+        found = try_to_load_from_cache(repo, fname, revision=revision or None)
+        if isinstance(found, str):  # may also be None or the _CACHED_NO_EXIST sentinel
+            return found
+    return None
+
+
+def _offline_message(name: str, where: str, error: str) -> str:
+    """The RuntimeError text: what failed and the three ways forward."""
+    page = where if "://" in where else f"https://huggingface.co/{where}"
+    return (
+        f"Could not get pretrained weights for {name!r} ({error}). To use real weights, either\n"
+        f"  1. connect to the internet so timm can download {where!r} (it is cached afterwards), or\n"
+        f"  2. download the checkpoint on a machine that is online (e.g. from {page}"
+        f" or the model's original release) and pass checkpoint=/path/to/file.pth"
+        f" (CLI: --checkpoint /path/to/file.pth), or\n"
+        f"  3. pass random_fallback=True (CLI: --random-weights) for a smoke run with random weights;"
+        f" its numbers are NOT accuracy."
+    )
+
+
+def _create_pretrained(name: str) -> tuple[nn.Module, str]:
+    """timm's pretrained model and its source id; raises RuntimeError (with instructions)
+    when the weights cannot be obtained."""
+    import huggingface_hub.constants as hf_constants
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    hub_id = cfg.hf_hub_id if cfg is not None else None
+    url = cfg.url if cfg is not None else None
+    where = hub_id or url
+    if not where:
+        # timm would silently fall back to random init here; refuse instead.
+        raise RuntimeError(
+            f"timm has no pretrained weights for {name!r}: pass checkpoint=/path/to/file.pth"
+            f" (CLI: --checkpoint) or random_fallback=True (CLI: --random-weights; NOT accuracy)."
+        )
+
+    overlay: dict[str, Any] = {}
+    if hub_id and not hf_constants.HF_HUB_OFFLINE and not _hub_reachable(hf_constants.ENDPOINT):
+        cached = _cached_hub_file(hub_id, cfg.hf_hub_filename)
+        if cached is None:
+            raise RuntimeError(
+                _offline_message(name, hub_id, f"{hf_constants.ENDPOINT} is unreachable and nothing is cached")
+            )
+        _log.info("hub unreachable; loading %s from the local cache %s", hub_id, cached)
+        overlay["file"] = cached  # timm's own loader, filter included, reads the cached file
+    try:
+        model = timm.create_model(name, pretrained=True, **({"pretrained_cfg_overlay": overlay} if overlay else {}))
+    except Exception as e:  # noqa: BLE001 - hub/httpx/urllib errors have no common base
+        raise RuntimeError(_offline_message(name, where, f"{type(e).__name__}: {e}")) from e
+    return model, f"timm-pretrained:{where}"
+
+
+def _create_random(name: str, seed: int) -> nn.Module:
+    """Randomly initialised model, deterministic for ``seed``; the caller's RNG is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return timm.create_model(name, pretrained=False)
+
+
+# --------------------------------------------------------------------------- public
+def load(
+    name: str = DEFAULT_MODEL,
+    checkpoint: str | Path | None = None,
+    pretrained: bool = True,
+    random_fallback: bool = False,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, WeightsInfo]:
+    """Create timm model ``name`` in eval mode on ``device`` and say where its weights came from.
+
+    - ``checkpoint``: load that file strictly (FileNotFoundError if missing, ValueError
+      listing mismatched keys); original DeiT/ViT layouts are converted by timm.
+    - else ``pretrained``: timm's weights from the hub (or its cache when offline). If they
+      cannot be had: with ``random_fallback`` log a WARNING and use random init, otherwise
+      raise RuntimeError explaining ``--checkpoint`` / ``--random-weights``.
+    - else (or on fallback): random init seeded with ``seed`` (NOT accuracy).
+
+    Unknown ``name`` -> ValueError listing close timm names.
+    """
+    _check_name(name)
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        model = timm.create_model(name, pretrained=False)
+        _load_checkpoint_into(model, path)
+        source, is_pretrained = f"checkpoint:{path}", True
+    else:
+        model = None
+        if pretrained:
+            try:
+                model, source = _create_pretrained(name)
+                is_pretrained = True
+            except RuntimeError as e:
+                if not random_fallback:
+                    raise
+                _log.warning("%s\nFalling back to RANDOM weights (seed=%d): results are NOT accuracy.", e, seed)
+        if model is None:
+            model = _create_random(name, seed)
+            source, is_pretrained = f"random-init:seed={seed}", False
+
+    model.eval()
+    info = WeightsInfo(model=name, source=source, pretrained=is_pretrained, sha256=state_dict_sha256(model))
+    _log.info("loaded %s from %s (sha256 %s)", name, source, info.sha256[:12])
+    return model.to(device), info
