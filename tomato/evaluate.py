@@ -1,0 +1,140 @@
+"""Accuracy runs: top-1/top-5 and token statistics of one variant on an image set.
+
+Results go to a :class:`tomato.results.RunStore` folder, one batch at a time with atomic
+writes, so an interrupted run resumes where it stopped, and a folder holding another
+run's results is refused instead of mixed.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from . import data, patch, provenance
+from .models import WeightsInfo
+from .results import RunStore
+from .variants import Variant, parse
+
+log = logging.getLogger(__name__)
+
+
+def token_stats(model: nn.Module, batch: int) -> tuple[list[int], list[float]]:
+    """Patch tokens leaving block 0, and mean tokens per block, for each image of the
+    last forward of ``model`` (an unpatched model keeps every token)."""
+    st = getattr(model, "_tomato", None)
+    n = model.patch_embed.num_patches
+    depth = len(model.blocks)
+    if st is None or not st.tokens_per_block:
+        t = n + model.num_prefix_tokens
+        return [n] * batch, [float(t)] * batch
+    if st.kind == "tome":
+        first = st.tokens_per_block[0] - st.num_prefix_tokens
+        mean = sum(st.tokens_per_block) / depth
+        return [first] * batch, [mean] * batch
+    if st.tokens is None:  # patched with ToMato but merging disabled
+        n = st.grid[0] * st.grid[1]
+        return [n] * batch, [float(n + st.num_prefix_tokens)] * batch
+    kept = st.tokens.tolist()
+    return kept, [float(k + st.num_prefix_tokens) for k in kept]
+
+
+def samples_digest(samples: Sequence[data.Sample]) -> str:
+    """Short hash of the image list (paths relative to their common root, and labels)."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(f"{s.path.parent.name}/{s.path.name}:{s.label}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def run_config(model_name: str, weights: WeightsInfo, variant: Variant, samples: Sequence[data.Sample],
+               data_label: str) -> dict[str, Any]:
+    """The identity of an accuracy run: what must match for a folder to be resumed."""
+    return {
+        "kind": "eval",
+        "model": model_name,
+        "weights_source": weights.source,
+        "weights_sha256": weights.sha256,
+        "pretrained": weights.pretrained,
+        "variant": variant.spec,
+        "data": data_label,
+        "n_images": len(samples),
+        "images_sha": samples_digest(samples),
+    }
+
+
+def evaluate(
+    model: nn.Module,
+    weights: WeightsInfo,
+    variant: Variant | str,
+    samples: Sequence[data.Sample],
+    out: Path | str,
+    *,
+    data_label: str,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    max_batches: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``variant`` of ``model`` on ``samples``; returns the summary dict.
+
+    Resumes from ``out`` when it holds the same run; ``max_batches`` stops early (a
+    later call continues). Corrupt images are skipped and listed in bad_images.csv.
+    """
+    variant = parse(variant)
+    model = variant.apply(model).to(device).eval()
+    config = run_config(weights.model, weights, variant, samples, data_label)
+    store = RunStore.open(
+        out, config,
+        provenance.collect(**config, batch_size=batch_size, device=str(device), data_path=data_label),
+    )
+    todo = [i for i in range(len(samples)) if i not in store.done]
+    dataset = data.ImageNetFolder(list(samples), data.transform_for(model))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=todo, num_workers=num_workers,
+                        collate_fn=data.collate_skip_bad)
+    model_seconds = 0.0
+    images_done = 0
+    bar = tqdm(total=len(samples), initial=len(samples) - len(todo), disable=not progress,
+               desc=f"{variant.label}", unit="img")
+    for b, (images, labels, indices, bad) in enumerate(loader):
+        if max_batches is not None and b >= max_batches:
+            break
+        rows: list[dict[str, Any]] = []
+        if len(indices):
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                logits = model(images.to(device))
+            model_seconds += time.perf_counter() - t0
+            images_done += len(indices)
+            top5 = logits.float().topk(5, dim=-1).indices.cpu()
+            kept, per_block = token_stats(model, len(indices))
+            st = getattr(model, "_tomato", None)
+            sims = st.sim.tolist() if st is not None and st.sim is not None else [None] * len(indices)
+            for j, idx in enumerate(indices.tolist()):
+                label = int(labels[j])
+                preds = top5[j].tolist()
+                rows.append({
+                    "index": idx, "path": str(samples[idx].path), "label": label, "top5": preds,
+                    "correct1": preds[0] == label, "correct5": label in preds,
+                    "tokens": kept[j], "tokens_per_block": round(per_block[j], 3), "sim": sims[j],
+                })
+        bad_rows = [{"index": i, "path": str(samples[i].path), "error": "unreadable image"} for i in bad]
+        store.append(rows, bad_rows)
+        bar.update(len(rows) + len(bad_rows))
+    bar.close()
+    extra = {"variant": variant.spec, "model": weights.model, "weights_source": weights.source,
+             "pretrained": weights.pretrained, "data": data_label}
+    if images_done:
+        extra["images_per_s_last_session"] = images_done / model_seconds
+    summary = store.summary(extra)
+    summary["complete"] = len(store.done) == len(samples)
+    if not weights.pretrained:
+        log.warning("%s ran with %s: these numbers are NOT accuracy", variant.spec, weights.source)
+    return summary

@@ -1,0 +1,115 @@
+"""Latency and throughput of variants, measured in ONE run so that ratios are fair.
+
+Two protocols side by side:
+
+``paper``
+    What the paper reports: batch 1, no warm-up, the mean of 10 inferences (the authors
+    timed them with Nsight Systems on a Jetson Nano).
+``robust``
+    Warm-up, then ``runs`` timed forwards with the variants interleaved round-robin (so
+    drift on a shared machine hits every variant alike), CUDA synchronised around each
+    call; we report the median and interquartile range.
+
+Each row also carries a theoretical column: FLOPs from the tokens each variant actually
+kept on the timed images, so a measured speed-up can be set against the ideal one.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import flops, timing
+from .evaluate import token_stats
+from .variants import Variant, parse
+
+log = logging.getLogger(__name__)
+
+
+def theoretical_flops(model: nn.Module, variant: Variant, kept_patches: float) -> float:
+    """FLOPs of one image through ``model`` as ``variant`` keeping ``kept_patches`` after block 0."""
+    dims = flops.dims_of(model)
+    if variant.kind == "tome":
+        return flops.vit_flops(dims, flops.tokens_schedule_tome(dims, variant.get("r", 0)))
+    if variant.kind == "tomato":
+        sched = flops.tokens_schedule_tomato(dims, max(1.0, kept_patches))
+        return flops.vit_flops(dims, sched, extra=flops.tomato_merge_flops(dims))
+    return flops.vit_flops(dims, flops.tokens_schedule_tomato(dims, dims.num_patches))
+
+
+def _batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Cycle the given images up to ``size`` (real photos, so ToMato merges as it would)."""
+    reps = -(-size // images.shape[0])
+    return images.repeat(reps, 1, 1, 1)[:size]
+
+
+def measure_variants(
+    model: nn.Module,
+    variants: Sequence[Variant | str],
+    images: torch.Tensor,
+    *,
+    batch_sizes: Sequence[int] = (1,),
+    runs: int = 20,
+    warmup: int = 3,
+    paper_n: int = 10,
+    device: str | torch.device = "cpu",
+    clock: Callable[[], float] | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Time every variant at every batch size; returns tidy rows (one per variant x batch).
+
+    images: (M, 3, H, W) preprocessed inputs, cycled to fill each batch.
+    Row keys: variant, label, batch_size, paper_mean_s, median_s, q1_s, q3_s, iqr_s,
+    runs, throughput_img_s, speedup (median ratio vs the first variant), tokens_mean,
+    gflops (per image), ideal_speedup.
+    """
+    vs = [parse(v) for v in variants]
+    clock = clock or time.perf_counter
+    sync = timing.device_sync(device)
+    model = model.to(device).eval()
+    rows: list[dict[str, Any]] = []
+    for bs in tqdm(batch_sizes, desc="batch sizes", disable=not progress or len(batch_sizes) == 1):
+        x = _batch(images, bs).to(device)
+
+        def make(v: Variant) -> Callable[[], object]:
+            def run() -> object:
+                # Applying a variant only swaps Python classes (microseconds), so it can sit
+                # inside the timed call and let the variants interleave on one model.
+                v.apply(model)
+                with torch.inference_mode(), timing.nvtx_range(v.spec):
+                    return model(x)
+            return run
+
+        fns = {v.spec: make(v) for v in vs}
+        kept: dict[str, float] = {}
+        for v in vs:
+            fns[v.spec]()
+            k, _ = token_stats(model, bs)
+            kept[v.spec] = sum(k) / len(k)
+        paper = {}
+        if bs == 1 and paper_n:
+            for v in vs:
+                paper[v.spec] = timing.paper_protocol(fns[v.spec], n=paper_n, clock=clock, sync=sync)
+        stats = timing.compare(fns, runs=runs, warmup=warmup, clock=clock, sync=sync)
+        base = vs[0].spec
+        base_flops = theoretical_flops(model, vs[0], kept[base])
+        for v in vs:
+            s = stats[v.spec]
+            f = theoretical_flops(model, v, kept[v.spec])
+            rows.append({
+                "variant": v.spec, "label": v.label, "batch_size": bs,
+                "paper_mean_s": paper.get(v.spec),
+                "median_s": s.median, "q1_s": s.q1, "q3_s": s.q3, "iqr_s": s.iqr, "runs": s.n,
+                "throughput_img_s": bs / s.median,
+                "speedup": stats[base].median / s.median,
+                "tokens_mean": kept[v.spec],
+                "gflops": f / 1e9,
+                "ideal_speedup": base_flops / f,
+            })
+    if vs:
+        vs[0].apply(model)
+    return rows

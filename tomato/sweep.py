@@ -1,0 +1,137 @@
+"""Sweeps for the accuracy-latency figures: one tidy CSV over many variants.
+
+``sweep`` evaluates every variant (each in its own resumable run folder), then times all
+of them in one interleaved run (or reuses a finished timing run with the same identity),
+and writes ``sweep.csv`` with one row per variant: kind, parameter, value, top-1, top-5,
+token statistics, latency (median, IQR, paper protocol), throughput and FLOPs.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from . import data, provenance
+from .evaluate import evaluate
+from .models import WeightsInfo
+from .results import atomic_write_text
+from .speed import measure_variants
+from .variants import Variant, parse
+
+log = logging.getLogger(__name__)
+
+#: Figure 3's axes: ToMe sweeping r, ToMato sweeping sim, plus our parallel and budget modes.
+DEFAULT_VARIANTS: tuple[str, ...] = (
+    "deit",
+    "tome:r=1", "tome:r=2", "tome:r=4", "tome:r=8", "tome:r=16",
+    "tomato:sim=1e-2", "tomato:sim=1e-3", "tomato:sim=5e-4", "tomato:sim=1e-7", "tomato:sim=1e-20",
+    "tomato:sim=1e-7,method=parallel",
+    "tomato:keep=0.9", "tomato:keep=0.8", "tomato:keep=0.7", "tomato:keep=0.5",
+)
+
+COLUMNS: tuple[str, ...] = (
+    "variant", "label", "kind", "parameter", "value", "top1", "top5", "n_images", "n_bad",
+    "tokens_mean", "tokens_min", "tokens_max", "median_s", "iqr_s", "paper_mean_s",
+    "throughput_img_s", "speedup", "gflops", "ideal_speedup", "pretrained", "weights_source",
+)
+
+
+def slug(variant: Variant) -> str:
+    """A folder name for a variant's run: ``tomato_sim-1e-07``."""
+    return re.sub(r"[^A-Za-z0-9.\-]+", "_", variant.spec.replace("=", "-").replace(":", "_"))
+
+
+def parameter(variant: Variant) -> tuple[str, Any]:
+    """The swept parameter of a variant, e.g. ("sim", 1e-07) or ("r", 2)."""
+    for name in ("r", "sim", "keep_ratio", "tokens"):
+        if variant.get(name) is not None:
+            return name, variant.get(name)
+    return "", ""
+
+
+def timing_images(samples: Sequence[data.Sample], model: nn.Module, count: int = 4) -> torch.Tensor:
+    """(M, 3, H, W): the first ``count`` readable images, preprocessed for ``model``."""
+    ds = data.ImageNetFolder(list(samples), data.transform_for(model))
+    out = []
+    for i in range(len(ds)):
+        item = ds[i]
+        if item:
+            out.append(item[0])
+        if len(out) == count:
+            break
+    if not out:
+        raise ValueError("no readable image to time the variants on")
+    return torch.stack(out)
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def sweep(
+    model: nn.Module,
+    weights: WeightsInfo,
+    variants: Sequence[str | Variant],
+    samples: Sequence[data.Sample],
+    out: Path | str,
+    *,
+    data_label: str,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    time_runs: int = 10,
+    time_warmup: int = 2,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Evaluate and time ``variants``; returns the rows written to ``out/sweep.csv``."""
+    out = Path(out)
+    vs = [parse(v) for v in variants]
+    summaries = {}
+    for v in vs:
+        summaries[v.spec] = evaluate(model, weights, v, samples, out / slug(v), data_label=data_label,
+                                     batch_size=batch_size, num_workers=num_workers, device=device,
+                                     progress=progress)
+
+    timing_config = {"model": weights.model, "weights_sha256": weights.sha256,
+                     "variants": [v.spec for v in vs], "runs": time_runs, "warmup": time_warmup,
+                     "device": str(device), "data": data_label, "batch_size": 1}
+    timing_path = out / "timing.json"
+    timed = None
+    if timing_path.exists():
+        stored = json.loads(timing_path.read_text())
+        if stored.get("config") == timing_config:
+            timed = stored["rows"]
+            log.info("reusing timing run in %s", timing_path)
+    if timed is None:
+        images = timing_images(samples, model)
+        timed = measure_variants(model, vs, images, runs=time_runs, warmup=time_warmup,
+                                 device=device, progress=progress)
+        record = {"config": timing_config, "rows": timed,
+                  "provenance": provenance.collect(**timing_config)}
+        atomic_write_text(timing_path, json.dumps(provenance.jsonable(record), indent=2) + "\n")
+    by_spec = {r["variant"]: r for r in timed}
+
+    rows = []
+    for v in vs:
+        s, t = summaries[v.spec], by_spec[v.spec]
+        name, value = parameter(v)
+        rows.append({
+            "variant": v.spec, "label": v.label, "kind": v.kind, "parameter": name, "value": value,
+            **{k: s.get(k) for k in ("top1", "top5", "n_images", "n_bad", "tokens_mean",
+                                     "tokens_min", "tokens_max", "pretrained", "weights_source")},
+            **{k: t.get(k) for k in ("median_s", "iqr_s", "paper_mean_s", "throughput_img_s",
+                                     "speedup", "gflops", "ideal_speedup")},
+        })
+    _write_csv(out / "sweep.csv", rows, COLUMNS)
+    return rows
