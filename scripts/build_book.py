@@ -1,0 +1,389 @@
+#!/usr/bin/env python
+"""Execute the companion notebooks with papermill, then build the Jupyter Book.
+
+Usage (from anywhere; paths are resolved against the repository root)::
+
+    python scripts/build_book.py                          # params/smoke.yaml, all notebooks
+    python scripts/build_book.py --params params/jetson.yaml
+    python scripts/build_book.py --only 01_similarity 02_visit
+    python scripts/build_book.py --skip-execute           # rebuild HTML from book/notebooks/
+
+Steps
+
+1. Every ``notebooks/NAME.ipynb`` (sorted by name, or only those given with
+   ``--only``) is executed by papermill into ``book/notebooks/NAME.ipynb``, with the
+   parameters of the ``--params`` YAML file injected after the cell tagged
+   ``parameters``.  **The working directory of every notebook is the repository
+   root**, so notebooks use paths relative to it (``data/results/...``,
+   ``params/...``).  The repository root is also put on ``PYTHONPATH`` so that
+   ``import tomato`` works without an editable install.  In the executed copy the
+   notebook's own ``parameters`` cell is tagged ``remove-cell``, so each page shows
+   only papermill's ``injected-parameters`` cell: the values that produced it.
+2. ``jupyter-book build .`` (Jupyter Book 1.x, run with this very interpreter) turns
+   ``_toc.yml`` into ``_build/html``.  Notebook execution is off in ``_config.yml``:
+   papermill has already run them.  Math is typeset by MathJax from its CDN when the
+   reader is online; ``--mathjax FILE`` (or ``$TOMATO_MATHJAX``) serves a local
+   MathJax 3 bundle from the book instead, e.g. ``es5/tex-mml-svg.js`` of the
+   ``mathjax@3`` npm package, so the HTML renders offline.
+
+The kernel is ``python3`` by default.  jupyter_client starts a kernelspec whose
+command is plain ``python`` with *this* interpreter (``sys.executable``), so the
+notebooks run in the same virtual environment as this script; the script checks
+that and says so.
+
+Exit status: 0 on success; 1 if a notebook fails (its name and the error are
+printed) or the book build fails; 2 on bad arguments.
+Only the standard library, papermill (and its YAML dependency) are needed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC_DIR = ROOT / "notebooks"
+OUT_DIR = ROOT / "book" / "notebooks"
+BUILD_DIR = ROOT / "_build"
+HTML_DIR = BUILD_DIR / "html"
+LOG_FILE = BUILD_DIR / "book_build.log"
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def rel(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def load_params(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    import yaml  # papermill depends on PyYAML
+
+    with open(path, encoding="utf-8") as fh:
+        params = yaml.safe_load(fh) or {}
+    if not isinstance(params, dict):
+        raise SystemExit(f"build_book: {path} must hold a mapping of parameters, got {type(params).__name__}")
+    return params
+
+
+def kernel_env() -> dict:
+    """Environment for kernels and the Sphinx build: repo root importable, inline plots."""
+    env = os.environ.copy()
+    pp = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + pp if pp else "")
+    # ipykernel only selects its inline backend when MPLBACKEND is unset; an inherited
+    # MPLBACKEND=Agg would silently drop every figure from the book.
+    env.pop("MPLBACKEND", None)
+    return env
+
+
+def check_kernel(kernel: str) -> None:
+    """Say which interpreter the kernel will run; warn if it is not this one."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    except ImportError:  # pragma: no cover - papermill always brings jupyter_client
+        return
+    try:
+        spec = KernelSpecManager().get_kernel_spec(kernel)
+    except NoSuchKernel:
+        raise SystemExit(
+            f"build_book: no Jupyter kernel named {kernel!r}. Install ipykernel in this "
+            f"environment ({sys.executable} -m pip install ipykernel) or pick another with --kernel."
+        )
+    exe = spec.argv[0] if spec.argv else ""
+    major, minor = sys.version_info[:2]
+    if exe in {"python", f"python{major}", f"python{major}.{minor}"}:
+        exe = sys.executable  # jupyter_client substitutes the running interpreter
+    same = Path(exe).resolve() == Path(sys.executable).resolve() if os.path.isabs(exe) else False
+    where = "this interpreter" if same else "a DIFFERENT interpreter"
+    log(f"kernel {kernel!r} ({spec.resource_dir}) runs {exe} -> {where}")
+    if not same:
+        log(
+            f"build_book: WARNING: kernel {kernel!r} does not use {sys.executable}; "
+            "notebooks may miss packages. Remove the stray kernelspec or pass --kernel."
+        )
+
+
+def select_notebooks(only: list[str] | None) -> list[Path]:
+    all_nbs = sorted(SRC_DIR.glob("*.ipynb"))
+    if not all_nbs:
+        raise SystemExit(f"build_book: no notebooks in {SRC_DIR}")
+    if not only:
+        return all_nbs
+    by_name = {p.stem: p for p in all_nbs}
+    chosen = []
+    for name in only:
+        stem = Path(name).stem
+        if stem not in by_name:
+            raise SystemExit(f"build_book: unknown notebook {name!r}; have: {', '.join(sorted(by_name))}")
+        chosen.append(by_name[stem])
+    return sorted(set(chosen))
+
+
+# stderr lines of kernels that are noise, not news (ipykernel >= 7 warns about TCP
+# transport on every start; papermill's shutdown may interrupt an idle kernel).
+KERNEL_NOISE = ("Kernel is running over TCP without encryption", "KeyboardInterrupt caught in kernel")
+
+
+class KernelStderr:
+    """Send fd 2 (where kernels write their own stderr) to a log file and echo what matters.
+
+    Cell output, including tracebacks, reaches papermill through the Jupyter protocol
+    and is unaffected; this only catches what kernel processes print themselves.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.pos = 0
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        self.fh = open(self.path, "w", encoding="utf-8")
+        os.dup2(self.fh.fileno(), 2)
+        return self
+
+    def news(self) -> list[str]:
+        sys.stderr.flush()
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            fh.seek(self.pos)
+            text = fh.read()
+            self.pos = fh.tell()
+        return [ln for ln in text.splitlines() if ln.strip() and not any(n in ln for n in KERNEL_NOISE)]
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        self.fh.close()
+        return False
+
+
+def execute(notebooks: list[Path], params: dict, kernel: str, timeout: int | None) -> None:
+    import papermill as pm
+
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    env = kernel_env()
+    # papermill starts the kernel with os.environ; apply our env for the duration.
+    saved = os.environ.copy()
+    os.environ.clear()
+    os.environ.update(env)
+    stderr = KernelStderr(BUILD_DIR / "notebook_stderr.log").__enter__()
+    try:
+        total = len(notebooks)
+        for k, src in enumerate(notebooks, 1):
+            dst = OUT_DIR / src.name
+            t0 = time.perf_counter()
+            try:
+                pm.execute_notebook(
+                    str(src),
+                    str(dst),
+                    parameters=dict(params),
+                    kernel_name=kernel,
+                    cwd=str(ROOT),
+                    progress_bar=False,
+                    log_output=False,
+                    execution_timeout=timeout,
+                )
+            except Exception as exc:  # papermill raises PapermillExecutionError, timeouts, ...
+                dt = time.perf_counter() - t0
+                for line in stderr.news():
+                    log(f"  | {line}")
+                log(f"[{k}/{total}] {src.name}: FAILED after {dt:.1f}s")
+                detail = getattr(exc, "evalue", None) or str(exc)
+                ename = getattr(exc, "ename", type(exc).__name__)
+                cell = getattr(exc, "exec_count", None)
+                where = f" in cell [{cell}]" if cell is not None else ""
+                log(f"build_book: notebook {rel(src)} failed{where}: {ename}: {detail}")
+                log(f"build_book: the partially executed notebook is {rel(dst)}")
+                raise SystemExit(1)
+            dt = time.perf_counter() - t0
+            hide_default_parameters(dst)
+            log(f"[{k}/{total}] {src.name}: ok in {dt:.1f}s -> {rel(dst)}")
+            for line in stderr.news():
+                log(f"  | {line}")
+    finally:
+        stderr.__exit__(None, None, None)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def hide_default_parameters(path: Path) -> None:
+    """Tag the notebook's own ``parameters`` cell ``remove-cell`` once papermill has
+    injected the real values after it: the page then shows only the parameters that
+    actually produced it (papermill's ``injected-parameters`` cell)."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    tags = [set(c.get("metadata", {}).get("tags", [])) for c in nb.cells]
+    if not any("injected-parameters" in t for t in tags):
+        return
+    changed = False
+    for cell, t in zip(nb.cells, tags):
+        if "parameters" in t and "remove-cell" not in t:
+            cell.metadata.setdefault("tags", []).append("remove-cell")
+            changed = True
+    if changed:
+        nbformat.write(nb, str(path))
+
+
+def mathjax_overlay(mathjax: str) -> Path | None:
+    """Config overlay that serves MathJax from the book itself, or None for the CDN.
+
+    ``mathjax`` names a MathJax 3 single-file component (``es5/tex-mml-svg.js`` or
+    ``es5/tex-svg.js`` of the ``mathjax@3`` npm package: SVG output needs no font
+    files). It is copied to ``_build/_mathjax/mathjax/`` and published as
+    ``_static/mathjax/<name>``, so math renders without a network connection.
+    """
+    if not mathjax or mathjax == "cdn":
+        return None
+    import yaml
+
+    src = Path(mathjax).expanduser()
+    if not src.is_absolute():
+        src = ROOT / src
+    if not src.is_file():
+        raise SystemExit(f"build_book: --mathjax {mathjax}: no such file")
+    static = BUILD_DIR / "_mathjax"
+    (static / "mathjax").mkdir(parents=True, exist_ok=True)
+    dest = static / "mathjax" / src.name
+    if not dest.exists() or dest.read_bytes() != src.read_bytes():
+        dest.write_bytes(src.read_bytes())
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8")) or {}
+    sphinx = cfg.setdefault("sphinx", {}) or {}
+    cfg["sphinx"] = sphinx
+    conf = sphinx.get("config") or {}
+    sphinx["config"] = conf
+    conf["mathjax_path"] = f"mathjax/{src.name}"  # relative: resolved inside _static/
+    conf["html_static_path"] = list(conf.get("html_static_path") or []) + [str(static)]
+    overlay = BUILD_DIR / "_config.mathjax.yml"
+    overlay.write_text(
+        "# generated by scripts/build_book.py --mathjax: _config.yml + a local MathJax\n"
+        + yaml.safe_dump(cfg, sort_keys=False),
+        encoding="utf-8",
+    )
+    return overlay
+
+
+def check_outputs() -> None:
+    """Before a --skip-execute build: every source notebook needs an executed copy."""
+    missing = [p.name for p in sorted(SRC_DIR.glob("*.ipynb")) if not (OUT_DIR / p.name).exists()]
+    if missing:
+        raise SystemExit(
+            "build_book: these notebooks have no executed copy in book/notebooks/ "
+            f"(run them first, without --skip-execute/--only): {', '.join(missing)}"
+        )
+    stale = [
+        p.name
+        for p in sorted(SRC_DIR.glob("*.ipynb"))
+        if p.stat().st_mtime > (OUT_DIR / p.name).stat().st_mtime
+    ]
+    if stale:
+        log(f"build_book: note: sources newer than their executed copies: {', '.join(stale)}")
+
+
+def build_book(fresh: bool, strict: bool, mathjax: str = "") -> None:
+    BUILD_DIR.mkdir(exist_ok=True)
+    overlay = mathjax_overlay(mathjax)
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from jupyter_book.cli.main import main; sys.argv[0] = 'jupyter-book'; sys.exit(main())",
+        "build",
+        str(ROOT),
+        "--path-output",
+        str(ROOT),
+        "--builder",
+        "html",
+    ]
+    extra = []
+    if overlay is not None:
+        extra += ["--config", rel(overlay)]
+    if fresh:
+        extra.append("--all")
+    if strict:
+        extra += ["-W", "--keep-going"]
+    cmd += extra
+    log("building HTML: jupyter-book build . --path-output . --builder html " + " ".join(extra)
+        + ("" if overlay else "  (math: MathJax from its CDN, rendered when the reader is online)"))
+    t0 = time.perf_counter()
+    with open(LOG_FILE, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=kernel_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        warnings = []
+        for line in proc.stdout:
+            line = ANSI.sub("", line)
+            fh.write(line)
+            if "WARNING" in line or "ERROR" in line:
+                warnings.append(line.rstrip())
+        rc = proc.wait()
+    dt = time.perf_counter() - t0
+    for w in warnings:
+        log("  " + w)
+    if rc != 0 or not (HTML_DIR / "index.html").exists():
+        log(f"build_book: jupyter-book build FAILED (exit {rc}) after {dt:.1f}s; full log: {rel(LOG_FILE)}")
+        with open(LOG_FILE, encoding="utf-8") as fh:
+            tail = fh.readlines()[-40:]
+        sys.stdout.write("".join(tail))
+        raise SystemExit(1)
+    log(
+        f"book built in {dt:.1f}s with {len(warnings)} warning(s): "
+        f"{rel(HTML_DIR / 'index.html')} (log: {rel(LOG_FILE)})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--params", default="params/smoke.yaml",
+                    help="papermill parameters YAML (relative to the repo root; default: %(default)s)")
+    ap.add_argument("--only", nargs="+", metavar="NAME",
+                    help="execute only these notebooks (e.g. 01_similarity); the others keep their last output")
+    ap.add_argument("--skip-execute", action="store_true", help="do not run papermill; build from book/notebooks/")
+    ap.add_argument("--skip-build", action="store_true", help="run the notebooks but do not build the HTML")
+    ap.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: %(default)s)")
+    ap.add_argument("--timeout", type=int, default=None,
+                    help="per-cell timeout in seconds for papermill (default: none)")
+    ap.add_argument("--fresh", action="store_true", help="rebuild every page (jupyter-book build --all)")
+    ap.add_argument("--strict", action="store_true", help="turn Sphinx warnings into errors (-W --keep-going)")
+    ap.add_argument("--mathjax", default=os.environ.get("TOMATO_MATHJAX", ""), metavar="FILE",
+                    help="serve this MathJax 3 bundle (e.g. node_modules/mathjax/es5/tex-mml-svg.js) from the "
+                         "book so math renders offline; default: $TOMATO_MATHJAX, else MathJax's CDN")
+    args = ap.parse_args(argv)
+
+    t_all = time.perf_counter()
+    if not args.skip_execute:
+        params_path = Path(args.params)
+        if not params_path.is_absolute():
+            params_path = ROOT / params_path
+        if not params_path.exists():
+            ap.error(f"--params {args.params}: no such file")
+        params = load_params(params_path)
+        notebooks = select_notebooks(args.only)
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        log(f"executing {len(notebooks)} notebook(s) with {rel(params_path)}: {shown}")
+        check_kernel(args.kernel)
+        execute(notebooks, params, args.kernel, args.timeout)
+    if not args.skip_build:
+        check_outputs()
+        build_book(args.fresh, args.strict, args.mathjax)
+    log(f"done in {time.perf_counter() - t_all:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
