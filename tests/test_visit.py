@@ -183,12 +183,23 @@ def test_faithful_groups_are_reachable_from_their_root(case):
             assert seen == members
 
 
+@settings(max_examples=150, deadline=None)
+@given(edge_batches())
+def test_parallel_directed_equals_faithful_on_every_graph(case):
+    # The faithful root of j is the smallest token that reaches j (visit's docstring), so
+    # the parallel min-ancestor labelling reproduces the sequential visit exactly.
+    edges, grid = case
+    f_labels, f_counts = visit.faithful(edges, grid)
+    p_labels, p_counts = visit.parallel(edges, grid, "directed")
+    assert torch.equal(p_labels, f_labels) and torch.equal(p_counts, f_counts)
+
+
 @settings(max_examples=60, deadline=None)
 @given(edge_batches(symmetric=True))
 def test_parallel_equals_faithful_on_symmetric_graphs(case):
     edges, grid = case
     f_labels, f_counts = visit.faithful(edges, grid)
-    for rule in ("either", "both"):
+    for rule in visit.RULES:
         p_labels, p_counts = visit.parallel(edges, grid, rule)
         assert torch.equal(p_labels, f_labels)
         assert torch.equal(p_counts, f_counts)
@@ -211,10 +222,10 @@ def test_parallel_partitions_bracket_the_faithful_one(case):
 @given(edge_batches())
 def test_batched_equals_per_image(case):
     edges, grid = case
-    for method in visit.METHODS:
-        labels, counts = visit.group(edges, grid, method)
+    for method, rule in [("faithful", "directed"), ("parallel", "directed"), ("parallel", "either"), ("parallel", "both")]:
+        labels, counts = visit.group(edges, grid, method, rule)
         for i in range(edges.shape[0]):
-            li, ci = visit.group(edges[i : i + 1], grid, method)
+            li, ci = visit.group(edges[i : i + 1], grid, method, rule)
             assert torch.equal(li[0], labels[i]) and int(ci) == int(counts[i])
 
 
@@ -239,14 +250,14 @@ def test_budget_search_fits_and_is_tight(k, seed, method):
     sim = budget.search_sim(s, (6, 6), k, method)
     _, counts = visit.group(visit.directed_edges(s.double(), sim), (6, 6), method)
     assert (counts <= k).all()
-    if method == "parallel":
-        # Tight: the next larger candidate threshold would exceed the budget.
-        for i in range(3):
-            above = s[i][s[i].double() > sim[i]]
-            if above.numel():
-                nxt = above.double().min()
-                _, c = visit.group(visit.directed_edges(s[i : i + 1].double(), nxt), (6, 6), method)
-                assert int(c) > k
+    # Tight: the next larger candidate threshold would exceed the budget (the group count
+    # is monotone in sim for both methods).
+    for i in range(3):
+        above = s[i][s[i].double() > sim[i]]
+        if above.numel():
+            nxt = above.double().min()
+            _, c = visit.group(visit.directed_edges(s[i : i + 1].double(), nxt), (6, 6), method)
+            assert int(c) > k
 
 
 def test_budget_argument_errors():
@@ -259,3 +270,20 @@ def test_budget_argument_errors():
         budget.budget_tokens(196, tokens=0)
     with pytest.raises(ValueError, match="exactly one"):
         budget.budget_tokens(196, keep_ratio=0.5, tokens=3)
+
+
+def test_faithful_order_is_the_recursion_preorder():
+    # 2 x 3 grid, edges 0 -> 3 (down), 0 -> 1 (right), 1 -> 2, 3 -> 4. The recursion tries
+    # left, right, up, down: from 0 it goes right to 1, then 1's right 2, back, then 0's
+    # down 3, then 3's right 4. Token 5 roots its own group last.
+    order, labels = visit.faithful_order(
+        visit.directed_edges(visit.neighbour_scores(scores_from_edges(6, [(0, 3), (0, 1), (1, 2), (3, 4)]), (2, 3)), 0.1)[0],
+        (2, 3),
+    )
+    assert order == [0, 1, 2, 3, 4, 5]
+    assert labels == [0, 0, 0, 0, 0, 1]
+    order, _ = visit.faithful_order(
+        visit.directed_edges(visit.neighbour_scores(scores_from_edges(6, [(0, 3), (3, 4), (4, 1), (1, 2)]), (2, 3)), 0.1)[0],
+        (2, 3),
+    )
+    assert order == [0, 3, 4, 1, 2, 5]

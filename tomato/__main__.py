@@ -6,6 +6,7 @@ Examples::
         --checkpoint deit_base_patch16_224.pth --out data/results/tomato-sim1e-7
     python -m tomato time --variants deit tome:r=2 tomato:sim=1e-7 --batch-sizes 1 8 32
     python -m tomato sweep --data smoke --random-weights --out data/results/sweep-smoke
+    python -m tomato agree --data smoke --random-weights --out data/results/agree.json
     python -m tomato bench
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import bench, data, models, provenance, speed, sweep
+from . import agreement, bench, data, models, provenance, speed, sweep
 from .evaluate import evaluate
 from .results import atomic_write_text
 
@@ -94,6 +95,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agree(args: argparse.Namespace) -> int:
+    model, weights, samples, label = _load(args)
+    _warn_random(weights)
+    rows = agreement.method_agreement(model, samples, sims=args.sims, keep_ratios=args.keep,
+                                      metric=args.metric, progress=not args.quiet)
+    record = {"rows": rows, "provenance": provenance.collect(
+        model=args.model, weights_source=weights.source, weights_sha256=weights.sha256, data=label,
+        n_images=len(samples), sims=args.sims, keep_ratios=args.keep, metric=args.metric)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(args.out), json.dumps(provenance.jsonable(record), indent=2) + "\n")
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["setting"], []).append(r)
+    for setting, rs in by.items():
+        n = len(rs)
+        print(f"{setting:18s} images={n} mean ARI either={sum(r['ari_either'] for r in rs) / n:.4f} "
+              f"both={sum(r['ari_both'] for r in rs) / n:.4f}  identical partitions: "
+              f"either={sum(r['ari_either'] == 1.0 for r in rs) / n:.1%} "
+              f"both={sum(r['ari_both'] == 1.0 for r in rs) / n:.1%}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     rows = bench.run(args.model, runs=args.runs, warmup=args.warmup, device=args.device, threads=args.threads)
     info = provenance.collect(model=args.model, weights="random-init:seed=0")
@@ -135,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("agree", help="faithful vs parallel partitions on real images")
+    _common(p)
+    p.add_argument("--sims", nargs="*", type=float, default=[1e-7])
+    p.add_argument("--keep", nargs="*", type=float, default=[0.85])
+    p.add_argument("--metric", default="features", choices=["features", "attention"])
+    p.add_argument("--out", required=True, help="JSON file for the rows and provenance")
+    p.set_defaults(func=cmd_agree)
 
     p = sub.add_parser("bench", help="merge-step micro-benchmark vs an unpatched forward")
     p.add_argument("--model", default=models.DEFAULT_MODEL)

@@ -22,7 +22,8 @@ class Settings:
     keep_ratio / tokens: a token budget that picks ``sim`` per image instead;
     method: "faithful" (the paper's visit) or "parallel" (batched components);
     metric: "features" (reference code) or "attention" (the paper's prose);
-    rule: undirected edge rule of the parallel method ("either" | "both").
+    rule: edge rule of the parallel method: "directed" (equals the faithful
+        partition exactly) or the symmetrised "either" | "both".
     """
 
     sim: float | None = None
@@ -30,7 +31,7 @@ class Settings:
     tokens: int | None = None
     method: str = "faithful"
     metric: str = "features"
-    rule: str = "either"
+    rule: str = "directed"
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""

@@ -23,18 +23,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import algorithm, attention, data, models, similarity, timing, visit
+from . import algorithm, data, models, probe, similarity, timing, visit
 from .budget import search_sim
 from .evaluate import token_stats
 from .variants import parse
-
-
-def block0_features(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """(1, T, C): block 0's hidden states after the attention residual (the merge input)."""
-    with torch.inference_mode():
-        x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(image))))
-        blk = model.blocks[0]
-        return x + blk.ls1(attention.forward(blk.attn, blk.norm1(x)).x)
 
 
 def reference_style_merge(x: torch.Tensor, sim: float, grid: tuple[int, int], num_prefix: int) -> torch.Tensor:
@@ -84,7 +76,7 @@ def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int =
     model, _ = models.load(model_name, pretrained=False, seed=0, device=device)
     sample = data.smoke_samples()[0]
     image = data.transform_for(model)(data.load_image(sample.path))[None].to(device)
-    x = block0_features(model, image)
+    x = probe.block0(model, image).x
     grid = tuple(model.patch_embed.grid_size)
     p = model.num_prefix_tokens
     # A threshold that keeps ~85% of the tokens on this image, so the visit has real work.

@@ -6,9 +6,10 @@ candidates are the image's own neighbour scores (the group count can only change
 ``sim`` crosses one of them), searched by bisection with every image of the batch moving
 at once, so the cost is ``ceil(log2(4N))`` groupings (about 10 for a 14x14 grid).
 
-Bisection only ever accepts a candidate whose grouping was checked to fit the budget, so
-the result keeps at most ``k`` tokens even for the faithful (directed) visit, whose group
-count need not be perfectly monotone in ``sim``.
+The group count never rises as ``sim`` falls: more edges can only give a token a smaller
+ancestor (see :mod:`tomato.visit`), for the faithful visit as for the symmetrised rules,
+so bisection finds the tightest threshold. It also only ever accepts a candidate whose
+grouping was checked to fit the budget.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def search_sim(
     grid: Sequence[int],
     budget: int,
     method: str = "faithful",
-    rule: str = "either",
+    rule: str = "directed",
 ) -> torch.Tensor:
     """Per-image threshold for a token budget.
 

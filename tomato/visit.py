@@ -14,13 +14,22 @@ row-major order, which is the output order of the reference code.
 
 :func:`parallel`
     The paper's second open problem: a batched grouping with no Python loop per token.
-    Edge rule: tokens i and j (grid neighbours) are joined when
-    ``rule="either"``: ``A[i, j] >= sim or A[j, i] >= sim``, or
-    ``rule="both"``:   ``A[i, j] >= sim and A[j, i] >= sim``;
-    groups are the connected components of that undirected graph, found by min-label
-    propagation with hooking and pointer jumping. Where the directed edges are symmetric
-    both rules equal the faithful partition exactly; otherwise the faithful groups are
-    unions of "both"-components and subsets of "either"-components.
+    Edge rules:
+
+    ``rule="directed"`` (default): **exactly the faithful partition**, computed in
+    parallel. The faithful visit puts token j in the group of the *smallest token that
+    can reach j* along directed edges ``A[i, j] >= sim``: (1) no earlier root reaches j,
+    or it would have claimed it; (2) that smallest token r is itself a root, since any
+    earlier root reaching r would also reach j; (3) no token on a path r -> j was taken
+    by an earlier root, for the same reason, so r's visit gets through to j. So the
+    labels are "minimum ancestor" labels: min-label propagation along directed edges,
+    with pointer jumping (the label of my label is also my ancestor), until nothing changes.
+
+    ``rule="either"`` / ``rule="both"``: symmetrised alternatives that join neighbours
+    when ``A[i, j] >= sim`` or / and ``A[j, i] >= sim`` and take connected components
+    (min-label propagation with hooking and pointer jumping). Order-free by design; the
+    faithful groups are unions of "both"-components and subsets of "either"-components,
+    and all three rules agree where the directed edges are symmetric.
 """
 from __future__ import annotations
 
@@ -30,8 +39,8 @@ from typing import Literal, Sequence
 import torch
 
 LEFT, RIGHT, UP, DOWN = 0, 1, 2, 3
-Rule = Literal["either", "both"]
-RULES: tuple[str, ...] = ("either", "both")
+Rule = Literal["directed", "either", "both"]
+RULES: tuple[str, ...] = ("directed", "either", "both")
 METHODS: tuple[str, ...] = ("faithful", "parallel")
 
 
@@ -95,8 +104,11 @@ def directed_edges(scores: torch.Tensor, sim: float | torch.Tensor) -> torch.Ten
     return scores >= sim_t
 
 
-def _faithful_one(edges: list[list[bool]], nbr: list[list[int]]) -> list[int]:
-    """One image: Algorithms 1-2 with an explicit stack. Returns a label per token."""
+def _faithful_one(
+    edges: list[list[bool]], nbr: list[list[int]], order: list[int] | None = None
+) -> list[int]:
+    """One image: Algorithms 1-2 with an explicit stack. Returns a label per token and,
+    when ``order`` is given, appends the tokens to it in the order they are visited."""
     n = len(nbr)
     labels = [-1] * n
     nxt = [0] * n  # next neighbour slot to try, per token: the recursion's loop counter
@@ -105,6 +117,8 @@ def _faithful_one(edges: list[list[bool]], nbr: list[list[int]]) -> list[int]:
         if labels[root] >= 0:
             continue
         labels[root] = group
+        if order is not None:
+            order.append(root)
         stack = [root]
         while stack:
             i = stack[-1]
@@ -116,6 +130,8 @@ def _faithful_one(edges: list[list[bool]], nbr: list[list[int]]) -> list[int]:
             j = nbr[i][d]
             if j >= 0 and edges[i][d] and labels[j] < 0:
                 labels[j] = group
+                if order is not None:
+                    order.append(j)
                 stack.append(j)
         group += 1
     return labels
@@ -134,6 +150,18 @@ def faithful(edges: torch.Tensor, grid: Sequence[int]) -> tuple[torch.Tensor, to
     rows = [_faithful_one(e, nbr) for e in edges.cpu().tolist()]
     labels = torch.tensor(rows, dtype=torch.long).view(b, n).to(edges.device)
     return labels, labels.amax(dim=1) + 1
+
+
+def faithful_order(edges: torch.Tensor, grid: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The faithful visit of one image, step by step (for pictures of the flood fill).
+
+    edges: (N, 4) bool -> (order, labels): tokens in the order the visit reaches them,
+    and the final label of each token.
+    """
+    h, w = grid_shape(edges.shape[0], grid)
+    order: list[int] = []
+    labels = _faithful_one(edges.cpu().tolist(), neighbours(h, w).tolist(), order)
+    return order, labels
 
 
 def undirected_edges(
@@ -186,6 +214,37 @@ def components(horizontal: torch.Tensor, vertical: torch.Tensor) -> torch.Tensor
         lab = flat.view(b, h, w)
 
 
+def min_ancestors(edges: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """Smallest token that reaches each token along directed grid edges, all images at once.
+
+    edges: (B, N, 4) bool directed edges -> (B, N) long. Equals the faithful visit's roots
+    (see the module docstring for why).
+    """
+    b, n, _ = edges.shape
+    h, w = grid_shape(n, grid)
+    e = edges.view(b, h, w, 4)
+    # Which token each one hears from: a label flows along i -> j, from i to j.
+    from_left = e[:, :, :-1, RIGHT]   # (r, c) -> (r, c+1)
+    from_right = e[:, :, 1:, LEFT]    # (r, c+1) -> (r, c)
+    from_above = e[:, :-1, :, DOWN]   # (r, c) -> (r+1, c)
+    from_below = e[:, 1:, :, UP]      # (r+1, c) -> (r, c)
+    lab = torch.arange(n, device=edges.device).view(1, h, w).expand(b, h, w).clone()
+    big = torch.tensor(n, device=lab.device)
+    while True:
+        m = lab.clone()
+        m[:, :, 1:] = torch.minimum(m[:, :, 1:], torch.where(from_left, lab[:, :, :-1], big))
+        m[:, :, :-1] = torch.minimum(m[:, :, :-1], torch.where(from_right, lab[:, :, 1:], big))
+        m[:, 1:, :] = torch.minimum(m[:, 1:, :], torch.where(from_above, lab[:, :-1, :], big))
+        m[:, :-1, :] = torch.minimum(m[:, :-1, :], torch.where(from_below, lab[:, 1:, :], big))
+        # Pointer jumping: my label's label is an ancestor of my ancestor, so mine too.
+        flat = m.view(b, n)
+        flat = flat.gather(1, flat)
+        flat = flat.gather(1, flat)
+        if torch.equal(flat, lab.view(b, n)):
+            return flat
+        lab = flat.view(b, h, w)
+
+
 def relabel_by_root(root: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """root: (B, N) smallest member index per token -> labels 0..G-1 in root order, counts (B,)."""
     n = root.shape[1]
@@ -195,18 +254,21 @@ def relabel_by_root(root: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def parallel(
-    edges: torch.Tensor, grid: Sequence[int], rule: str = "either"
+    edges: torch.Tensor, grid: Sequence[int], rule: str = "directed"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched, vectorised grouping (see the module docstring for the edge rule).
+    """Batched, vectorised grouping (see the module docstring for the edge rules).
 
     edges: (B, N, 4) bool directed edges -> labels (B, N) long, counts (B,) long.
+    With the default ``rule="directed"`` the result equals :func:`faithful` exactly.
     """
+    if rule == "directed":
+        return relabel_by_root(min_ancestors(edges, grid))
     horizontal, vertical = undirected_edges(edges, grid, rule)
     return relabel_by_root(components(horizontal, vertical))
 
 
 def group(
-    edges: torch.Tensor, grid: Sequence[int], method: str = "faithful", rule: str = "either"
+    edges: torch.Tensor, grid: Sequence[int], method: str = "faithful", rule: str = "directed"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dispatch on ``method`` ("faithful" | "parallel"). Shapes as in :func:`faithful`."""
     if method == "faithful":

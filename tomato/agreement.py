@@ -1,0 +1,107 @@
+"""How alike two groupings of the same tokens are (faithful vs parallel, metric vs metric).
+
+Both measures compare label vectors of equal length; label values themselves do not
+matter, only which tokens share a group.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+if TYPE_CHECKING:
+    from .data import Sample
+
+
+def _pairs(counts: torch.Tensor) -> torch.Tensor:
+    return (counts * (counts - 1) / 2).sum()
+
+
+def adjusted_rand_index(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Adjusted Rand index of two partitions a, b: (N,) labels. 1 = identical; ~0 = chance.
+
+    Two all-singleton (or two all-one-group) partitions are identical and score 1.
+    """
+    a, b = a.flatten().long(), b.flatten().long()
+    n = a.numel()
+    _, a_idx = torch.unique(a, return_inverse=True)
+    _, b_idx = torch.unique(b, return_inverse=True)
+    table = torch.zeros(int(a_idx.max()) + 1, int(b_idx.max()) + 1, dtype=torch.float64)
+    table.index_put_((a_idx, b_idx), torch.ones(n, dtype=torch.float64), accumulate=True)
+    index = _pairs(table)
+    sum_a, sum_b = _pairs(table.sum(1)), _pairs(table.sum(0))
+    total = torch.tensor(n * (n - 1) / 2, dtype=torch.float64)
+    expected = sum_a * sum_b / total if total > 0 else torch.tensor(0.0, dtype=torch.float64)
+    maximum = (sum_a + sum_b) / 2
+    if maximum == expected:
+        # Only when both are all-singletons or both one group (AM-GM): identical.
+        return 1.0
+    return float((index - expected) / (maximum - expected))
+
+
+def identical_groups(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Share of a's groups that appear in b with exactly the same members (0..1)."""
+    a, b = a.flatten().tolist(), b.flatten().tolist()
+    groups_a: dict[int, set[int]] = {}
+    groups_b: dict[int, set[int]] = {}
+    for i, (x, y) in enumerate(zip(a, b)):
+        groups_a.setdefault(x, set()).add(i)
+        groups_b.setdefault(y, set()).add(i)
+    same = sum(1 for members in groups_a.values()
+               if groups_b[b[next(iter(members))]] == members)
+    return same / len(groups_a)
+
+
+def method_agreement(
+    model: torch.nn.Module,
+    samples: Sequence[Sample],
+    sims: Sequence[float] = (1e-7,),
+    keep_ratios: Sequence[float] = (0.85,),
+    metric: str = "features",
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Faithful vs parallel partitions of real images, one row per image and setting.
+
+    For a fixed ``sim`` all three groupings use that threshold; for a ``keep_ratio`` the
+    threshold is the one the faithful visit's budget search picks, then applied to all.
+    Row keys: index, setting, sim, tokens_faithful/either/both, same_directed (the
+    parallel "directed" rule reproduced the faithful labels exactly), ari_either/both,
+    identical_either/both (share of faithful groups found unchanged).
+    """
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from . import budget, data, probe, visit
+
+    ds = data.ImageNetFolder(list(samples), data.transform_for(model))
+    loader = DataLoader(ds, batch_size=batch_size, collate_fn=data.collate_skip_bad)
+    settings = [("sim", s) for s in sims] + [("keep_ratio", k) for k in keep_ratios]
+    rows: list[dict[str, Any]] = []
+    for images, _, indices, _ in tqdm(loader, disable=not progress, desc="partitions"):
+        if not len(indices):
+            continue
+        b0 = probe.block0(model, images)
+        grid = b0.grid
+        scores = visit.neighbour_scores(b0.distribution(metric), grid).double()
+        n = scores.shape[1]
+        for kind, value in settings:
+            if kind == "sim":
+                sim = torch.full((len(indices),), float(value), dtype=torch.float64)
+            else:
+                sim = budget.search_sim(scores, grid, budget.budget_tokens(n, keep_ratio=value), "faithful")
+            edges = visit.directed_edges(scores, sim)
+            f, fc = visit.faithful(edges, grid)
+            d, dc = visit.parallel(edges, grid, "directed")
+            e, ec = visit.parallel(edges, grid, "either")
+            o, oc = visit.parallel(edges, grid, "both")
+            for j, idx in enumerate(indices.tolist()):
+                rows.append({
+                    "index": idx, "setting": f"{kind}={value}", "sim": float(sim[j]),
+                    "tokens_faithful": int(fc[j]), "tokens_either": int(ec[j]), "tokens_both": int(oc[j]),
+                    "same_directed": bool(torch.equal(f[j], d[j])),
+                    "ari_either": adjusted_rand_index(f[j], e[j]), "ari_both": adjusted_rand_index(f[j], o[j]),
+                    "identical_either": identical_groups(f[j], e[j]),
+                    "identical_both": identical_groups(f[j], o[j]),
+                })
+    return rows
