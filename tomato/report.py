@@ -31,10 +31,11 @@ def weights_banner(weights: WeightsInfo) -> str:
     if weights.pretrained:
         return (f"**Weights:** `{weights.model}` from `{weights.source}` "
                 f"(sha256 `{weights.sha256[:12]}…`).")
-    return (f"```{{warning}}\n**Random-init weights.** `{weights.model}` runs with "
+    # A plain blockquote: it renders the same in JupyterLab and in the built book.
+    return (f"> **Warning: random-init weights.** `{weights.model}` runs with "
             f"`{weights.source}` because no pretrained weights can be downloaded where this "
             "page was built. Token merging, token counts, timings and pictures below are real "
             "computations on real photos, but every *accuracy* number from these weights is "
             "meaningless (chance level) and must not be read as accuracy. Rerun with "
             "`-p checkpoint /path/to/deit_base_patch16_224.pth` or on an online machine for "
-            "real numbers.\n```")
+            "real numbers.")
