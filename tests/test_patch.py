@@ -222,3 +222,19 @@ def test_tome_source_trace(images):
     src = tomato.patch.state(model).source
     assert src.shape == (1, 197 - 8 * 12, 197)
     assert torch.equal(src.sum(dim=1), torch.ones(1, 197))  # each input token in one output
+
+
+@torch.no_grad()
+def test_probe_sees_what_block0_merges(images):
+    from tomato import algorithm, probe
+
+    model = make()
+    b0 = probe.block0(model, images)
+    assert b0.grid == (14, 14) and b0.attn.shape == (3, 3, 197, 197)
+    settings = algorithm.Settings(sim=1e-20)
+    expected = algorithm.merge_at_once(b0.x, settings, b0.grid, 1).merged
+    tomato.patch.timm(model)
+    model.sim = 1e-20
+    model(images)
+    st = tomato.patch.state(model)
+    assert torch.equal(st.labels, expected.labels) and torch.equal(st.tokens, expected.counts)

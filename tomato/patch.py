@@ -17,13 +17,14 @@ Like ToMe, patching swaps the classes of the model and its blocks for subclasses
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, fields
-from typing import Sequence
+from typing import ContextManager, Sequence
 
 import torch
 from torch import nn
 
-from . import algorithm, attention, tome as tome_algo
+from . import algorithm, attention, timing, tome as tome_algo
 
 _SETTINGS = tuple(f.name for f in fields(algorithm.Settings))
 
@@ -149,8 +150,20 @@ def _set_r(model: nn.Module, r: int | Sequence[int]) -> None:
     model._tomato.r = tome_algo.schedule(r, len(model.blocks))
 
 
+def _nvtx(name: str, x: torch.Tensor) -> ContextManager[None]:
+    """An Nsight Systems range around a stage, like the reference's (CUDA inputs only)."""
+    return timing.nvtx_range(name) if x.is_cuda else contextlib.nullcontext()
+
+
+def _attend(block: nn.Module, x: torch.Tensor, size: torch.Tensor | None, need_probs: bool = False):
+    with _nvtx("attention", x):
+        a = attention.forward(block.attn, block.norm1(x), size, need_probs)
+        return x + block.drop_path1(block.ls1(a.x)), a
+
+
 def _mlp(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+    with _nvtx("mlp", x):
+        return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
 def _no_mask(attn_mask: torch.Tensor | None, is_causal: bool) -> None:
@@ -167,10 +180,10 @@ def _tomato_block(base: type) -> type:
             st: State = self._tomato
             merge_here = self._tomato_index == 0 and st.settings.active
             need_probs = merge_here and st.settings.metric == "attention"
-            a = attention.forward(self.attn, self.norm1(x), st.size, need_probs)
-            x = x + self.drop_path1(self.ls1(a.x))
+            x, a = _attend(self, x, st.size, need_probs)
             if merge_here:
-                step = algorithm.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs)
+                with _nvtx("tomato.merge", x):
+                    step = algorithm.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs)
                 m = step.merged
                 x, st.size = m.x, m.size
                 st.tokens, st.sim, st.labels = m.counts, step.sim, m.labels
@@ -187,8 +200,7 @@ def _tome_block(base: type) -> type:
         def forward(self, x, attn_mask=None, is_causal=False):
             _no_mask(attn_mask, is_causal)
             st: State = self._tomato
-            a = attention.forward(self.attn, self.norm1(x), st.size)
-            x = x + self.drop_path1(self.ls1(a.x))
+            x, a = _attend(self, x, st.size)
             r = st.r[self._tomato_index] if st.r else 0
             if r > 0:
                 m = tome_algo.bipartite_soft_matching(a.keys, r, True, st.distill_token)
