@@ -287,3 +287,38 @@ def test_faithful_order_is_the_recursion_preorder():
         (2, 3),
     )
     assert order == [0, 3, 4, 1, 2, 5]
+
+
+def test_log_domain_decides_like_probabilities_where_they_are_representable():
+    torch.manual_seed(0)
+    x = torch.randn(2, 64, 32) * 2
+    s = x @ x.transpose(1, 2)
+    prob = visit.neighbour_scores(torch.softmax(s, dim=-1), (8, 8))
+    logp = visit.neighbour_scores(torch.log_softmax(s, dim=-1), (8, 8))
+    representable = prob > 1e-37
+    for sim in (1e-2, 1e-7, 1e-20, 1e-30):
+        a = visit.directed_edges(prob, sim)
+        b = visit.directed_edges(logp, math.log(sim), log=True)
+        assert torch.equal(a[representable], b[representable])
+        assert not b[~representable].any() or sim < 1e-30
+    assert visit.directed_edges(logp, float("-inf"), log=True).sum() == 2 * 2 * (8 * 7 * 2)  # sim=0: all
+    assert not visit.directed_edges(logp, float("inf"), log=True).any()
+
+
+def test_budget_in_log_domain_does_not_collapse_on_peaked_rows():
+    # Unscaled 256-d features: every off-diagonal probability underflows to exactly 0 in
+    # float32, so in probability space every candidate ties at 0 and the budget collapses
+    # the image to one group. Log-probabilities keep the order and meet the budget tightly.
+    torch.manual_seed(0)
+    x = torch.randn(1, 196, 256) * 3
+    s = x @ x.transpose(1, 2)
+    prob = visit.neighbour_scores(torch.softmax(s, dim=-1), (14, 14))
+    assert (prob[torch.isfinite(prob)] == 0).all()
+    k = 167
+    sim = budget.search_sim(prob, (14, 14), k, "faithful")
+    _, c = visit.faithful(visit.directed_edges(prob.double(), sim), (14, 14))
+    assert int(c) == 1  # the failure mode
+    logp = visit.neighbour_scores(torch.log_softmax(s, dim=-1), (14, 14)).double()
+    log_sim = budget.search_sim(logp, (14, 14), k, "faithful", log=True)
+    _, c = visit.faithful(visit.directed_edges(logp, log_sim, log=True), (14, 14))
+    assert 150 <= int(c) <= k

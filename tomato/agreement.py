@@ -5,6 +5,7 @@ matter, only which tokens share a group.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
@@ -72,7 +73,7 @@ def method_agreement(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from . import budget, data, probe, visit
+    from . import budget, data, probe, similarity, visit
 
     ds = data.ImageNetFolder(list(samples), data.transform_for(model))
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=data.collate_skip_bad)
@@ -83,14 +84,17 @@ def method_agreement(
             continue
         b0 = probe.block0(model, images)
         grid = b0.grid
-        scores = visit.neighbour_scores(b0.distribution(metric), grid).double()
+        log_scores = similarity.log_distribution(metric, b0.x, b0.num_prefix_tokens, b0.attn)
+        scores = visit.neighbour_scores(log_scores, grid).double()
         n = scores.shape[1]
         for kind, value in settings:
             if kind == "sim":
-                sim = torch.full((len(indices),), float(value), dtype=torch.float64)
+                log_sim = torch.full((len(indices),), float(value), dtype=torch.float64).log()
             else:
-                sim = budget.search_sim(scores, grid, budget.budget_tokens(n, keep_ratio=value), "faithful")
-            edges = visit.directed_edges(scores, sim)
+                k = budget.budget_tokens(n, keep_ratio=value)
+                log_sim = budget.search_sim(scores, grid, k, "faithful", log=True)
+            sim = log_sim.exp()
+            edges = visit.directed_edges(scores, log_sim, log=True)
             f, fc = visit.faithful(edges, grid)
             d, dc = visit.parallel(edges, grid, "directed")
             e, ec = visit.parallel(edges, grid, "either")
@@ -98,6 +102,7 @@ def method_agreement(
             for j, idx in enumerate(indices.tolist()):
                 rows.append({
                     "index": idx, "setting": f"{kind}={value}", "sim": float(sim[j]),
+                    "log10_sim": float(log_sim[j]) / math.log(10),
                     "tokens_faithful": int(fc[j]), "tokens_either": int(ec[j]), "tokens_both": int(oc[j]),
                     "same_directed": bool(torch.equal(f[j], d[j])),
                     "ari_either": adjusted_rand_index(f[j], e[j]), "ari_both": adjusted_rand_index(f[j], o[j]),

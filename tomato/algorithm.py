@@ -60,11 +60,13 @@ class Settings:
 class Step:
     """What one merge step did: the merged tokens plus per-image statistics.
 
-    sim: (B,) threshold used per image (the budget mode picks one per image).
+    sim: (B,) threshold used per image (the budget mode picks one per image);
+    log_sim: (B,) its natural log, exact even where ``sim`` underflows to 0 in float64.
     """
 
     merged: merge.Merged
     sim: torch.Tensor
+    log_sim: torch.Tensor
 
 
 def merge_at_once(
@@ -83,15 +85,15 @@ def merge_at_once(
     b = x.shape[0]
     n = x.shape[1] - num_prefix_tokens
     grid = visit.grid_shape(n, grid)
-    a = similarity.distribution(settings.metric, x, num_prefix_tokens, attn)
-    scores = visit.neighbour_scores(a, grid)
+    # Threshold tests run on log-probabilities (see similarity.log_distribution).
+    scores = visit.neighbour_scores(similarity.log_distribution(settings.metric, x, num_prefix_tokens, attn), grid)
+    scores = scores.double()  # thresholds are float64; compare at that precision
     if settings.keep_ratio is not None or settings.tokens is not None:
         k = budget.budget_tokens(n, settings.keep_ratio, settings.tokens)
-        sim = budget.search_sim(scores, grid, k, settings.method, settings.rule)
-        scores = scores.double()  # compare at the precision the thresholds were taken at
+        log_sim = budget.search_sim(scores, grid, k, settings.method, settings.rule, log=True)
     else:
         s = math.inf if settings.sim is None else float(settings.sim)
-        sim = torch.full((b,), s, dtype=torch.float64, device=x.device)
-    edges = visit.directed_edges(scores, sim.to(scores.dtype))
+        log_sim = torch.full((b,), s, dtype=torch.float64, device=x.device).log()
+    edges = visit.directed_edges(scores, log_sim, log=True)
     labels, counts = visit.group(edges, grid, settings.method, settings.rule)
-    return Step(merge.merge_groups(x, labels, counts, num_prefix_tokens), sim)
+    return Step(merge.merge_groups(x, labels, counts, num_prefix_tokens), log_sim.exp(), log_sim)

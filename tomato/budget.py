@@ -40,10 +40,13 @@ def search_sim(
     budget: int,
     method: str = "faithful",
     rule: str = "directed",
+    *,
+    log: bool = False,
 ) -> torch.Tensor:
     """Per-image threshold for a token budget.
 
-    scores: (B, N, 4) neighbour scores (:func:`tomato.visit.neighbour_scores`)
+    scores: (B, N, 4) neighbour scores (:func:`tomato.visit.neighbour_scores`), or their
+    natural logs with ``log=True`` (then the result is a log threshold too)
     -> sim: (B,) float64, ``inf`` where the image already fits the budget unmerged.
     """
     b, n, _ = scores.shape
@@ -61,7 +64,8 @@ def search_sim(
         mid = (lo + hi) // 2
         active = hi - lo > 1
         sim = cand[rows, mid.clamp_min(0)]
-        _, counts = visit.group(visit.directed_edges(scores.double(), sim), grid, method, rule)
+        edges = visit.directed_edges(scores.double(), sim, log=log)
+        _, counts = visit.group(edges, grid, method, rule)
         fits = counts <= budget
         hi = torch.where(active & fits, mid, hi)
         lo = torch.where(active & ~fits, mid, lo)

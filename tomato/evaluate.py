@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -116,7 +117,9 @@ def evaluate(
             top5 = logits.float().topk(5, dim=-1).indices.cpu()
             kept, per_block = token_stats(model, len(indices))
             st = getattr(model, "_tomato", None)
-            sims = st.sim.tolist() if st is not None and st.sim is not None else [None] * len(indices)
+            has_sim = st is not None and st.log_sim is not None
+            sims = st.sim.tolist() if has_sim else [None] * len(indices)
+            log10 = (st.log_sim / math.log(10)).tolist() if has_sim else [None] * len(indices)
             for j, idx in enumerate(indices.tolist()):
                 label = int(labels[j])
                 preds = top5[j].tolist()
@@ -124,6 +127,7 @@ def evaluate(
                     "index": idx, "path": str(samples[idx].path), "label": label, "top5": preds,
                     "correct1": preds[0] == label, "correct5": label in preds,
                     "tokens": kept[j], "tokens_per_block": round(per_block[j], 3), "sim": sims[j],
+                    "log10_sim": log10[j],
                 })
         bad_rows = [{"index": i, "path": str(samples[i].path), "error": "unreadable image"} for i in bad]
         store.append(rows, bad_rows)

@@ -36,7 +36,8 @@ class State:
     Set by the user (through the model's attributes): ``settings`` (ToMato) or ``r`` (ToMe).
     Filled by each forward, for the last batch:
     ``tokens``: (B,) patch tokens kept after block 0 (ToMato) or after the last block (ToMe);
-    ``sim``: (B,) threshold used per image (ToMato); ``labels``: (B, N) group of each patch
+    ``sim``: (B,) threshold used per image (ToMato), ``log_sim`` its exact natural log;
+    ``labels``: (B, N) group of each patch
     (ToMato's source map); ``source``: (B, T_out, T_in) ToMe's source map when traced;
     ``tokens_per_block``: token count leaving each block (padded count for ToMato batches).
     """
@@ -53,6 +54,7 @@ class State:
     size: torch.Tensor | None = None
     tokens: torch.Tensor | None = None
     sim: torch.Tensor | None = None
+    log_sim: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     source: torch.Tensor | None = None
     tokens_per_block: list[int] = field(default_factory=list)
@@ -60,7 +62,7 @@ class State:
     def reset(self, grid: tuple[int, int]) -> None:
         """Forget the last forward's tensors; called as each forward starts."""
         self.grid = grid
-        self.size = self.tokens = self.sim = self.labels = self.source = None
+        self.size = self.tokens = self.sim = self.log_sim = self.labels = self.source = None
         self.tokens_per_block = []
 
 
@@ -186,7 +188,7 @@ def _tomato_block(base: type) -> type:
                     step = algorithm.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs)
                 m = step.merged
                 x, st.size = m.x, m.size
-                st.tokens, st.sim, st.labels = m.counts, step.sim, m.labels
+                st.tokens, st.sim, st.log_sim, st.labels = m.counts, step.sim, step.log_sim, m.labels
             st.tokens_per_block.append(x.shape[1])
             return _mlp(self, x)
 

@@ -48,6 +48,28 @@ def attention_distribution(attn: torch.Tensor, num_prefix_tokens: int) -> torch.
     return a / a.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
 
 
+def log_distribution(
+    metric: str,
+    x: torch.Tensor,
+    num_prefix_tokens: int,
+    attn: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Like :func:`distribution`, as log-probabilities: (B, N, N).
+
+    ToMato's threshold test runs in the log domain. The features metric's rows are so
+    peaked that most float32 probabilities underflow to exactly 0 (below ~1e-38), which
+    makes every threshold under that point act alike and leaves the budget search with
+    hundreds of tied candidates. ``log A >= log sim`` decides exactly like
+    ``A >= sim`` wherever ``A`` is representable, and keeps the order below it.
+    """
+    if metric == "features":
+        p = x[:, num_prefix_tokens:].float()
+        return torch.log_softmax(p @ p.transpose(-1, -2), dim=-1)
+    a = distribution(metric, x, num_prefix_tokens, attn)
+    # Head-averaged probabilities rarely underflow; clamp so every score stays finite.
+    return a.clamp_min(torch.finfo(a.dtype).tiny).log()
+
+
 def distribution(
     metric: str,
     x: torch.Tensor,

@@ -95,13 +95,25 @@ def neighbour_scores(a: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
     return s.masked_fill(nbr < 0, float("-inf"))
 
 
-def directed_edges(scores: torch.Tensor, sim: float | torch.Tensor) -> torch.Tensor:
-    """scores: (B, N, 4), sim: scalar or (B,) -> (B, N, 4) bool, edge i -> nbr when >= sim."""
-    check_sim(sim)
-    sim_t = torch.as_tensor(sim, dtype=scores.dtype, device=scores.device)
+def directed_edges(
+    scores: torch.Tensor, sim: float | torch.Tensor, *, log: bool = False
+) -> torch.Tensor:
+    """scores: (B, N, 4), sim: scalar or (B,) -> (B, N, 4) bool, edge i -> nbr when >= sim.
+
+    With ``log=True`` both ``scores`` and ``sim`` are natural logs (``sim = -inf`` joins
+    every neighbour, ``+inf`` none); off-grid entries (``-inf``) never pass.
+    """
+    sim_t = torch.as_tensor(sim, dtype=torch.float64, device=scores.device)
+    if log:
+        if torch.isnan(sim_t).any():
+            raise ValueError("log sim is NaN")
+    else:
+        check_sim(sim_t)
+    sim_t = sim_t.to(scores.dtype)
     if sim_t.ndim == 1:
         sim_t = sim_t.view(-1, 1, 1)
-    return scores >= sim_t
+    edges = scores >= sim_t
+    return edges & (scores > float("-inf")) if log else edges
 
 
 def _faithful_one(
