@@ -82,7 +82,8 @@ def method_agreement(
     for images, _, indices, _ in tqdm(loader, disable=not progress, desc="partitions"):
         if not len(indices):
             continue
-        b0 = probe.block0(model, images)
+        device = next(model.parameters()).device
+        b0 = probe.block0(model, images.to(device))
         grid = b0.grid
         log_scores = similarity.log_distribution(metric, b0.x, b0.num_prefix_tokens, b0.attn)
         scores = visit.neighbour_scores(log_scores, grid).double()
@@ -93,6 +94,7 @@ def method_agreement(
             else:
                 k = budget.budget_tokens(n, keep_ratio=value)
                 log_sim = budget.search_sim(scores, grid, k, "faithful", log=True)
+            log_sim = log_sim.to(scores.device)
             sim = log_sim.exp()
             edges = visit.directed_edges(scores, log_sim, log=True)
             f, fc = visit.faithful(edges, grid)
