@@ -199,3 +199,9 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys, monkeypatch):
     rc = main(["eval", "--model", TINY, "--variant", "tomato:sim=-1", "--random-weights",
                "--out", str(tmp_path / "o2"), "--quiet"])
     assert rc == 2 and "sim" in capsys.readouterr().err
+
+
+def test_timing_batches_rotate_through_every_image():
+    images = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 3, 2, 2)
+    got = [b[:, 0, 0, 0].tolist() for b in speed.batches(images, 2)]
+    assert got == [[0.0, 1.0], [2.0, 0.0], [1.0, 2.0]]

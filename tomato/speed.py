@@ -15,6 +15,7 @@ kept on the timed images, so a measured speed-up can be set against the ideal on
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from typing import Any, Callable, Sequence
@@ -41,10 +42,16 @@ def theoretical_flops(model: nn.Module, variant: Variant, kept_patches: float) -
     return flops.vit_flops(dims, flops.tokens_schedule_tomato(dims, dims.num_patches))
 
 
-def _batch(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Cycle the given images up to ``size`` (real photos, so ToMato merges as it would)."""
-    reps = -(-size // images.shape[0])
-    return images.repeat(reps, 1, 1, 1)[:size]
+def batches(images: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Every distinct batch of ``size`` consecutive images, cycling through ``images``.
+
+    images: (M, 3, H, W) -> M batches (B, 3, H, W) starting at image 0, B, 2B, ... (mod M).
+    ToMato's cost depends on the image, so timed calls rotate through these instead of
+    repeating one picture.
+    """
+    m = images.shape[0]
+    idx = torch.arange(m * size).remainder(m).view(m, size)
+    return [images[row] for row in idx]
 
 
 def measure_variants(
@@ -62,10 +69,11 @@ def measure_variants(
 ) -> list[dict[str, Any]]:
     """Time every variant at every batch size; returns tidy rows (one per variant x batch).
 
-    images: (M, 3, H, W) preprocessed inputs, cycled to fill each batch.
+    images: (M, 3, H, W) preprocessed inputs; each timed call takes the next of the M
+    :func:`batches`, so medians and token counts cover every image.
     Row keys: variant, label, batch_size, paper_mean_s, median_s, q1_s, q3_s, iqr_s,
-    runs, throughput_img_s, speedup (median ratio vs the first variant), tokens_mean,
-    gflops (per image), ideal_speedup.
+    runs, throughput_img_s, speedup (median ratio vs the first variant), tokens_mean
+    (over the timed images), gflops (per image, from those tokens), ideal_speedup.
     """
     vs = [parse(v) for v in variants]
     clock = clock or time.perf_counter
@@ -73,23 +81,27 @@ def measure_variants(
     model = model.to(device).eval()
     rows: list[dict[str, Any]] = []
     for bs in tqdm(batch_sizes, desc="batch sizes", disable=not progress or len(batch_sizes) == 1):
-        x = _batch(images, bs).to(device)
+        xs = [b.to(device) for b in batches(images, bs)]
 
         def make(v: Variant) -> Callable[[], object]:
+            turn = itertools.cycle(xs)
+
             def run() -> object:
                 # Applying a variant only swaps Python classes (microseconds), so it can sit
                 # inside the timed call and let the variants interleave on one model.
                 v.apply(model)
                 with torch.inference_mode(), timing.nvtx_range(v.spec):
-                    return model(x)
+                    return model(next(turn))
             return run
 
         fns = {v.spec: make(v) for v in vs}
         kept: dict[str, float] = {}
         for v in vs:
-            fns[v.spec]()
-            k, _ = token_stats(model, bs)
-            kept[v.spec] = sum(k) / len(k)
+            counts = []
+            for _ in xs:  # one pass over every batch: the tokens this variant keeps
+                fns[v.spec]()
+                counts += token_stats(model, bs)[0]
+            kept[v.spec] = sum(counts) / len(counts)
         paper = {}
         if bs == 1 and paper_n:
             for v in vs:

@@ -3,7 +3,9 @@
 ``sweep`` evaluates every variant (each in its own resumable run folder), then times all
 of them in one interleaved run (or reuses a finished timing run with the same identity),
 and writes ``sweep.csv`` with one row per variant: kind, parameter, value, top-1, top-5,
-token statistics, latency (median, IQR, paper protocol), throughput and FLOPs.
+token statistics, latency (median, IQR, paper protocol; timed on a few of the images,
+whose mean token count is ``tokens_timed``), throughput, and FLOPs from the evaluation's
+mean token count.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from . import data, provenance
 from .evaluate import evaluate
 from .models import WeightsInfo
 from .results import atomic_write_text
-from .speed import measure_variants
+from .speed import measure_variants, theoretical_flops
 from .variants import Variant, parse
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ DEFAULT_VARIANTS: tuple[str, ...] = (
 
 COLUMNS: tuple[str, ...] = (
     "variant", "label", "kind", "parameter", "value", "top1", "top5", "n_images", "n_bad",
-    "tokens_mean", "tokens_min", "tokens_max", "median_s", "iqr_s", "paper_mean_s",
+    "tokens_mean", "tokens_min", "tokens_max", "tokens_timed", "median_s", "iqr_s", "paper_mean_s",
     "throughput_img_s", "speedup", "gflops", "ideal_speedup", "pretrained", "weights_source",
 )
 
@@ -56,7 +58,7 @@ def parameter(variant: Variant) -> tuple[str, Any]:
     return "", ""
 
 
-def timing_images(samples: Sequence[data.Sample], model: nn.Module, count: int = 4) -> torch.Tensor:
+def timing_images(samples: Sequence[data.Sample], model: nn.Module, count: int = 8) -> torch.Tensor:
     """(M, 3, H, W): the first ``count`` readable images, preprocessed for ``model``."""
     ds = data.ImageNetFolder(list(samples), data.transform_for(model))
     out = []
@@ -121,6 +123,9 @@ def sweep(
                   "provenance": provenance.collect(**timing_config)}
         atomic_write_text(timing_path, json.dumps(provenance.jsonable(record), indent=2) + "\n")
     by_spec = {r["variant"]: r for r in timed}
+    # FLOPs from the tokens each variant kept over the whole evaluation, not only over
+    # the few images that were timed.
+    base_flops = theoretical_flops(model, vs[0], summaries[vs[0].spec]["tokens_mean"])
 
     rows = []
     for v in vs:
@@ -130,8 +135,10 @@ def sweep(
             "variant": v.spec, "label": v.label, "kind": v.kind, "parameter": name, "value": value,
             **{k: s.get(k) for k in ("top1", "top5", "n_images", "n_bad", "tokens_mean",
                                      "tokens_min", "tokens_max", "pretrained", "weights_source")},
-            **{k: t.get(k) for k in ("median_s", "iqr_s", "paper_mean_s", "throughput_img_s",
-                                     "speedup", "gflops", "ideal_speedup")},
+            **{k: t.get(k) for k in ("median_s", "iqr_s", "paper_mean_s", "throughput_img_s", "speedup")},
+            "tokens_timed": t.get("tokens_mean"),
         })
+        flops = theoretical_flops(model, v, s["tokens_mean"])
+        rows[-1].update(gflops=flops / 1e9, ideal_speedup=base_flops / flops)
     _write_csv(out / "sweep.csv", rows, COLUMNS)
     return rows
