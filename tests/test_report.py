@@ -1,0 +1,370 @@
+"""tomato.report and tomato.paper on small hand-made result folders (no model needed)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tomato import paper, report
+from tomato.results import RunStore
+from tomato.sweep import COLUMNS, slug
+from tomato.variants import parse
+
+# Baseline top-1 per image (index -> class). Labels equal these on images 0-2 only.
+BASE_TOP1 = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+LABELS = [5, 6, 7, 0, 0, 0, 0, 0, 0, 0]
+
+
+def prov(date: str = "2026-01-01T00:00:00+00:00") -> dict:
+    return {"model": "deit_base_patch16_224", "weights_source": "random-init:seed=0",
+            "weights_sha256": "ab" * 32, "pretrained": False, "data": "/data/sample/val",
+            "n_images": 10, "python": "3.11.7", "torch": "2.14.1", "timm": "1.0.31",
+            "cpu_model": "Test CPU", "gpu_name": "none (CUDA not available)",
+            "machine": {"cpu_count": 2, "torch_threads": 2, "platform": "Linux-test",
+                        "board_model": "absent (not a Jetson)",
+                        "power_mode": "absent (no nvpmodel; not a Jetson)"},
+            "git": {"commit": "0123456789abcdef", "dirty": True, "untracked": 0},
+            "date_utc": date, "hostname": "box"}
+
+
+def write_variant(run: Path, spec: str, top1: list[int], tokens: list[int], *, n_total: int = 10,
+                  prefix: int = 1, per_block: list[float] | None = None, date: str | None = None) -> Path:
+    """A variant folder written by the real RunStore (same format as an evaluation)."""
+    v = parse(spec)
+    config = {"kind": "eval", "model": "deit_base_patch16_224", "weights_source": "random-init:seed=0",
+              "weights_sha256": "ab" * 32, "pretrained": False, "variant": v.spec,
+              "data": "/data/sample/val", "n_images": n_total, "images_sha": "x"}
+    store = RunStore.open(run / slug(v), config, prov(date or "2026-01-01T00:00:00+00:00"))
+    rows = []
+    for i, (p, t) in enumerate(zip(top1, tokens)):
+        top5 = [p, 100, 101, 102, 103]
+        rows.append({"index": i, "path": f"val/n{i:08d}/{i}.JPEG", "label": LABELS[i], "top5": top5,
+                     "correct1": p == LABELS[i], "correct5": LABELS[i] in top5, "tokens": t,
+                     "tokens_per_block": per_block[i] if per_block else t + prefix})
+    store.append(rows)
+    store.summary({"variant": v.spec, "pretrained": False, "weights_source": "random-init:seed=0"})
+    return run / slug(v)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    run = tmp_path / "results" / "sample_run"
+    write_variant(run, "deit", BASE_TOP1, [196] * 10, per_block=[197.0] * 10)
+    tome = list(BASE_TOP1)
+    tome[9] = 99  # one changed prediction
+    write_variant(run, "tome:r=2", tome, [194] * 10, per_block=[184.0] * 10,
+                  date="2026-01-02T00:00:00+00:00")
+    tomato = list(BASE_TOP1)
+    tomato[3], tomato[4] = 0, 1  # two changed predictions; image 3 becomes correct
+    # tokens kept: 196*(1-0.10)=176.4 -> 176 ... cut between 5.1% and 20.9%
+    write_variant(run, "tomato:sim=1e-7", tomato, [186, 155, 176, 170, 180, 160, 175, 165, 185, 168])
+    timing_rows = [
+        {"variant": "deit", "batch_size": 1, "median_s": 0.40, "iqr_s": 0.02, "q1_s": 0.39, "q3_s": 0.41,
+         "paper_mean_s": 0.45, "throughput_img_s": 2.5, "speedup": 1.0, "gflops": 35.1, "ideal_speedup": 1.0},
+        {"variant": "tome:r=2", "batch_size": 1, "median_s": 0.32, "iqr_s": 0.02, "q1_s": 0.31, "q3_s": 0.33,
+         "paper_mean_s": 0.35, "throughput_img_s": 3.125, "speedup": 1.25, "gflops": 30.0, "ideal_speedup": 1.17},
+        {"variant": "tomato:sim=1e-07", "batch_size": 1, "median_s": 0.30, "iqr_s": 0.01, "q1_s": 0.295,
+         "q3_s": 0.305, "paper_mean_s": 0.33, "throughput_img_s": 3.33, "speedup": 4 / 3, "gflops": 30.5,
+         "ideal_speedup": 1.15},
+    ]
+    (run / "timing.json").write_text(json.dumps({
+        "config": {"variants": ["deit", "tome:r=2", "tomato:sim=1e-07"], "runs": 10},
+        "rows": timing_rows, "provenance": {**prov("2026-01-03T00:00:00+00:00"),
+                                            "variants": ["deit", "tome:r=2", "tomato:sim=1e-07"]}}))
+    return run
+
+
+# --------------------------------------------------------------------------- paper constants
+def test_paper_specs_are_canonical_and_numbers_consistent():
+    for row in paper.TABLE1:
+        assert parse(row["variant"]).spec == row["variant"]
+    assert [r["variant"] for r in paper.TABLE1] == ["deit", "tome:r=2", "tomato:sim=1e-07"]
+    deit, tome, tomato = (paper.TABLE1_BY_VARIANT[s] for s in ("deit", "tome:r=2", "tomato:sim=1e-07"))
+    # The stated differences follow from Table 1 (latency: truncated to 2 decimals).
+    assert round(tomato["top1"] - deit["top1"], 2) == paper.TOP1_VS_DEIT
+    assert round(tomato["top1"] - tome["top1"], 2) == paper.TOP1_VS_TOME
+    assert round(tomato["top5"] - deit["top5"], 2) == paper.TOP5_VS_DEIT
+    assert round(tomato["top5"] - tome["top5"], 2) == paper.TOP5_VS_TOME
+    assert math.trunc(10000 * (tomato["latency_s"] / deit["latency_s"] - 1)) / 100 == paper.LATENCY_VS_DEIT
+    assert math.trunc(10000 * (tomato["latency_s"] / tome["latency_s"] - 1)) / 100 == paper.LATENCY_VS_TOME
+    ids = [c["id"] for c in paper.FIGURES_AND_CLAIMS]
+    assert len(ids) == len(set(ids)) == 9 + 11
+    assert {"figure1", "figure2", "figure3", "token_cut_sim_1e-7", "tome_r2_token_cut"} <= set(ids)
+
+
+# --------------------------------------------------------------------------- discovery
+def test_recorded_runs_discovers_and_reads(run_dir: Path, tmp_path: Path):
+    (tmp_path / "results" / "empty").mkdir()
+    runs = report.recorded_runs(tmp_path / "results")
+    assert [r.name for r in runs] == ["sample_run"]
+    run = runs[0]
+    assert set(run.variants) == {"deit", "tome:r=2", "tomato:sim=1e-07"}
+    assert run.planned == ["deit", "tome:r=2", "tomato:sim=1e-07"]
+    assert run.sweep is None and not run.complete
+    assert run.status.startswith("partial") and "no sweep.csv" in run.status
+    assert run.pretrained is False
+    rows = run.rows()
+    assert list(rows.columns) == [*COLUMNS, "n_total", "complete"]
+    assert list(rows["variant"]) == ["deit", "tome:r=2", "tomato:sim=1e-07"]
+    r = rows.set_index("variant")
+    assert r.loc["deit", "top1"] == pytest.approx(30.0)  # images 0-2
+    assert r.loc["tomato:sim=1e-07", "top1"] == pytest.approx(40.0)  # + image 3
+    assert r.loc["tomato:sim=1e-07", "tokens_mean"] == pytest.approx(172.0)
+    assert r.loc["tome:r=2", "median_s"] == pytest.approx(0.32)
+    assert bool(r.loc["deit", "complete"]) and r.loc["deit", "n_total"] == 10
+    prov_ = run.provenance
+    assert prov_["date_utc"] == "2026-01-01T00:00:00+00:00 … 2026-01-03T00:00:00+00:00"
+    assert prov_["n_images"] == 10
+
+
+def test_recorded_runs_absent_root_and_partial_variant(tmp_path: Path):
+    assert report.recorded_runs(tmp_path / "nope") == []
+    run = tmp_path / "r"
+    write_variant(run, "deit", BASE_TOP1[:4], [196] * 4, n_total=10)  # 4 of 10 done
+    (run / "deit" / "summary.json").unlink()  # as during the first session of a run
+    [rec] = report.recorded_runs(tmp_path)
+    rows = rec.rows()
+    assert rows.loc[0, "n_images"] == 4 and not rows.loc[0, "complete"]
+    assert rows.loc[0, "top1"] == pytest.approx(75.0)  # images 0-2 of 0-3
+    assert math.isnan(rows.loc[0, "median_s"])
+
+
+def test_sweep_csv_is_used_when_present(run_dir: Path):
+    pd.DataFrame([{"variant": "deit", "top1": 1.5, "median_s": 0.5},
+                  {"variant": "tomato:sim=1e-7", "top1": 2.5, "median_s": 0.25}],
+                 columns=list(COLUMNS)).to_csv(run_dir / "sweep.csv", index=False)
+    [run] = report.recorded_runs(run_dir)
+    assert run.sweep is not None and run.complete and run.status == "complete"
+    rows = run.rows()
+    assert list(rows["variant"]) == ["deit", "tomato:sim=1e-07"]  # canonical spec
+    assert list(rows["top1"]) == [1.5, 2.5]
+
+
+# --------------------------------------------------------------------------- measures
+def test_prediction_agreement(run_dir: Path):
+    agree = report.prediction_agreement(run_dir).set_index("variant")
+    assert agree.loc["deit", "top1_agreement"] == 100.0
+    assert agree.loc["tome:r=2", "top1_agreement"] == pytest.approx(90.0)
+    assert agree.loc["tomato:sim=1e-07", "top1_agreement"] == pytest.approx(80.0)
+    # top-5 share 4 of 5 classes where top-1 changed (to a class outside the baseline's top-5)
+    assert agree.loc["tomato:sim=1e-07", "top5_overlap"] == pytest.approx(100 * (8 + 2 * 0.8) / 10)
+    assert (agree["n"] == 10).all()
+    assert report.prediction_agreement(run_dir, baseline="tome:r=8").empty
+
+
+def test_tokens_cut_range_and_tome_cut(run_dir: Path):
+    lo, hi, mean = report.tokens_cut_range(run_dir / "tomato_sim-1e-07" / "predictions.csv")
+    assert lo == pytest.approx(100 * (1 - 186 / 196))
+    assert hi == pytest.approx(100 * (1 - 155 / 196))
+    assert mean == pytest.approx(100 * (1 - 172 / 196))
+    final, per_block = report.tome_token_cut(2)
+    assert final == pytest.approx(100 * 24 / 196)
+    assert per_block == pytest.approx(100 * 13 / 197)  # blocks keep 195, 193, ..., 173
+
+
+def test_latency_changes_and_table1(run_dir: Path):
+    [run] = report.recorded_runs(run_dir)
+    rows = run.rows()
+    ch = report.latency_changes(rows).set_index("variant")
+    assert ch.loc["tomato:sim=1e-07", "vs_baseline_%"] == pytest.approx(-25.0)
+    assert ch.loc["tomato:sim=1e-07", "vs_tome_r2_%"] == pytest.approx(100 * (0.30 / 0.32 - 1))
+    t = report.table1(rows, report.prediction_agreement(run))
+    assert list(t.columns) == [
+        "Model", "variant", "paper top-1", "ours top-1", "paper top-5", "ours top-5", "paper latency s",
+        "ours median latency s", "paper latency vs DeiT-B %", "ours vs baseline %", "ours tokens kept",
+        "ours top-1 agreement with baseline %"]
+    t = t.set_index("variant")
+    assert t.loc["tomato:sim=1e-07", "paper top-1"] == 80.14
+    assert t.loc["tomato:sim=1e-07", "ours top-1"] == pytest.approx(40.0)
+    assert t.loc["tomato:sim=1e-07", "paper latency vs DeiT-B %"] == pytest.approx(-22.196, abs=1e-3)
+    assert t.loc["tome:r=2", "ours vs baseline %"] == pytest.approx(-20.0)
+    assert t.loc["tomato:sim=1e-07", "ours top-1 agreement with baseline %"] == pytest.approx(80.0)
+    assert t.loc["tome:r=2", "ours tokens kept"] == 194
+    # a variant the paper lacks is appended with empty paper columns; missing ones are NaN
+    extra = pd.concat([rows, pd.DataFrame([{"variant": "tomato:keep=0.85", "top1": 1.0}])])
+    t2 = report.table1(extra).set_index("variant")
+    assert t2.loc["tomato:keep_ratio=0.85", "Model"] == "ToMato keep=0.85"
+    assert math.isnan(t2.loc["tomato:keep_ratio=0.85", "paper top-1"])
+    assert math.isnan(report.table1(rows.iloc[:1]).set_index("variant").loc["tome:r=2", "ours top-1"])
+
+
+def test_provenance_table_and_overview(run_dir: Path):
+    t = report.provenance_table(prov()).set_index("field")["value"]
+    assert t["model"] == "deit_base_patch16_224"
+    assert t["weights sha256"] == "abababababab…"
+    assert t["CPU"] == "Test CPU (2 cores, torch threads 2)"
+    assert t["commit"] == "0123456789 (dirty)"
+    assert t["Jetson board"] == "absent (not a Jetson)"
+    ov = report.runs_overview(report.recorded_runs(run_dir.parent))
+    assert ov.loc[0, "run"] == "sample_run"
+    assert ov.loc[0, "variants"] == "deit, tome:r=2, tomato:sim=1e-07"
+    assert ov.loc[0, "machine"] == "Test CPU (2 cores); GPU: none (CUDA not available)"
+
+
+def test_reproduction_summary_random_weights(run_dir: Path):
+    [run] = report.recorded_runs(run_dir)
+    s = report.reproduction_summary(run)
+    assert len(s) == len(paper.FIGURES_AND_CLAIMS)
+    by = dict(zip(s["Item"], s.to_dict("records")))
+    top1 = by["Table 1, DeiT-B: top-1"]
+    assert top1["Ours"] == "30.00 %" and top1["Status"] == "needs pretrained weights"
+    assert by["Table 1, ToMato-B (sim=1e-7): top-1"]["Ours"] == "40.00 % (same top-1 as the baseline on 80.0 %)"
+    lat = by["Table 1, ToMe-B (r=2): latency"]
+    assert lat["Ours"] == "0.3200 s (median, batch 1)" and lat["Status"] == "needs a Jetson"
+    assert lat["Reason"] == "measured on Test CPU CPU (2 cores), not a Jetson Nano; absolute seconds depend on the device"
+    assert by["Latency of ToMato-B vs DeiT-B"]["Ours"].startswith("-25.00 %")
+    assert by["Latency of ToMato-B vs DeiT-B"]["Status"].startswith("pipeline reproduced, number not comparable")
+    assert by["Top-1 of ToMato-B vs DeiT-B"]["Ours"] == "+10.00 pt"
+    cut = by["Tokens cut per image by ToMato sim=1e-7"]
+    assert cut["Ours"].startswith("5.10–20.92 %")
+    assert by["Figure 1: ToMe merges in every block, ToMato once in block 0"]["Status"] == "reproduced"
+    assert by["Tokens merged by ToMe r=2"]["Ours"].startswith("12.24 %")
+    assert by["Figure 3: top-1 vs latency, ToMe sweeping r, ToMato sweeping sim"]["Ours"].startswith(
+        "1 ToMe and 1 ToMato points")
+
+
+def test_reproduction_summary_without_runs():
+    s = report.reproduction_summary(None)
+    assert len(s) == len(paper.FIGURES_AND_CLAIMS)
+    assert (s.loc[s["Item"].str.startswith("Table 1"), "Status"] == "not run").all()
+    # weight-independent items still have a value
+    assert s.set_index("Item").loc["Tokens merged by ToMe r=2", "Status"] == "differs"
+
+
+def test_plots_draw(run_dir: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    [run] = report.recorded_runs(run_dir)
+    rows = run.rows().merge(report.prediction_agreement(run), on="variant")
+    timing = pd.DataFrame(run.timing)
+    ax = report.plot_latency(timing, pretrained=False)
+    assert "random-init" in ax.get_title() and "NOT accuracy" not in ax.get_title()
+    assert len(ax.patches) == 3
+    report.plot_speedup(timing)
+    ax = report.plot_tradeoff(rows, pretrained=False)
+    assert "NOT accuracy" in ax.get_title()
+    ax = report.plot_tradeoff(rows, y="top1_agreement", pretrained=False)
+    assert "NOT accuracy" not in ax.get_title() and "random-init" in ax.get_title()
+    assert "random-init" not in report.plot_latency(timing, pretrained=True).get_title()
+    report.plot_tokens_flops(rows)
+    ax = report.plot_agreement(report.prediction_agreement(run))
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["ToMe r=2 (n=10)", "ToMato sim=1e-7 (n=10)"]
+    assert [round(p.get_width(), 6) for p in ax.patches[:2]] == [10.0, 20.0]  # top-1 changed
+    fig = report.plot_tradeoff_panels(rows, pretrained=False)
+    assert len(fig.axes) == 4
+    report.plot_throughput(timing.assign(batch_size=[1, 1, 1]))
+    plt.close("all")
+
+
+def test_repo_path_and_banner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / "_toc.yml").write_text("root: x\n")
+    (tmp_path / "tomato").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert report.repo_root() == tmp_path.resolve()
+    assert report.repo_path("data/results") == tmp_path.resolve() / "data" / "results"
+    from tomato.models import WeightsInfo
+
+    text = report.weights_banner(WeightsInfo("m", "random-init:seed=0", False, "0" * 64))
+    assert "random-init" in text and "meaningless" in text
+    assert report.weights_note(True) == "" and "NOT accuracy" in report.weights_note(False)
+
+
+def test_run_folder_pick_and_ratios(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from tomato.models import WeightsInfo
+
+    w = WeightsInfo("deit_base_patch16_224", "random-init:seed=0", False, "0123456789" * 6 + "abcd")
+    assert report.run_folder(tmp_path, "accuracy", w, "smoke") == tmp_path / "accuracy_deit_base_patch16_224_smoke_01234567"
+    assert report.run_folder(tmp_path, "tradeoff", w, "/data/imagenet-mini/val").name == \
+        "tradeoff_deit_base_patch16_224_imagenet-mini-val_01234567"
+    # a run without ToMato cannot stand for Table 1; the one with all three can
+    other = tmp_path / "results" / "other"
+    write_variant(other, "deit", BASE_TOP1, [196] * 10)
+    runs = report.recorded_runs(tmp_path / "results")
+    assert [r.name for r in runs] == ["other", "sample_run"]
+    assert report.pick_table1_run(runs).name == "sample_run"
+    assert report.pick_table1_run(runs[:1]) is None
+    ratios = report.latency_ratios_vs_paper(pd.DataFrame(runs[1].timing)).set_index("comparison")
+    assert ratios.loc["ToMato-B vs DeiT-B", "paper (text) %"] == -22.19
+    assert ratios.loc["ToMato-B vs DeiT-B", "ours, median %"] == pytest.approx(-25.0)
+    assert ratios.loc["ToMato-B vs ToMe-B", "ours, paper protocol %"] == pytest.approx(100 * (0.33 / 0.35 - 1))
+    assert ratios.loc["ToMe-B vs DeiT-B", "paper (Table 1) %"] == pytest.approx(-17.17, abs=0.01)
+    html = report.styled(ratios.reset_index(), caption="Ratios").to_html()
+    assert "Ratios" in html and "-25.00" in html and "–" in html  # NaN shown as a dash
+
+
+def test_save_timing_round_trip(tmp_path: Path):
+    rows = [{"variant": "deit", "batch_size": 1, "median_s": 0.5}]
+    path = report.save_timing(tmp_path / "t" / "timing.json", rows, {"variants": ["deit"], "runs": 3})
+    stored = json.loads(path.read_text())
+    assert stored["rows"] == rows and stored["config"] == {"variants": ["deit"], "runs": 3}
+    assert stored["provenance"]["runs"] == 3 and "torch" in stored["provenance"]
+
+
+def test_timing_noise():
+    clean = pd.DataFrame({"median_s": [1.0, 0.8], "iqr_s": [0.05, 0.1]})
+    assert report.timing_noise(clean) == ""
+    noisy = pd.DataFrame({"median_s": [1.0, 0.8], "iqr_s": [0.05, 0.4]})
+    assert "reaches 50% of the median" in report.timing_noise(noisy)
+    assert report.timing_noise(pd.DataFrame({"median_s": [1.0]})) == ""
+
+
+def test_eval_gflops(run_dir: Path):
+    from tomato import flops
+
+    [run] = report.recorded_runs(run_dir)
+    g = report.eval_gflops(run)
+    d = report.DEIT_B_DIMS
+    assert g["deit"] == pytest.approx(35.127656, rel=1e-6)  # 2 x 17.56 GMACs
+    assert g["tome:r=2"] == pytest.approx(flops.vit_flops(d, flops.tokens_schedule_tome(d, 2)) / 1e9)
+    kept = [186, 155, 176, 170, 180, 160, 175, 165, 185, 168]
+    per_image = [flops.vit_flops(d, flops.tokens_schedule_tomato(d, k), extra=flops.tomato_merge_flops(d)) / 1e9
+                 for k in kept]
+    assert g["tomato:sim=1e-07"] == pytest.approx(sum(per_image) / len(per_image))
+    rows = report.add_eval_gflops(run.rows(), run)
+    assert rows.set_index("variant").loc["deit", "ideal_speedup_eval"] == pytest.approx(1.0)
+    assert rows.set_index("variant").loc["tome:r=2", "ideal_speedup_eval"] == pytest.approx(g["deit"] / g["tome:r=2"])
+
+
+def test_display_names_and_views(run_dir: Path):
+    names = {s: report.display_name(s) for s in (
+        "deit", "tome:r=2", "tomato:sim=1e-7", "tomato:keep=0.85", "tomato:sim=1e-7,method=parallel",
+        "tomato:tokens=150", "tomato:sim=0.001")}
+    assert names == {"deit": "baseline", "tome:r=2": "ToMe r=2", "tomato:sim=1e-7": "ToMato sim=1e-7",
+                     "tomato:keep=0.85": "ToMato keep=0.85",
+                     "tomato:sim=1e-7,method=parallel": "ToMato parallel sim=1e-7",
+                     "tomato:tokens=150": "ToMato tokens=150", "tomato:sim=0.001": "ToMato sim=0.001"}
+    [run] = report.recorded_runs(run_dir)
+    acc, lat = report.table1_views(report.table1(run.rows(), report.prediction_agreement(run)))
+    assert list(acc.columns)[:3] == ["Model", "paper top-1", "ours top-1"]
+    assert list(lat.columns)[-1] == "ours tokens kept"
+    tv = report.timing_view(pd.DataFrame(run.timing))
+    assert list(tv["variant"]) == ["baseline", "ToMe r=2", "ToMato sim=1e-7"]
+    assert tv["median s"].tolist() == [0.40, 0.32, 0.30]
+    rows = report.add_eval_gflops(run.rows().merge(report.prediction_agreement(run), on="variant"), run)
+    sv = report.sweep_view(rows).set_index("variant")
+    assert sv.loc["ToMato sim=1e-7", "tokens (min–max)"] == "172.0 (155–186)"
+    assert sv.loc["ToMato sim=1e-7", "same top-1 %"] == pytest.approx(80.0)
+    assert sv.loc["baseline", "ideal ×"] == pytest.approx(1.0)
+    html = report.styled(sv.reset_index(), widths={"variant": "30%"}).to_html()
+    assert "table-layout: fixed" in html and "width: 30%" in html
+
+
+def test_explain_differences(run_dir: Path):
+    from tomato.models import WeightsInfo
+
+    [run] = report.recorded_runs(run_dir)
+    w = WeightsInfo("deit_base_patch16_224", "random-init:seed=0", False, "0" * 64)
+    text = report.explain_differences(run, weights=w, data="smoke", device="cpu")
+    assert text.startswith("1. **Weights.**") and "5. **Software.**" in text
+    assert "ToMato sim=1e-7 keeps the baseline's top-1 on 80.0% of the 10 images" in text
+    assert "sample_run: 5.1–20.9% (mean 12.2%) over 10 images" in text
+    assert "24 of 196 (12.2%)" in text
+    pretrained = WeightsInfo("deit_base_patch16_224", "checkpoint:/x.pth", True, "0" * 64)
+    assert "**Weights.**" not in report.explain_differences(run, weights=pretrained, data="/d", device="cpu")

@@ -1,0 +1,154 @@
+"""The paper's reported numbers and claims, as typed constants.
+
+Everything here is copied from "ToMato: Token Merging at Once" (``paper/tomato-paper.txt``)
+and nothing is computed from our runs: the notebooks put these values beside ours
+(:mod:`tomato.report`). Variant strings are the canonical specs of :mod:`tomato.variants`
+(``parse(spec).spec == spec``), so a paper row can be joined with our result rows.
+
+The paper's setting: NVIDIA Jetson Nano, batch size 1, ImageNet-Mini validation set
+(3,923 images), DeiT-B weights from the DeiT release, latency = mean of 10 inferences
+measured with NVIDIA Nsight Systems.
+"""
+from __future__ import annotations
+
+from typing import Final, TypedDict
+
+__all__ = [
+    "SETUP",
+    "Table1Row",
+    "TABLE1",
+    "TABLE1_BY_VARIANT",
+    "BASELINE",
+    "TOME",
+    "TOMATO",
+    "NUM_PATCHES",
+    "TOKEN_CUT_SIM_1E7",
+    "TOME_R2_TOKEN_CUT",
+    "LATENCY_VS_DEIT",
+    "LATENCY_VS_TOME",
+    "TOP1_VS_DEIT",
+    "TOP1_VS_TOME",
+    "TOP5_VS_DEIT",
+    "TOP5_VS_TOME",
+    "FIGURE3_SIMS",
+    "Claim",
+    "FIGURES_AND_CLAIMS",
+    "CLAIMS_BY_ID",
+]
+
+#: How the paper measured (for provenance tables next to ours).
+SETUP: Final[dict[str, str]] = {
+    "model": "DeiT-B (deit_base_patch16_224), pretrained DeiT weights",
+    "data": "ImageNet-Mini validation set (3,923 images, 1,000 classes)",
+    "device": "NVIDIA Jetson Nano (GPU)",
+    "batch_size": "1",
+    "latency_protocol": "mean of 10 inferences, measured with NVIDIA Nsight Systems",
+    "code": "reference code derived from facebookresearch/ToMe, timm 0.4.12",
+}
+
+
+class Table1Row(TypedDict):
+    """One row of the paper's Table 1 (top-1/top-5 in %, latency in seconds)."""
+
+    model: str
+    variant: str
+    top1: float
+    top5: float
+    latency_s: float
+
+
+#: Canonical variant specs of the three Table-1 models.
+BASELINE: Final[str] = "deit"
+TOME: Final[str] = "tome:r=2"
+TOMATO: Final[str] = "tomato:sim=1e-07"
+
+#: Table 1 of the paper, as printed.
+TABLE1: Final[list[Table1Row]] = [
+    {"model": "DeiT-B", "variant": BASELINE, "top1": 80.96, "top5": 95.40, "latency_s": 13.2132},
+    {"model": "ToMe-B (r=2)", "variant": TOME, "top1": 80.73, "top5": 95.31, "latency_s": 10.9445},
+    {"model": "ToMato-B (sim=1e-7)", "variant": TOMATO, "top1": 80.14, "top5": 95.00, "latency_s": 10.2804},
+]
+TABLE1_BY_VARIANT: Final[dict[str, Table1Row]] = {row["variant"]: row for row in TABLE1}
+
+#: Patch tokens of DeiT-B at 224x224 (a 14x14 grid); token-cut percentages are of these.
+NUM_PATCHES: Final[int] = 196
+
+#: "sim = 1e-7 cut the token count by 8.16% to 20.92% per image" (min %, max %).
+TOKEN_CUT_SIM_1E7: Final[tuple[float, float]] = (8.16, 20.92)
+#: "ToMe with r=2 merges about 15% of the tokens" (%, approximate in the paper).
+TOME_R2_TOKEN_CUT: Final[float] = 15.0
+
+#: Stated differences of ToMato-B against DeiT-B and ToMe-B (latency in %, accuracy in points).
+#: (From Table 1's latencies: -22.196% and -6.068%; the text truncates to two decimals.)
+LATENCY_VS_DEIT: Final[float] = -22.19
+LATENCY_VS_TOME: Final[float] = -6.06
+TOP1_VS_DEIT: Final[float] = -0.82
+TOP1_VS_TOME: Final[float] = -0.59
+TOP5_VS_DEIT: Final[float] = -0.40
+TOP5_VS_TOME: Final[float] = -0.31
+
+#: Thresholds the authors profiled for Figure 3 (its values are only given as a graph).
+FIGURE3_SIMS: Final[tuple[float, ...]] = (1e-2, 1e-3, 5e-4, 1e-7, 1e-20)
+
+
+class Claim(TypedDict):
+    """One reproducible item of the paper.
+
+    ``id``: stable key; ``item``: what the paper shows; ``paper``: its value as text;
+    ``value``: the number when there is one (None for figures); ``unit``: "%", "pt"
+    (percentage points), "s" or ""; ``needs``: what a like-for-like reproduction needs
+    beyond our pipeline: "weights" (pretrained weights and ImageNet data), "jetson"
+    (the paper's board), "weights+jetson", or "" (nothing: structural).
+    """
+
+    id: str
+    item: str
+    paper: str
+    value: float | None
+    unit: str
+    needs: str
+
+
+def _table1_claims() -> list[Claim]:
+    out: list[Claim] = []
+    for row in TABLE1:
+        v = row["variant"]
+        out.append({"id": f"table1:{v}:top1", "item": f"Table 1, {row['model']}: top-1",
+                    "paper": f"{row['top1']:.2f} %", "value": row["top1"], "unit": "%", "needs": "weights"})
+        out.append({"id": f"table1:{v}:top5", "item": f"Table 1, {row['model']}: top-5",
+                    "paper": f"{row['top5']:.2f} %", "value": row["top5"], "unit": "%", "needs": "weights"})
+        out.append({"id": f"table1:{v}:latency", "item": f"Table 1, {row['model']}: latency",
+                    "paper": f"{row['latency_s']:.4f} s", "value": row["latency_s"], "unit": "s",
+                    "needs": "jetson"})
+    return out
+
+
+#: Every table cell, figure and claim of the paper, in the order of the reproduction summary.
+FIGURES_AND_CLAIMS: Final[list[Claim]] = [
+    *_table1_claims(),
+    {"id": "figure1", "item": "Figure 1: ToMe merges in every block, ToMato once in block 0",
+     "paper": "schematic", "value": None, "unit": "", "needs": ""},
+    {"id": "figure2", "item": "Figure 2: merged patches on ImageNet-Mini images",
+     "paper": "uniform backgrounds merge at once", "value": None, "unit": "", "needs": "weights"},
+    {"id": "figure3", "item": "Figure 3: top-1 vs latency, ToMe sweeping r, ToMato sweeping sim",
+     "paper": "ToMato's top-1 changes little as latency falls", "value": None, "unit": "",
+     "needs": "weights+jetson"},
+    {"id": "token_cut_sim_1e-7", "item": "Tokens cut per image by ToMato sim=1e-7",
+     "paper": f"{TOKEN_CUT_SIM_1E7[0]:.2f}–{TOKEN_CUT_SIM_1E7[1]:.2f} %", "value": None, "unit": "%",
+     "needs": "weights"},
+    {"id": "tome_r2_token_cut", "item": "Tokens merged by ToMe r=2",
+     "paper": f"about {TOME_R2_TOKEN_CUT:.0f} %", "value": TOME_R2_TOKEN_CUT, "unit": "%", "needs": ""},
+    {"id": "latency_vs_deit", "item": "Latency of ToMato-B vs DeiT-B",
+     "paper": f"{LATENCY_VS_DEIT:+.2f} %", "value": LATENCY_VS_DEIT, "unit": "%", "needs": "weights+jetson"},
+    {"id": "latency_vs_tome", "item": "Latency of ToMato-B vs ToMe-B",
+     "paper": f"{LATENCY_VS_TOME:+.2f} %", "value": LATENCY_VS_TOME, "unit": "%", "needs": "weights+jetson"},
+    {"id": "top1_vs_deit", "item": "Top-1 of ToMato-B vs DeiT-B",
+     "paper": f"{TOP1_VS_DEIT:+.2f} pt", "value": TOP1_VS_DEIT, "unit": "pt", "needs": "weights"},
+    {"id": "top1_vs_tome", "item": "Top-1 of ToMato-B vs ToMe-B",
+     "paper": f"{TOP1_VS_TOME:+.2f} pt", "value": TOP1_VS_TOME, "unit": "pt", "needs": "weights"},
+    {"id": "top5_vs_deit", "item": "Top-5 of ToMato-B vs DeiT-B",
+     "paper": f"{TOP5_VS_DEIT:+.2f} pt", "value": TOP5_VS_DEIT, "unit": "pt", "needs": "weights"},
+    {"id": "top5_vs_tome", "item": "Top-5 of ToMato-B vs ToMe-B",
+     "paper": f"{TOP5_VS_TOME:+.2f} pt", "value": TOP5_VS_TOME, "unit": "pt", "needs": "weights"},
+]
+CLAIMS_BY_ID: Final[dict[str, Claim]] = {c["id"]: c for c in FIGURES_AND_CLAIMS}
