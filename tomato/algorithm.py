@@ -20,10 +20,10 @@ class Settings:
 
     sim: threshold on the attention distribution (lower merges more; ``inf``: no merge);
     keep_ratio / tokens: a token budget that picks ``sim`` per image instead;
-    method: "faithful" (the paper's visit) or "parallel" (batched components);
+    method: "faithful" (the paper's visit) or "parallel" (batched, no loop per token);
     metric: "features" (reference code) or "attention" (the paper's prose);
-    rule: edge rule of the parallel method: "directed" (equals the faithful
-        partition exactly) or the symmetrised "either" | "both".
+    rule: the parallel method's edge rule, "directed" (the faithful partition exactly)
+    or the symmetrised "either" | "both".
     """
 
     sim: float | None = None

@@ -334,7 +334,7 @@ def score_histogram(
 
     axes: one axes per metric; log10_scores: name -> log10 of the 4-neighbour scores
     (any shape; ``-inf`` entries, i.e. off-grid neighbours, are dropped);
-    symlog: per metric, whether to spread the x axis logarithmically in |log10 score|
+    symlog: per metric, whether to spread the x axis logarithmically in the magnitude of log10(score)
     (use it when scores span hundreds of decades, as the ``features`` metric does);
     focus: the threshold whose pass rate the panel titles report.
     """
