@@ -166,7 +166,7 @@ def test_tables_and_plots_run_on_small_inputs():
     assert merged.size[0, 1:].sum() == 16
 
 
-def test_agreement_summary_and_provenance_frame():
+def test_agreement_summary():
     rows = [
         {"index": i, "setting": "sim=1e-07", "sim": 1e-7, "tokens_faithful": 190,
          "tokens_either": 188, "tokens_both": 192, "same_directed": True,
@@ -177,10 +177,6 @@ def test_agreement_summary_and_provenance_frame():
     s = viz.agreement_summary(rows)
     assert s.loc["sim=1e-07", "images"] == 4
     assert s.loc["sim=1e-07", "either == faithful (% images)"] == 75.0
-    p = viz.provenance_frame({"model": "m", "git": {"commit": "abc", "dirty": True}})
-    assert p.loc["model", "value"] == "m"
-    assert "uncommitted" in p.loc["commit", "value"]
-    assert p.loc["data", "value"] == "—"
 
 
 def test_sliders_build_headless():

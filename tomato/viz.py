@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import budget, similarity, visit
+from .paper import TOKEN_CUT_SIM_1E7
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -46,7 +47,6 @@ __all__ = [
     "outline_tokens",
     "partition_panels",
     "picture_grid",
-    "provenance_frame",
     "score_histogram",
     "sim_slider",
     "size_histogram",
@@ -578,7 +578,7 @@ def token_cut_plot(
     ax: Axes,
     recorded: np.ndarray | None,
     live: np.ndarray,
-    paper_range: tuple[float, float] = (8.16, 20.92),
+    paper_range: tuple[float, float] = TOKEN_CUT_SIM_1E7,
     tome_cut: float | None = 15.0,
     recorded_label: str = "recorded run",
     live_label: str = "smoke photos (live)",
@@ -759,42 +759,6 @@ def agreement_summary(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return out
 
 
-def provenance_frame(provenance: Mapping[str, Any]) -> pd.DataFrame:
-    """The lines of a run's provenance a reader needs: model, weights, data, code
-    version, date and machine. provenance: a ``provenance.json`` dict."""
-    import pandas as pd
-
-    def get(*path: str) -> Any:
-        v: Any = provenance
-        for k in path:
-            if not isinstance(v, Mapping) or k not in v:
-                return "—"
-            v = v[k]
-        return v
-
-    git = get("git")
-    commit = str(get("git", "commit"))[:12]
-    if isinstance(git, Mapping) and git.get("dirty") is True:
-        commit = f"{commit} (plus uncommitted changes)"
-    machine = ", ".join(str(x) for x in (get("cpu_model"), get("gpu_name"), get("hostname")) if x != "—")
-    items = {
-        "model": get("model"),
-        "weights": get("weights_source"),
-        "weights sha256": str(get("weights_sha256"))[:16],
-        "data": get("data"),
-        "images": get("n_images"),
-        "what": get("variant") if get("variant") != "—" else get("kind"),
-        "commit": commit,
-        "date (UTC)": get("date_utc"),
-        "machine": machine or "—",
-        "torch / timm": f"{get('torch')} / {get('timm')}",
-    }
-    required = {"model", "weights", "data", "commit", "date (UTC)"}
-    items = {k: v for k, v in items.items() if k in required or v not in ("—", "— / —")}
-    return pd.DataFrame({"value": [str(v) for v in items.values()]}, index=list(items))
-
-
-# --------------------------------------------------------------------------- widgets
 def _labels_at(log_scores: torch.Tensor, grid: Sequence[int], log_sim: float) -> torch.Tensor:
     """log_scores: (N, 4) natural-log neighbour scores -> (N,) faithful labels at one
     (natural-log) threshold."""
