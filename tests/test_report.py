@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tomato import paper, report
+from tomato import figures, paper, report
 from tomato.results import RunStore
 from tomato.sweep import COLUMNS, slug
 from tomato.variants import parse
@@ -243,22 +243,22 @@ def test_plots_draw(run_dir: Path):
     [run] = report.recorded_runs(run_dir)
     rows = run.rows().merge(report.prediction_agreement(run), on="variant")
     timing = pd.DataFrame(run.timing)
-    ax = report.plot_latency(timing, pretrained=False)
+    ax = figures.plot_latency(timing, pretrained=False)
     assert "random-init" in ax.get_title() and "NOT accuracy" not in ax.get_title()
     assert len(ax.patches) == 3
-    report.plot_speedup(timing)
-    ax = report.plot_tradeoff(rows, pretrained=False)
+    figures.plot_speedup(timing)
+    ax = figures.plot_tradeoff(rows, pretrained=False)
     assert "NOT accuracy" in ax.get_title()
-    ax = report.plot_tradeoff(rows, y="top1_agreement", pretrained=False)
+    ax = figures.plot_tradeoff(rows, y="top1_agreement", pretrained=False)
     assert "NOT accuracy" not in ax.get_title() and "random-init" in ax.get_title()
-    assert "random-init" not in report.plot_latency(timing, pretrained=True).get_title()
-    report.plot_tokens_flops(rows)
-    ax = report.plot_agreement(report.prediction_agreement(run))
+    assert "random-init" not in figures.plot_latency(timing, pretrained=True).get_title()
+    figures.plot_tokens_flops(rows)
+    ax = figures.plot_agreement(report.prediction_agreement(run))
     assert [t.get_text() for t in ax.get_yticklabels()] == ["ToMe r=2 (n=10)", "ToMato sim=1e-7 (n=10)"]
     assert [round(p.get_width(), 6) for p in ax.patches[:2]] == [10.0, 20.0]  # top-1 changed
-    fig = report.plot_tradeoff_panels(rows, pretrained=False)
+    fig = figures.plot_tradeoff_panels(rows, pretrained=False)
     assert len(fig.axes) == 4
-    report.plot_throughput(timing.assign(batch_size=[1, 1, 1]))
+    figures.plot_throughput(timing.assign(batch_size=[1, 1, 1]))
     plt.close("all")
 
 
