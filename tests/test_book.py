@@ -30,21 +30,15 @@ def need(module: str):
 
 
 def toc_files() -> list[str]:
-    yaml = need("yaml")
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    assert toc.get("format") == "jb-book"
-    files = [toc["root"]]
+    """_toc.yml's pages in reading order, read by the screenshot script's own parser."""
+    import importlib.util
 
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            for key in ("parts", "chapters", "sections"):
-                walk(entry.get(key))
-
-    for key in ("parts", "chapters", "sections"):
-        walk(toc.get(key))
-    return files
+    need("yaml")
+    spec = importlib.util.spec_from_file_location("screenshot_book", ROOT / "scripts" / "screenshot_book.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert need("yaml").safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8")).get("format") == "jb-book"
+    return script.toc_pages(ROOT / "_toc.yml")
 
 
 def source_of(entry: str) -> Path | None:
