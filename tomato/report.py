@@ -620,12 +620,12 @@ DEIT_B_DIMS = _deit_b_dims()
 
 def eval_gflops(run: RecordedRun, dims: Any = None) -> dict[str, float]:
     """Mean GFLOPs per image of every variant of ``run`` over the images it evaluated,
-    from each image's kept tokens (``predictions.csv``) and :mod:`tomato.flops` (same
-    count as :func:`tomato.speed.theoretical_flops`). ``dims``: a
-    :class:`tomato.flops.ViTDims` (default :data:`DEIT_B_DIMS`). Unlike the timing rows'
-    ``gflops`` (the timed images only; at batch size 1, one image) this covers the whole
-    evaluation."""
-    from . import flops
+    from each image's kept tokens (``predictions.csv``) via
+    :func:`tomato.speed.variant_flops`. ``dims``: a :class:`tomato.flops.ViTDims`
+    (default :data:`DEIT_B_DIMS`). ``sweep.csv``'s ``gflops`` is the FLOPs at the mean
+    token count; this is the mean of each image's FLOPs, which differs slightly because
+    attention is quadratic in the tokens."""
+    from .speed import variant_flops
     from .variants import parse
 
     dims = dims or DEIT_B_DIMS
@@ -635,22 +635,17 @@ def eval_gflops(run: RecordedRun, dims: Any = None) -> dict[str, float]:
             v = parse(spec)
         except ValueError:
             continue
-        if v.kind == "tome":
-            f = flops.vit_flops(dims, flops.tokens_schedule_tome(dims, v.get("r", 0)))
-        elif v.kind == "tomato":
+        if v.kind == "tomato":
             if not vr.has_predictions:
                 continue
-            per = {}
             tokens = vr.predictions()["tokens"].dropna()
             if tokens.empty:
                 continue
-            for k in tokens.unique():
-                kept = min(max(1.0, float(k)), dims.num_patches)
-                per[k] = flops.vit_flops(dims, flops.tokens_schedule_tomato(dims, kept),
-                                         extra=flops.tomato_merge_flops(dims))
+            # Mean over images of each image's FLOPs (attention is quadratic in tokens).
+            per = {k: variant_flops(dims, v, float(k)) for k in tokens.unique()}
             f = float(tokens.map(per).mean())
         else:
-            f = flops.vit_flops(dims, flops.tokens_schedule_tomato(dims, dims.num_patches))
+            f = variant_flops(dims, v, dims.num_patches)
         out[spec] = f / 1e9
     return out
 

@@ -31,15 +31,21 @@ from .variants import Variant, parse
 log = logging.getLogger(__name__)
 
 
-def theoretical_flops(model: nn.Module, variant: Variant, kept_patches: float) -> float:
-    """FLOPs of one image through ``model`` as ``variant`` keeping ``kept_patches`` after block 0."""
-    dims = flops.dims_of(model)
+def variant_flops(dims: flops.ViTDims, variant: Variant, kept_patches: float) -> float:
+    """FLOPs of one image through a ViT of shape ``dims`` as ``variant``, keeping
+    ``kept_patches`` patch tokens after block 0 (ToMato; ToMe's schedule is fixed by r)."""
     if variant.kind == "tome":
         return flops.vit_flops(dims, flops.tokens_schedule_tome(dims, variant.get("r", 0)))
     if variant.kind == "tomato":
-        sched = flops.tokens_schedule_tomato(dims, max(1.0, kept_patches))
-        return flops.vit_flops(dims, sched, extra=flops.tomato_merge_flops(dims))
+        kept = min(max(1.0, kept_patches), dims.num_patches)
+        return flops.vit_flops(dims, flops.tokens_schedule_tomato(dims, kept),
+                               extra=flops.tomato_merge_flops(dims))
     return flops.vit_flops(dims, flops.tokens_schedule_tomato(dims, dims.num_patches))
+
+
+def theoretical_flops(model: nn.Module, variant: Variant, kept_patches: float) -> float:
+    """:func:`variant_flops` for ``model``'s own shape."""
+    return variant_flops(flops.dims_of(model), variant, kept_patches)
 
 
 def batches(images: torch.Tensor, size: int) -> list[torch.Tensor]:
