@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tomato.agreement import adjusted_rand_index, identical_groups
+from tomato.harness.agreement import adjusted_rand_index, identical_groups
 
 
 def test_identical_partitions_score_one_whatever_the_label_values():
@@ -34,8 +34,8 @@ def test_opposite_trivial_partitions_disagree():
 def test_method_agreement_on_real_photos():
     import timm
 
-    from tomato import data
-    from tomato.agreement import method_agreement
+    from tomato.harness import data
+    from tomato.harness.agreement import method_agreement
 
     torch.manual_seed(0)
     model = timm.create_model("deit_tiny_patch16_224").eval()

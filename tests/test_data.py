@@ -1,4 +1,4 @@
-"""Tests for tomato.data: wnid order, folder scanning, bad images, transform, smoke set."""
+"""Tests for tomato.harness.data: wnid order, folder scanning, bad images, transform, smoke set."""
 from __future__ import annotations
 
 import logging
@@ -12,7 +12,7 @@ from PIL import Image
 from timm.data import create_transform
 from torch.utils.data import DataLoader
 
-from tomato import data
+from tomato.harness import data
 
 REAL_VAL = Path(__file__).resolve().parents[2] / "shared" / "imagenet-sample" / "val"
 
@@ -67,7 +67,7 @@ def test_wnids_returns_a_copy():
 # --------------------------------------------------------------------------- scanning
 @pytest.mark.parametrize("sub", ["", "val"])
 def test_scan_layout(tree: Path, sub: str, caplog):
-    with caplog.at_level(logging.WARNING, logger="tomato.data"):
+    with caplog.at_level(logging.WARNING, logger="tomato.harness.data"):
         samples = data.scan_imagenet_folder(tree / sub if sub else tree)
     assert [(s.wnid, s.path.name) for s in samples] == sorted((w, f"{w}_{j}.JPEG") for w in WNIDS for j in range(2))
     for s in samples:
@@ -146,7 +146,7 @@ def test_corrupt_image_skipped_and_reported(tree: Path, small_transform, caplog)
     bad_idx = {i for i, s in enumerate(samples) if s.path in (bad, truncated)}
     assert len(bad_idx) == 2
 
-    with caplog.at_level(logging.WARNING, logger="tomato.data"):
+    with caplog.at_level(logging.WARNING, logger="tomato.harness.data"):
         assert not ds[min(bad_idx)]  # falsy marker, never raises
     assert "x.JPEG" in caplog.text
 

@@ -4,7 +4,7 @@ import pytest
 import timm
 import torch
 
-from tomato.flops import (
+from tomato.harness.flops import (
     FLOPS_PER_MAC,
     ViTDims,
     block_flops,

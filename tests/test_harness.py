@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tomato import data, evaluate, models, speed, sweep, variants
-from tomato.__main__ import main
+from tomato.harness import data, evaluate, models, speed, sweep, variants
+from tomato.harness.cli import main
 
 TINY = "deit_tiny_patch16_224"
 

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tomato import algorithm, merge, visit
+from tomato.core import pipeline, merge, visit
 
 
 @st.composite
@@ -24,7 +24,7 @@ def merge_cases(draw):
 @given(merge_cases())
 def test_merge_preserves_sizes_sums_and_prefix(case):
     x, grid, p, sim, method = case
-    step = algorithm.merge_at_once(x, algorithm.Settings(sim=sim, method=method), grid, p)
+    step = pipeline.merge_at_once(x, pipeline.Settings(sim=sim, method=method), grid, p)
     m = step.merged
     n = grid[0] * grid[1]
     real = merge.padding_mask(m.counts, p)
@@ -46,9 +46,9 @@ def test_merge_preserves_sizes_sums_and_prefix(case):
 def test_sim_extremes_merge_all_or_nothing():
     torch.manual_seed(0)
     x = torch.randn(2, 1 + 16, 8)
-    none = algorithm.merge_at_once(x, algorithm.Settings(sim=float("inf")), (4, 4), 1).merged
+    none = pipeline.merge_at_once(x, pipeline.Settings(sim=float("inf")), (4, 4), 1).merged
     assert torch.equal(none.x, x) and none.counts.tolist() == [16, 16]
-    one = algorithm.merge_at_once(x, algorithm.Settings(sim=0.0), (4, 4), 1).merged
+    one = pipeline.merge_at_once(x, pipeline.Settings(sim=0.0), (4, 4), 1).merged
     assert one.x.shape == (2, 2, 8) and one.counts.tolist() == [1, 1]
     assert torch.allclose(one.x[:, 1], x[:, 1:].mean(dim=1), atol=1e-6)
 
@@ -81,4 +81,4 @@ def test_settings_validation():
         (dict(keep_ratio=0.5, tokens=3), "not both"),
     ]:
         with pytest.raises(ValueError, match=match):
-            algorithm.Settings(**bad).validate()
+            pipeline.Settings(**bad).validate()

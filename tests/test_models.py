@@ -1,4 +1,4 @@
-"""Tests for tomato.models: checkpoint loading, offline behaviour, random fallback, hashing.
+"""Tests for tomato.harness.models: checkpoint loading, offline behaviour, random fallback, hashing.
 
 No test touches the network: the hub is put in offline mode (or its probe is stubbed) and
 its cache is pointed at an empty temporary folder, so warm caches cannot change results.
@@ -14,7 +14,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from tomato import models
+from tomato.harness import models
 
 NAME = "deit_tiny_patch16_224"
 HUB_ID = "timm/deit_tiny_patch16_224.fb_in1k"
@@ -149,7 +149,7 @@ def test_pretrained_from_local_hub_cache(monkeypatch, offline_hub: Path, source_
 
 
 def test_random_fallback(caplog):
-    with caplog.at_level(logging.WARNING, logger="tomato.models"):
+    with caplog.at_level(logging.WARNING, logger="tomato.harness.models"):
         model, info = models.load(NAME, pretrained=True, random_fallback=True)
     assert info.source == "random-init:seed=0"
     assert info.pretrained is False

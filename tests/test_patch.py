@@ -6,7 +6,7 @@ import timm
 import torch
 
 import tomato
-from tomato import attention
+from tomato.core import attention
 
 
 @pytest.fixture(scope="module")
@@ -24,20 +24,20 @@ def make(name: str = "deit_tiny_patch16_224", **kwargs) -> torch.nn.Module:
 def test_no_merge_equals_unpatched(name, images):
     model = make(name)
     ref = model(images)
-    tomato.patch.timm(model)
+    tomato.core.patch.timm(model)
     assert torch.allclose(model(images), ref, atol=1e-5)  # not yet configured: no merging
     model.sim = float("inf")  # runs the whole merge path with singleton groups
     assert torch.allclose(model(images), ref, atol=1e-5)
-    assert tomato.patch.state(model).tokens.tolist() == [196] * 3
+    assert tomato.core.patch.state(model).tokens.tolist() == [196] * 3
 
 
 @torch.no_grad()
 def test_merging_changes_tokens_and_output(images):
-    model = tomato.patch.timm(make())
+    model = tomato.core.patch.timm(make())
     ref = model(images)
     model.sim = 0.0
     out = model(images)
-    st = tomato.patch.state(model)
+    st = tomato.core.patch.state(model)
     assert st.tokens.tolist() == [1, 1, 1] and st.tokens_per_block == [2] * 12
     assert not torch.allclose(out, ref, atol=1e-3)
 
@@ -55,35 +55,35 @@ def test_merging_changes_tokens_and_output(images):
     ],
 )
 def test_batched_equals_per_image(config, images):
-    model = tomato.patch.timm(make())
+    model = tomato.core.patch.timm(make())
     for k, v in config.items():
         setattr(model, k, v)
     out = model(images)
-    tokens = tomato.patch.state(model).tokens.tolist()
+    tokens = tomato.core.patch.state(model).tokens.tolist()
     assert len(set(tokens)) > 1 or "tokens" in config or "keep_ratio" in config
     for i in range(images.shape[0]):
         single = model(images[i : i + 1])
-        assert tomato.patch.state(model).tokens.tolist() == [tokens[i]]
+        assert tomato.core.patch.state(model).tokens.tolist() == [tokens[i]]
         assert torch.allclose(single, out[i : i + 1], atol=1e-4), config
 
 
 @torch.no_grad()
 def test_budget_keeps_at_most_the_budget(images):
-    model = tomato.patch.timm(make())
+    model = tomato.core.patch.timm(make())
     model.keep_ratio = 0.5
     model(images)
-    st = tomato.patch.state(model)
+    st = tomato.core.patch.state(model)
     assert (st.tokens <= 98).all() and (st.tokens >= 1).all()
     assert torch.isfinite(st.sim).all()
 
 
 @torch.no_grad()
 def test_attention_metric_runs_and_uses_probabilities(images):
-    model = tomato.patch.timm(make())
+    model = tomato.core.patch.timm(make())
     model.metric = "attention"
     model.sim = 1.0 / 196  # random-init attention is near uniform
     model(images)
-    kept = tomato.patch.state(model).tokens
+    kept = tomato.core.patch.state(model).tokens
     assert (kept < 196).all()
 
 
@@ -114,14 +114,14 @@ def test_other_grids(name, kwargs, grid):
     h, w = model.patch_embed.img_size
     x = torch.randn(2, 3, h, w)
     ref = model(x)
-    tomato.patch.timm(model)
+    tomato.core.patch.timm(model)
     model.sim = float("inf")
     assert torch.allclose(model(x), ref, atol=1e-5)
-    assert tomato.patch.state(model).grid == grid
+    assert tomato.core.patch.state(model).grid == grid
     model.sim = 1e-30
     model.method = "parallel"
     model(x)
-    assert tomato.patch.state(model).labels.shape == (2, grid[0] * grid[1])
+    assert tomato.core.patch.state(model).labels.shape == (2, grid[0] * grid[1])
 
 
 @torch.no_grad()
@@ -129,19 +129,19 @@ def test_remove_restores_the_model(images):
     model = make()
     cls, block_cls = type(model), type(model.blocks[0])
     ref = model(images)
-    tomato.patch.timm(model)
+    tomato.core.patch.timm(model)
     model.sim = 0.0
     model(images)
-    tomato.patch.remove(model)
+    tomato.core.patch.remove(model)
     assert type(model) is cls and type(model.blocks[0]) is block_cls
     assert not hasattr(model, "_tomato")
     assert torch.equal(model(images), ref)
     with pytest.raises(ValueError, match="not patched"):
-        tomato.patch.remove(model)
+        tomato.core.patch.remove(model)
 
 
 def test_bad_settings_fail_at_assignment():
-    model = tomato.patch.timm(make())
+    model = tomato.core.patch.timm(make())
     for name, bad in [("sim", float("nan")), ("sim", -1e-7), ("keep_ratio", 0.0), ("keep_ratio", 2.0),
                       ("method", "dfs"), ("metric", "cosine"), ("tokens", 0)]:
         with pytest.raises(ValueError):
@@ -156,12 +156,12 @@ def test_bad_settings_fail_at_assignment():
 
 def test_unsupported_models_are_refused():
     with pytest.raises(ValueError, match="not a timm VisionTransformer"):
-        tomato.patch.timm(torch.nn.Linear(3, 3))
+        tomato.core.patch.timm(torch.nn.Linear(3, 3))
     no_cls = make("vit_tiny_patch16_224", class_token=False, global_pool="avg")
     with pytest.raises(ValueError, match="class token"):
-        tomato.patch.timm(no_cls)
+        tomato.core.patch.timm(no_cls)
     with pytest.raises(ValueError, match="not a timm VisionTransformer"):
-        tomato.patch.tome(timm.create_model("resnet18"))
+        tomato.core.patch.tome(timm.create_model("resnet18"))
 
 
 @torch.no_grad()
@@ -169,7 +169,7 @@ def test_avg_pool_models_weigh_tokens_by_size():
     model = make("vit_tiny_patch16_224", global_pool="avg")
     x = torch.randn(2, 3, 224, 224)
     ref = model(x)
-    tomato.patch.timm(model)
+    tomato.core.patch.timm(model)
     model.sim = float("inf")
     assert torch.allclose(model(x), ref, atol=1e-5)
 
@@ -182,14 +182,14 @@ def test_avg_pool_models_weigh_tokens_by_size():
 def test_tome_r0_equals_unpatched_and_r_tokens_leave_each_block(name, images):
     model = make(name)
     ref = model(images)
-    tomato.patch.tome(model)
+    tomato.core.patch.tome(model)
     assert torch.allclose(model(images), ref, atol=1e-5)
     model.r = 0
     assert torch.allclose(model(images), ref, atol=1e-5)
     model.r = 8
     model(images)
     t0 = 196 + model.num_prefix_tokens
-    assert tomato.patch.state(model).tokens_per_block == [t0 - 8 * (i + 1) for i in range(12)]
+    assert tomato.core.patch.state(model).tokens_per_block == [t0 - 8 * (i + 1) for i in range(12)]
 
 
 def test_tome_protects_class_and_distillation_tokens():
@@ -198,43 +198,43 @@ def test_tome_protects_class_and_distillation_tokens():
     metric[:, 0] = metric[:, 2]  # make class and distillation tokens look mergeable
     metric[:, 1] = metric[:, 3]
     x = torch.randn(2, 20, 4)
-    m = tomato.tome.bipartite_soft_matching(metric, 5, class_token=True, distill_token=True)
-    out, size = tomato.tome.merge_wavg(m, x)
+    m = tomato.core.tome.bipartite_soft_matching(metric, 5, class_token=True, distill_token=True)
+    out, size = tomato.core.tome.merge_wavg(m, x)
     assert out.shape == (2, 15, 4)
     assert torch.allclose(out[:, :2], x[:, :2]) and torch.equal(size[:, :2], torch.ones(2, 2, 1))
     assert torch.allclose((out * size).sum(1), x.sum(1), atol=1e-5)
 
 
 def test_tome_schedule_validation():
-    assert tomato.tome.schedule(2, 3) == [2, 2, 2]
-    assert tomato.tome.schedule([1, 2, 3], 3) == [1, 2, 3]
+    assert tomato.core.tome.schedule(2, 3) == [2, 2, 2]
+    assert tomato.core.tome.schedule([1, 2, 3], 3) == [1, 2, 3]
     with pytest.raises(ValueError):
-        tomato.tome.schedule(-1, 3)
+        tomato.core.tome.schedule(-1, 3)
     with pytest.raises(ValueError):
-        tomato.tome.schedule([1, 2], 3)
+        tomato.core.tome.schedule([1, 2], 3)
 
 
 @torch.no_grad()
 def test_tome_source_trace(images):
-    model = tomato.patch.tome(make(), trace_source=True)
+    model = tomato.core.patch.tome(make(), trace_source=True)
     model.r = 8
     model(images[:1])
-    src = tomato.patch.state(model).source
+    src = tomato.core.patch.state(model).source
     assert src.shape == (1, 197 - 8 * 12, 197)
     assert torch.equal(src.sum(dim=1), torch.ones(1, 197))  # each input token in one output
 
 
 @torch.no_grad()
 def test_probe_sees_what_block0_merges(images):
-    from tomato import algorithm, probe
+    from tomato.core import pipeline, probe
 
     model = make()
     b0 = probe.block0(model, images)
     assert b0.grid == (14, 14) and b0.attn.shape == (3, 3, 197, 197)
-    settings = algorithm.Settings(sim=1e-20)
-    expected = algorithm.merge_at_once(b0.x, settings, b0.grid, 1).merged
-    tomato.patch.timm(model)
+    settings = pipeline.Settings(sim=1e-20)
+    expected = pipeline.merge_at_once(b0.x, settings, b0.grid, 1).merged
+    tomato.core.patch.timm(model)
     model.sim = 1e-20
     model(images)
-    st = tomato.patch.state(model)
+    st = tomato.core.patch.state(model)
     assert torch.equal(st.labels, expected.labels) and torch.equal(st.tokens, expected.counts)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tomato.provenance import collect, git_commit, jsonable
+from tomato.harness.provenance import collect, git_commit, jsonable
 
 
 def test_collect_has_required_fields_and_is_json() -> None:

@@ -1,4 +1,4 @@
-"""tomato.report and tomato.paper on small hand-made result folders (no model needed)."""
+"""tomato.book.report and tomato.book.paper on small hand-made result folders (no model needed)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tomato import figures, paper, report
-from tomato.results import RunStore
-from tomato.sweep import COLUMNS, slug
-from tomato.variants import parse
+from tomato.book import figures, paper, report
+from tomato.harness.results import RunStore
+from tomato.harness.sweep import COLUMNS, slug
+from tomato.harness.variants import parse
 
 # Baseline top-1 per image (index -> class). Labels equal these on images 0-2 only.
 BASE_TOP1 = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
@@ -269,7 +269,7 @@ def test_repo_path_and_banner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path / "notebooks")
     assert report.repo_root() == tmp_path.resolve()
     assert report.repo_path("data/results") == tmp_path.resolve() / "data" / "results"
-    from tomato.models import WeightsInfo
+    from tomato.harness.models import WeightsInfo
 
     text = report.weights_banner(WeightsInfo("m", "random-init:seed=0", False, "0" * 64))
     assert "random-init" in text and "meaningless" in text
@@ -277,7 +277,7 @@ def test_repo_path_and_banner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_run_folder_pick_and_ratios(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from tomato.models import WeightsInfo
+    from tomato.harness.models import WeightsInfo
 
     w = WeightsInfo("deit_base_patch16_224", "random-init:seed=0", False, "0123456789" * 6 + "abcd")
     assert report.run_folder(tmp_path, "accuracy", w, "smoke") == tmp_path / "accuracy_deit_base_patch16_224_smoke_01234567"
@@ -316,7 +316,7 @@ def test_timing_noise():
 
 
 def test_eval_gflops(run_dir: Path):
-    from tomato import flops
+    from tomato.harness import flops
 
     [run] = report.recorded_runs(run_dir)
     g = report.eval_gflops(run)
@@ -357,7 +357,7 @@ def test_display_names_and_views(run_dir: Path):
 
 
 def test_explain_differences(run_dir: Path):
-    from tomato.models import WeightsInfo
+    from tomato.harness.models import WeightsInfo
 
     [run] = report.recorded_runs(run_dir)
     w = WeightsInfo("deit_base_patch16_224", "random-init:seed=0", False, "0" * 64)

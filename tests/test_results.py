@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tomato import results
-from tomato.results import RunStore, atomic_write_text
+from tomato.harness import results
+from tomato.harness.results import RunStore, atomic_write_text
 
 CONFIG = {
     "model": "deit_base_patch16_224",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tomato import timing
-from tomato.timing import (
+from tomato.harness import timing
+from tomato.harness.timing import (
     NOT_A_JETSON,
     TimingStats,
     compare,

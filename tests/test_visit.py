@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tomato import budget, visit
-from tomato.visit import DOWN, LEFT, RIGHT, UP
+from tomato.core import budget, visit
+from tomato.core.visit import DOWN, LEFT, RIGHT, UP
 
 
 def scores_from_edges(n: int, pairs: list[tuple[int, int]]) -> torch.Tensor:

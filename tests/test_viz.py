@@ -9,7 +9,9 @@ mpl = pytest.importorskip("matplotlib")
 mpl.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tomato import merge, tome, viz, visit  # noqa: E402
+from tomato.core import merge, tome
+from tomato.book import viz
+from tomato import visit  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -195,7 +197,7 @@ def test_sliders_build_headless():
 
 def test_log10_distribution_matches_the_probabilities_where_representable():
     timm = pytest.importorskip("timm")
-    from tomato import probe
+    from tomato.core import probe
 
     torch.manual_seed(0)
     model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()

@@ -20,7 +20,7 @@ class Block0:
     num_prefix_tokens: int
 
     def distribution(self, metric: str = "features") -> torch.Tensor:
-        """(B, N, N) attention distribution over patch tokens (see :mod:`tomato.similarity`)."""
+        """(B, N, N) attention distribution over patch tokens (see :mod:`tomato.core.similarity`)."""
         return similarity.distribution(metric, self.x, self.num_prefix_tokens, self.attn)
 
 

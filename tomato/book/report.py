@@ -1,25 +1,25 @@
 """Helpers the result notebooks share: honest banners, repository paths, recorded runs,
 tables beside the paper's, and the plots of the Results chapter.
 
-Nothing here runs a model: it reads what :mod:`tomato.evaluate`, :mod:`tomato.sweep`
-and :mod:`tomato.speed` wrote (or returned) and says where each number came from.
+Nothing here runs a model: it reads what :mod:`tomato.harness.evaluate`, :mod:`tomato.harness.sweep`
+and :mod:`tomato.harness.speed` wrote (or returned) and says where each number came from.
 
 Recorded runs
     :func:`recorded_runs` finds every folder under a root that holds a ``sweep.csv`` or
     per-variant run folders (``*/summary.json``, or ``*/config.json`` +
     ``predictions.csv`` of a run still in progress), and returns one
     :class:`RecordedRun` per folder: its result rows (``RecordedRun.rows()``, the
-    columns of :data:`tomato.sweep.COLUMNS`), timing rows and provenance.
+    columns of :data:`tomato.harness.sweep.COLUMNS`), timing rows and provenance.
 Beside the paper
-    :func:`table1` puts sweep-like rows next to :data:`tomato.paper.TABLE1`;
+    :func:`table1` puts sweep-like rows next to :data:`tomato.book.paper.TABLE1`;
     :func:`reproduction_summary` gives one row per item of
-    :data:`tomato.paper.FIGURES_AND_CLAIMS` with our value and a status.
+    :data:`tomato.book.paper.FIGURES_AND_CLAIMS` with our value and a status.
 A proxy that random weights cannot spoil
     :func:`prediction_agreement`: how often each variant's top-1 equals the unpatched
     model's top-1 on the same image (how much merging perturbs the network).
 
 pandas and matplotlib (the ``[book]`` extra) are imported inside the functions that
-need them, so ``import tomato.report`` works without them.
+need them, so ``import tomato.book.report`` works without them.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import paper
-from .models import WeightsInfo
+from ..harness.models import WeightsInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -147,8 +147,8 @@ def read_predictions(path: Path | str) -> pd.DataFrame:
 
 
 def _kind_order(spec: str) -> tuple:
-    from .sweep import parameter
-    from .variants import parse
+    from ..harness.sweep import parameter
+    from ..harness.variants import parse
 
     try:
         v = parse(spec)
@@ -232,7 +232,7 @@ def _count_rows(path: Path) -> int:
 
 
 def _variant_of(folder: Path, config: Mapping[str, Any], summary: Mapping[str, Any] | None) -> str:
-    from .variants import parse
+    from ..harness.variants import parse
 
     spec = config.get("variant") or (summary or {}).get("variant") or folder.name
     try:
@@ -318,18 +318,18 @@ class RecordedRun:
         return base
 
     def predictions(self, variant: str) -> pd.DataFrame:
-        from .variants import parse
+        from ..harness.variants import parse
 
         return self.variants[parse(variant).spec].predictions()
 
     def rows(self) -> pd.DataFrame:
-        """One row per variant with the columns of :data:`tomato.sweep.COLUMNS` plus
+        """One row per variant with the columns of :data:`tomato.harness.sweep.COLUMNS` plus
         ``n_total`` and ``complete``; ``sweep.csv`` when it exists, else assembled from the
         variant folders and the batch-1 rows of ``timing.json`` (NaN where not measured)."""
         import pandas as pd
 
-        from .sweep import COLUMNS, parameter
-        from .variants import parse
+        from ..harness.sweep import COLUMNS, parameter
+        from ..harness.variants import parse
 
         stats = {s: v.stats() for s, v in self.variants.items()}
         if self.sweep is not None:
@@ -363,7 +363,7 @@ class RecordedRun:
 
 
 def canonical_spec(spec: str) -> str:
-    from .variants import parse
+    from ..harness.variants import parse
 
     try:
         return parse(spec).spec
@@ -495,7 +495,7 @@ def _commit_text(prov: Mapping[str, Any]) -> str:
 
 
 def provenance_table(prov: Mapping[str, Any]) -> pd.DataFrame:
-    """The key fields of a provenance record (:func:`tomato.provenance.collect`, an
+    """The key fields of a provenance record (:func:`tomato.harness.provenance.collect`, an
     evaluation's ``provenance.json`` or a timing record's) as a two-column table."""
     import pandas as pd
 
@@ -595,8 +595,8 @@ def tokens_cut_range(predictions: Any, num_patches: int = paper.NUM_PATCHES) -> 
 def tome_token_cut(r: int, depth: int = 12, num_patches: int = paper.NUM_PATCHES,
                    num_prefix_tokens: int = 1) -> tuple[float, float]:
     """ToMe with ``r``: (% of patch tokens gone after the last block, mean % fewer tokens
-    per block than the unmerged model), from :func:`tomato.flops.tokens_schedule_tome`."""
-    from . import flops
+    per block than the unmerged model), from :func:`tomato.harness.flops.tokens_schedule_tome`."""
+    from ..harness import flops
 
     dims = flops.ViTDims(embed_dim=768, depth=depth, num_heads=12, mlp_ratio=4.0, patch_size=16,
                          num_patches=num_patches, num_prefix_tokens=num_prefix_tokens)
@@ -608,7 +608,7 @@ def tome_token_cut(r: int, depth: int = 12, num_patches: int = paper.NUM_PATCHES
 
 
 def _deit_b_dims() -> Any:
-    from . import flops
+    from ..harness import flops
 
     return flops.ViTDims(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, patch_size=16,
                          num_patches=196, num_prefix_tokens=1)
@@ -621,12 +621,12 @@ DEIT_B_DIMS = _deit_b_dims()
 def eval_gflops(run: RecordedRun, dims: Any = None) -> dict[str, float]:
     """Mean GFLOPs per image of every variant of ``run`` over the images it evaluated,
     from each image's kept tokens (``predictions.csv``) via
-    :func:`tomato.speed.variant_flops`. ``dims``: a :class:`tomato.flops.ViTDims`
+    :func:`tomato.harness.speed.variant_flops`. ``dims``: a :class:`tomato.harness.flops.ViTDims`
     (default :data:`DEIT_B_DIMS`). ``sweep.csv``'s ``gflops`` is the FLOPs at the mean
     token count; this is the mean of each image's FLOPs, which differs slightly because
     attention is quadratic in the tokens."""
-    from .speed import variant_flops
-    from .variants import parse
+    from ..harness.speed import variant_flops
+    from ..harness.variants import parse
 
     dims = dims or DEIT_B_DIMS
     out: dict[str, float] = {}
@@ -692,7 +692,7 @@ def _num(v: Any) -> str:
 def display_name(spec: str) -> str:
     """A short name for tables and plots: ``baseline``, ``ToMe r=2``, ``ToMato sim=1e-7``,
     ``ToMato keep=0.85``, ``ToMato parallel sim=1e-7``."""
-    from .variants import parse
+    from ..harness.variants import parse
 
     try:
         v = parse(spec)
@@ -801,7 +801,7 @@ def _is_jetson(prov: Mapping[str, Any]) -> bool:
 def reproduction_summary(run: RecordedRun | None, tradeoff: RecordedRun | None = None, *,
                          merge_page: str = "03_merge", tradeoff_page: str = "06_tradeoff",
                          timing_rows: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per item of :data:`tomato.paper.FIGURES_AND_CLAIMS`: Item, Paper, Ours,
+    """One row per item of :data:`tomato.book.paper.FIGURES_AND_CLAIMS`: Item, Paper, Ours,
     Status, Reason.
 
     ``run`` holds the Table-1 variants (``deit``, ``tome:r=2``, ``tomato:sim=1e-07``);
@@ -1014,7 +1014,7 @@ def table1_views(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def timing_view(rows: pd.DataFrame) -> pd.DataFrame:
-    """Timing rows (:func:`tomato.speed.measure_variants`) with short headers for display."""
+    """Timing rows (:func:`tomato.harness.speed.measure_variants`) with short headers for display."""
     import pandas as pd
 
     cols = {"paper_mean_s": "paper mean s", "median_s": "median s", "iqr_s": "IQR s", "speedup": "speed-up ×",
@@ -1049,7 +1049,7 @@ def explain_differences(run: RecordedRun, *, weights: WeightsInfo, data: Any, de
                         others: Sequence[RecordedRun] = ()) -> str:
     """A numbered Markdown list: why ``run``'s numbers (and ``others``') differ from the
     paper's, with the numbers that show it (agreement, token cuts, ToMe's count, machine)."""
-    from . import timing
+    from ..harness import timing
 
     def cut_text(r: RecordedRun) -> str:
         vr = r.variants.get(paper.TOMATO)
@@ -1099,10 +1099,10 @@ def explain_differences(run: RecordedRun, *, weights: WeightsInfo, data: Any, de
 
 def save_timing(path: Path | str, rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> Path:
     """Write timing rows as ``timing.json`` (``config``, ``rows``, ``provenance``), the
-    format :func:`tomato.sweep.sweep` writes, so a notebook's measurement is kept with the
+    format :func:`tomato.harness.sweep.sweep` writes, so a notebook's measurement is kept with the
     machine it ran on. Returns the file's path."""
-    from . import provenance
-    from .results import atomic_write_text
+    from ..harness import provenance
+    from ..harness.results import atomic_write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

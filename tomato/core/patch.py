@@ -2,14 +2,14 @@
 
     import timm, tomato
     model = timm.create_model("deit_base_patch16_224")
-    tomato.patch.timm(model)
+    tomato.core.patch.timm(model)
     model.sim = 1e-7              # or: model.keep_ratio = 0.85 (sim chosen per image)
     model.method = "parallel"     # "faithful" (default) | "parallel"
     logits = model(images)
-    tomato.patch.state(model).tokens   # patch tokens each image kept after block 0
+    tomato.core.patch.state(model).tokens   # patch tokens each image kept after block 0
 
-    tomato.patch.tome(other)      # the ToMe baseline: other.r = 2
-    tomato.patch.remove(model)    # back to the plain timm model
+    tomato.core.patch.tome(other)      # the ToMe baseline: other.r = 2
+    tomato.core.patch.remove(model)    # back to the plain timm model
 
 Like ToMe, patching swaps the classes of the model and its blocks for subclasses whose
 ``forward`` adds the merge; parameters and state dicts are untouched. Per-model state
@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field, fields
-from typing import ContextManager, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import torch
 from torch import nn
 
-from . import algorithm, attention, timing, tome as tome_algo
+from . import pipeline, attention, tome as tome_algo
 
-_SETTINGS = tuple(f.name for f in fields(algorithm.Settings))
+_SETTINGS = tuple(f.name for f in fields(pipeline.Settings))
 
 
 @dataclass
@@ -40,6 +40,8 @@ class State:
     ``labels``: (B, N) group of each patch
     (ToMato's source map); ``source``: (B, T_out, T_in) ToMe's source map when traced;
     ``tokens_per_block``: token count leaving each block (padded count for ToMato batches).
+    ``ranges``: optional ``name -> context manager`` wrapped around attention, merge and
+    MLP (the harness sets an NVTX range here for Nsight Systems); ``None`` costs nothing.
     """
 
     kind: str
@@ -47,7 +49,7 @@ class State:
     distill_token: bool
     model_class: type
     block_classes: list[type]
-    settings: algorithm.Settings = field(default_factory=algorithm.Settings)
+    settings: pipeline.Settings = field(default_factory=pipeline.Settings)
     r: list[int] = field(default_factory=list)
     trace_source: bool = False
     grid: tuple[int, int] = (0, 0)
@@ -58,6 +60,7 @@ class State:
     labels: torch.Tensor | None = None
     source: torch.Tensor | None = None
     tokens_per_block: list[int] = field(default_factory=list)
+    ranges: Callable[[str], ContextManager[None]] | None = None
 
     def reset(self, grid: tuple[int, int]) -> None:
         """Forget the last forward's tensors; called as each forward starts."""
@@ -132,7 +135,7 @@ def _setting(name: str) -> property:
         return getattr(self._tomato.settings, name)
 
     def set_(self: nn.Module, value) -> None:
-        trial = algorithm.Settings(**{**self._tomato.settings.__dict__, name: value})
+        trial = pipeline.Settings(**{**self._tomato.settings.__dict__, name: value})
         if name in ("keep_ratio", "tokens") and value is not None:
             # Setting a budget replaces the other budget and any fixed threshold.
             other = "tokens" if name == "keep_ratio" else "keep_ratio"
@@ -143,7 +146,7 @@ def _setting(name: str) -> property:
         trial.validate()
         self._tomato.settings = trial
 
-    return property(get, set_, doc=f"ToMato setting {name!r} (see tomato.algorithm.Settings)")
+    return property(get, set_, doc=f"ToMato setting {name!r} (see tomato.core.pipeline.Settings)")
 
 
 def _set_r(model: nn.Module, r: int | Sequence[int]) -> None:
@@ -152,19 +155,20 @@ def _set_r(model: nn.Module, r: int | Sequence[int]) -> None:
     model._tomato.r = tome_algo.schedule(r, len(model.blocks))
 
 
-def _nvtx(name: str, x: torch.Tensor) -> ContextManager[None]:
-    """An Nsight Systems range around a stage, like the reference's (CUDA inputs only)."""
-    return timing.nvtx_range(name) if x.is_cuda else contextlib.nullcontext()
+def _range(block: nn.Module, name: str) -> ContextManager[None]:
+    """The model's optional profiling range around a stage (see ``State.ranges``)."""
+    ranges = block._tomato.ranges
+    return contextlib.nullcontext() if ranges is None else ranges(name)
 
 
 def _attend(block: nn.Module, x: torch.Tensor, size: torch.Tensor | None, need_probs: bool = False):
-    with _nvtx("attention", x):
+    with _range(block, "attention"):
         a = attention.forward(block.attn, block.norm1(x), size, need_probs)
         return x + block.drop_path1(block.ls1(a.x)), a
 
 
 def _mlp(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with _nvtx("mlp", x):
+    with _range(block, "mlp"):
         return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
@@ -184,8 +188,8 @@ def _tomato_block(base: type) -> type:
             need_probs = merge_here and st.settings.metric == "attention"
             x, a = _attend(self, x, st.size, need_probs)
             if merge_here:
-                with _nvtx("tomato.merge", x):
-                    step = algorithm.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs)
+                with _range(self, "tomato.merge"):
+                    step = pipeline.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs)
                 m = step.merged
                 x, st.size = m.x, m.size
                 st.tokens, st.sim, st.log_sim, st.labels = m.counts, step.sim, step.log_sim, m.labels
@@ -269,5 +273,5 @@ def state(model: nn.Module) -> State:
     """The patched model's :class:`State` (settings and the last forward's statistics)."""
     st = getattr(model, "_tomato", None)
     if st is None:
-        raise ValueError("model is not patched: call tomato.patch.timm(model) first")
+        raise ValueError("model is not patched: call tomato.core.patch.timm(model) first")
     return st

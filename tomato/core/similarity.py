@@ -13,7 +13,7 @@ tokens of block 0 (class/distillation/register tokens set aside):
     patch-to-patch entries and renormalised so that each row is again a distribution.
 
 Neither is symmetric: ``A[i, j] != A[j, i]`` in general, which is why the faithful visit
-tests the *directed* edge ``A[i, j] >= sim`` (see :mod:`tomato.visit`).
+tests the *directed* edge ``A[i, j] >= sim`` (see :mod:`tomato.core.visit`).
 """
 from __future__ import annotations
 

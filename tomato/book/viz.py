@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from . import budget, similarity, visit
+from ..core import budget, similarity, visit
 from .paper import TOKEN_CUT_SIM_1E7
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.figure import Figure
     from torch import nn
 
-    from .probe import Block0
+    from ..core.probe import Block0
 
 __all__ = [
     "PAPER_SIMS",
@@ -178,7 +178,7 @@ def labels_from_tome_source(source: torch.Tensor, num_prefix_tokens: int) -> tor
     """ToMe's source map -> a group label per input patch token.
 
     source: (B, T_out, T_in) 0/1, ``source[b, o, i] = 1`` when output token o contains
-    input token i (``tomato.patch.state(model).source`` with ``trace_source=True``).
+    input token i (``tomato.core.patch.state(model).source`` with ``trace_source=True``).
     Returns (B, N) long, N = T_in - num_prefix_tokens, numbered 0..G-1 in the order of
     each group's smallest patch index (the same convention as ToMato's labels).
     """
@@ -371,7 +371,7 @@ def asymmetry_scatter(
     """Scatter log10 A[i, j] against log10 A[j, i] for every neighbour pair.
 
     log10_scores: (..., N, 4) log10 neighbour scores in LEFT, RIGHT, UP, DOWN order
-    (:func:`tomato.visit.neighbour_scores` of :func:`log10_distribution`).
+    (:func:`tomato.core.visit.neighbour_scores` of :func:`log10_distribution`).
     Each unordered pair {i, j} is drawn once (i its left/upper token); pairs where only
     one direction passes ``sim`` are drawn in red. Returns the share of such pairs among
     all pairs, and among the pairs where at least one direction passes.
@@ -483,7 +483,7 @@ def flood_fill_frames(
 ) -> Figure:
     """A strip of frames of the faithful visit (Algorithms 1-2) on a small grid.
 
-    order, labels: from :func:`tomato.visit.faithful_order` (tokens in visit order, and
+    order, labels: from :func:`tomato.core.visit.faithful_order` (tokens in visit order, and
     each token's final group); edges: optional (N, 4) bool directed edges, drawn as
     arrows i -> j. Frame k shows the tokens visited so far coloured by group, each with
     its visit step ``#s``; the token just entered is outlined in red.
@@ -557,7 +557,7 @@ def tokens_per_block_plot(
     """Tokens entering each block, and reaching the head (the paper's Figure 1).
 
     curves: name -> token count leaving blocks 0..L-1 (e.g.
-    ``tomato.patch.state(model).tokens_per_block``); input_tokens: count entering block 0.
+    ``tomato.core.patch.state(model).tokens_per_block``); input_tokens: count entering block 0.
     Drawn as steps: the segment over block k is the count entering block k.
     """
     depth = 0
@@ -642,8 +642,8 @@ def size_histogram(ax: Axes, sizes: Mapping[str, np.ndarray | torch.Tensor]) -> 
 def log10_distribution(b0: Block0, metric: str = "features") -> torch.Tensor:
     """log10 of the attention distribution, as the merge step compares it.
 
-    b0: :func:`tomato.probe.block0` output -> (B, N, N) float64, i.e.
-    :func:`tomato.similarity.log_distribution` / ln 10. The merge step tests thresholds
+    b0: :func:`tomato.core.probe.block0` output -> (B, N, N) float64, i.e.
+    :func:`tomato.core.similarity.log_distribution` / ln 10. The merge step tests thresholds
     in the log domain, so entries far below float32's smallest number (~1e-45, where the
     probabilities themselves are exactly 0) keep their true size and order.
     """
@@ -660,7 +660,7 @@ def edge_agreement_table(
     how often the two metrics make the same decision.
 
     scores: exactly two entries, metric name -> (B, N, 4) natural-log neighbour scores
-    (:func:`tomato.visit.neighbour_scores` of :func:`tomato.similarity.log_distribution`;
+    (:func:`tomato.core.visit.neighbour_scores` of :func:`tomato.core.similarity.log_distribution`;
     thresholds are tested in the log domain, as the merge step does). One row per sim:
     % of edges passing under
     each metric, % of edges where both metrics decide alike, the Jaccard overlap of the
@@ -704,7 +704,7 @@ def metric_budget_agreement(
     """
     import pandas as pd
 
-    from .agreement import adjusted_rand_index
+    from ..harness.agreement import adjusted_rand_index
 
     (na, sa), (nb, sb) = scores.items()
     n = sa.shape[1]
@@ -730,7 +730,7 @@ def metric_budget_agreement(
 
 
 def agreement_summary(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Summarise :func:`tomato.agreement.method_agreement` rows, one line per setting.
+    """Summarise :func:`tomato.harness.agreement.method_agreement` rows, one line per setting.
 
     Columns: images; mean patch tokens kept by the faithful visit and the "either" /
     "both" rules; % of images where parallel "directed" equals faithful exactly; mean
@@ -815,7 +815,7 @@ def sim_slider(
     (faithful visit).
 
     image: (H, W, 3) in [0, 1]; log_scores: (N, 4) natural-log neighbour scores of that
-    image (:func:`tomato.visit.neighbour_scores` of :func:`tomato.similarity.log_distribution`).
+    image (:func:`tomato.core.visit.neighbour_scores` of :func:`tomato.core.similarity.log_distribution`).
     Returns the widget (display it); nothing blocks, so it also runs headless.
     """
     import ipywidgets as widgets
@@ -844,7 +844,7 @@ def keep_slider(
     (``sim`` chosen by the token-budget search, faithful visit).
 
     image: (H, W, 3) in [0, 1]; log_scores: (N, 4) natural-log neighbour scores of that
-    image (:func:`tomato.visit.neighbour_scores` of :func:`tomato.similarity.log_distribution`).
+    image (:func:`tomato.core.visit.neighbour_scores` of :func:`tomato.core.similarity.log_distribution`).
     Returns the widget (display it); nothing blocks, so it also runs headless.
     """
     import ipywidgets as widgets

@@ -73,7 +73,8 @@ def method_agreement(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from . import budget, data, probe, similarity, visit
+    from ..core import pipeline, probe
+    from . import data
 
     ds = data.ImageNetFolder(list(samples), data.transform_for(model))
     loader = DataLoader(ds, batch_size=batch_size, collate_fn=data.collate_skip_bad)
@@ -85,22 +86,15 @@ def method_agreement(
         device = next(model.parameters()).device
         b0 = probe.block0(model, images.to(device))
         grid = b0.grid
-        log_scores = similarity.log_distribution(metric, b0.x, b0.num_prefix_tokens, b0.attn)
-        scores = visit.neighbour_scores(log_scores, grid).double()
-        n = scores.shape[1]
+        scores = pipeline.neighbour_log_scores(b0.x, grid, b0.num_prefix_tokens, metric, b0.attn)
         for kind, value in settings:
-            if kind == "sim":
-                log_sim = torch.full((len(indices),), float(value), dtype=torch.float64).log()
-            else:
-                k = budget.budget_tokens(n, keep_ratio=value)
-                log_sim = budget.search_sim(scores, grid, k, "faithful", log=True)
-            log_sim = log_sim.to(scores.device)
+            chosen = pipeline.Settings(**{kind: value}, method="faithful", metric=metric)
+            log_sim = pipeline.choose_log_sim(scores, grid, chosen)
             sim = log_sim.exp()
-            edges = visit.directed_edges(scores, log_sim, log=True)
-            f, fc = visit.faithful(edges, grid)
-            d, dc = visit.parallel(edges, grid, "directed")
-            e, ec = visit.parallel(edges, grid, "either")
-            o, oc = visit.parallel(edges, grid, "both")
+            f, fc = pipeline.labels_at(scores, grid, log_sim, "faithful")
+            d, dc = pipeline.labels_at(scores, grid, log_sim, "parallel", "directed")
+            e, ec = pipeline.labels_at(scores, grid, log_sim, "parallel", "either")
+            o, oc = pipeline.labels_at(scores, grid, log_sim, "parallel", "both")
             for j, idx in enumerate(indices.tolist()):
                 rows.append({
                     "index": idx, "setting": f"{kind}={value}", "sim": float(sim[j]),

@@ -1,6 +1,6 @@
 """Accuracy runs: top-1/top-5 and token statistics of one variant on an image set.
 
-Results go to a :class:`tomato.results.RunStore` folder, one batch at a time with atomic
+Results go to a :class:`tomato.harness.results.RunStore` folder, one batch at a time with atomic
 writes, so an interrupted run resumes where it stopped, and a folder holding another
 run's results is refused instead of mixed.
 """
@@ -18,7 +18,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from . import data, patch, provenance
+from . import data, provenance
+from ..core import patch
 from .models import WeightsInfo
 from .results import RunStore
 from .variants import Variant, parse

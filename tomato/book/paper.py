@@ -2,7 +2,7 @@
 
 Everything here is copied from "ToMato: Token Merging at Once" (``paper/tomato-paper.txt``)
 and nothing is computed from our runs: the notebooks put these values beside ours
-(:mod:`tomato.report`). Variant strings are the canonical specs of :mod:`tomato.variants`
+(:mod:`tomato.book.report`). Variant strings are the canonical specs of :mod:`tomato.harness.variants`
 (``parse(spec).spec == spec``), so a paper row can be joined with our result rows.
 
 The paper's setting: NVIDIA Jetson Nano, batch size 1, ImageNet-Mini validation set

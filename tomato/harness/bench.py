@@ -23,8 +23,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import algorithm, data, models, probe, similarity, timing, visit
-from .budget import search_sim
+from ..core import pipeline, probe, similarity, visit
+from . import data, models, timing
+from ..core.budget import search_sim
 from .evaluate import token_stats
 from .variants import parse
 
@@ -98,9 +99,9 @@ def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int =
     fns["forward: unpatched"] = forward("deit")
     for s, label in ((1e-7, "sim=1e-7"), (sim85, "sim@85%")):
         for method in ("faithful", "parallel"):
-            cfg = algorithm.Settings(sim=s, method=method)
+            cfg = pipeline.Settings(sim=s, method=method)
             fns[f"merge step: {method}, {label}"] = (
-                lambda cfg=cfg: algorithm.merge_at_once(x, cfg, grid, p))
+                lambda cfg=cfg: pipeline.merge_at_once(x, cfg, grid, p))
         fns[f"merge step: reference-style loop, {label}"] = (
             lambda s=s: reference_style_merge(x, s, grid, p))
     specs = ["tomato:sim=1e-7", "tomato:sim=1e-7,method=parallel", "tomato:keep=0.85",
@@ -110,7 +111,7 @@ def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int =
     for name, fn in fns.items():
         if name.startswith("merge step"):
             out = fn()
-            merged = out.merged.x if isinstance(out, algorithm.Step) else out
+            merged = out.merged.x if isinstance(out, pipeline.Step) else out
             tokens[name] = float(merged.shape[1] - p)
     for spec in specs:
         name = f"forward: {parse(spec).label}"

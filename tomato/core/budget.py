@@ -7,7 +7,7 @@ candidates are the image's own neighbour scores (the group count can only change
 at once, so the cost is ``ceil(log2(4N))`` groupings (about 10 for a 14x14 grid).
 
 The group count never rises as ``sim`` falls: more edges can only give a token a smaller
-ancestor (see :mod:`tomato.visit`), for the faithful visit as for the symmetrised rules,
+ancestor (see :mod:`tomato.core.visit`), for the faithful visit as for the symmetrised rules,
 so bisection finds the tightest threshold. It also only ever accepts a candidate whose
 grouping was checked to fit the budget.
 """
@@ -45,7 +45,7 @@ def search_sim(
 ) -> torch.Tensor:
     """Per-image threshold for a token budget.
 
-    scores: (B, N, 4) neighbour scores (:func:`tomato.visit.neighbour_scores`), or their
+    scores: (B, N, 4) neighbour scores (:func:`tomato.core.visit.neighbour_scores`), or their
     natural logs with ``log=True`` (then the result is a log threshold too)
     -> sim: (B,) float64, ``inf`` where the image already fits the budget unmerged.
     """

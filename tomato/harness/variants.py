@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from . import algorithm, patch
+from ..core import pipeline, patch
 
 _BASELINE = {"deit", "none", "base", "baseline", "vit"}
 _TOMATO_KEYS = {"sim": float, "keep": float, "keep_ratio": float, "tokens": int,
@@ -109,6 +109,6 @@ def parse(spec: str | Variant) -> Variant:
         budgets = [k for k in ("sim", "keep_ratio", "tokens") if k in params]
         if len(budgets) != 1:
             raise ValueError(f"variant {spec!r}: give exactly one of sim, keep or tokens")
-        algorithm.Settings(**params).validate()  # same errors as setting them on a model
+        pipeline.Settings(**params).validate()  # same errors as setting them on a model
         return Variant("tomato", tuple(sorted(params.items())))
     raise ValueError(f"unknown variant kind {kind!r} in {spec!r}; use deit, tome:r=N or tomato:sim=S")

@@ -1,6 +1,6 @@
 """The results figures of notebooks 04-07: latency, speed-ups, throughput, trade-offs.
 
-Split from :mod:`tomato.report`, which reads the runs and builds the tables these plot.
+Split from :mod:`tomato.book.report`, which reads the runs and builds the tables these plot.
 matplotlib and pandas (the ``[book]`` extra) are imported inside the functions.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ _COLORS = {"deit": "black", "tome": "tab:blue", "tomato": "tab:red", "parallel":
 
 def _family(spec: str) -> str:
     """Plot family of a variant: deit, tome, tomato (fixed sim), parallel, keep, tokens."""
-    from .variants import parse
+    from ..harness.variants import parse
 
     try:
         v = parse(spec)
@@ -45,8 +45,8 @@ _FAMILY_LABEL = {"deit": "baseline (no merging)", "tome": "ToMe (r)", "tomato": 
 
 
 def _short(spec: str) -> str:
-    from .sweep import parameter
-    from .variants import parse
+    from ..harness.sweep import parameter
+    from ..harness.variants import parse
 
     try:
         name, value = parameter(parse(spec))

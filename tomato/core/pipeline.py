@@ -1,0 +1,171 @@
+"""ToMato's pipeline, written once: block-0 tokens -> group labels -> merged tokens.
+
+``log distribution -> neighbour scores -> threshold or budget search -> directed edges ->
+visit -> merge``. The patched block 0 calls :func:`merge_at_once` between its attention
+and its MLP; the agreement study, the benchmark, the pictures and the notebooks call
+:func:`group_tokens` (or its stages) instead of writing the chain out again.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from . import budget, merge, similarity, visit
+
+
+@dataclass
+class Settings:
+    """ToMato's knobs. ``sim=None`` with no budget disables merging entirely.
+
+    sim: threshold on the attention distribution (lower merges more; ``inf``: no merge);
+    keep_ratio / tokens: a token budget that picks ``sim`` per image instead;
+    method: "faithful" (the paper's visit) or "parallel" (batched, no loop per token);
+    metric: "features" (reference code) or "attention" (the paper's prose);
+    rule: the parallel method's edge rule, "directed" (the faithful partition exactly)
+    or the symmetrised "either" | "both".
+    """
+
+    sim: float | None = None
+    keep_ratio: float | None = None
+    tokens: int | None = None
+    method: str = "faithful"
+    metric: str = "features"
+    rule: str = "directed"
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad setting."""
+        if self.sim is not None:
+            if isinstance(self.sim, bool) or not isinstance(self.sim, (int, float)):
+                raise ValueError(f"sim must be a number >= 0, got {self.sim!r}")
+            visit.check_sim(self.sim)
+        if self.keep_ratio is not None and self.tokens is not None:
+            raise ValueError("set keep_ratio or tokens, not both")
+        if self.keep_ratio is not None or self.tokens is not None:
+            budget.budget_tokens(10**6, self.keep_ratio, self.tokens)
+        if self.method not in visit.METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {visit.METHODS}")
+        if self.metric not in similarity.METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; choose one of {similarity.METRICS}")
+        if self.rule not in visit.RULES:
+            raise ValueError(f"unknown edge rule {self.rule!r}; choose one of {visit.RULES}")
+
+    @property
+    def active(self) -> bool:
+        """Whether block 0 merges at all."""
+        return self.sim is not None or self.keep_ratio is not None or self.tokens is not None
+
+
+@dataclass
+class Grouping:
+    """Group labels of the patch tokens for one batch.
+
+    labels: (B, N) group of each patch token, groups numbered in root order;
+    counts: (B,) groups per image; log_sim: (B,) natural log of the threshold used per
+    image (the budget mode picks one per image; exact even where ``sim`` underflows).
+    """
+
+    labels: torch.Tensor
+    counts: torch.Tensor
+    log_sim: torch.Tensor
+
+
+@dataclass
+class Step:
+    """What one merge step did: the merged tokens plus per-image statistics.
+
+    sim: (B,) threshold used per image (the budget mode picks one per image);
+    log_sim: (B,) its natural log, exact even where ``sim`` underflows to 0 in float64.
+    """
+
+    merged: merge.Merged
+    sim: torch.Tensor
+    log_sim: torch.Tensor
+
+
+def neighbour_log_scores(
+    x: torch.Tensor,
+    grid: Sequence[int],
+    num_prefix_tokens: int,
+    metric: str = "features",
+    attn: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Block-0 tokens -> each patch token's scores towards its four neighbours.
+
+    x: (B, P + N, C) hidden states after the attention residual; attn: (B, H, T, T), only
+    for ``metric="attention"`` -> (B, N, 4) float64 natural-log scores, ``-inf`` off the
+    grid. Threshold tests run on log-probabilities (see
+    :func:`tomato.core.similarity.log_distribution`).
+    """
+    log_a = similarity.log_distribution(metric, x, num_prefix_tokens, attn)
+    return visit.neighbour_scores(log_a, grid).double()  # thresholds are float64
+
+
+def choose_log_sim(scores: torch.Tensor, grid: Sequence[int], settings: Settings) -> torch.Tensor:
+    """The threshold per image: the fixed ``sim``, or the one a token budget picks.
+
+    scores: (B, N, 4) from :func:`neighbour_log_scores` -> (B,) float64 log threshold.
+    """
+    b, n, _ = scores.shape
+    if settings.keep_ratio is not None or settings.tokens is not None:
+        k = budget.budget_tokens(n, settings.keep_ratio, settings.tokens)
+        return budget.search_sim(scores, grid, k, settings.method, settings.rule, log=True)
+    s = math.inf if settings.sim is None else float(settings.sim)
+    return torch.full((b,), s, dtype=torch.float64, device=scores.device).log()
+
+
+def labels_at(
+    scores: torch.Tensor,
+    grid: Sequence[int],
+    log_sim: torch.Tensor,
+    method: str = "faithful",
+    rule: str = "directed",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group at given thresholds. scores: (B, N, 4) log scores, log_sim: (B,) or scalar
+    -> labels (B, N), counts (B,)."""
+    edges = visit.directed_edges(scores, log_sim, log=True)
+    return visit.group(edges, grid, method, rule)
+
+
+def group_scores(scores: torch.Tensor, grid: Sequence[int], settings: Settings) -> Grouping:
+    """Threshold (or budget search) then visit, from neighbour scores (B, N, 4)."""
+    log_sim = choose_log_sim(scores, grid, settings)
+    labels, counts = labels_at(scores, grid, log_sim, settings.method, settings.rule)
+    return Grouping(labels, counts, log_sim)
+
+
+def group_tokens(
+    x: torch.Tensor,
+    settings: Settings,
+    grid: Sequence[int],
+    num_prefix_tokens: int,
+    attn: torch.Tensor | None = None,
+) -> Grouping:
+    """ToMato's grouping, written once: block-0 tokens -> group labels.
+
+    log distribution -> neighbour scores -> threshold or budget search -> directed edges
+    -> visit. x: (B, P + N, C); attn: (B, H, T, T) for ``metric="attention"``.
+    The patched block, the agreement study, the benchmark and the pictures all call this.
+    """
+    grid = visit.grid_shape(x.shape[1] - num_prefix_tokens, grid)
+    scores = neighbour_log_scores(x, grid, num_prefix_tokens, settings.metric, attn)
+    return group_scores(scores, grid, settings)
+
+
+def merge_at_once(
+    x: torch.Tensor,
+    settings: Settings,
+    grid: Sequence[int],
+    num_prefix_tokens: int,
+    attn: torch.Tensor | None = None,
+) -> Step:
+    """Merge block 0's tokens once.
+
+    x: (B, P + N, C) hidden states after the attention residual; attn: (B, H, T, T) block
+    0's attention probabilities (only for ``metric="attention"``).
+    Returns merged tokens (B, P + G, C) with sizes, labels and counts.
+    """
+    g = group_tokens(x, settings, grid, num_prefix_tokens, attn)
+    return Step(merge.merge_groups(x, g.labels, g.counts, num_prefix_tokens), g.log_sim.exp(), g.log_sim)
