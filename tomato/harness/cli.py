@@ -14,12 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Dict, Sequence
 
+from ..core import pipeline
 from . import agreement, bench, data, models, provenance, speed, sweep
 from .evaluate import evaluate
+from .outputs import check_output_dir, check_output_file
 from .results import atomic_write_text
 
 
@@ -57,28 +60,63 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, num_workers=args.workers, device=args.device,
                        max_batches=args.max_batches, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
+    if summary.get("n_retry"):
+        print(f"error: {summary['n_retry']} image(s) could not be read now (listed with the reason in "
+              f"{Path(args.out) / 'bad_images.csv'}); the run is not complete: fix access and rerun "
+              f"this command to retry them", file=sys.stderr)
+        return 3
     return 0
 
 
 def cmd_time(args: argparse.Namespace) -> int:
     model, weights, samples, label = _load(args)
     _warn_random(weights)
-    images = sweep.timing_images(samples, model)
-    rows = speed.measure_variants(model, args.variants, images, batch_sizes=args.batch_sizes,
-                                  runs=args.runs, warmup=args.warmup, device=args.device,
-                                  progress=not args.quiet)
-    record = {"rows": rows, "provenance": provenance.collect(
-        model=args.model, weights_source=weights.source, weights_sha256=weights.sha256,
-        data=label, variants=args.variants, runs=args.runs, warmup=args.warmup)}
+    config = {"protocol": args.protocol, "model": args.model, "weights_source": weights.source,
+              "weights_sha256": weights.sha256, "pretrained": weights.pretrained, "data": label,
+              "variants": args.variants, "device": args.device, "threads": args.threads}
+    if args.protocol == "paper":
+        image, path = speed.paper_image(samples, args.image, model)
+        config.update(image=path, image_index=args.image, forwards=args.forwards, batch_size=1, warmup=0)
+        rows = speed.paper_protocol(model, args.variants, image, forwards=args.forwards, threads=args.threads,
+                                    device=args.device, progress=not args.quiet)
+        summary = speed.paper_summary(rows)
+        config["threads"] = rows[0]["threads"] if rows else args.threads
+    else:
+        with speed.torch_threads(args.threads) as used:
+            images = sweep.timing_images(samples, model, count=args.images)
+            config.update(threads=used, images=int(images.shape[0]), batch_sizes=args.batch_sizes,
+                          runs=args.runs, warmup=args.warmup, budget_s=args.budget_s)
+            rows = speed.measure_variants(model, args.variants, images, batch_sizes=args.batch_sizes,
+                                          runs=args.runs, warmup=args.warmup, budget_s=args.budget_s,
+                                          device=args.device, progress=not args.quiet)
+        summary = []
+    record = {"config": config, "rows": rows, "summary": summary,
+              "provenance": provenance.collect(**config)}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.out), json.dumps(provenance.jsonable(record), indent=2) + "\n")
-    print(f"{'variant':36s} {'batch':>5s} {'paper mean s':>12s} {'median s':>9s} {'IQR s':>8s} "
-          f"{'img/s':>8s} {'speed-up':>8s} {'ideal':>6s} {'tokens':>7s}")
-    for r in rows:
-        paper = "" if r["paper_mean_s"] is None else f"{r['paper_mean_s']:.4f}"
-        print(f"{r['variant']:36s} {r['batch_size']:5d} {paper:>12s} {r['median_s']:9.4f} {r['iqr_s']:8.4f} "
-              f"{r['throughput_img_s']:8.2f} {r['speedup']:8.3f} {r['ideal_speedup']:6.3f} {r['tokens_mean']:7.1f}")
+    print(speed.describe(config))
+    if args.protocol == "paper":
+        specs = [r["variant"] for r in summary]
+        print(f"{'forward':>7s} " + " ".join(f"{s[:22]:>22s}" for s in specs) + "   (seconds)")
+        for i in range(args.forwards):
+            cells = [r["seconds"] for r in rows if r["forward"] == i]
+            print(f"{i:7d} " + " ".join(f"{t:22.4f}" for t in cells))
+        print(f"{'variant':36s} {'mean s':>8s} {'mean 1-':>8s} {'median s':>9s} {'sd s':>7s} {'min-max s':>15s} "
+              f"{'merge ms':>9s} {'merge %':>8s} {'tokens':>6s}")
+        for r in summary:
+            print(f"{r['variant']:36s} {r['mean_s']:8.4f} {r['mean_after_first_s']:8.4f} {r['median_s']:9.4f} "
+                  f"{r['sd_s']:7.4f} {r['min_s']:7.4f}-{r['max_s']:7.4f} {r['merge_ms']:9.2f} "
+                  f"{100 * r['merge_share']:8.2f} {r['tokens']:6d}")
+    else:
+        print(f"{'variant':36s} {'batch':>5s} {'median s':>9s} {'IQR s':>8s} {'runs':>5s} {'img/s':>8s} "
+              f"{'speed-up [95% CI]':>22s} {'ideal':>6s} {'tokens':>7s}")
+        for r in rows:
+            ci = f"{r['speedup']:.3f} [{r['speedup_low']:.3f}, {r['speedup_high']:.3f}]"
+            print(f"{r['variant']:36s} {r['batch_size']:5d} {r['median_s']:9.4f} {r['iqr_s']:8.4f} {r['runs']:5d} "
+                  f"{r['throughput_img_s']:8.2f} {ci:>22s} {r['ideal_speedup']:6.3f} {r['tokens_mean']:7.1f}")
+    if args.out:
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -141,13 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, default=None, help="stop after N batches (resume later)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("time", help="latency/throughput of several variants in one run")
+    p = sub.add_parser("time", help="latency of several variants: our robust protocol or the paper's")
     _common(p)
+    p.add_argument("--protocol", choices=["robust", "paper"], default="robust",
+                   help="robust: warm-up, interleaved rounds, medians, bootstrap intervals (ours); paper: one "
+                        "image, --forwards forwards at batch 1 per variant, no warm-up, NVTX ranges as in the "
+                        "authors' profiles (the authors': CPU, 4 threads on a Jetson Nano)")
     p.add_argument("--variants", nargs="+", default=["deit", "tome:r=2", "tomato:sim=1e-7"])
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1])
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--out", default=None, help="write rows + provenance to this JSON file")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 4 on a Nano)")
+    p.add_argument("--image", type=int, default=0, help="paper: index of the one image in --data")
+    p.add_argument("--forwards", type=int, default=speed.PAPER_FORWARDS,
+                   help="paper: forwards per variant (default: %(default)s, as the authors)")
+    p.add_argument("--images", type=int, default=8, help="robust: images the timed calls rotate through")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1], help="robust: batch sizes")
+    p.add_argument("--runs", type=int, default=speed.MIN_RUNS, help="robust: timed rounds, at least")
+    p.add_argument("--warmup", type=int, default=5, help="robust: untimed rounds first")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="robust: keep timing rounds until this many seconds have passed (after --runs)")
+    p.add_argument("--out", default=None, help="write config + rows + provenance to this JSON file")
     p.set_defaults(func=cmd_time)
 
     p = sub.add_parser("sweep", help="evaluate + time many variants into one tidy CSV")
@@ -178,13 +227,91 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ---------------------------------------------------------------- checks before any compute
+
+def _at_least(minimum: int) -> Callable[[str, Any], None]:
+    def check(flag: str, value: Any) -> None:
+        values = value if isinstance(value, list) else [value]
+        bad = [v for v in values if v is not None and v < minimum]
+        if bad:
+            raise ValueError(f"{flag} {bad[0]}: must be an integer >= {minimum}")
+    return check
+
+
+def _tomato_setting(kind: str) -> Callable[[str, Any], None]:
+    def check(flag: str, values: Any) -> None:
+        for v in values or []:
+            try:
+                pipeline.Settings(**{kind: v}).validate()
+            except ValueError as e:
+                raise ValueError(f"{flag} {v}: {e}") from None
+    return check
+
+
+#: argparse dest -> (flag, check); every command's arguments are checked by name.
+_CHECKS: Dict[str, tuple] = {
+    "batch_size": ("--batch-size", _at_least(1)),
+    "batch_sizes": ("--batch-sizes", _at_least(1)),
+    "workers": ("--workers", _at_least(0)),
+    "max_batches": ("--max-batches", _at_least(1)),
+    "runs": ("--runs", _at_least(1)),
+    "warmup": ("--warmup", _at_least(0)),
+    "threads": ("--threads", _at_least(1)),
+    "images": ("--images", _at_least(1)),
+    "forwards": ("--forwards", _at_least(1)),
+    "sims": ("--sims", _tomato_setting("sim")),
+    "keep": ("--keep", _tomato_setting("keep_ratio")),
+}
+
+#: Commands whose --out is a run folder (resumable) or a single file written at the end.
+_OUT_FOLDER = {"eval", "sweep"}
+_OUT_FILE = {"time", "agree"}
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Raise ValueError for a bad argument before any model is loaded or anything is
+    computed or created: numbers out of range, ToMato settings, output paths, checkpoint
+    files. The output checks create nothing."""
+    for dest, (flag, check) in _CHECKS.items():
+        if hasattr(args, dest):
+            check(flag, getattr(args, dest))
+    out = getattr(args, "out", None)
+    if out and args.command in _OUT_FOLDER:
+        check_output_dir(out)
+    elif out and args.command in _OUT_FILE:
+        check_output_file(out)
+    checkpoint = getattr(args, "checkpoint", None)
+    if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+        raise ValueError(f"--checkpoint {checkpoint}: no such file; give the path of a .pth or .safetensors file")
+    if hasattr(args, "model"):
+        models.check_supported(args.model)
+
+
+def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "tomato", *argv])
+    if args.command in _OUT_FOLDER:
+        return f"results so far are kept in {args.out}; resume with: {command}"
+    return f"nothing was written; run it again with: {command}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        preflight(args)
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except KeyboardInterrupt:
+        # Every file is written atomically and the folder lock dies with the process,
+        # so stopping here is safe: say how to continue instead of a traceback.
+        print(f"\nerror: interrupted; {_resume_hint(args, argv)}", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError) as e:  # RunFolderBusy is a RuntimeError
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # FileNotFoundError, PermissionError, read-only disk ... name the file
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {type(e).__name__}: {e.strerror or e}{where}", file=sys.stderr)
         return 2
 
 

@@ -1,34 +1,37 @@
-"""Latency measurement: a robust protocol, the paper's protocol, and machine records.
+"""Clocks, statistics and the two timing protocols, and the machine a timing ran on.
 
-Two protocols live here on purpose:
+The two protocols, kept apart on purpose (:mod:`tomato.harness.speed` runs them on models):
 
-* :func:`measure` / :func:`compare` -- our protocol: warm-up runs that are not timed,
-  then many individually timed runs summarised by median and IQR (robust to the
-  occasional scheduler hiccup), with variants interleaved round-robin so that drift on a
-  shared machine (thermal throttling, a neighbour's job) hits every variant alike.
-* :func:`paper_protocol` -- what the ToMato paper reports: no warm-up, the mean of
-  10 inferences at batch size 1, measured with Nsight Systems on a Jetson Nano. It is
-  kept so that our numbers can be put next to the paper's like for like.
+``robust`` (ours) -- :func:`compare`
+    Warm-up forwards that are not timed, then at least ``runs`` timed rounds (or as many
+    as a time budget allows), the variants interleaved round-robin so that drift on a
+    shared machine (thermal throttling, a neighbour's job) hits every variant alike. We
+    report medians and IQRs, and :func:`bootstrap_ratio` gives each ratio of medians a
+    bootstrap interval.
+``paper`` (the authors') -- :func:`paper_forwards`
+    What the ToMato authors' script did for the paper's latency, as decoded from their
+    Nsight Systems reports (:mod:`tomato.book.profiles`): one picture, 11 forwards at
+    batch 1 on the Jetson Nano's CPU, no warm-up, each forward in an NVTX range
+    ``Forward i``; the paper's number is the mean per forward.
 
 GPU work is asynchronous, so each timed region is bracketed by a ``sync`` callable
 (see :func:`device_sync`); without it one would time the kernel launches only.
 
-To see the same runs in Nsight Systems (the paper's tool), wrap regions in
-:func:`nvtx_range` and run, for example::
+To see the ranges in Nsight Systems on a CPU run (install the ``nvtx`` package; see
+:mod:`tomato.harness.ranges`)::
 
-    nsys profile -t cuda,nvtx -o tomato_%p python -m tomato time \\
-        --model deit_base_patch16_224 --variants deit tome:r=2 tomato:sim=1e-7
+    nsys profile -t nvtx,osrt -o tomato_paper_%p python -m tomato time --protocol paper \\
+        --device cpu --threads 4 --variants deit tome:r=2 tomato:sim=1e-7
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,23 +39,34 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import ranges
+
 __all__ = [
     "TimingStats",
     "measure",
-    "paper_protocol",
-    "device_sync",
     "compare",
     "ratios",
-    "nvtx_range",
+    "bootstrap_ratio",
+    "paper_forwards",
+    "mean_difference",
+    "device_sync",
     "jetson_info",
     "machine_info",
     "NOT_A_JETSON",
+    "PAPER_FORWARDS",
+    "MIN_RUNS",
 ]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sync = Callable[[], None]
+
+#: Forwards per report in the authors' timing script (one picture, batch 1).
+PAPER_FORWARDS = 11
+#: Fewest timed rounds the robust protocol accepts by default at batch 1: with fewer, the
+#: median of a busy CPU moves by more than the differences we want to see.
+MIN_RUNS = 30
 
 #: Value recorded for every Jetson field that could not be read, so that a record says
 #: explicitly that the measurement was *not* taken on a Jetson (rather than omitting it).
@@ -61,7 +75,7 @@ NOT_A_JETSON = "absent (not a Jetson)"
 
 @dataclass
 class TimingStats:
-    """Individually timed runs (seconds) and robust summaries of them."""
+    """Individually timed runs (seconds) and summaries of them."""
 
     times: list[float] = field(default_factory=list)
 
@@ -90,6 +104,12 @@ class TimingStats:
         return float(self._array().mean())
 
     @property
+    def sd(self) -> float:
+        """Sample standard deviation (``ddof=1``; 0 for a single run)."""
+        t = self._array()
+        return float(t.std(ddof=1)) if t.size > 1 else 0.0
+
+    @property
     def q1(self) -> float:
         """First quartile (25th percentile, linear interpolation)."""
         return self._pct(25)
@@ -109,16 +129,23 @@ class TimingStats:
         """Fastest run (a lower bound on the achievable latency)."""
         return float(self._array().min())
 
+    @property
+    def max(self) -> float:
+        """Slowest run."""
+        return float(self._array().max())
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary including the raw times."""
         return {
             "n": self.n,
             "median": self.median,
             "mean": self.mean,
+            "sd": self.sd,
             "q1": self.q1,
             "q3": self.q3,
             "iqr": self.iqr,
             "min": self.min,
+            "max": self.max,
             "times": [float(t) for t in self.times],
         }
 
@@ -138,19 +165,23 @@ def _timed_call(fn: Callable[[], object], clock: Clock, sync: Sync) -> float:
     return t1 - t0
 
 
+def _check_runs(runs: int, warmup: int) -> None:
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+
+
 def measure(
     fn: Callable[[], object],
     *,
-    runs: int = 30,
+    runs: int = MIN_RUNS,
     warmup: int = 5,
     clock: Clock = time.perf_counter,
     sync: Sync | None = None,
 ) -> TimingStats:
     """Call ``fn`` ``warmup`` times untimed, then time ``runs`` calls one by one."""
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1, got {runs}")
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    _check_runs(runs, warmup)
     sync = sync or _noop
     for _ in range(warmup):
         fn()
@@ -158,20 +189,143 @@ def measure(
     return TimingStats([_timed_call(fn, clock, sync) for _ in range(runs)])
 
 
-def paper_protocol(
-    fn: Callable[[], object],
+def compare(
+    fns: Mapping[str, Callable[[], object]],
     *,
-    n: int = 10,
+    runs: int = MIN_RUNS,
+    warmup: int = 5,
+    budget_s: float | None = None,
     clock: Clock = time.perf_counter,
     sync: Sync | None = None,
-) -> float:
-    """The paper's latency: mean of ``n`` (=10) inferences with no warm-up.
+    interleave: bool = True,
+) -> dict[str, TimingStats]:
+    """The robust protocol: time several variants in one run, round-robin by default.
 
-    The paper measured this with Nsight Systems on a Jetson Nano at batch size 1; the
-    first (cold) calls are included, which inflates the mean compared with
-    :func:`measure`'s median after warm-up.
+    ``warmup`` untimed rounds, then ``runs`` timed rounds (run i of every variant, then
+    i+1); with ``budget_s`` further rounds follow until that many wall-clock seconds of
+    timed rounds have passed. Interleaving makes slow drift (thermal throttling, other
+    jobs on a shared machine) affect all variants alike, so their *ratios* stay meaningful
+    even when absolute times move; round i of two variants also forms a pair for
+    :func:`bootstrap_ratio`. With ``interleave=False`` each variant runs to completion in
+    turn (no budget).
     """
-    return measure(fn, runs=n, warmup=0, clock=clock, sync=sync).mean
+    if not fns:
+        raise ValueError("compare() needs at least one variant")
+    _check_runs(runs, warmup)
+    if budget_s is not None and budget_s <= 0:
+        raise ValueError(f"budget_s must be > 0 seconds, got {budget_s}")
+    sync = sync or _noop
+    if not interleave:
+        return {
+            name: measure(fn, runs=runs, warmup=warmup, clock=clock, sync=sync)
+            for name, fn in fns.items()
+        }
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync()
+    # The budget is wall time, read apart from ``clock`` so an injected clock stays exact.
+    start = time.monotonic()
+    rounds = 0
+    while rounds < runs or (budget_s is not None and time.monotonic() - start < budget_s):
+        for name, fn in fns.items():
+            times[name].append(_timed_call(fn, clock, sync))
+        rounds += 1
+    return {name: TimingStats(t) for name, t in times.items()}
+
+
+def ratios(stats: Mapping[str, TimingStats], baseline: str) -> dict[str, float]:
+    """Median time of each variant divided by the baseline's median (<1 is faster)."""
+    if baseline not in stats:
+        raise KeyError(f"baseline {baseline!r} not among variants {sorted(stats)}")
+    base = stats[baseline].median
+    return {name: s.median / base for name, s in stats.items()}
+
+
+def bootstrap_ratio(
+    times: Sequence[float],
+    base: Sequence[float],
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``median(times) / median(base)``.
+
+    When both hold the same number of runs they are taken as interleaved rounds and
+    resampled in pairs (round i of both together), which keeps the drift they share out
+    of the interval; otherwise each is resampled on its own. Seeded, so a record is
+    reproducible. Returns ``(low, high)`` at ``level`` (two-sided).
+    """
+    t = np.asarray(times, dtype=np.float64)
+    b = np.asarray(base, dtype=np.float64)
+    if t.size == 0 or b.size == 0:
+        raise ValueError("bootstrap_ratio needs at least one time on each side")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    it = rng.integers(0, t.size, size=(n_boot, t.size))
+    ib = it if t.size == b.size else rng.integers(0, b.size, size=(n_boot, b.size))
+    boot = np.median(t[it], axis=1) / np.median(b[ib], axis=1)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def paper_forwards(
+    fn: Callable[[int], object],
+    *,
+    n: int = PAPER_FORWARDS,
+    clock: Clock = time.perf_counter,
+    sync: Sync | None = None,
+) -> TimingStats:
+    """The authors' protocol: ``n`` timed calls ``fn(i)``, i = 0..n-1, with no warm-up.
+
+    ``fn`` receives the forward's index so it can open the ``Forward i`` NVTX range the
+    authors' reports show (see :func:`tomato.harness.speed.paper_protocol`). The paper's
+    latency is the mean of these times; their first forward was not slower than the
+    rest, so no warm-up is dropped here either.
+    """
+    if n < 1:
+        raise ValueError(f"the paper protocol needs at least one forward, got n={n}")
+    sync = sync or _noop
+    sync()
+    return TimingStats([_timed_call(lambda i=i: fn(i), clock, sync) for i in range(n)])
+
+
+def mean_difference(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    n_boot: int = 10000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Is ``mean(a) - mean(b)`` larger than the run-to-run spread of a and b?
+
+    Welch's t-test (unequal variances: two reports need not spread alike; the paper
+    reports means, so means are compared) and a percentile bootstrap interval of the
+    difference of means, resampling each side on its own, which does not lean on
+    normality with 11 values a side. Returns ``diff``, ``ci_low``, ``ci_high``, ``t``,
+    ``df`` (Welch-Satterthwaite) and the two-sided ``p``.
+    """
+    from scipy import stats as st
+
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.size < 2 or y.size < 2:
+        raise ValueError("mean_difference needs at least two values a side")
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    df = (vx + vy) ** 2 / (vx ** 2 / (x.size - 1) + vy ** 2 / (y.size - 1))
+    test = st.ttest_ind(x, y, equal_var=False)
+    rng = np.random.default_rng(seed)
+    boot = (x[rng.integers(0, x.size, (n_boot, x.size))].mean(axis=1)
+            - y[rng.integers(0, y.size, (n_boot, y.size))].mean(axis=1))
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
+    return {"diff": float(x.mean() - y.mean()), "ci_low": float(lo), "ci_high": float(hi),
+            "t": float(test.statistic), "df": float(df), "p": float(test.pvalue)}
 
 
 def device_sync(device: torch.device | str | None) -> Sync:
@@ -184,69 +338,6 @@ def device_sync(device: torch.device | str | None) -> Sync:
         return mps.synchronize
     # CPU ops run synchronously, so there is nothing to wait for.
     return _noop
-
-
-def compare(
-    fns: Mapping[str, Callable[[], object]],
-    *,
-    runs: int = 30,
-    warmup: int = 5,
-    clock: Clock = time.perf_counter,
-    sync: Sync | None = None,
-    interleave: bool = True,
-) -> dict[str, TimingStats]:
-    """Time several variants in one run; by default round-robin (run i of all, then i+1).
-
-    Interleaving makes slow drift (thermal throttling, other jobs on a shared machine)
-    affect all variants alike, so their *ratios* stay meaningful even when absolute times
-    move. With ``interleave=False`` each variant is measured to completion in turn.
-    """
-    if not fns:
-        raise ValueError("compare() needs at least one variant")
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1, got {runs}")
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
-    sync = sync or _noop
-    if not interleave:
-        return {
-            name: measure(fn, runs=runs, warmup=warmup, clock=clock, sync=sync)
-            for name, fn in fns.items()
-        }
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    sync()
-    for _ in range(runs):
-        for name, fn in fns.items():
-            times[name].append(_timed_call(fn, clock, sync))
-    return {name: TimingStats(t) for name, t in times.items()}
-
-
-def ratios(stats: Mapping[str, TimingStats], baseline: str) -> dict[str, float]:
-    """Median time of each variant divided by the baseline's median (<1 is faster)."""
-    if baseline not in stats:
-        raise KeyError(f"baseline {baseline!r} not among variants {sorted(stats)}")
-    base = stats[baseline].median
-    return {name: s.median / base for name, s in stats.items()}
-
-
-@contextlib.contextmanager
-def nvtx_range(name: str) -> Iterator[None]:
-    """Mark a region for Nsight Systems when CUDA is available; otherwise do nothing."""
-    pushed = False
-    if torch.cuda.is_available():
-        try:
-            torch.cuda.nvtx.range_push(name)
-            pushed = True
-        except (RuntimeError, AttributeError) as exc:  # torch built without NVTX
-            log.debug("NVTX unavailable: %s", exc)
-    try:
-        yield
-    finally:
-        if pushed:
-            torch.cuda.nvtx.range_pop()
 
 
 def _read_text(path: Path) -> str | None:
@@ -343,6 +434,7 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "timm": _timm_version(),
+        "nvtx_binding": ranges.find_binding().name,
     }
     if torch.cuda.is_available():
         idx = torch.cuda.current_device()

@@ -1,0 +1,153 @@
+"""The paper protocol on a model: NVTX ranges named as the authors', per-forward rows, the CLI."""
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import types
+
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from tomato.harness import ranges, speed
+from tomato.harness.cli import main
+from tomato.harness.variants import parse
+
+
+class Recorder:
+    """A binding that records pushes and pops, checking they nest."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.open: list[str] = []
+
+    def binding(self) -> ranges.Binding:
+        return ranges.Binding("recorder", self.push, self.pop)
+
+    def push(self, name: str) -> None:
+        self.events.append(name)
+        self.open.append(name)
+
+    def pop(self) -> None:
+        self.open.pop()
+
+
+@pytest.fixture(scope="module")
+def vit() -> VisionTransformer:
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                             num_classes=10).eval()
+
+
+def test_find_binding_prefers_the_nvtx_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, ...]] = []
+    fake = types.SimpleNamespace(__version__="9.9", push_range=lambda name: calls.append(("push", name)),
+                                 pop_range=lambda: calls.append(("pop",)))
+    monkeypatch.setitem(sys.modules, "nvtx", fake)
+    b = ranges.find_binding()
+    assert b.name == "nvtx 9.9"
+    with pytest.raises(RuntimeError):
+        with ranges.nvtx_range("Forward 0", b):
+            raise RuntimeError("inner")  # the range is closed anyway
+    assert calls == [("push", "Forward 0"), ("pop",)]
+
+
+def test_no_binding_is_a_noop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nvtx", None)  # makes `import nvtx` fail
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    b = ranges.find_binding()
+    assert b.name.startswith("none")
+    with ranges.nvtx_range("x", b):
+        pass
+
+
+@pytest.mark.parametrize("variant, merges", [("deit", (0, 0)), ("tome:r=2", (1, 1)), ("tomato:sim=1e-7", (1, 0))])
+def test_paper_ranges_name_stages_as_the_authors(vit, variant: str, merges: tuple[int, int]) -> None:
+    rec = Recorder()
+    parse(variant).apply(vit)
+    stages = ranges.StageTimes(rec.binding())
+    with torch.inference_mode(), ranges.paper_ranges(vit, stages):
+        vit(torch.randn(1, 3, 32, 32))
+    expected = ["patch embedding"]
+    for m in merges:  # ToMato merges in block 0 only, ToMe in every block
+        expected += ["decoder", "attention"] + ["ToME"] * m + ["feed forward"]
+    assert rec.events == expected and rec.open == []
+    assert set(stages.seconds) == set(expected)
+    # Everything is removed on exit: another forward pushes nothing.
+    rec.events.clear()
+    with torch.inference_mode():
+        vit(torch.randn(1, 3, 32, 32))
+    assert rec.events == []
+    if hasattr(vit, "_tomato"):
+        assert vit._tomato.ranges is None
+
+
+def test_paper_protocol_rows_and_forward_ranges(vit, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder()
+    monkeypatch.setattr(ranges, "find_binding", rec.binding)
+    ticks = itertools.count(0.0, 0.5)  # every clock read advances 0.5 s
+    threads = torch.get_num_threads()
+    rows = speed.paper_protocol(vit, ["deit", "tomato:sim=1e-7"], torch.randn(3, 32, 32), forwards=3,
+                                threads=1, clock=lambda: next(ticks), progress=False)
+    assert torch.get_num_threads() == threads  # restored
+    assert [(r["variant"], r["forward"]) for r in rows] == [
+        ("deit", 0), ("deit", 1), ("deit", 2),
+        ("tomato:sim=1e-07", 0), ("tomato:sim=1e-07", 1), ("tomato:sim=1e-07", 2)]
+    assert all(r["seconds"] == pytest.approx(0.5) and r["threads"] == 1 for r in rows)
+    assert [e for e in rec.events if e.startswith("Forward")] == ["Forward 0", "Forward 1", "Forward 2"] * 2
+    assert all(r["merge_s"] == 0.0 for r in rows[:3]) and all(r["merge_s"] > 0 for r in rows[3:])
+    assert rows[0]["tokens"] == 16 and rows[3]["tokens"] <= 16
+    assert not hasattr(vit, "_tomato")  # left as the first variant (unpatched)
+    with pytest.raises(ValueError, match="batch 1"):
+        speed.paper_protocol(vit, ["deit"], torch.randn(2, 3, 32, 32), progress=False)
+
+
+def test_paper_summary_by_hand() -> None:
+    rows = [{"variant": "v", "label": "V", "forward": i, "seconds": t, "merge_s": 0.1 * t, "tokens": 9}
+            for i, t in enumerate([4.0, 1.0, 2.0, 3.0])]
+    (s,) = speed.paper_summary(rows)
+    assert s["forwards"] == 4 and s["mean_s"] == pytest.approx(2.5)
+    assert s["mean_after_first_s"] == pytest.approx(2.0) and s["median_s"] == pytest.approx(2.5)
+    assert (s["min_s"], s["max_s"]) == (1.0, 4.0)
+    assert s["merge_share"] == pytest.approx(0.1) and s["merge_ms"] == pytest.approx(250.0)
+
+
+def test_measure_variants_gives_speedup_intervals(vit) -> None:
+    ticks = itertools.count(0.0, 0.5)
+    rows = speed.measure_variants(vit, ["deit", "tomato:sim=1e-7"], torch.randn(2, 3, 32, 32), runs=4,
+                                  warmup=0, clock=lambda: next(ticks), progress=False)
+    for r in rows:
+        assert r["protocol"] == "robust" and r["images"] == 2 and r["warmup"] == 0
+        assert r["speedup_low"] <= r["speedup"] <= r["speedup_high"]
+        assert "paper_mean_s" not in r  # the invented cold-start "paper" mean is gone
+
+
+def test_describe_is_written_from_the_config() -> None:
+    paper = speed.describe({"protocol": "paper", "device": "cpu", "threads": 4, "variants": ["a", "b", "c"],
+                            "image": "x.png", "forwards": 11})
+    assert "one image (x.png)" in paper and "11 forwards" in paper and "4 CPU threads" in paper
+    assert "no warm-up" in paper and "(3)" in paper
+    robust = speed.describe({"protocol": "robust", "device": "cuda", "variants": ["a", "b"], "images": 8,
+                             "runs": 37, "warmup": 5, "budget_s": 60, "batch_sizes": [1, 8]})
+    assert "5 untimed warm-up rounds" in robust and "at least 37 timed rounds or 60 s" in robust
+    assert "8 images" in robust and "batch size 1, 8" in robust and "on cuda" in robust
+
+
+def test_cli_paper_protocol_writes_a_record(tmp_path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "paper.json"
+    rc = main(["time", "--protocol", "paper", "--model", "deit_tiny_patch16_224", "--random-weights",
+               "--variants", "deit", "tomato:sim=1e-7", "--forwards", "2", "--threads", "1", "--quiet",
+               "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert record["config"]["protocol"] == "paper" and record["config"]["forwards"] == 2
+    assert record["config"]["threads"] == 1 and record["config"]["pretrained"] is False
+    assert len(record["rows"]) == 4 and len(record["summary"]) == 2
+    assert record["provenance"]["git"]["commit"]
+    assert speed.describe(record["config"]) in printed
+    rc = main(["time", "--protocol", "paper", "--model", "deit_tiny_patch16_224", "--random-weights",
+               "--image", "9999", "--quiet"])
+    assert rc == 2 and "error: image index 9999" in capsys.readouterr().err
