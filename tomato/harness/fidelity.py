@@ -1,0 +1,371 @@
+"""How much a merge changes the model's output, measured so that it means something with any weights.
+
+Top-1 agreement with the unpatched model says little when the classifier is degenerate
+(seeded random-init weights predict a handful of classes for everything). This module
+measures, per image,
+
+* **output drift**: cosine similarity of the final class-token features (pre-logits) and
+  the KL divergence ``KL(p_base || p_variant)`` of the class distributions, patched vs
+  unpatched;
+* **null baselines at the same token budget** as a ToMato run (ToMato: Token Merging at
+  Once, merging block 0's patch tokens into groups once; the paper's method): random groups
+  with ToMato's group sizes (merged by size-weighted mean, sizes kept for proportional
+  attention), ``k`` random tokens kept, the first ``k`` tokens kept, and ToMe (Bolya et al.,
+  ICLR 2023) with the ``r`` whose mean token count per block matches ToMato's;
+* **how degenerate the baseline classifier is**: distinct predictions, their entropy and
+  the share of the most frequent class.
+
+Every null baseline runs the same forward as ToMato's merged model (block 0 to its
+attention residual, :func:`tomato.core.merge.merge_groups`, proportional attention in the
+later blocks); only the group labels differ. Randomness comes from a caller's
+``torch.Generator``; no global RNG state is read or changed.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core import attention, merge, patch, probe
+
+if TYPE_CHECKING:
+    from .data import Sample
+
+__all__ = [
+    "Outputs", "plain_outputs", "grouped_outputs", "patched_outputs", "cosine", "kl_divergence",
+    "random_group_labels", "keep_groups", "random_keep", "first_keep", "tome_r_for_tokens",
+    "prediction_diversity", "compare_batch", "run", "summarise", "NULLS",
+]
+
+NULLS = ("random_groups", "random_keep", "first_keep")
+
+
+@dataclass
+class Outputs:
+    """One forward's outputs. features: (B, C) pre-logits; logits: (B, K);
+    tokens: (B,) patch tokens each image kept (None for the unpatched model)."""
+
+    features: torch.Tensor
+    logits: torch.Tensor
+    tokens: torch.Tensor | None = None
+
+
+# --------------------------------------------------------------------------- forwards
+def _head(model: nn.Module, x: torch.Tensor, size: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: (B, T, C) tokens after the last block -> features (B, C), logits (B, K)."""
+    x = model.norm(x)
+    if size is not None and getattr(model, "global_pool", "token") == "avg":
+        # Weigh merged tokens by the patches they stand for; size-0 pads drop out.
+        p = 0 if model.pool_include_prefix else model.num_prefix_tokens
+        w = size[:, p:]
+        pooled = (x[:, p:] * w).sum(dim=1) / w.sum(dim=1)
+        feats = model.head_drop(model.fc_norm(pooled))
+        return feats, model.head(feats)
+    return model.forward_head(x, pre_logits=True), model.forward_head(x)
+
+
+def _check_plain(model: nn.Module) -> None:
+    if hasattr(model, "_tomato"):
+        raise ValueError("pass the plain timm model: fidelity patches and unpatches it itself "
+                         "(call tomato.core.patch.remove(model) first)")
+
+
+@torch.inference_mode()
+def plain_outputs(model: nn.Module, images: torch.Tensor) -> Outputs:
+    """The unpatched model. images: (B, 3, H, W) -> features (B, C), logits (B, K)."""
+    _check_plain(model)
+    x = model.forward_features(images)
+    return Outputs(model.forward_head(x, pre_logits=True), model.forward_head(x))
+
+
+@torch.inference_mode()
+def grouped_outputs(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    counts: torch.Tensor,
+    size: torch.Tensor | None = None,
+) -> Outputs:
+    """Run the model with block 0's patch tokens merged into the given groups.
+
+    images: (B, 3, H, W); labels: (B, N) group of each patch token in 0..counts-1;
+    counts: (B,) groups per image; size: optional (B, P + N, 1) weight of each incoming
+    token (0 drops a token: a group of only size-0 tokens is masked out of attention).
+    The merge happens where ToMato's does (after block 0's attention, before its MLP)
+    through :func:`tomato.core.merge.merge_groups`; later blocks use proportional
+    attention. ``tokens`` counts groups of nonzero size.
+    """
+    _check_plain(model)
+    b0 = probe.block0(model, images)
+    p = b0.num_prefix_tokens
+    m = merge.merge_groups(b0.x, labels, counts, p, size)
+    x, s = m.x, m.size
+    blk = model.blocks[0]
+    x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+    for blk in model.blocks[1:]:
+        a = attention.forward(blk.attn, blk.norm1(x), s)
+        x = x + blk.drop_path1(blk.ls1(a.x))
+        x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+    feats, logits = _head(model, x, s)
+    return Outputs(feats, logits, (s[:, p:, 0] > 0).sum(dim=1))
+
+
+@torch.inference_mode()
+def patched_outputs(model: nn.Module, images: torch.Tensor, kind: str, **settings: Any) -> tuple[Outputs, patch.State]:
+    """Run ``model`` patched with ToMato (``kind="tomato"``, settings such as ``sim=1e-7``
+    or ``keep_ratio=0.85``) or ToMe (``kind="tome"``, ``r=...``), then unpatch it.
+
+    images: (B, 3, H, W) -> (Outputs, the patched model's State of this forward).
+    """
+    _check_plain(model)
+    if kind not in ("tomato", "tome"):
+        raise ValueError(f"kind must be 'tomato' or 'tome', got {kind!r}")
+    (patch.timm if kind == "tomato" else patch.tome)(model)
+    try:
+        for name, value in settings.items():
+            setattr(model, name, value)
+        x = model.forward_features(images)
+        out = Outputs(model.forward_head(x, pre_logits=True), model.forward_head(x))
+        st = patch.state(model)
+        out.tokens = st.tokens.clone() if st.tokens is not None else None
+        return out, st
+    finally:
+        patch.remove(model)
+
+
+# --------------------------------------------------------------------------- measures
+def cosine(ref: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """Per-row cosine similarity in float64. ref, other: (B, C) -> (B,), 1 = same direction."""
+    return F.cosine_similarity(ref.double(), other.double(), dim=-1)
+
+
+def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(ref) || softmax(logits)) in nats, per row, float64. (B, K), (B, K) -> (B,) >= 0."""
+    log_p = F.log_softmax(ref_logits.double(), dim=-1)
+    log_q = F.log_softmax(logits.double(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1).clamp_min(0.0)
+
+
+# --------------------------------------------------------------------------- null groupings
+def random_group_labels(
+    labels: torch.Tensor, counts: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """Random groups with the same sizes: a random partition of the grid whose group sizes
+    equal those of ``labels``.
+
+    labels: (B, N) in 0..counts-1; counts: (B,) -> (B, N) random labels, group g keeping
+    exactly as many members as in ``labels`` (members drawn uniformly, not neighbours).
+    """
+    b, n = labels.shape
+    out = torch.empty_like(labels)
+    for i in range(b):
+        # Sorting the labels gives consecutive runs with the right sizes; a random
+        # permutation then scatters each run over the grid.
+        runs = labels[i].sort().values
+        perm = torch.randperm(n, generator=generator).to(labels.device)
+        out[i, perm] = runs
+    return out
+
+
+def keep_groups(keep: torch.Tensor, num_prefix_tokens: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep some patch tokens unmerged and drop the rest, as a grouping for :func:`grouped_outputs`.
+
+    keep: (B, N) bool -> labels (B, N), counts (B,), size (B, P + N, 1). Kept tokens are
+    singleton groups in grid order with size 1; dropped tokens share one last group of
+    size 0, which proportional attention masks out (``log 0 = -inf``).
+    """
+    b, n = keep.shape
+    order = keep.long().cumsum(dim=1) - 1
+    k = keep.sum(dim=1)
+    labels = torch.where(keep, order, k.unsqueeze(1))
+    counts = k + (k < n).long()
+    size = torch.ones(b, num_prefix_tokens + n, 1, device=keep.device)
+    size[:, num_prefix_tokens:, 0] = keep.float()
+    return labels, counts, size
+
+
+def random_keep(n: int, k: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """k: (B,) tokens to keep per image -> (B, n) bool with exactly k[i] random True."""
+    rows = [torch.randperm(n, generator=generator) < int(ki) for ki in k.tolist()]
+    return torch.stack(rows).to(k.device)
+
+
+def first_keep(n: int, k: torch.Tensor) -> torch.Tensor:
+    """k: (B,) -> (B, n) bool keeping the first k[i] tokens in raster order."""
+    return torch.arange(n, device=k.device).unsqueeze(0) < k.unsqueeze(1)
+
+
+def tome_r_for_tokens(num_patches: int, depth: int, tokens: float, num_prefix_tokens: int = 1) -> int:
+    """ToMe's ``r`` whose mean token count over the blocks (after each block's merge) is
+    closest to ``tokens`` + prefix, ToMato's count after its one merge in block 0.
+
+    ToMe caps ``r`` at half the mergeable tokens in each block, as in
+    :func:`tomato.core.tome.bipartite_soft_matching`.
+    """
+    target = tokens + num_prefix_tokens
+    best, best_gap = 0, math.inf
+    for r in range(0, num_patches // 2 + 1):
+        t, seen = num_patches + num_prefix_tokens, []
+        for _ in range(depth):
+            t -= min(r, (t - num_prefix_tokens) // 2)
+            seen.append(t)
+        gap = abs(sum(seen) / depth - target)
+        if gap < best_gap:
+            best, best_gap = r, gap
+    return best
+
+
+# --------------------------------------------------------------------------- diversity
+def prediction_diversity(
+    predictions: Sequence[int],
+    true_labels: Sequence[int] | None = None,
+    max_share: float = 0.10,
+    min_distinct: float = 0.10,
+) -> dict[str, Any]:
+    """How varied a classifier's predictions are.
+
+    predictions: class index per image. Returns ``n``, ``distinct``, ``entropy_bits``,
+    ``max_entropy_bits`` (log2 of min(n, classes seen)), ``top_class``, ``top_share``,
+    ``classes_seen`` (distinct true labels, or n without labels) and ``degenerate``: True
+    when the top class takes more than ``max(max_share, 1/n)`` of the predictions or the
+    distinct predictions are fewer than ``min_distinct`` x classes seen. Agreement with
+    such a classifier costs little, so every agreement figure should carry this flag.
+    """
+    n = len(predictions)
+    if n == 0:
+        raise ValueError("prediction_diversity needs at least one prediction")
+    counts = Counter(int(p) for p in predictions)
+    top_class, top = counts.most_common(1)[0]
+    shares = [c / n for c in counts.values()]
+    entropy = -sum(s * math.log2(s) for s in shares)
+    seen = len(set(int(t) for t in true_labels)) if true_labels is not None else n
+    top_share = top / n
+    degenerate = top_share > max(max_share, 1.0 / n) or len(counts) < min_distinct * seen
+    return {
+        "n": n, "distinct": len(counts), "entropy_bits": entropy,
+        "max_entropy_bits": math.log2(max(1, min(n, seen))),
+        "top_class": top_class, "top_share": top_share, "classes_seen": seen,
+        "degenerate": bool(degenerate),
+    }
+
+
+# --------------------------------------------------------------------------- study
+def _rows(name: str, setting: str, base: Outputs, out: Outputs, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    cos, kl = cosine(base.features, out.features), kl_divergence(base.logits, out.logits)
+    agree = base.logits.argmax(-1) == out.logits.argmax(-1)
+    rows = []
+    for j in range(base.logits.shape[0]):
+        row = {"setting": setting, "variant": name,
+               "tokens": None if out.tokens is None else int(out.tokens[j]),
+               "cosine": float(cos[j]), "kl": float(kl[j]), "agree": bool(agree[j]),
+               "top1": int(out.logits[j].argmax())}
+        rows.append({**row, **(extra or {})})
+    return rows
+
+
+def compare_batch(
+    model: nn.Module,
+    images: torch.Tensor,
+    settings: Sequence[tuple[str, float]],
+    generator: torch.Generator,
+    tome: bool = True,
+) -> tuple[Outputs, list[dict[str, Any]]]:
+    """Every variant of one batch against the unpatched model.
+
+    images: (B, 3, H, W); settings: ToMato settings such as ``("sim", 1e-7)`` or
+    ``("keep_ratio", 0.85)``. For each setting: ToMato itself, the three null baselines
+    at ToMato's per-image budget (:data:`NULLS`) and, with ``tome``, ToMe at the ``r``
+    matching ToMato's mean token count over the batch. Returns the unpatched outputs and
+    one row per image and variant (``setting``, ``variant``, ``tokens``, ``cosine``,
+    ``kl``, ``agree``, ``top1``, ``batch_row``).
+    """
+    base = plain_outputs(model, images)
+    rows: list[dict[str, Any]] = []
+    p, depth = model.num_prefix_tokens, len(model.blocks)
+    for kind, value in settings:
+        label = f"{kind}={value}"
+        tom, st = patched_outputs(model, images, "tomato", **{kind: value})
+        labels, counts = st.labels, st.tokens
+        n = labels.shape[1]
+        rows += _rows("tomato", label, base, tom)
+        rg = random_group_labels(labels, counts, generator)
+        rows += _rows("random_groups", label, base, grouped_outputs(model, images, rg, counts))
+        for name, keep in (("random_keep", random_keep(n, counts, generator)), ("first_keep", first_keep(n, counts))):
+            lab, cnt, size = keep_groups(keep, p)
+            rows += _rows(name, label, base, grouped_outputs(model, images, lab, cnt, size))
+        if tome:
+            r = tome_r_for_tokens(n, depth, float(counts.double().mean()), p)
+            out, st_tome = patched_outputs(model, images, "tome", r=r)
+            mean_tokens = sum(st_tome.tokens_per_block) / depth - p
+            rows += _rows("tome", label, base, out, {"tome_r": r, "tome_mean_tokens": mean_tokens})
+    for j, row in enumerate(rows):
+        row["batch_row"] = j % images.shape[0]
+    return base, rows
+
+
+def summarise(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean (and median cosine) per (setting, variant): tokens, cosine, KL, agreement, n."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["setting"], r["variant"]), []).append(r)
+    out = []
+    for (setting, variant), rs in groups.items():
+        n = len(rs)
+        cos = sorted(r["cosine"] for r in rs)
+        out.append({
+            "setting": setting, "variant": variant, "n": n,
+            "tokens_mean": sum(r["tokens"] for r in rs) / n,
+            "cosine_mean": sum(cos) / n, "cosine_median": cos[n // 2] if n % 2 else (cos[n // 2 - 1] + cos[n // 2]) / 2,
+            "kl_mean": sum(r["kl"] for r in rs) / n,
+            "agreement": sum(r["agree"] for r in rs) / n,
+            **({"tome_r": rs[0]["tome_r"]} if "tome_r" in rs[0] else {}),
+        })
+    return out
+
+
+def run(
+    model: nn.Module,
+    samples: Sequence[Sample],
+    sims: Sequence[float] = (1e-7,),
+    keep_ratios: Sequence[float] = (0.85, 0.7),
+    seed: int = 0,
+    batch_size: int = 10,
+    tome: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The fidelity study over ``samples`` with the plain timm ``model``.
+
+    Returns ``{"rows": per-image rows (with ``index`` and ``label``), "summary":
+    :func:`summarise`, "baseline": :func:`prediction_diversity` of the unpatched model}``.
+    Null baselines draw from ``torch.Generator().manual_seed(seed)``.
+    """
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from . import data
+
+    _check_plain(model)
+    gen = torch.Generator().manual_seed(seed)
+    settings = [("sim", float(s)) for s in sims] + [("keep_ratio", float(k)) for k in keep_ratios]
+    loader = DataLoader(data.ImageNetFolder(list(samples), data.transform_for(model)),
+                        batch_size=batch_size, collate_fn=data.collate_skip_bad)
+    device = next(model.parameters()).device
+    rows: list[dict[str, Any]] = []
+    preds: list[int] = []
+    truth: list[int] = []
+    for images, labels, indices, _ in tqdm(loader, disable=not progress, desc="fidelity"):
+        if not len(indices):
+            continue
+        base, batch_rows = compare_batch(model, images.to(device), settings, gen, tome)
+        preds += base.logits.argmax(-1).tolist()
+        truth += labels.tolist()
+        for r in batch_rows:
+            j = r.pop("batch_row")
+            r["index"], r["label"], r["top1_base"] = int(indices[j]), int(labels[j]), int(base.logits[j].argmax())
+        rows += batch_rows
+    return {"rows": rows, "summary": summarise(rows), "baseline": prediction_diversity(preds, truth)}
