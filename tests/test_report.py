@@ -1,4 +1,4 @@
-"""tomato.book.report and tomato.book.paper on small hand-made result folders (no model needed)."""
+"""tomato.book (runs, measures, tables, claims, figures) and tomato.book.paper on small hand-made result folders (no model needed)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tomato.book import figures, paper, report
+from tomato.book import claims, display, figures, measures, paper, tables
+from tomato.book import runs as book_runs
 from tomato.harness.results import RunStore
 from tomato.harness.sweep import COLUMNS, slug
+from tomato.harness import variants
 from tomato.harness.variants import parse
 
 # Baseline top-1 per image (index -> class). Labels equal these on images 0-2 only.
@@ -98,7 +100,7 @@ def test_paper_specs_are_canonical_and_numbers_consistent():
 # --------------------------------------------------------------------------- discovery
 def test_recorded_runs_discovers_and_reads(run_dir: Path, tmp_path: Path):
     (tmp_path / "results" / "empty").mkdir()
-    runs = report.recorded_runs(tmp_path / "results")
+    runs = book_runs.recorded_runs(tmp_path / "results")
     assert [r.name for r in runs] == ["sample_run"]
     run = runs[0]
     assert set(run.variants) == {"deit", "tome:r=2", "tomato:sim=1e-07"}
@@ -121,11 +123,11 @@ def test_recorded_runs_discovers_and_reads(run_dir: Path, tmp_path: Path):
 
 
 def test_recorded_runs_absent_root_and_partial_variant(tmp_path: Path):
-    assert report.recorded_runs(tmp_path / "nope") == []
+    assert book_runs.recorded_runs(tmp_path / "nope") == []
     run = tmp_path / "r"
     write_variant(run, "deit", BASE_TOP1[:4], [196] * 4, n_total=10)  # 4 of 10 done
     (run / "deit" / "summary.json").unlink()  # as during the first session of a run
-    [rec] = report.recorded_runs(tmp_path)
+    [rec] = book_runs.recorded_runs(tmp_path)
     rows = rec.rows()
     assert rows.loc[0, "n_images"] == 4 and not rows.loc[0, "complete"]
     assert rows.loc[0, "top1"] == pytest.approx(75.0)  # images 0-2 of 0-3
@@ -136,7 +138,7 @@ def test_sweep_csv_is_used_when_present(run_dir: Path):
     pd.DataFrame([{"variant": "deit", "top1": 1.5, "median_s": 0.5},
                   {"variant": "tomato:sim=1e-7", "top1": 2.5, "median_s": 0.25}],
                  columns=list(COLUMNS)).to_csv(run_dir / "sweep.csv", index=False)
-    [run] = report.recorded_runs(run_dir)
+    [run] = book_runs.recorded_runs(run_dir)
     assert run.sweep is not None and run.complete and run.status == "complete"
     rows = run.rows()
     assert list(rows["variant"]) == ["deit", "tomato:sim=1e-07"]  # canonical spec
@@ -145,33 +147,33 @@ def test_sweep_csv_is_used_when_present(run_dir: Path):
 
 # --------------------------------------------------------------------------- measures
 def test_prediction_agreement(run_dir: Path):
-    agree = report.prediction_agreement(run_dir).set_index("variant")
+    agree = measures.prediction_agreement(run_dir).set_index("variant")
     assert agree.loc["deit", "top1_agreement"] == 100.0
     assert agree.loc["tome:r=2", "top1_agreement"] == pytest.approx(90.0)
     assert agree.loc["tomato:sim=1e-07", "top1_agreement"] == pytest.approx(80.0)
     # top-5 share 4 of 5 classes where top-1 changed (to a class outside the baseline's top-5)
     assert agree.loc["tomato:sim=1e-07", "top5_overlap"] == pytest.approx(100 * (8 + 2 * 0.8) / 10)
     assert (agree["n"] == 10).all()
-    assert report.prediction_agreement(run_dir, baseline="tome:r=8").empty
+    assert measures.prediction_agreement(run_dir, baseline="tome:r=8").empty
 
 
 def test_tokens_cut_range_and_tome_cut(run_dir: Path):
-    lo, hi, mean = report.tokens_cut_range(run_dir / "tomato_sim-1e-07" / "predictions.csv")
+    lo, hi, mean = measures.tokens_cut_range(run_dir / "tomato_sim-1e-07" / "predictions.csv")
     assert lo == pytest.approx(100 * (1 - 186 / 196))
     assert hi == pytest.approx(100 * (1 - 155 / 196))
     assert mean == pytest.approx(100 * (1 - 172 / 196))
-    final, per_block = report.tome_token_cut(2)
+    final, per_block = measures.tome_token_cut(2)
     assert final == pytest.approx(100 * 24 / 196)
     assert per_block == pytest.approx(100 * 13 / 197)  # blocks keep 195, 193, ..., 173
 
 
 def test_latency_changes_and_table1(run_dir: Path):
-    [run] = report.recorded_runs(run_dir)
+    [run] = book_runs.recorded_runs(run_dir)
     rows = run.rows()
-    ch = report.latency_changes(rows).set_index("variant")
+    ch = measures.latency_changes(rows).set_index("variant")
     assert ch.loc["tomato:sim=1e-07", "vs_baseline_%"] == pytest.approx(-25.0)
     assert ch.loc["tomato:sim=1e-07", "vs_tome_r2_%"] == pytest.approx(100 * (0.30 / 0.32 - 1))
-    t = report.table1(rows, report.prediction_agreement(run))
+    t = claims.table1(rows, measures.prediction_agreement(run))
     assert list(t.columns) == [
         "Model", "variant", "paper top-1", "ours top-1", "paper top-5", "ours top-5", "paper latency s",
         "ours median latency s", "paper latency vs DeiT-B %", "ours vs baseline %", "ours tokens kept",
@@ -185,28 +187,28 @@ def test_latency_changes_and_table1(run_dir: Path):
     assert t.loc["tome:r=2", "ours tokens kept"] == 194
     # a variant the paper lacks is appended with empty paper columns; missing ones are NaN
     extra = pd.concat([rows, pd.DataFrame([{"variant": "tomato:keep=0.85", "top1": 1.0}])])
-    t2 = report.table1(extra).set_index("variant")
+    t2 = claims.table1(extra).set_index("variant")
     assert t2.loc["tomato:keep_ratio=0.85", "Model"] == "ToMato keep=0.85"
     assert math.isnan(t2.loc["tomato:keep_ratio=0.85", "paper top-1"])
-    assert math.isnan(report.table1(rows.iloc[:1]).set_index("variant").loc["tome:r=2", "ours top-1"])
+    assert math.isnan(claims.table1(rows.iloc[:1]).set_index("variant").loc["tome:r=2", "ours top-1"])
 
 
 def test_provenance_table_and_overview(run_dir: Path):
-    t = report.provenance_table(prov()).set_index("field")["value"]
+    t = tables.provenance_table(prov()).set_index("field")["value"]
     assert t["model"] == "deit_base_patch16_224"
     assert t["weights sha256"] == "abababababab…"
     assert t["CPU"] == "Test CPU (2 cores, torch threads 2)"
     assert t["commit"] == "0123456789 (dirty)"
     assert t["Jetson board"] == "absent (not a Jetson)"
-    ov = report.runs_overview(report.recorded_runs(run_dir.parent))
+    ov = tables.runs_overview(book_runs.recorded_runs(run_dir.parent))
     assert ov.loc[0, "run"] == "sample_run"
     assert ov.loc[0, "variants"] == "deit, tome:r=2, tomato:sim=1e-07"
     assert ov.loc[0, "machine"] == "Test CPU (2 cores); GPU: none (CUDA not available)"
 
 
 def test_reproduction_summary_random_weights(run_dir: Path):
-    [run] = report.recorded_runs(run_dir)
-    s = report.reproduction_summary(run)
+    [run] = book_runs.recorded_runs(run_dir)
+    s = claims.reproduction_summary(run)
     assert len(s) == len(paper.FIGURES_AND_CLAIMS)
     by = dict(zip(s["Item"], s.to_dict("records")))
     top1 = by["Table 1, DeiT-B: top-1"]
@@ -227,7 +229,7 @@ def test_reproduction_summary_random_weights(run_dir: Path):
 
 
 def test_reproduction_summary_without_runs():
-    s = report.reproduction_summary(None)
+    s = claims.reproduction_summary(None)
     assert len(s) == len(paper.FIGURES_AND_CLAIMS)
     assert (s.loc[s["Item"].str.startswith("Table 1"), "Status"] == "not run").all()
     # weight-independent items still have a value
@@ -240,8 +242,8 @@ def test_plots_draw(run_dir: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    [run] = report.recorded_runs(run_dir)
-    rows = run.rows().merge(report.prediction_agreement(run), on="variant")
+    [run] = book_runs.recorded_runs(run_dir)
+    rows = run.rows().merge(measures.prediction_agreement(run), on="variant")
     timing = pd.DataFrame(run.timing)
     ax = figures.plot_latency(timing, pretrained=False)
     assert "random-init" in ax.get_title() and "NOT accuracy" not in ax.get_title()
@@ -253,7 +255,7 @@ def test_plots_draw(run_dir: Path):
     assert "NOT accuracy" not in ax.get_title() and "random-init" in ax.get_title()
     assert "random-init" not in figures.plot_latency(timing, pretrained=True).get_title()
     figures.plot_tokens_flops(rows)
-    ax = figures.plot_agreement(report.prediction_agreement(run))
+    ax = figures.plot_agreement(measures.prediction_agreement(run))
     assert [t.get_text() for t in ax.get_yticklabels()] == ["ToMe r=2 (n=10)", "ToMato sim=1e-7 (n=10)"]
     assert [round(p.get_width(), 6) for p in ax.patches[:2]] == [10.0, 20.0]  # top-1 changed
     fig = figures.plot_tradeoff_panels(rows, pretrained=False)
@@ -267,41 +269,41 @@ def test_repo_path_and_banner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (tmp_path / "tomato").mkdir()
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")
-    assert report.repo_root() == tmp_path.resolve()
-    assert report.repo_path("data/results") == tmp_path.resolve() / "data" / "results"
+    assert book_runs.repo_root() == tmp_path.resolve()
+    assert book_runs.repo_path("data/results") == tmp_path.resolve() / "data" / "results"
     from tomato.harness.models import WeightsInfo
 
-    text = report.weights_banner(WeightsInfo("m", "random-init:seed=0", False, "0" * 64))
+    text = display.weights_banner(WeightsInfo("m", "random-init:seed=0", False, "0" * 64))
     assert "random-init" in text and "meaningless" in text
-    assert report.weights_note(True) == "" and "NOT accuracy" in report.weights_note(False)
+    assert display.weights_note(True) == "" and "NOT accuracy" in display.weights_note(False)
 
 
 def test_run_folder_pick_and_ratios(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from tomato.harness.models import WeightsInfo
 
     w = WeightsInfo("deit_base_patch16_224", "random-init:seed=0", False, "0123456789" * 6 + "abcd")
-    assert report.run_folder(tmp_path, "accuracy", w, "smoke") == tmp_path / "accuracy_deit_base_patch16_224_smoke_01234567"
-    assert report.run_folder(tmp_path, "tradeoff", w, "/data/imagenet-mini/val").name == \
+    assert book_runs.run_folder(tmp_path, "accuracy", w, "smoke") == tmp_path / "accuracy_deit_base_patch16_224_smoke_01234567"
+    assert book_runs.run_folder(tmp_path, "tradeoff", w, "/data/imagenet-mini/val").name == \
         "tradeoff_deit_base_patch16_224_imagenet-mini-val_01234567"
     # a run without ToMato cannot stand for Table 1; the one with all three can
     other = tmp_path / "results" / "other"
     write_variant(other, "deit", BASE_TOP1, [196] * 10)
-    runs = report.recorded_runs(tmp_path / "results")
+    runs = book_runs.recorded_runs(tmp_path / "results")
     assert [r.name for r in runs] == ["other", "sample_run"]
-    assert report.pick_table1_run(runs).name == "sample_run"
-    assert report.pick_table1_run(runs[:1]) is None
-    ratios = report.latency_ratios_vs_paper(pd.DataFrame(runs[1].timing)).set_index("comparison")
+    assert book_runs.pick_table1_run(runs).name == "sample_run"
+    assert book_runs.pick_table1_run(runs[:1]) is None
+    ratios = claims.latency_ratios_vs_paper(pd.DataFrame(runs[1].timing)).set_index("comparison")
     assert ratios.loc["ToMato-B vs DeiT-B", "paper (text) %"] == -22.19
     assert ratios.loc["ToMato-B vs DeiT-B", "ours, median %"] == pytest.approx(-25.0)
     assert ratios.loc["ToMato-B vs ToMe-B", "ours, paper protocol %"] == pytest.approx(100 * (0.33 / 0.35 - 1))
     assert ratios.loc["ToMe-B vs DeiT-B", "paper (Table 1) %"] == pytest.approx(-17.17, abs=0.01)
-    html = report.styled(ratios.reset_index(), caption="Ratios").to_html()
+    html = tables.styled(ratios.reset_index(), caption="Ratios").to_html()
     assert "Ratios" in html and "-25.00" in html and "–" in html  # NaN shown as a dash
 
 
 def test_save_timing_round_trip(tmp_path: Path):
     rows = [{"variant": "deit", "batch_size": 1, "median_s": 0.5}]
-    path = report.save_timing(tmp_path / "t" / "timing.json", rows, {"variants": ["deit"], "runs": 3})
+    path = display.save_timing(tmp_path / "t" / "timing.json", rows, {"variants": ["deit"], "runs": 3})
     stored = json.loads(path.read_text())
     assert stored["rows"] == rows and stored["config"] == {"variants": ["deit"], "runs": 3}
     assert stored["provenance"]["runs"] == 3 and "torch" in stored["provenance"]
@@ -309,62 +311,62 @@ def test_save_timing_round_trip(tmp_path: Path):
 
 def test_timing_noise():
     clean = pd.DataFrame({"median_s": [1.0, 0.8], "iqr_s": [0.05, 0.1]})
-    assert report.timing_noise(clean) == ""
+    assert display.timing_noise(clean) == ""
     noisy = pd.DataFrame({"median_s": [1.0, 0.8], "iqr_s": [0.05, 0.4]})
-    assert "reaches 50% of the median" in report.timing_noise(noisy)
-    assert report.timing_noise(pd.DataFrame({"median_s": [1.0]})) == ""
+    assert "reaches 50% of the median" in display.timing_noise(noisy)
+    assert display.timing_noise(pd.DataFrame({"median_s": [1.0]})) == ""
 
 
 def test_eval_gflops(run_dir: Path):
     from tomato.harness import flops
 
-    [run] = report.recorded_runs(run_dir)
-    g = report.eval_gflops(run)
-    d = report.DEIT_B_DIMS
+    [run] = book_runs.recorded_runs(run_dir)
+    g = measures.eval_gflops(run)
+    d = measures.DEIT_B_DIMS
     assert g["deit"] == pytest.approx(35.127656, rel=1e-6)  # 2 x 17.56 GMACs
     assert g["tome:r=2"] == pytest.approx(flops.vit_flops(d, flops.tokens_schedule_tome(d, 2)) / 1e9)
     kept = [186, 155, 176, 170, 180, 160, 175, 165, 185, 168]
     per_image = [flops.vit_flops(d, flops.tokens_schedule_tomato(d, k), extra=flops.tomato_merge_flops(d)) / 1e9
                  for k in kept]
     assert g["tomato:sim=1e-07"] == pytest.approx(sum(per_image) / len(per_image))
-    rows = report.add_eval_gflops(run.rows(), run)
+    rows = measures.add_eval_gflops(run.rows(), run)
     assert rows.set_index("variant").loc["deit", "ideal_speedup_eval"] == pytest.approx(1.0)
     assert rows.set_index("variant").loc["tome:r=2", "ideal_speedup_eval"] == pytest.approx(g["deit"] / g["tome:r=2"])
 
 
 def test_display_names_and_views(run_dir: Path):
-    names = {s: report.display_name(s) for s in (
+    names = {s: variants.label(s) for s in (
         "deit", "tome:r=2", "tomato:sim=1e-7", "tomato:keep=0.85", "tomato:sim=1e-7,method=parallel",
         "tomato:tokens=150", "tomato:sim=0.001")}
     assert names == {"deit": "baseline", "tome:r=2": "ToMe r=2", "tomato:sim=1e-7": "ToMato sim=1e-7",
                      "tomato:keep=0.85": "ToMato keep=0.85",
                      "tomato:sim=1e-7,method=parallel": "ToMato parallel sim=1e-7",
                      "tomato:tokens=150": "ToMato tokens=150", "tomato:sim=0.001": "ToMato sim=0.001"}
-    [run] = report.recorded_runs(run_dir)
-    acc, lat = report.table1_views(report.table1(run.rows(), report.prediction_agreement(run)))
+    [run] = book_runs.recorded_runs(run_dir)
+    acc, lat = claims.table1_views(claims.table1(run.rows(), measures.prediction_agreement(run)))
     assert list(acc.columns)[:3] == ["Model", "paper top-1", "ours top-1"]
     assert list(lat.columns)[-1] == "ours tokens kept"
-    tv = report.timing_view(pd.DataFrame(run.timing))
+    tv = tables.timing_view(pd.DataFrame(run.timing))
     assert list(tv["variant"]) == ["baseline", "ToMe r=2", "ToMato sim=1e-7"]
     assert tv["median s"].tolist() == [0.40, 0.32, 0.30]
-    rows = report.add_eval_gflops(run.rows().merge(report.prediction_agreement(run), on="variant"), run)
-    sv = report.sweep_view(rows).set_index("variant")
+    rows = measures.add_eval_gflops(run.rows().merge(measures.prediction_agreement(run), on="variant"), run)
+    sv = tables.sweep_view(rows).set_index("variant")
     assert sv.loc["ToMato sim=1e-7", "tokens (min–max)"] == "172.0 (155–186)"
     assert sv.loc["ToMato sim=1e-7", "same top-1 %"] == pytest.approx(80.0)
     assert sv.loc["baseline", "ideal ×"] == pytest.approx(1.0)
-    html = report.styled(sv.reset_index(), widths={"variant": "30%"}).to_html()
+    html = tables.styled(sv.reset_index(), widths={"variant": "30%"}).to_html()
     assert "table-layout: fixed" in html and "width: 30%" in html
 
 
 def test_explain_differences(run_dir: Path):
     from tomato.harness.models import WeightsInfo
 
-    [run] = report.recorded_runs(run_dir)
+    [run] = book_runs.recorded_runs(run_dir)
     w = WeightsInfo("deit_base_patch16_224", "random-init:seed=0", False, "0" * 64)
-    text = report.explain_differences(run, weights=w, data="smoke", device="cpu")
+    text = claims.explain_differences(run, weights=w, data="smoke", device="cpu")
     assert text.startswith("1. **Weights.**") and "5. **Software.**" in text
     assert "ToMato sim=1e-7 keeps the baseline's top-1 on 80.0% of the 10 images" in text
     assert "sample_run: 5.1–20.9% (mean 12.2%) over 10 images" in text
     assert "24 of 196 (12.2%)" in text
     pretrained = WeightsInfo("deit_base_patch16_224", "checkpoint:/x.pth", True, "0" * 64)
-    assert "**Weights.**" not in report.explain_differences(run, weights=pretrained, data="/d", device="cpu")
+    assert "**Weights.**" not in claims.explain_differences(run, weights=pretrained, data="/d", device="cpu")

@@ -10,7 +10,8 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tomato.core import merge, tome
-from tomato.book import viz
+from tomato.book import grids, pictures, plots, studies, widgets
+from tomato.harness import variants
 from tomato import visit  # noqa: E402
 
 
@@ -27,7 +28,7 @@ def test_merge_picture_paints_groups_and_marks_only_real_boundaries():
     image = rng.uniform(size=(8, 12, 3))
     labels = np.array([0, 0, 1, 2, 0, 1])
     border = (1.0, 0.0, 1.0)  # a colour no mean of uniform noise can take
-    out = viz.merge_picture(image, labels, (2, 3), boundary=border)
+    out = pictures.merge_picture(image, labels, (2, 3), boundary=border)
     assert out.shape == image.shape
     pix = np.repeat(np.repeat(labels.reshape(2, 3), 4, 0), 4, 1)
     is_border = np.all(out == np.array(border), axis=-1)
@@ -52,20 +53,20 @@ def test_merge_picture_paints_groups_and_marks_only_real_boundaries():
 
 def test_merge_picture_single_group_has_no_boundary():
     image = np.random.default_rng(1).uniform(size=(6, 6, 3))
-    out = viz.merge_picture(image, np.zeros(9, dtype=int), (3, 3), boundary=(1, 0, 1))
+    out = pictures.merge_picture(image, np.zeros(9, dtype=int), (3, 3), boundary=(1, 0, 1))
     np.testing.assert_allclose(out, np.broadcast_to(image.reshape(-1, 3).mean(0), image.shape))
 
 
 def test_merge_picture_rejects_a_grid_that_does_not_tile_the_image():
     with pytest.raises(ValueError, match="patches"):
-        viz.merge_picture(np.zeros((10, 10, 3)), np.zeros(9, dtype=int), (3, 3))
+        pictures.merge_picture(np.zeros((10, 10, 3)), np.zeros(9, dtype=int), (3, 3))
 
 
 def test_group_picture_tints_groups_and_leaves_singletons_untouched():
     image = np.random.default_rng(2).uniform(size=(8, 12, 3))
     labels = np.array([0, 0, 1, 2, 3, 4])  # 2 x 3 grid of 4-px patches: one pair, four singletons
     border = (1.0, 0.0, 1.0)
-    out = viz.group_picture(image, labels, (2, 3), boundary=border)
+    out = pictures.group_picture(image, labels, (2, 3), boundary=border)
     inner = ~np.all(out == np.array(border), axis=-1)
     pix = np.repeat(np.repeat(labels.reshape(2, 3), 4, 0), 4, 1)
     pair, single = inner & (pix == 0), inner & (pix != 0)
@@ -82,7 +83,7 @@ def test_labels_from_tome_source_hand_made():
         [0, 1, 0, 0, 1],
         [0, 0, 1, 0, 0],
     ]], dtype=torch.float32)
-    labels = viz.labels_from_tome_source(source, num_prefix_tokens=1)
+    labels = pictures.labels_from_tome_source(source, num_prefix_tokens=1)
     # Numbered by each group's smallest patch: {0, 3} -> 0, {1} -> 1, {2} -> 2.
     assert labels.tolist() == [[0, 1, 2, 0]]
 
@@ -93,10 +94,10 @@ def test_labels_from_tome_source_matches_real_tome_merges():
     x = torch.randn(b, t, c)
     source = None
     for _ in range(3):
-        m = tome.bipartite_soft_matching(x, 2, class_token=True)
-        source = tome.merge_source(m, x, source)
-        x, _ = tome.merge_wavg(m, x)
-    labels = viz.labels_from_tome_source(source, 1)
+        m = tome.match(x, 2, num_prefix_tokens=1)
+        source = tome.track_source(m, source)
+        x, _ = tome.merge(m, x)
+    labels = pictures.labels_from_tome_source(source, 1)
     assert labels.shape == (b, 16)
     # 16 patches lose 6 tokens -> 10 groups, every patch in exactly one.
     assert (labels.amax(dim=1) + 1).tolist() == [10, 10]
@@ -110,30 +111,30 @@ def test_to_display_round_trips_a_normalised_image():
     rgb = torch.rand(3, 32, 32)
     mean = torch.tensor(cfg["mean"]).view(3, 1, 1)
     std = torch.tensor(cfg["std"]).view(3, 1, 1)
-    out = viz.to_display((rgb - mean) / std, model)
+    out = pictures.to_display((rgb - mean) / std, model)
     assert out.shape == (32, 32, 3)
     np.testing.assert_allclose(out, rgb.permute(1, 2, 0).numpy(), atol=1e-6)
 
 
 def test_changed_tokens_ignores_label_values():
     a = np.array([0, 0, 1, 1, 2])
-    assert not viz.changed_tokens(a, np.array([5, 5, 3, 3, 9])).any()
+    assert not pictures.changed_tokens(a, np.array([5, 5, 3, 3, 9])).any()
     # Joining groups 1 and 2 changes exactly their tokens.
-    assert viz.changed_tokens(a, np.array([0, 0, 1, 1, 1])).tolist() == [False, False, True, True, True]
+    assert pictures.changed_tokens(a, np.array([0, 0, 1, 1, 1])).tolist() == [False, False, True, True, True]
 
 
 def test_token_map_and_flood_fill_frames_return_figures():
     fig, axes = plt.subplots(1, 2)
     values = torch.rand(16)
-    viz.token_map(axes[0], values, (4, 4), log=True, label="log10", mark=5)
-    viz.token_map(axes[1], values, (4, 4), image=np.zeros((64, 64, 3)), mark=0)
+    pictures.token_map(axes[0], values, (4, 4), log=True, label="log10", mark=5)
+    pictures.token_map(axes[1], values, (4, 4), image=np.zeros((64, 64, 3)), mark=0)
     a = torch.full((1, 16, 16), 1e-9)
     for i, j in [(0, 1), (1, 5), (5, 4), (12, 8), (2, 3), (3, 2)]:
         a[0, i, j] = 0.5
     edges = visit.directed_edges(visit.neighbour_scores(a, (4, 4)), 0.1)[0]
     order, labels = visit.faithful_order(edges, (4, 4))
     assert sorted(order) == list(range(16))
-    fig = viz.flood_fill_frames(order, labels, (4, 4), n_frames=6, edges=edges, cols=3)
+    fig = grids.flood_fill_frames(order, labels, (4, 4), n_frames=6, edges=edges, cols=3)
     assert len([ax for ax in fig.axes if ax.axison]) == 6
 
 
@@ -143,26 +144,26 @@ def test_tables_and_plots_run_on_small_inputs():
     a = torch.softmax(torch.randn(2, 16, 16) * 4, dim=-1)
     b = torch.softmax(torch.randn(2, 16, 16), dim=-1)
     sa, sb = visit.neighbour_scores(a.log(), grid), visit.neighbour_scores(b.log(), grid)
-    table = viz.edge_agreement_table({"features": sa, "attention": sb}, grid, sims=(1e-2, 1e-7))
+    table = studies.edge_agreement_table({"features": sa, "attention": sb}, grid, sims=(1e-2, 1e-7))
     assert list(table.index) == ["0.01", "1e-07"]
     assert ((table["same decision (%)"] >= 0) & (table["same decision (%)"] <= 100)).all()
     # The log-domain test decides like the probabilities themselves.
     pa = visit.directed_edges(visit.neighbour_scores(a, grid), 1e-2)
     valid = torch.isfinite(sa)
     assert table.loc["0.01", "edges passing, features (%)"] == pytest.approx(100 * pa[valid].double().mean().item())
-    budget_table = viz.metric_budget_agreement({"features": sa, "attention": sb}, grid, keep_ratios=(0.5,))
+    budget_table = studies.metric_budget_agreement({"features": sa, "attention": sb}, grid, keep_ratios=(0.5,))
     assert budget_table.loc["0.5", "tokens kept, features"] <= 8
-    same = viz.metric_budget_agreement({"a": sa, "b": sa}, grid, keep_ratios=(0.5,))
+    same = studies.metric_budget_agreement({"a": sa, "b": sa}, grid, keep_ratios=(0.5,))
     assert same.loc["0.5", "ARI between the metrics"] == 1.0
     fig, axes = plt.subplots(1, 3)
-    viz.score_histogram(axes[:2], {"features": sa / np.log(10), "attention": sb / np.log(10)},
+    plots.score_histogram(axes[:2], {"features": sa / np.log(10), "attention": sb / np.log(10)},
                         symlog={"features": True})
-    share, share_passing = viz.asymmetry_scatter(axes[2], sa / np.log(10), grid, sim=1e-2)
+    share, share_passing = plots.asymmetry_scatter(axes[2], sa / np.log(10), grid, sim=1e-2)
     assert 0.0 <= share <= share_passing <= 1.0
     fig, ax = plt.subplots()
-    viz.tokens_per_block_plot(ax, {"DeiT": [17] * 3, "ToMato": [9] * 3}, input_tokens=17)
-    viz.token_cut_plot(ax, None, np.array([5.0, 10.0]))
-    viz.size_histogram(ax, {"x": torch.tensor([1, 1, 2, 0, 5])})
+    plots.tokens_per_block_plot(ax, {"DeiT": [17] * 3, "ToMato": [9] * 3}, input_tokens=17)
+    plots.token_cut_plot(ax, None, np.array([5.0, 10.0]))
+    plots.size_histogram(ax, {"x": torch.tensor([1, 1, 2, 0, 5])})
     merged = merge.merge_groups(torch.randn(1, 17, 3), torch.arange(16).view(1, 16) // 2,
                                 torch.tensor([8]), 1)
     assert merged.size[0, 1:].sum() == 16
@@ -176,7 +177,7 @@ def test_agreement_summary():
          "identical_both": 1.0}
         for i in range(4)
     ]
-    s = viz.agreement_summary(rows)
+    s = studies.agreement_summary(rows)
     assert s.loc["sim=1e-07", "images"] == 4
     assert s.loc["sim=1e-07", "either == faithful (% images)"] == 75.0
 
@@ -186,7 +187,7 @@ def test_sliders_build_headless():
     torch.manual_seed(0)
     scores = visit.neighbour_scores(torch.log_softmax(torch.randn(1, 16, 16) * 3, -1), (4, 4))[0]
     image = np.random.default_rng(0).uniform(size=(16, 16, 3))
-    for make, other in ((viz.sim_slider, 1e-1), (viz.keep_slider, 0.25)):
+    for make, other in ((widgets.sim_slider, 1e-1), (widgets.keep_slider, 0.25)):
         box = make(image, scores, (4, 4))
         slider, picture = box.children
         before = picture.value
@@ -203,7 +204,7 @@ def test_log10_distribution_matches_the_probabilities_where_representable():
     model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
     b0 = probe.block0(model, torch.randn(1, 3, 224, 224))
     for metric in ("features", "attention"):
-        logs = viz.log10_distribution(b0, metric)
+        logs = studies.log10_distribution(b0, metric)
         probs = b0.distribution(metric).double()
         assert logs.shape == probs.shape == (1, 196, 196)
         ok = probs > 1e-30

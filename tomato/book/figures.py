@@ -1,15 +1,17 @@
 """The results figures of notebooks 04-07: latency, speed-ups, throughput, trade-offs.
 
-Split from :mod:`tomato.book.report`, which reads the runs and builds the tables these plot.
-matplotlib and pandas (the ``[book]`` extra) are imported inside the functions.
+The rows they plot come from :mod:`tomato.book.runs` and :mod:`tomato.book.measures`;
+variant names, series and order come from :mod:`tomato.harness.variants`. matplotlib
+and pandas (the ``[book]`` extra) are imported inside the functions.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..harness import variants
 from . import paper
-from .report import canonical_spec, display_name, order_variants, weights_note
+from .display import weights_note
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,22 +23,11 @@ _COLORS = {"deit": "black", "tome": "tab:blue", "tomato": "tab:red", "parallel":
 
 
 def _family(spec: str) -> str:
-    """Plot family of a variant: deit, tome, tomato (fixed sim), parallel, keep, tokens."""
-    from ..harness.variants import parse
-
+    """Plot series of a variant (:attr:`tomato.harness.variants.Variant.family`)."""
     try:
-        v = parse(spec)
+        return variants.parse(spec).family
     except ValueError:
         return "other"
-    if v.kind != "tomato":
-        return v.kind
-    if v.get("method") == "parallel":
-        return "parallel"
-    if v.get("keep_ratio") is not None:
-        return "keep"
-    if v.get("tokens") is not None:
-        return "tokens"
-    return "tomato"
 
 
 _FAMILY_LABEL = {"deit": "baseline (no merging)", "tome": "ToMe (r)", "tomato": "ToMato (sim)",
@@ -45,19 +36,10 @@ _FAMILY_LABEL = {"deit": "baseline (no merging)", "tome": "ToMe (r)", "tomato": 
 
 
 def _short(spec: str) -> str:
-    from ..harness.sweep import parameter
-    from ..harness.variants import parse
-
     try:
-        name, value = parameter(parse(spec))
+        return variants.parse(spec).short
     except ValueError:
         return spec
-    if not name:
-        return "baseline"
-    name = {"keep_ratio": "keep"}.get(name, name)
-    if name == "sim":
-        return f"{float(value):.0e}".replace("e-0", "e-")
-    return f"{name}={value}"
 
 
 def _title(ax: Axes, title: str, pretrained: bool | None, accuracy: bool = True) -> None:
@@ -95,7 +77,7 @@ def plot_latency(rows: pd.DataFrame, ax: Axes | None = None, *, title: str = "La
     if "paper_mean_s" in df and df["paper_mean_s"].notna().any():
         ax.plot(x, df["paper_mean_s"].astype(float), "o", color="orange",
                 label="paper protocol: mean of 10, no warm-up")
-    ax.set_xticks(x, [display_name(s) for s in df["variant"]], rotation=25, ha="right", fontsize=8)
+    ax.set_xticks(x, [variants.label(s) for s in df["variant"]], rotation=25, ha="right", fontsize=8)
     ax.set_ylabel("seconds per image")
     ax.legend(fontsize=8)
     _title(ax, title, pretrained, accuracy=False)
@@ -136,7 +118,7 @@ def plot_throughput(rows: pd.DataFrame, ax: Axes | None = None, *, title: str = 
     for spec, g in rows.groupby("variant", sort=False):
         g = g.sort_values("batch_size")
         ax.plot(g["batch_size"], g["throughput_img_s"], "o-", color=_COLORS.get(_family(spec), "grey"),
-                label=display_name(spec), alpha=0.8)
+                label=variants.label(spec), alpha=0.8)
     ax.set_xlabel("batch size")
     ax.set_ylabel("images / s (median)")
     ax.set_xticks(sorted(rows["batch_size"].unique()))
@@ -157,7 +139,7 @@ def plot_tradeoff(rows: pd.DataFrame, y: str = "top1", ax: Axes | None = None, *
         _, ax = plt.subplots(figsize=(6.5, 4.5))
     df = rows.dropna(subset=[x, y]).copy()
     df["family"] = df["variant"].map(_family)
-    df = df.set_index("variant").loc[order_variants(list(df["variant"]))].reset_index()
+    df = df.set_index("variant").loc[variants.order(list(df["variant"]))].reset_index()
     for fam, g in df.groupby("family", sort=False):
         color = _COLORS.get(fam, "grey")
         if fam == "deit":
@@ -197,7 +179,7 @@ def plot_agreement(agreement: pd.DataFrame, ax: Axes | None = None, *,
     import matplotlib.pyplot as plt
     import numpy as np
 
-    df = agreement[agreement["variant"] != canonical_spec(paper.BASELINE)].reset_index(drop=True)
+    df = agreement[agreement["variant"] != variants.canonical(paper.BASELINE)].reset_index(drop=True)
     if ax is None:
         _, ax = plt.subplots(figsize=(6.5, 0.45 * max(3, len(df)) + 1))
     y = np.arange(len(df))
@@ -209,7 +191,7 @@ def plot_agreement(agreement: pd.DataFrame, ax: Axes | None = None, *,
     for yi, a, b in zip(y, top1, top5):
         ax.text(a + hi * 0.01, yi - 0.2, f"{a:.1f}%", va="center", fontsize=7)
         ax.text(b + hi * 0.01, yi + 0.2, f"{b:.1f}%", va="center", fontsize=7, color="dimgrey")
-    ax.set_yticks(y, [f"{display_name(s)} (n={n})" for s, n in zip(df["variant"], df["n"])], fontsize=8)
+    ax.set_yticks(y, [f"{variants.label(s)} (n={n})" for s, n in zip(df["variant"], df["n"])], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, hi * 1.25)
     ax.set_xlabel("% of images (paired with the baseline on the same images)")

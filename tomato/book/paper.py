@@ -30,10 +30,8 @@ __all__ = [
     "TOP1_VS_TOME",
     "TOP5_VS_DEIT",
     "TOP5_VS_TOME",
-    "FIGURE3_SIMS",
     "Claim",
     "FIGURES_AND_CLAIMS",
-    "CLAIMS_BY_ID",
 ]
 
 #: How the paper measured (for provenance tables next to ours).
@@ -87,10 +85,6 @@ TOP1_VS_TOME: Final[float] = -0.59
 TOP5_VS_DEIT: Final[float] = -0.40
 TOP5_VS_TOME: Final[float] = -0.31
 
-#: Thresholds the authors profiled for Figure 3 (its values are only given as a graph).
-FIGURE3_SIMS: Final[tuple[float, ...]] = (1e-2, 1e-3, 5e-4, 1e-7, 1e-20)
-
-
 class Claim(TypedDict):
     """One reproducible item of the paper.
 
@@ -98,7 +92,11 @@ class Claim(TypedDict):
     ``value``: the number when there is one (None for figures); ``unit``: "%", "pt"
     (percentage points), "s" or ""; ``needs``: what a like-for-like reproduction needs
     beyond our pipeline: "weights" (pretrained weights and ImageNet data), "jetson"
-    (the paper's board), "weights+jetson", or "" (nothing: structural).
+    (the paper's board), "weights+jetson", or "" (nothing: structural); ``check``: how
+    :func:`tomato.book.claims.reproduction_summary` finds our value ("top", "latency_s",
+    "top_diff", "latency_ratio", "token_cut", "tome_cut", "figure1", "figure2",
+    "figure3"); ``variant`` / ``other``: the variant the value is of and the one it is
+    compared with ("" when none); ``measure``: the result column ("top1", "top5", ...).
     """
 
     id: str
@@ -107,48 +105,54 @@ class Claim(TypedDict):
     value: float | None
     unit: str
     needs: str
+    check: str
+    variant: str
+    other: str
+    measure: str
+
+
+def _claim(id: str, item: str, paper: str, value: float | None, unit: str, needs: str, check: str,
+           variant: str = "", other: str = "", measure: str = "") -> Claim:
+    return {"id": id, "item": item, "paper": paper, "value": value, "unit": unit, "needs": needs,
+            "check": check, "variant": variant, "other": other, "measure": measure}
 
 
 def _table1_claims() -> list[Claim]:
     out: list[Claim] = []
     for row in TABLE1:
-        v = row["variant"]
-        out.append({"id": f"table1:{v}:top1", "item": f"Table 1, {row['model']}: top-1",
-                    "paper": f"{row['top1']:.2f} %", "value": row["top1"], "unit": "%", "needs": "weights"})
-        out.append({"id": f"table1:{v}:top5", "item": f"Table 1, {row['model']}: top-5",
-                    "paper": f"{row['top5']:.2f} %", "value": row["top5"], "unit": "%", "needs": "weights"})
-        out.append({"id": f"table1:{v}:latency", "item": f"Table 1, {row['model']}: latency",
-                    "paper": f"{row['latency_s']:.4f} s", "value": row["latency_s"], "unit": "s",
-                    "needs": "jetson"})
+        v, m = row["variant"], row["model"]
+        out.append(_claim(f"table1:{v}:top1", f"Table 1, {m}: top-1", f"{row['top1']:.2f} %", row["top1"], "%",
+                          "weights", "top", v, measure="top1"))
+        out.append(_claim(f"table1:{v}:top5", f"Table 1, {m}: top-5", f"{row['top5']:.2f} %", row["top5"], "%",
+                          "weights", "top", v, measure="top5"))
+        out.append(_claim(f"table1:{v}:latency", f"Table 1, {m}: latency", f"{row['latency_s']:.4f} s",
+                          row["latency_s"], "s", "jetson", "latency_s", v, measure="median_s"))
     return out
 
 
 #: Every table cell, figure and claim of the paper, in the order of the reproduction summary.
 FIGURES_AND_CLAIMS: Final[list[Claim]] = [
     *_table1_claims(),
-    {"id": "figure1", "item": "Figure 1: ToMe merges in every block, ToMato once in block 0",
-     "paper": "schematic", "value": None, "unit": "", "needs": ""},
-    {"id": "figure2", "item": "Figure 2: merged patches on ImageNet-Mini images",
-     "paper": "uniform backgrounds merge at once", "value": None, "unit": "", "needs": "weights"},
-    {"id": "figure3", "item": "Figure 3: top-1 vs latency, ToMe sweeping r, ToMato sweeping sim",
-     "paper": "ToMato's top-1 changes little as latency falls", "value": None, "unit": "",
-     "needs": "weights+jetson"},
-    {"id": "token_cut_sim_1e-7", "item": "Tokens cut per image by ToMato sim=1e-7",
-     "paper": f"{TOKEN_CUT_SIM_1E7[0]:.2f}–{TOKEN_CUT_SIM_1E7[1]:.2f} %", "value": None, "unit": "%",
-     "needs": "weights"},
-    {"id": "tome_r2_token_cut", "item": "Tokens merged by ToMe r=2",
-     "paper": f"about {TOME_R2_TOKEN_CUT:.0f} %", "value": TOME_R2_TOKEN_CUT, "unit": "%", "needs": ""},
-    {"id": "latency_vs_deit", "item": "Latency of ToMato-B vs DeiT-B",
-     "paper": f"{LATENCY_VS_DEIT:+.2f} %", "value": LATENCY_VS_DEIT, "unit": "%", "needs": "weights+jetson"},
-    {"id": "latency_vs_tome", "item": "Latency of ToMato-B vs ToMe-B",
-     "paper": f"{LATENCY_VS_TOME:+.2f} %", "value": LATENCY_VS_TOME, "unit": "%", "needs": "weights+jetson"},
-    {"id": "top1_vs_deit", "item": "Top-1 of ToMato-B vs DeiT-B",
-     "paper": f"{TOP1_VS_DEIT:+.2f} pt", "value": TOP1_VS_DEIT, "unit": "pt", "needs": "weights"},
-    {"id": "top1_vs_tome", "item": "Top-1 of ToMato-B vs ToMe-B",
-     "paper": f"{TOP1_VS_TOME:+.2f} pt", "value": TOP1_VS_TOME, "unit": "pt", "needs": "weights"},
-    {"id": "top5_vs_deit", "item": "Top-5 of ToMato-B vs DeiT-B",
-     "paper": f"{TOP5_VS_DEIT:+.2f} pt", "value": TOP5_VS_DEIT, "unit": "pt", "needs": "weights"},
-    {"id": "top5_vs_tome", "item": "Top-5 of ToMato-B vs ToMe-B",
-     "paper": f"{TOP5_VS_TOME:+.2f} pt", "value": TOP5_VS_TOME, "unit": "pt", "needs": "weights"},
+    _claim("figure1", "Figure 1: ToMe merges in every block, ToMato once in block 0", "schematic", None, "", "",
+           "figure1", TOMATO, TOME),
+    _claim("figure2", "Figure 2: merged patches on ImageNet-Mini images", "uniform backgrounds merge at once",
+           None, "", "weights", "figure2", TOMATO),
+    _claim("figure3", "Figure 3: top-1 vs latency, ToMe sweeping r, ToMato sweeping sim",
+           "ToMato's top-1 changes little as latency falls", None, "", "weights+jetson", "figure3"),
+    _claim("token_cut_sim_1e-7", "Tokens cut per image by ToMato sim=1e-7",
+           f"{TOKEN_CUT_SIM_1E7[0]:.2f}–{TOKEN_CUT_SIM_1E7[1]:.2f} %", None, "%", "weights", "token_cut", TOMATO),
+    _claim("tome_r2_token_cut", "Tokens merged by ToMe r=2", f"about {TOME_R2_TOKEN_CUT:.0f} %",
+           TOME_R2_TOKEN_CUT, "%", "", "tome_cut", TOME),
+    _claim("latency_vs_deit", "Latency of ToMato-B vs DeiT-B", f"{LATENCY_VS_DEIT:+.2f} %", LATENCY_VS_DEIT, "%",
+           "weights+jetson", "latency_ratio", TOMATO, BASELINE, "median_s"),
+    _claim("latency_vs_tome", "Latency of ToMato-B vs ToMe-B", f"{LATENCY_VS_TOME:+.2f} %", LATENCY_VS_TOME, "%",
+           "weights+jetson", "latency_ratio", TOMATO, TOME, "median_s"),
+    _claim("top1_vs_deit", "Top-1 of ToMato-B vs DeiT-B", f"{TOP1_VS_DEIT:+.2f} pt", TOP1_VS_DEIT, "pt",
+           "weights", "top_diff", TOMATO, BASELINE, "top1"),
+    _claim("top1_vs_tome", "Top-1 of ToMato-B vs ToMe-B", f"{TOP1_VS_TOME:+.2f} pt", TOP1_VS_TOME, "pt",
+           "weights", "top_diff", TOMATO, TOME, "top1"),
+    _claim("top5_vs_deit", "Top-5 of ToMato-B vs DeiT-B", f"{TOP5_VS_DEIT:+.2f} pt", TOP5_VS_DEIT, "pt",
+           "weights", "top_diff", TOMATO, BASELINE, "top5"),
+    _claim("top5_vs_tome", "Top-5 of ToMato-B vs ToMe-B", f"{TOP5_VS_TOME:+.2f} pt", TOP5_VS_TOME, "pt",
+           "weights", "top_diff", TOMATO, TOME, "top5"),
 ]
-CLAIMS_BY_ID: Final[dict[str, Claim]] = {c["id"]: c for c in FIGURES_AND_CLAIMS}

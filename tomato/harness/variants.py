@@ -10,17 +10,39 @@
 :func:`parse` turns a spec into a :class:`Variant`; ``Variant.apply(model)`` patches a timm
 model in place (undoing any earlier patch), and ``Variant.spec`` is the canonical string
 used to name results.
+
+This module is the one place that names and orders variants: ``Variant.label`` (tables
+and legends), ``Variant.short`` (point annotations), ``Variant.family`` (plot series),
+``Variant.parameter`` (the swept knob) and :func:`order` (baseline, ToMe by r, ToMato by
+sim, merging more to the right). :data:`PAPER_SIMS` holds the thresholds of the paper's
+Figure 3, the one copy the sweep and the book share.
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from torch import nn
 
 from ..core import pipeline, patch
 
 _BASELINE = {"deit", "none", "base", "baseline", "vit"}
+
+#: Thresholds the authors profiled for the paper's Figure 3 (values read from its graph).
+PAPER_SIMS: tuple[float, ...] = (1e-2, 1e-3, 5e-4, 1e-7, 1e-20)
+
+_KINDS = ("deit", "tome", "tomato")
+_SWEPT = ("r", "sim", "keep_ratio", "tokens")
+
+
+def format_number(value: Any) -> str:
+    """Numbers as people write them: ``1e-07`` -> ``1e-7``, ``0.85`` -> ``0.85``."""
+    if isinstance(value, float):
+        return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2),
+                      f"{value:g}")
+    return str(value)
 _TOMATO_KEYS = {"sim": float, "keep": float, "keep_ratio": float, "tokens": int,
                 "method": str, "metric": str, "rule": str}
 
@@ -41,9 +63,66 @@ class Variant:
 
     @property
     def label(self) -> str:
-        """Short human label for plots and tables, e.g. ``ToMato sim=1e-07``."""
-        names = {"deit": "baseline", "tome": "ToMe", "tomato": "ToMato"}
-        return (names[self.kind] + " " + " ".join(f"{k}={v}" for k, v in self.params)).strip()
+        """Short name for tables and legends: ``baseline``, ``ToMe r=2``,
+        ``ToMato sim=1e-7``, ``ToMato keep=0.85``, ``ToMato parallel sim=1e-7``."""
+        if self.kind == "deit":
+            return "baseline"
+        if self.kind == "tome":
+            return f"ToMe r={self.get('r')}"
+        parts = ["ToMato"]
+        if self.get("method") not in (None, "faithful"):
+            parts.append(str(self.get("method")))
+        for key, name in (("sim", "sim"), ("keep_ratio", "keep"), ("tokens", "tokens")):
+            if self.get(key) is not None:
+                parts.append(f"{name}={format_number(self.get(key))}")
+        parts += [f"{key}={self.get(key)}" for key in ("metric", "rule") if self.get(key) is not None]
+        return " ".join(parts)
+
+    @property
+    def parameter(self) -> tuple[str, Any]:
+        """The swept knob and its value, e.g. ``("sim", 1e-07)``; ``("", "")`` for the baseline."""
+        for name in _SWEPT:
+            if self.get(name) is not None:
+                return name, self.get(name)
+        return "", ""
+
+    @property
+    def short(self) -> str:
+        """The swept value alone, for annotating points: ``1e-7``, ``r=2``, ``keep=0.7``."""
+        name, value = self.parameter
+        if not name:
+            return "baseline"
+        if name == "sim":  # always as a power of ten: 1e-7, 5e-4, 2.5e-3
+            mantissa, exponent = f"{float(value):.3e}".split("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return f"{'keep' if name == 'keep_ratio' else name}={format_number(value)}"
+
+    @property
+    def family(self) -> str:
+        """The plot series: ``deit``, ``tome``, ``tomato`` (fixed sim), ``parallel``,
+        ``keep`` or ``tokens`` (ToMato choosing sim per image)."""
+        if self.kind != "tomato":
+            return self.kind
+        if self.get("method") == "parallel":
+            return "parallel"
+        if self.get("keep_ratio") is not None:
+            return "keep"
+        if self.get("tokens") is not None:
+            return "tokens"
+        return "tomato"
+
+    @property
+    def sort_key(self) -> tuple:
+        """Baseline, then ToMe by r, then ToMato by sim (merging more to the right), keep
+        ratio and token budget (both descending); the parallel method after the faithful."""
+        name, value = self.parameter
+        if name == "sim":
+            val = -math.log10(value) if value > 0 else math.inf
+        elif name == "r":
+            val = float(value)
+        else:
+            val = -float(value or 0)
+        return (_KINDS.index(self.kind), _SWEPT.index(name) if name else -1, str(self.get("method") or ""), val)
 
     def get(self, name: str, default: Any = None) -> Any:
         return dict(self.params).get(name, default)
@@ -112,3 +191,32 @@ def parse(spec: str | Variant) -> Variant:
         pipeline.Settings(**params).validate()  # same errors as setting them on a model
         return Variant("tomato", tuple(sorted(params.items())))
     raise ValueError(f"unknown variant kind {kind!r} in {spec!r}; use deit, tome:r=N or tomato:sim=S")
+
+
+def canonical(spec: str | Variant) -> str:
+    """The canonical spec of ``spec``; the text itself when it does not parse (a folder
+    written by another version stays readable)."""
+    try:
+        return parse(spec).spec
+    except ValueError:
+        return str(spec)
+
+
+def label(spec: str | Variant) -> str:
+    """:attr:`Variant.label` of ``spec``; the text itself when it does not parse."""
+    try:
+        return parse(spec).label
+    except ValueError:
+        return str(spec)
+
+
+def order(specs: Iterable[str]) -> list[str]:
+    """``specs`` without duplicates, in :attr:`Variant.sort_key` order; specs that do not
+    parse go last, alphabetically."""
+    def key(spec: str) -> tuple:
+        try:
+            return (0, parse(spec).sort_key, "")
+        except ValueError:
+            return (1, (), spec)
+
+    return sorted(dict.fromkeys(specs), key=key)

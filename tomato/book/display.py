@@ -1,0 +1,68 @@
+"""What a notebook page says about its own run: the weights banner, short weight notes
+for captions, a warning when timing is too noisy to read, and keeping a notebook's
+timing with the machine it ran on (:func:`save_timing`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from ..harness import provenance
+from ..harness.models import WeightsInfo
+from ..harness.results import atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+
+def weights_banner(weights: WeightsInfo) -> str:
+    """Markdown stating which weights a notebook runs on; loud when they are random."""
+    if weights.pretrained:
+        return (f"**Weights:** `{weights.model}` from `{weights.source}` "
+                f"(sha256 `{weights.sha256[:12]}…`).")
+    # A plain blockquote: it renders the same in JupyterLab and in the built book.
+    return (f"> **Warning: random-init weights.** `{weights.model}` runs with "
+            f"`{weights.source}` because no pretrained weights can be downloaded where this "
+            "page was built. Token merging, token counts, timings and pictures below are real "
+            "computations on real photos, but every *accuracy* number from these weights is "
+            "meaningless (chance level) and must not be read as accuracy. Rerun with "
+            "`-p checkpoint /path/to/deit_base_patch16_224.pth` or on an online machine for "
+            "real numbers.")
+
+
+def weights_note(pretrained: bool | None) -> str:
+    """A short tag for figure titles and table captions: empty for pretrained weights."""
+    if pretrained:
+        return ""
+    return "random-init weights: top-1/top-5 are NOT accuracy"
+
+
+def timing_noise(rows: pd.DataFrame, threshold: float = 0.2) -> str:
+    """A warning (Markdown) when the timing in ``rows`` is too noisy for its ratios to mean
+    much: some variant's IQR exceeds ``threshold`` times its median (typically a machine
+    shared with other jobs). Empty string when the timing looks clean."""
+    import pandas as pd
+
+    if not {"median_s", "iqr_s"} <= set(rows):
+        return ""
+    rel = pd.to_numeric(rows["iqr_s"], errors="coerce") / pd.to_numeric(rows["median_s"], errors="coerce")
+    rel = rel.dropna()
+    if rel.empty or rel.max() <= threshold:
+        return ""
+    return (f"> **Noisy timing:** the interquartile range reaches {100 * rel.max():.0f}% of the median "
+            f"(median over variants {100 * rel.median():.0f}%), so differences between variants below "
+            "are within the noise and their ratios are not reliable. The machine was probably busy with "
+            "other work; re-time on an idle machine (e.g. `python -m tomato time ...`) with more runs.")
+
+
+def save_timing(path: Path | str, rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> Path:
+    """Write timing rows as ``timing.json`` (``config``, ``rows``, ``provenance``), the
+    format :func:`tomato.harness.sweep.sweep` writes, so a notebook's measurement is kept with the
+    machine it ran on. Returns the file's path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"config": dict(config), "rows": list(rows), "provenance": provenance.collect(**config)}
+    atomic_write_text(path, json.dumps(provenance.jsonable(record), indent=2) + "\n")
+    return path
+

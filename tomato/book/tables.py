@@ -1,0 +1,186 @@
+"""Tables for the book: provenance records, run overviews, short-header views of result
+rows, and the pandas Styler every table is shown with.
+
+:func:`provenance_table` turns a provenance record (model, weights, data, machine,
+commit, date) into a two-column table; :func:`runs_overview` gives one line per recorded
+run; :func:`timing_view` / :func:`sweep_view` rename result columns for a book page;
+:func:`styled` formats any of them. pandas is imported inside the functions.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from ..harness import variants
+from .runs import RecordedRun
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+#: A Jetson probe that found no board writes a value starting with this.
+NOT_JETSON_PREFIX = "absent"
+
+
+def runs_overview(runs: Sequence[RecordedRun]) -> pd.DataFrame:
+    """One line per recorded run: what it holds and where it came from."""
+    import pandas as pd
+
+    records = []
+    for run in runs:
+        prov = run.provenance
+        machine = prov.get("machine") or {}
+        records.append({
+            "run": run.name,
+            "status": run.status,
+            "variants": ", ".join(variants.order(list(run.variants))),
+            "images": prov.get("n_images"),
+            "model": prov.get("model"),
+            "weights": prov.get("weights_source"),
+            "data": prov.get("data"),
+            "machine": _machine_text(prov, machine),
+            "commit": _commit_text(prov),
+            "date (UTC)": prov.get("date_utc"),
+        })
+    return pd.DataFrame(records, columns=["run", "status", "variants", "images", "model", "weights",
+                                          "data", "machine", "commit", "date (UTC)"])
+
+
+def _machine_text(prov: Mapping[str, Any], machine: Mapping[str, Any]) -> str:
+    cpu = prov.get("cpu_model") or machine.get("cpu_model") or "?"
+    n = machine.get("cpu_count")
+    gpu = prov.get("gpu_name") or machine.get("cuda_device") or "?"
+    board = machine.get("board_model")
+    text = f"{cpu}" + (f" ({n} cores)" if n else "") + f"; GPU: {gpu}"
+    if board and not str(board).startswith(NOT_JETSON_PREFIX):
+        text += f"; Jetson: {board}, {machine.get('power_mode', '?')}"
+    return text
+
+
+def machine_short(prov: Mapping[str, Any]) -> str:
+    """'AMD EPYC CPU (2 cores)', 'NVIDIA H100 GPU' or 'Jetson <board>' for short reasons."""
+    machine = prov.get("machine") or {}
+    board = machine.get("board_model")
+    if board and not str(board).startswith(NOT_JETSON_PREFIX):
+        return f"{board}"
+    gpu = prov.get("gpu_name") or machine.get("cuda_device")
+    if gpu and not str(gpu).startswith("none") and str(prov.get("device", "cuda")).startswith("cuda"):
+        return f"{gpu} GPU"
+    cpu = prov.get("cpu_model") or machine.get("cpu_model") or "unknown"
+    n = machine.get("cpu_count")
+    return f"{cpu} CPU" + (f" ({n} cores)" if n else "")
+
+
+def is_jetson(prov: Mapping[str, Any]) -> bool:
+    board = (prov.get("machine") or {}).get("board_model")
+    return bool(board) and not str(board).startswith(NOT_JETSON_PREFIX)
+
+
+def _commit_text(prov: Mapping[str, Any]) -> str:
+    git = prov.get("git") or {}
+    commit = str(git.get("commit", "unknown"))
+    short = commit[:10] if commit != "unknown" else commit
+    if git.get("dirty") is True:
+        short += " (dirty)"
+    return short
+
+
+def provenance_table(prov: Mapping[str, Any]) -> pd.DataFrame:
+    """The key fields of a provenance record (:func:`tomato.harness.provenance.collect`, an
+    evaluation's ``provenance.json`` or a timing record's) as a two-column table."""
+    import pandas as pd
+
+    machine = prov.get("machine") or {}
+    sha = prov.get("weights_sha256")
+    fields = [
+        ("model", prov.get("model")),
+        ("weights source", prov.get("weights_source")),
+        ("weights sha256", f"{sha[:12]}…" if isinstance(sha, str) and sha else None),
+        ("pretrained", prov.get("pretrained")),
+        ("data", prov.get("data")),
+        ("images", prov.get("n_images")),
+        ("variants", ", ".join(prov["variants"]) if isinstance(prov.get("variants"), list) else prov.get("variant")),
+        ("batch size", prov.get("batch_size")),
+        ("device", prov.get("device")),
+        ("platform", machine.get("platform")),
+        ("CPU", f"{prov.get('cpu_model') or machine.get('cpu_model')}"
+                + (f" ({machine['cpu_count']} cores, torch threads {machine.get('torch_threads')})"
+                   if machine.get("cpu_count") else "")),
+        ("GPU", prov.get("gpu_name") or machine.get("cuda_device")),
+        ("Jetson board", machine.get("board_model")),
+        ("Jetson power mode", machine.get("power_mode")),
+        ("python", prov.get("python") or machine.get("python")),
+        ("torch", prov.get("torch") or machine.get("torch")),
+        ("timm", prov.get("timm") or machine.get("timm")),
+        ("commit", _commit_text(prov) if prov.get("git") else None),
+        ("date (UTC)", prov.get("date_utc")),
+        ("host", prov.get("hostname")),
+    ]
+    return pd.DataFrame([(k, v) for k, v in fields if v not in (None, "", "None")], columns=["field", "value"])
+
+
+def styled(df: pd.DataFrame, caption: str = "", *, digits: int = 2, formats: Mapping[str, str] | None = None,
+           hide_index: bool = True, widths: Mapping[str, str] | None = None) -> Any:
+    """A pandas Styler for the book: ``digits`` decimals for floats (``formats`` per
+    column overrides, e.g. ``{"median_s": "{:.4f}"}``), NaN shown as "–", wrapped text,
+    an optional caption, no index. ``widths`` (column -> CSS width, e.g. "20%") fixes
+    the layout to the page width, for tables with long text."""
+    import numpy as np
+
+    fmt: dict[str, Any] = {}
+    for col in df.columns:
+        if col in (formats or {}):
+            fmt[col] = formats[col]
+        elif df[col].dtype.kind == "f":
+            fmt[col] = f"{{:.{digits}f}}"
+    sty = df.style.format(fmt, na_rep="–")
+    sty = sty.format(lambda v: "–" if v is None or (isinstance(v, float) and np.isnan(v)) else v,
+                     subset=[c for c in df.columns if c not in fmt])
+    if hide_index:
+        sty = sty.hide(axis="index")
+    if caption:
+        sty = sty.set_caption(caption)
+    styles = [
+        {"selector": "caption", "props": "caption-side: top; text-align: left; font-weight: bold;"},
+        {"selector": "td", "props": "white-space: normal; vertical-align: top; overflow-wrap: anywhere;"},
+        {"selector": "th", "props": "vertical-align: bottom;"},
+        {"selector": "", "props": "font-size: 0.9em;"},
+    ]
+    if widths:
+        styles.append({"selector": "", "props": "table-layout: fixed; width: 100%;"})
+        for k, col in enumerate(df.columns, 1):
+            if col in widths:
+                styles.append({"selector": f"th:nth-child({k}), td:nth-child({k})",
+                               "props": f"width: {widths[col]};"})
+    return sty.set_table_styles(styles, overwrite=False)
+
+
+def timing_view(rows: pd.DataFrame) -> pd.DataFrame:
+    """Timing rows (:func:`tomato.harness.speed.measure_variants`) with short headers for display."""
+    import pandas as pd
+
+    cols = {"paper_mean_s": "paper mean s", "median_s": "median s", "iqr_s": "IQR s", "speedup": "speed-up ×",
+            "tokens_mean": "tokens", "gflops": "GFLOPs", "ideal_speedup": "ideal ×"}
+    out = pd.DataFrame({"variant": [variants.label(s) for s in rows["variant"]]})
+    for src, dst in cols.items():
+        out[dst] = pd.to_numeric(rows[src], errors="coerce").to_numpy() if src in rows else float("nan")
+    return out
+
+
+def sweep_view(rows: pd.DataFrame) -> pd.DataFrame:
+    """Sweep rows (plus agreement and ``gflops_eval`` when present) with short headers:
+    variant, top-1 %, same top-1 % (agreement with the baseline), top-5 kept % (top-5
+    overlap), tokens "mean (min–max)", median s, speed-up ×, GFLOPs, ideal ×."""
+    import pandas as pd
+
+    def num(col: str) -> Any:
+        return pd.to_numeric(rows[col], errors="coerce").to_numpy() if col in rows else float("nan")
+
+    g, ideal = ("gflops_eval", "ideal_speedup_eval") if "gflops_eval" in rows else ("gflops", "ideal_speedup")
+    tokens = [f"{m:.1f} ({lo:.0f}–{hi:.0f})" if m == m and lo == lo else "–"
+              for m, lo, hi in zip(num("tokens_mean"), num("tokens_min"), num("tokens_max"))]
+    return pd.DataFrame({
+        "variant": [variants.label(s) for s in rows["variant"]],
+        "top-1 %": num("top1"), "same top-1 %": num("top1_agreement"), "top-5 kept %": num("top5_overlap"),
+        "tokens (min–max)": tokens, "median s": num("median_s"), "speed-up ×": num("speedup"), "GFLOPs": num(g),
+        "ideal ×": num(ideal),
+    })
+
