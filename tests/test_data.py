@@ -157,15 +157,80 @@ def test_corrupt_image_skipped_and_reported(tree: Path, small_transform, caplog)
         seen_labels += labels.tolist()
         seen_idx += indices.tolist()
         seen_bad += bad_indices
-    assert set(seen_bad) == bad_idx
+    assert {b.index for b in seen_bad} == bad_idx
+    # Both are corrupt (final), each with the decoder's reason, not a generic label.
+    assert {b.kind for b in seen_bad} == {"corrupt"}
+    reasons = {b.path.name: b.error for b in seen_bad}
+    assert reasons["x.JPEG"].startswith("UnidentifiedImageError: ")
+    assert reasons["y.JPEG"].startswith("OSError: ") and "truncated" in reasons["y.JPEG"].lower()
     assert sorted(seen_idx) == sorted(set(range(len(samples))) - bad_idx)
     assert seen_labels == [samples[i].label for i in seen_idx]
 
 
 def test_collate_all_bad():
-    images, labels, indices, bad = data.collate_skip_bad([data.BadSample(3, Path("a"), "e"), None])
+    marker = data.BadSample(3, Path("a"), "e")
+    images, labels, indices, bad = data.collate_skip_bad([marker, None])
     assert images.shape == (0, 3, 0, 0) and labels.numel() == 0 and indices.numel() == 0
-    assert bad == [3]
+    assert bad == [marker]
+
+
+@pytest.mark.parametrize("error,kind", [
+    (PermissionError(13, "Permission denied"), "transient"),
+    (OSError(5, "Input/output error"), "transient"),
+    (FileNotFoundError(2, "No such file or directory"), "transient"),
+    (OSError("image file is truncated (3 bytes not processed)"), "corrupt"),
+    (Image.UnidentifiedImageError("cannot identify image file"), "corrupt"),
+    (SyntaxError("broken PNG file"), "corrupt"),
+    (Image.DecompressionBombError("too big"), "corrupt"),
+])
+def test_classify_error_separates_corrupt_from_could_not_read_now(error, kind):
+    assert data.classify_error(error) == kind
+
+
+def test_a_file_that_cannot_be_read_now_is_transient_with_its_reason(tree: Path, small_transform, monkeypatch):
+    samples = data.scan_imagenet_folder(tree)
+    locked = samples[1].path
+    real = data.load_image
+
+    def load(path):
+        # As root, chmod 000 does not stop a read: raise what the OS gives a normal user.
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(data, "load_image", load)
+    item = data.ImageNetFolder(samples, small_transform)[1]
+    assert not item and item.kind == "transient" and item.index == 1
+    assert item.error == f"PermissionError: [Errno 13] Permission denied: '{locked}'"
+
+
+def test_unreadable_root_or_class_folder_is_one_clear_error(tree: Path, monkeypatch):
+    val = tree / "val"
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self == blocked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    for blocked, what in [(val, "image folder"), (val / "n02123045", "class folder")]:
+        with pytest.raises(ValueError) as exc:
+            data.scan_imagenet_folder(tree)
+        msg = str(exc.value)
+        assert f"cannot read the {what} {blocked}" in msg and "PermissionError" in msg and "chmod" in msg
+
+
+def test_non_utf8_file_name_is_named(tree: Path):
+    folder = tree / "val" / "n02123045"
+    raw = bytes(folder) + b"/caf\xe9.JPEG"  # Latin-1 e-acute: not valid UTF-8
+    with open(raw, "wb") as fh:
+        fh.write((folder / "n02123045_0.JPEG").read_bytes())
+    with pytest.raises(ValueError) as exc:
+        data.scan_imagenet_folder(tree)
+    msg = str(exc.value)
+    assert "caf\\udce9.JPEG" in msg and "not valid UTF-8" in msg and "rename" in msg
+    msg.encode("utf-8")  # the message itself prints anywhere
 
 
 def test_gray_and_rgba_become_rgb(tmp_path: Path):

@@ -68,10 +68,11 @@ def test_open_append_reopen_resumes(tmp_path: Path) -> None:
     first = store.rows
     for name in ("config.json", "provenance.json", "predictions.csv", "bad_images.csv"):
         assert (out / name).exists()
+    store.close()
 
     again = RunStore.open(out, dict(CONFIG), provenance={"host": "b"})
     assert again.rows == first
-    assert again.bad == [{"index": 4, "path": "broken.JPEG", "error": "OSError: truncated"}]
+    assert again.bad == [{"index": 4, "path": "broken.JPEG", "kind": "corrupt", "error": "OSError: truncated"}]
     assert again.done == {0, 1, 2, 3, 4}
     # Rows read back have the normalised types.
     r = again.rows[1]
@@ -95,7 +96,8 @@ def test_append_rejects_duplicates_and_missing_columns(tmp_path: Path) -> None:
 
 
 def test_different_config_is_refused_naming_keys(tmp_path: Path) -> None:
-    RunStore.open(tmp_path, CONFIG).append(make_rows(2))
+    with RunStore.open(tmp_path, CONFIG) as store:
+        store.append(make_rows(2))
     other = {**CONFIG, "variant": "tome:r=2", "extra_key": 1}
     with pytest.raises(ValueError) as exc:
         RunStore.open(tmp_path, other)
@@ -108,8 +110,8 @@ def test_different_config_is_refused_naming_keys(tmp_path: Path) -> None:
 
 def test_config_normalised_like_json(tmp_path: Path) -> None:
     cfg = {**CONFIG, "data": Path("/data/imagenet-mini/val"), "sizes": (1, 2)}
-    RunStore.open(tmp_path, cfg)
-    RunStore.open(tmp_path, {**CONFIG, "sizes": [1, 2]})  # same identity once serialised
+    RunStore.open(tmp_path, cfg).close()
+    RunStore.open(tmp_path, {**CONFIG, "sizes": [1, 2]}).close()  # same identity once serialised
 
 
 def test_results_without_config_are_refused(tmp_path: Path) -> None:
@@ -155,7 +157,7 @@ def test_kill_midway_then_resume_equals_one_shot(tmp_path: Path) -> None:
     first = RunStore.open(tmp_path / "two", CONFIG)
     first.append(rows[:3])
     first.append(rows[3:5])
-    del first  # the process "dies": nothing but the files survives
+    first.close()  # the run stops: only the files survive (tests/test_faults.py kills a real process)
     resumed = RunStore.open(tmp_path / "two", CONFIG)
     todo = [r for r in rows if r["index"] not in resumed.done]
     assert [r["index"] for r in todo] == [5, 6, 7, 8, 9]
@@ -180,5 +182,79 @@ def test_crash_during_append_keeps_previous_rows(tmp_path: Path, monkeypatch: py
     with pytest.raises(KeyboardInterrupt):
         store.append(rows[3:])
     monkeypatch.undo()
+    store.close()
     again = RunStore.open(tmp_path, CONFIG)
     assert again.done == {0, 1, 2}
+
+
+# ---------------------------------------------------------------- one owner per folder
+
+
+def test_a_second_open_is_refused_while_the_first_holds_the_folder(tmp_path: Path) -> None:
+    first = RunStore.open(tmp_path / "run", CONFIG)
+    first.append(make_rows(2))
+    with pytest.raises(results.RunFolderBusy, match="in use by another run"):
+        RunStore.open(tmp_path / "run", CONFIG)
+    first.close()
+    with RunStore.open(tmp_path / "run", CONFIG) as again:  # released: resumable again
+        assert again.done == {0, 1}
+
+
+def test_the_lock_is_taken_before_config_is_checked(tmp_path: Path) -> None:
+    # A run with ANOTHER config must be refused as busy, not checked against a config.json
+    # the owner may not have written yet: that gap let two runs mix (issue 11, item 1).
+    out = tmp_path / "run"
+    with RunStore.open(out, CONFIG):
+        (out / "config.json").unlink()
+        with pytest.raises(results.RunFolderBusy):
+            RunStore.open(out, {**CONFIG, "variant": "tome:r=2"})
+        assert not (out / "config.json").exists()
+
+
+def test_a_refused_open_leaves_no_folder(tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    lock = RunStore.lock(tmp_path / "taken")
+    with pytest.raises(results.RunFolderBusy):
+        RunStore.open(tmp_path / "taken", CONFIG)
+    lock.release()
+    with pytest.raises(ValueError, match="existing file"):
+        (tmp_path / "file").write_text("x")
+        RunStore.open(tmp_path / "file", CONFIG)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "taken"]
+
+
+# ---------------------------------------------------------------- bad images with a reason
+
+
+def test_transient_failures_are_retried_and_keep_the_run_incomplete(tmp_path: Path) -> None:
+    rows = make_rows(4)
+    with RunStore.open(tmp_path, CONFIG) as store:
+        store.append(rows[:2], bad=[
+            {"index": 2, "path": "locked.JPEG", "kind": "transient", "error": "PermissionError: [Errno 13] denied"},
+            {"index": 3, "path": "broken.JPEG", "kind": "corrupt", "error": "UnidentifiedImageError: x"},
+        ])
+        assert store.done == {0, 1, 3} and store.retry == {2} and not store.complete(4)
+        s = store.summary()
+        assert s["n_bad"] == 1 and s["n_retry"] == 1
+    text = (tmp_path / "bad_images.csv").read_text()
+    assert "transient,PermissionError: [Errno 13] denied" in text and "corrupt,UnidentifiedImageError" in text
+    with RunStore.open(tmp_path, CONFIG) as again:  # resume: index 2 is still to do
+        assert again.retry == {2} and 2 not in again.done
+        again.append([rows[2]])  # the retry succeeded: the failure record goes away
+        assert again.complete(4) and again.retry == set()
+        assert again.summary()["n_retry"] == 0
+        with pytest.raises(ValueError, match="already recorded"):
+            again.append([], bad=[{"index": 3, "path": "broken.JPEG", "error": "again"}])
+    assert "locked.JPEG" not in (tmp_path / "bad_images.csv").read_text()
+
+
+def test_bad_rows_without_kind_are_corrupt_and_old_files_read(tmp_path: Path) -> None:
+    with RunStore.open(tmp_path, CONFIG) as store:
+        store.append([], bad=[{"index": 0, "path": "a", "error": "e"}])
+        assert store.bad[0]["kind"] == "corrupt" and store.done == {0}
+        with pytest.raises(ValueError, match="kind"):
+            store.append([], bad=[{"index": 1, "path": "b", "kind": "maybe", "error": "e"}])
+    # A bad_images.csv from before kinds existed: (index, path, error) only.
+    (tmp_path / "bad_images.csv").write_text("index,path,error\n0,a,unreadable image\n")
+    with RunStore.open(tmp_path, CONFIG) as store:
+        assert store.done == {0} and store.retry == set()

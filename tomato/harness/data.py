@@ -14,13 +14,15 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
+import importlib.util
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from PIL import Image
 from torch import nn
+
+from .results import CORRUPT, TRANSIENT
 
 __all__ = [
     "BadSample",
@@ -30,6 +32,7 @@ __all__ = [
     "Sample",
     "SmokeImage",
     "class_name",
+    "classify_error",
     "collate_skip_bad",
     "imagenet_wnids",
     "load_image",
@@ -99,6 +102,29 @@ class Sample:
     wnid: str
 
 
+def _listdir(folder: Path, what: str) -> list[Path]:
+    """Entries of ``folder``; ValueError naming it when the OS refuses (permissions, I/O)."""
+    try:
+        return list(folder.iterdir())
+    except OSError as e:
+        raise ValueError(
+            f"cannot read the {what} {folder} ({type(e).__name__}: {e.strerror or e}); "
+            f"check that it exists and that this user may list it (e.g. chmod a+rx {folder})"
+        ) from None
+
+
+def _check_name(p: Path) -> None:
+    # A name that is not valid UTF-8 (decoded with surrogate escapes) cannot be written
+    # to the UTF-8 results files; say which file rather than fail later with a codec error.
+    try:
+        p.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"file name {ascii(str(p))} is not valid UTF-8; rename it (e.g. with convmv) "
+            f"or move it out of the image folder"
+        ) from None
+
+
 def _split_folder(root: Path) -> Path:
     """``root`` itself, or ``root/val`` when ``root`` is the parent of a ``val`` split."""
     if not root.exists():
@@ -106,7 +132,10 @@ def _split_folder(root: Path) -> Path:
     if not root.is_dir():
         raise ValueError(f"ImageNet folder {root} is not a directory (expected {_EXPECTED_LAYOUT})")
     val = root / "val"
-    return val if val.is_dir() else root
+    try:
+        return val if val.is_dir() else root
+    except OSError as e:  # is_dir() raises only for errors other than "not found"
+        raise ValueError(f"cannot read the image folder {root} ({type(e).__name__}: {e})") from None
 
 
 def _is_image(p: Path) -> bool:
@@ -119,16 +148,18 @@ def scan_imagenet_folder(root: str | Path) -> list[Sample]:
 
     ``root`` is the split folder (``val/<wnid>/*.JPEG``) or its parent holding ``val/``.
     Order is deterministic: by wnid, then file name. Raises ``ValueError`` naming the
-    path when the folder is missing, has the wrong layout, has a sub-folder that is not
-    an ImageNet-1k wnid, or holds no images. Empty class folders are allowed.
+    path when the folder is missing, unreadable (permissions), has the wrong layout, has
+    a sub-folder that is not an ImageNet-1k wnid, holds a file name that is not valid
+    UTF-8, or holds no images. Empty class folders are allowed.
     """
     root = Path(root).expanduser()
     split = _split_folder(root)
-    subdirs = sorted(d for d in split.iterdir() if d.is_dir() and not d.name.startswith("."))
+    entries = _listdir(split, "image folder")
+    subdirs = sorted(d for d in entries if d.is_dir() and not d.name.startswith("."))
     known = _wnid_to_index()
 
     if not any(_WNID_RE.match(d.name) for d in subdirs):
-        loose = [p for p in split.iterdir() if _is_image(p)]
+        loose = [p for p in entries if _is_image(p)]
         if loose:
             found = f"found {len(loose)} image file(s) directly in it"
         elif subdirs:
@@ -150,7 +181,9 @@ def scan_imagenet_folder(root: str | Path) -> list[Sample]:
     samples: list[Sample] = []
     empty = 0
     for d in subdirs:
-        files = sorted((p for p in d.iterdir() if _is_image(p)), key=lambda p: p.name)
+        files = sorted((p for p in _listdir(d, "class folder") if _is_image(p)), key=lambda p: p.name)
+        for p in files:
+            _check_name(p)
         empty += not files
         samples.extend(Sample(path=p, label=known[d.name], wnid=d.name) for p in files)
 
@@ -175,17 +208,33 @@ def load_image(path: str | Path) -> Image.Image:
         return im.convert("RGB")
 
 
+def classify_error(e: BaseException) -> str:
+    """``"transient"`` when the file could not be read *now*, ``"corrupt"`` when it was
+    read but does not decode.
+
+    The OS reports a failed read with an errno (EACCES, EIO, ENOENT, EMFILE...): that
+    may succeed later, so a resumed run retries it. PIL's decoding failures
+    (UnidentifiedImageError, "image file is truncated", SyntaxError, ValueError,
+    DecompressionBombError) carry no errno: the bytes themselves are bad, which is final.
+    """
+    if isinstance(e, OSError) and e.errno is not None:
+        return TRANSIENT
+    return CORRUPT
+
+
 @dataclass(frozen=True)
 class BadSample:
-    """Returned by :class:`ImageNetFolder` in place of an item whose file cannot be decoded.
+    """Returned by :class:`ImageNetFolder` in place of an item whose file cannot be used.
 
-    Falsy, so ``if item:`` treats it like ``None``; it keeps the dataset index so that
+    Falsy, so ``if item:`` treats it like ``None``; it keeps the dataset index, the
+    reason (``"ExceptionType: message"``) and its kind (:func:`classify_error`) so that
     :func:`collate_skip_bad` can report it.
     """
 
     index: int
     path: Path
     error: str
+    kind: str = CORRUPT
 
     def __bool__(self) -> bool:
         return False
@@ -195,8 +244,8 @@ class ImageNetFolder(torch.utils.data.Dataset):
     """Dataset over a list of :class:`Sample`.
 
     ``dataset[i]`` is ``(image (3,H,W) float tensor, label int, i)``, or a
-    :class:`BadSample` (and a logged warning) when the file cannot be decoded; it never
-    raises for a bad image. Use with ``DataLoader(..., collate_fn=collate_skip_bad)``.
+    :class:`BadSample` (and a logged warning) when the file cannot be read or decoded;
+    it never raises for a bad image. Use with ``DataLoader(..., collate_fn=collate_skip_bad)``.
     """
 
     def __init__(self, samples: Sequence[Sample], transform: Callable[[Image.Image], torch.Tensor]):
@@ -211,23 +260,25 @@ class ImageNetFolder(torch.utils.data.Dataset):
         try:
             img = load_image(s.path)
         except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ...
-            # Only decoding is guarded: a failing transform is a bug and must surface.
-            _log.warning("skipping undecodable image %s: %s: %s", s.path, type(e).__name__, e)
-            return BadSample(index=i, path=s.path, error=f"{type(e).__name__}: {e}")
+            # Only reading/decoding is guarded: a failing transform is a bug and must surface.
+            kind = classify_error(e)
+            _log.warning("skipping %s image %s: %s: %s", kind, s.path, type(e).__name__, e)
+            return BadSample(index=i, path=s.path, error=f"{type(e).__name__}: {e}", kind=kind)
         return self.transform(img), s.label, i
 
 
 def collate_skip_bad(
     batch: Sequence[tuple[torch.Tensor, int, int] | BadSample | None],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[BadSample]]:
     """Collate good items, drop bad ones.
 
-    Returns ``(images (B,3,H,W), labels (B,) int64, indices (B,) int64, bad_indices)``
-    where ``bad_indices`` are the dataset indices that could not be decoded. When every
-    item of the batch is bad, ``images`` has shape ``(0,3,0,0)`` and B = 0.
+    Returns ``(images (B,3,H,W), labels (B,) int64, indices (B,) int64, bad)`` where
+    ``bad`` lists the :class:`BadSample` of the items that could not be read or decoded
+    (index, path, reason, kind). When every item of the batch is bad, ``images`` has
+    shape ``(0,3,0,0)`` and B = 0.
     """
     good = [b for b in batch if b]
-    bad = [b.index for b in batch if isinstance(b, BadSample)]
+    bad = [b for b in batch if isinstance(b, BadSample)]
     if not good:
         empty = torch.empty(0, dtype=torch.long)
         return torch.empty(0, 3, 0, 0), empty, empty.clone(), bad
@@ -277,9 +328,13 @@ SMOKE_TABLE: tuple[SmokeImage, ...] = (
 
 
 def _skimage_data_dir() -> Path:
-    # The package directory itself, located without importing skimage.data's loaders;
+    # The package directory itself, located without importing skimage.data's loaders
+    # (find_spec imports the parent package only; importlib.resources.files needs 3.9);
     # the files are read in place and never copied into this repository.
-    return Path(str(resources.files("skimage.data")))
+    spec = importlib.util.find_spec("skimage.data")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("scikit-image's data folder (skimage.data) was not found; pip install scikit-image")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def smoke_samples() -> list[Sample]:

@@ -88,16 +88,30 @@ def evaluate(
     """Evaluate ``variant`` of ``model`` on ``samples``; returns the summary dict.
 
     Resumes from ``out`` when it holds the same run; ``max_batches`` stops early (a
-    later call continues). Corrupt images are skipped and listed in bad_images.csv.
+    later call continues). The folder is locked for the whole call (a concurrent run
+    into it gets ``RunFolderBusy``). Unusable images are skipped and listed in
+    bad_images.csv with their reason: corrupt ones for good, transient ones (could not
+    be read now) until a resume reads them; ``summary["complete"]`` is False while any
+    transient one stands.
     """
     variant = parse(variant)
     model = variant.apply(model).to(device).eval()
     config = run_config(weights.model, weights, variant, samples, data_label)
-    store = RunStore.open(
+    with RunStore.open(
         out, config,
         provenance.collect(**config, batch_size=batch_size, device=str(device), data_path=data_label),
-    )
+    ) as store:
+        return _run(model, weights, variant, samples, store, batch_size=batch_size, num_workers=num_workers,
+                    device=device, max_batches=max_batches, progress=progress, data_label=data_label)
+
+
+def _run(model: nn.Module, weights: WeightsInfo, variant: Variant, samples: Sequence[data.Sample],
+         store: RunStore, *, batch_size: int, num_workers: int, device: str | torch.device,
+         max_batches: int | None, progress: bool, data_label: str) -> dict[str, Any]:
+    """The batch loop of :func:`evaluate` on an open (locked) store."""
     todo = [i for i in range(len(samples)) if i not in store.done]
+    if store.retry:
+        log.info("retrying %d image(s) that could not be read last time", len(store.retry & set(todo)))
     dataset = data.ImageNetFolder(list(samples), data.transform_for(model))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=todo, num_workers=num_workers,
                         collate_fn=data.collate_skip_bad)
@@ -130,7 +144,8 @@ def evaluate(
                     "tokens": kept[j], "tokens_per_block": round(per_block[j], 3), "sim": sims[j],
                     "log10_sim": log10[j],
                 })
-        bad_rows = [{"index": i, "path": str(samples[i].path), "error": "unreadable image"} for i in bad]
+        bad_rows = [{"index": b.index, "path": str(samples[b.index].path), "kind": b.kind, "error": b.error}
+                    for b in bad]
         store.append(rows, bad_rows)
         bar.update(len(rows) + len(bad_rows))
     bar.close()
@@ -139,7 +154,11 @@ def evaluate(
     if images_done:
         extra["images_per_s_last_session"] = images_done / model_seconds
     summary = store.summary(extra)
-    summary["complete"] = len(store.done) == len(samples)
+    summary["complete"] = store.complete(len(samples))
+    if store.retry:
+        example = next(b for b in store.bad if b["index"] in store.retry)
+        log.warning("%d image(s) could not be read now (e.g. %s: %s); fix access and rerun the same "
+                    "command to retry them", len(store.retry), example["path"], example["error"])
     if not weights.pretrained:
         log.warning("%s ran with %s: these numbers are NOT accuracy", variant.spec, weights.source)
     return summary

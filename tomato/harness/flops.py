@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import List, Tuple
 
 import torch.nn as nn
 
@@ -32,7 +33,9 @@ __all__ = [
 FLOPS_PER_MAC = 2
 
 # (n_attn, n_mlp) for one block: tokens entering attention, tokens entering the MLP.
-Schedule = list[tuple[float, float]]
+# typing.List/Tuple, not list[...]: this alias is evaluated at import, and Python 3.8
+# (JetPack 5) has no subscriptable builtins.
+Schedule = List[Tuple[float, float]]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ import timm
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_MODEL", "WeightsInfo", "load", "read_checkpoint", "state_dict_sha256"]
+__all__ = ["DEFAULT_MODEL", "SUPPORTED_MODULES", "WeightsInfo", "check_supported", "load", "read_checkpoint",
+           "state_dict_sha256"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ _TORCH_SUFFIXES = frozenset({".pth", ".pt", ".bin"})
 _SAFETENSORS_SUFFIX = ".safetensors"
 _WRAPPER_KEYS = ("model", "state_dict")
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+#: timm modules whose models are (plain or distilled) VisionTransformers: token counts,
+#: ToMe and ToMato all need one.
+SUPPORTED_MODULES: tuple[str, ...] = ("vision_transformer", "deit")
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,36 @@ def _check_name(name: str) -> None:
         )
 
 
+def check_supported(name: str) -> None:
+    """Raise ValueError unless ``name`` is a timm model the harness can run.
+
+    Checked from timm's registry alone, before any weights are created or downloaded:
+    every command counts the patch tokens of a timm VisionTransformer (``deit_*``,
+    ``vit_*``), so a CNN such as ``resnet18`` is refused up front.
+    """
+    _check_name(name)
+    from timm.models import is_model_in_modules, split_model_name_tag
+
+    arch, _ = split_model_name_tag(name)
+    if not is_model_in_modules(arch, list(SUPPORTED_MODULES)):
+        raise ValueError(
+            f"model {name!r} is not supported: the harness runs timm Vision Transformers "
+            f"(deit_*, vit_*; e.g. --model {DEFAULT_MODEL} or deit_tiny_patch16_224)"
+        )
+
+
+def _check_instance(model: nn.Module, name: str) -> None:
+    # The registry check above covers timm's own names; this catches anything else
+    # (e.g. a module whose entry point builds another class) before a forward is run.
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(
+            f"model {name!r} builds a {type(model).__name__}, not a timm VisionTransformer; "
+            f"choose a deit_* or vit_* model"
+        )
+
+
 # --------------------------------------------------------------------------- checkpoints
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     """The state dict inside a checkpoint object: unwraps ``{"model": sd}`` and
@@ -129,17 +163,44 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if suffix == _SAFETENSORS_SUFFIX:
         from safetensors.torch import load_file
 
-        obj: Any = load_file(str(path), device="cpu")
+        try:
+            obj: Any = load_file(str(path), device="cpu")
+        except Exception as e:  # noqa: BLE001 - SafetensorError has no importable base
+            raise ValueError(_unreadable(path, "safetensors", e)) from None
     elif suffix in _TORCH_SUFFIXES:
         try:
             # weights_only: a checkpoint must never run code when it is read.
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError ...
-            raise ValueError(f"Could not read checkpoint {path} with torch.load(weights_only=True): {e}") from e
+            raise ValueError(_unreadable(path, "torch (read with weights_only=True)", e)) from None
     else:
         supported = sorted(_TORCH_SUFFIXES | {_SAFETENSORS_SUFFIX})
         raise ValueError(f"Unsupported checkpoint type {path} (expected one of {supported})")
     return _unwrap(obj, path)
+
+
+def _unreadable(path: Path, kind: str, e: Exception) -> str:
+    reason = f"{type(e).__name__}: {e}" if str(e).strip() else type(e).__name__
+    return (f"checkpoint {path} is not a readable {kind} file ({reason}); it may be truncated or "
+            f"not a checkpoint at all: download it again, or pass the right file to --checkpoint")
+
+
+def _check_distilled(model: nn.Module, sd: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse a distilled DeiT checkpoint (dist_token, head_dist) for a plain model and
+    the reverse, naming the model to use instead of failing in a reshape."""
+    in_file = "dist_token" in sd or any(k.startswith("head_dist.") for k in sd)
+    in_model = getattr(model, "dist_token", None) is not None
+    if in_file and not in_model:
+        raise ValueError(
+            f"checkpoint {path} is a distilled DeiT (it has dist_token/head_dist) but "
+            f"{type(model).__name__} has no distillation token; use the distilled model, "
+            f"e.g. --model deit_base_distilled_patch16_224"
+        )
+    if in_model and not in_file:
+        raise ValueError(
+            f"checkpoint {path} has no distillation token but the model is a distilled DeiT; "
+            f"use the plain model, e.g. --model deit_base_patch16_224"
+        )
 
 
 def _timm_filter(model: nn.Module, sd: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -161,7 +222,9 @@ def _timm_filter(model: nn.Module, sd: dict[str, torch.Tensor], path: Path) -> d
 
 def _load_checkpoint_into(model: nn.Module, path: Path) -> None:
     """Strictly load ``path`` into ``model``; ValueError listing key/shape mismatches."""
-    sd = _timm_filter(model, read_checkpoint(path), path)
+    sd = read_checkpoint(path)
+    _check_distilled(model, sd, path)
+    sd = _timm_filter(model, sd, path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
@@ -292,9 +355,10 @@ def load(
       raise RuntimeError explaining ``--checkpoint`` / ``--random-weights``.
     - else (or on fallback): random init seeded with ``seed`` (NOT accuracy).
 
-    Unknown ``name`` -> ValueError listing close timm names.
+    Unknown ``name`` -> ValueError listing close timm names; a model that is not a timm
+    VisionTransformer (e.g. ``resnet18``) -> ValueError before any weights are made.
     """
-    _check_name(name)
+    check_supported(name)
     if checkpoint is not None:
         path = Path(checkpoint).expanduser().resolve()
         if not path.is_file():
@@ -316,6 +380,7 @@ def load(
             model = _create_random(name, seed)
             source, is_pretrained = f"random-init:seed={seed}", False
 
+    _check_instance(model, name)
     model.eval()
     info = WeightsInfo(model=name, source=source, pretrained=is_pretrained, sha256=state_dict_sha256(model))
     _log.info("loaded %s from %s (sha256 %s)", name, source, info.sha256[:12])

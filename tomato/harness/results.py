@@ -5,14 +5,22 @@ A run folder holds::
     config.json        the run's identity (model, weights hash, variant, data, batch...)
     provenance.json    where/when/with which code it ran (resumed sessions appended)
     predictions.csv    one row per image (see PRED_COLUMNS, plus any extra columns)
-    bad_images.csv     images that could not be processed (index, path, error)
+    bad_images.csv     images that could not be processed (index, path, kind, error)
     summary.json       top-1/top-5 and token statistics
+    .lock              held while a process writes the folder (one owner at a time)
 
 Every file is replaced atomically, so killing the process at any moment leaves either
 the previous or the new version of each file, never a torn one. Re-opening the folder
 with the *same* config resumes (``done`` tells which indices to skip); a different
 config is refused, because silently appending results of another model or threshold to
 an old run is the easiest way to publish a wrong number.
+
+One process owns a folder at a time: :meth:`RunStore.open` takes an OS file lock
+(``filelock``; released by the kernel even on SIGKILL) *before* it reads or writes
+config.json, so two runs started at once cannot both pass the identity check. A bad
+image of kind ``"transient"`` (the file could not be read *now*: permissions, I/O) is
+not final: it is retried on resume and the run is not complete while one stands; kind
+``"corrupt"`` (the bytes do not decode) is final.
 """
 from __future__ import annotations
 
@@ -27,11 +35,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
+from .outputs import check_output_dir, check_output_file
 from .provenance import jsonable
 
 __all__ = [
     "atomic_write_text",
+    "check_output_dir",
+    "check_output_file",
+    "RunFolderBusy",
     "RunStore",
+    "CORRUPT",
+    "TRANSIENT",
     "PRED_COLUMNS",
     "BAD_COLUMNS",
     "CONFIG_FILE",
@@ -48,11 +64,19 @@ PROVENANCE_FILE = "provenance.json"
 PREDICTIONS_FILE = "predictions.csv"
 BAD_FILE = "bad_images.csv"
 SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lock"
+
+#: Kinds of bad image: the bytes do not decode (final) / the file could not be read now
+#: (permissions, I/O error, vanished file: retried on resume).
+CORRUPT = "corrupt"
+TRANSIENT = "transient"
 
 #: Fixed leading columns of predictions.csv; rows may carry extra columns after these.
 PRED_COLUMNS: tuple[str, ...] = ("index", "path", "label", "top5", "correct1", "correct5", "tokens")
-BAD_COLUMNS: tuple[str, ...] = ("index", "path", "error")
-_OPTIONAL = frozenset({"tokens"})  # e.g. unknown for a model without a token counter
+BAD_COLUMNS: tuple[str, ...] = ("index", "path", "kind", "error")
+# tokens: unknown for a model without a token counter; kind: absent in files written
+# before kinds existed (read as corrupt, the only kind there was).
+_OPTIONAL = frozenset({"tokens", "kind"})
 _MISSING = object()  # distinguishes an absent config key from one set to None
 
 
@@ -143,7 +167,7 @@ def _parse(column: str, text: str) -> Any:
         return int(text)
     if column == "top5":
         return [int(t) for t in text.split()]
-    if column in ("path", "error"):
+    if column in ("path", "error", "kind"):
         return text
     # tokens and extra columns: numbers where they look like numbers.
     return _parse_number(text)
@@ -195,8 +219,20 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+class RunFolderBusy(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+def _is_final(bad: Mapping[str, Any]) -> bool:
+    return bad.get("kind") != TRANSIENT
+
+
 class RunStore:
-    """One evaluation run's folder. Create it with :meth:`RunStore.open`."""
+    """One evaluation run's folder, owned by this process until :meth:`close`.
+
+    Create it with :meth:`RunStore.open`; use it as a context manager (or call
+    :meth:`close`) so the lock is released as soon as the run stops.
+    """
 
     def __init__(
         self,
@@ -204,11 +240,26 @@ class RunStore:
         config: dict[str, Any],
         rows: Iterable[dict[str, Any]] = (),
         bad: Iterable[dict[str, Any]] = (),
+        lock: FileLock | None = None,
     ) -> None:
         self.out = Path(out)
         self.config = config
         self._rows: dict[int, dict[str, Any]] = {r["index"]: r for r in rows}
         self._bad: dict[int, dict[str, Any]] = {b["index"]: b for b in bad}
+        self._lock = lock
+
+    @staticmethod
+    def lock(out: Path) -> FileLock:
+        """Take ``out``'s lock without waiting; RunFolderBusy when another process has it."""
+        lock = FileLock(str(out / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise RunFolderBusy(
+                f"{out} is in use by another run (its lock {out / LOCK_FILE} is held); wait for "
+                f"that run to finish, then rerun this command, or choose another --out"
+            ) from None
+        return lock
 
     @classmethod
     def open(
@@ -217,10 +268,32 @@ class RunStore:
         config: Mapping[str, Any],
         provenance: Mapping[str, Any] | None = None,
     ) -> RunStore:
-        """Create ``out`` or resume it; refuse (``ValueError``) if it holds another config."""
-        out = Path(out)
+        """Lock ``out``, then create it or resume it.
+
+        Refuses with ``ValueError`` if it holds another config, ``RunFolderBusy`` if
+        another process owns it. A folder this call created is removed again when the
+        open fails, so a refused run leaves nothing behind.
+        """
+        out = check_output_dir(out)
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        wanted = _normalise_config(config)
+        try:
+            lock = cls.lock(out)
+        except BaseException:
+            _remove_if_created(out, created)
+            raise
+        try:
+            store = cls._open_locked(out, _normalise_config(config), lock)
+            if provenance is not None:
+                store._record_provenance(dict(provenance))
+        except BaseException:
+            lock.release()
+            _remove_if_created(out, created)
+            raise
+        return store
+
+    @classmethod
+    def _open_locked(cls, out: Path, wanted: dict[str, Any], lock: FileLock) -> RunStore:
         config_path = out / CONFIG_FILE
         if config_path.exists():
             stored = json.loads(config_path.read_text(encoding="utf-8"))
@@ -247,10 +320,19 @@ class RunStore:
                 )
             _write_json(config_path, wanted)
             rows, bad = [], []
-        store = cls(out, wanted, rows, bad)
-        if provenance is not None:
-            store._record_provenance(dict(provenance))
-        return store
+        return cls(out, wanted, rows, bad, lock)
+
+    def close(self) -> None:
+        """Release the folder's lock (idempotent); the files stay as they are."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _record_provenance(self, provenance: dict[str, Any]) -> None:
         path = self.out / PROVENANCE_FILE
@@ -264,8 +346,18 @@ class RunStore:
 
     @property
     def done(self) -> set[int]:
-        """Indices already recorded, good or bad (skip these when resuming)."""
-        return set(self._rows) | set(self._bad)
+        """Indices finished for good: predictions and corrupt images (skip these when
+        resuming). Transient failures are not done: a resume retries them."""
+        return set(self._rows) | {i for i, b in self._bad.items() if _is_final(b)}
+
+    @property
+    def retry(self) -> set[int]:
+        """Indices whose file could not be read last time (transient): retried on resume."""
+        return {i for i, b in self._bad.items() if not _is_final(b)}
+
+    def complete(self, n_images: int) -> bool:
+        """Whether every one of ``n_images`` indices is done (no transient failure left)."""
+        return len(self.done) == n_images
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -274,26 +366,33 @@ class RunStore:
 
     @property
     def bad(self) -> list[dict[str, Any]]:
-        """Bad-image rows, sorted by index (copies)."""
+        """Bad-image rows (corrupt and transient), sorted by index (copies)."""
         return [dict(self._bad[i]) for i in sorted(self._bad)]
 
     def append(self, rows: Sequence[Mapping[str, Any]], bad: Sequence[Mapping[str, Any]] = ()) -> None:
         """Record a batch of predictions and failures, then rewrite the CSVs atomically.
 
-        Each call rewrites the whole file(s): O(total rows) per call, about 0.4 MB for
-        ImageNet-Mini's 3,923 images, which is negligible next to a forward pass. For much
-        larger sets, call less often with bigger lists.
+        A bad row without ``kind`` is corrupt. An index recorded earlier as transient
+        may be recorded again (the retry's outcome replaces it); any other index already
+        done is refused. Each call rewrites the whole file(s): O(total rows) per call,
+        about 0.4 MB for ImageNet-Mini's 3,923 images, negligible next to a forward pass.
         """
         new_rows = [_normalise_row(r, PRED_COLUMNS, "prediction") for r in rows]
-        new_bad = [_normalise_row(b, BAD_COLUMNS, "bad-image") for b in bad]
+        new_bad = [_normalise_row({"kind": CORRUPT, **b}, BAD_COLUMNS, "bad-image") for b in bad]
+        unknown = sorted({str(b["kind"]) for b in new_bad} - {CORRUPT, TRANSIENT})
+        if unknown:
+            raise ValueError(f"bad-image kind must be {CORRUPT!r} or {TRANSIENT!r}, got {unknown}")
         counts = Counter([r["index"] for r in new_rows] + [b["index"] for b in new_bad])
         repeated = sorted({i for i, c in counts.items() if c > 1} | (set(counts) & self.done))
         if repeated:
             raise ValueError(f"indices already recorded (or repeated in this batch): {repeated[:10]}")
+        retried = set(counts) & self.retry
+        for i in retried:
+            del self._bad[i]
         if new_rows:
             self._rows.update((r["index"], r) for r in new_rows)
             atomic_write_text(self.out / PREDICTIONS_FILE, _to_csv(self.rows, self._columns()))
-        if new_bad:
+        if new_bad or retried:
             self._bad.update((b["index"], b) for b in new_bad)
             atomic_write_text(self.out / BAD_FILE, _to_csv(self.bad, BAD_COLUMNS))
 
@@ -306,13 +405,18 @@ class RunStore:
         return [*PRED_COLUMNS, *extra]
 
     def summary(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Top-1/top-5 (% of good images), counts and token stats; written to summary.json."""
+        """Top-1/top-5 (% of good images), counts and token stats; written to summary.json.
+
+        ``n_bad`` counts corrupt images (final); ``n_retry`` those that could not be read
+        now and are retried on resume.
+        """
         good = list(self._rows.values())
         n = len(good)
         tokens = [r["tokens"] for r in good if isinstance(r.get("tokens"), (int, float))]
         summary: dict[str, Any] = {
             "n_images": n,
-            "n_bad": len(self._bad),
+            "n_bad": sum(_is_final(b) for b in self._bad.values()),
+            "n_retry": len(self.retry),
             "top1": 100.0 * sum(r["correct1"] for r in good) / n if n else None,
             "top5": 100.0 * sum(r["correct5"] for r in good) / n if n else None,
             "tokens_mean": sum(tokens) / len(tokens) if tokens else None,
@@ -323,3 +427,14 @@ class RunStore:
             summary.update(jsonable(dict(extra)))
         _write_json(self.out / SUMMARY_FILE, summary)
         return summary
+
+
+def _remove_if_created(out: Path, created: bool) -> None:
+    """Undo this call's mkdir: remove ``out`` if it was created now and holds only the lock."""
+    if not created:
+        return
+    try:
+        (out / LOCK_FILE).unlink(missing_ok=True)
+        out.rmdir()
+    except OSError:  # someone else wrote into it meanwhile: leave it alone
+        pass

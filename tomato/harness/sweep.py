@@ -23,7 +23,8 @@ from torch import nn
 from . import data, provenance
 from .evaluate import evaluate
 from .models import WeightsInfo
-from .results import atomic_write_text
+from .outputs import check_output_dir
+from .results import RunStore, atomic_write_text
 from .speed import measure_variants, theoretical_flops
 from .variants import Variant, parse
 
@@ -96,9 +97,27 @@ def sweep(
     time_warmup: int = 2,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Evaluate and time ``variants``; returns the rows written to ``out/sweep.csv``."""
-    out = Path(out)
+    """Evaluate and time ``variants``; returns the rows written to ``out/sweep.csv``.
+
+    ``out`` is locked for the whole sweep (a second sweep into it gets RunFolderBusy);
+    each variant's run folder below it has its own lock.
+    """
     vs = [parse(v) for v in variants]
+    out = check_output_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = RunStore.lock(out)
+    try:
+        return _sweep(model, weights, vs, samples, out, data_label=data_label, batch_size=batch_size,
+                      num_workers=num_workers, device=device, time_runs=time_runs, time_warmup=time_warmup,
+                      progress=progress)
+    finally:
+        lock.release()
+
+
+def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], samples: Sequence[data.Sample],
+           out: Path, *, data_label: str, batch_size: int, num_workers: int, device: str | torch.device,
+           time_runs: int, time_warmup: int, progress: bool) -> list[dict[str, Any]]:
+    """The body of :func:`sweep`, run while ``out`` is locked."""
     summaries = {}
     for v in vs:
         summaries[v.spec] = evaluate(model, weights, v, samples, out / slug(v), data_label=data_label,
