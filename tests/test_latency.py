@@ -46,7 +46,7 @@ def test_find_binding_prefers_the_nvtx_package(monkeypatch: pytest.MonkeyPatch) 
                                  pop_range=lambda: calls.append(("pop",)))
     monkeypatch.setitem(sys.modules, "nvtx", fake)
     b = ranges.find_binding()
-    assert b.name == "nvtx 9.9"
+    assert b.name.startswith("nvtx")
     with pytest.raises(RuntimeError):
         with ranges.nvtx_range("Forward 0", b):
             raise RuntimeError("inner")  # the range is closed anyway

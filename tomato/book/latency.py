@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = ["per_forward_table", "paper_summary_table", "reports_table", "pairwise_table", "gap_sentences",
-           "speedup_table", "recorded_paper_runs", "plot_forwards", "merge_share_table"]
+           "speedup_table", "recorded_timings", "plot_forwards", "merge_share_table"]
 
 
 def per_forward_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -76,15 +76,16 @@ def gap_sentences(seed: int = 0) -> str:
     lines = [
         f"- **Within one report** the 11 forwards have a pooled sd of {tome['pooled_sd_s']:.2f} s, so the mean of "
         f"11 forwards carries a standard error of about {tome['se_of_mean_s']:.2f} s.",
-        f"- **Between reports** of the same script (all ToMato), the means span {spread:.2f} s; "
-        f"{len(distinct)} of {len(pairs)} pairs differ by more than their own forwards' spread explains "
-        "(bootstrap 95% interval of the difference excludes 0). Runs of one script on one board drift by "
-        "more than the within-run spread says.",
+        f"- **Between reports** (all ToMato, at settings named only by their file names) the means span "
+        f"{spread:.2f} s; {len(distinct)} of {len(pairs)} pairs differ by more than their forwards' spread "
+        "explains (the bootstrap 95% interval of the difference excludes 0). Setting and run-to-run drift "
+        "are mixed in these differences, and the reports cannot separate them.",
         f"- **Table 1's ToMe-B − ToMato-B gap** is {tome['gap_s']:.2f} s. Had each mean come from 11 forwards as "
         f"spread as the reports' (our assumption: the runs behind Table 1 are not in the repository), Welch's "
         f"t would be {tome['t']:.1f} (df {tome['df']:.0f}, p = {tome['p']:.3f}); but the gap is "
-        f"{'smaller than' if tome['gap_s'] < spread else 'larger than'} the {spread:.2f} s that separate runs of "
-        "ToMato alone, so one run per model cannot tell it from run-to-run drift.",
+        f"{'smaller than' if tome['gap_s'] < spread else 'larger than'} the {spread:.2f} s that separate the "
+        f"ToMato reports among themselves, so "
+        f"{'one run per model cannot tell it from run-to-run drift' if tome['gap_s'] < spread else 'it stands out of the drift'}.",
         f"- **Table 1's DeiT-B − ToMato-B gap** is {deit['gap_s']:.2f} s, "
         f"{deit['gap_s'] / spread:.1f}× the spread between ToMato runs: that difference stands out of the noise.",
     ]
@@ -102,15 +103,16 @@ def speedup_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         "95% CI high": df.get("speedup_high"), "tokens": df["tokens_mean"], "ideal ×": df["ideal_speedup"]})
 
 
-def recorded_paper_runs(results: Path | str) -> list[tuple[Path, dict[str, Any]]]:
-    """Every ``*.json`` record directly under ``results`` whose config says protocol "paper"."""
+def recorded_timings(results: Path | str, protocol: str) -> list[tuple[Path, dict[str, Any]]]:
+    """Every ``*.json`` record directly under ``results`` (``python -m tomato time --out``)
+    whose config names ``protocol`` ("paper" or "robust")."""
     out = []
     for path in sorted(Path(results).glob("*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(record, dict) and (record.get("config") or {}).get("protocol") == "paper":
+        if isinstance(record, dict) and (record.get("config") or {}).get("protocol") == protocol:
             out.append((path, record))
     return out
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +51,13 @@ class Binding:
     pop: Callable[[], None] = _noop
 
 
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:  # imported from a path, not installed
+        return ""
+
+
 def find_binding() -> Binding:
     """The ``nvtx`` package if installed, else ``torch.cuda.nvtx`` with CUDA, else no-op.
 
@@ -58,8 +66,8 @@ def find_binding() -> Binding:
     """
     try:
         mod = importlib.import_module("nvtx")
-        version = getattr(mod, "__version__", "")
-        return Binding(f"nvtx {version}".strip(), lambda name: mod.push_range(name), lambda: mod.pop_range())
+        return Binding(f"nvtx {_version('nvtx')}".strip(), lambda name: mod.push_range(name),
+                       lambda: mod.pop_range())
     except ImportError:
         pass
     if torch.cuda.is_available():

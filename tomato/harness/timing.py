@@ -435,6 +435,8 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "timm": _timm_version(),
         "nvtx_binding": ranges.find_binding().name,
+        # How busy the machine was: on a shared machine this explains noisy timings.
+        "load_average_1_5_15_min": list(os.getloadavg()) if hasattr(os, "getloadavg") else "unknown",
     }
     if torch.cuda.is_available():
         idx = torch.cuda.current_device()
