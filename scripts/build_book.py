@@ -17,8 +17,13 @@ Steps
    root**, so notebooks use paths relative to it (``data/results/...``,
    ``params/...``).  The repository root is also put on ``PYTHONPATH`` so that
    ``import tomato`` works without an editable install.  In the executed copy the
-   notebook's own ``parameters`` cell is tagged ``remove-cell``, so each page shows
-   only papermill's ``injected-parameters`` cell: the values that produced it.
+   notebook's own ``parameters`` cell is tagged ``remove-cell``: each page shows
+   papermill's ``injected-parameters`` cell and, from its setup, a table of every
+   parameter in force. A notebook receives only the parameters it declares (the
+   others in the YAML file are listed as not used by it), since notebooks stop on
+   unknown parameter names. Links to the book's chapters, written
+   ``(../book/NAME.md)`` so that they work in JupyterLab from ``notebooks/``, are
+   rewritten to ``(../NAME.md)`` in the executed copy under ``book/notebooks/``.
 2. ``jupyter-book build .`` (Jupyter Book 1.x, run with this very interpreter) turns
    ``_toc.yml`` into ``_build/html``.  Notebook execution is off in ``_config.yml``:
    papermill has already run them.  Math is typeset by MathJax from its CDN when the
@@ -172,6 +177,38 @@ class KernelStderr:
         return False
 
 
+def declared_parameters(path: Path) -> list[str]:
+    """Names of the parameters the notebook's ``parameters`` cell declares."""
+    import papermill as pm
+
+    return list(pm.inspect_notebook(str(path)))
+
+
+def book_link(target: str) -> str:
+    """A link target of a source notebook as seen from its executed copy: the source
+    lives in ``notebooks/``, the copy in ``book/notebooks/``, so ``../book/X`` becomes
+    ``../X``; links between notebooks stay as they are."""
+    return "../" + target[len("../book/"):] if target.startswith("../book/") else target
+
+
+MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def book_links(path: Path) -> None:
+    """Apply :func:`book_link` to every Markdown link of the notebook's markdown cells."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    changed = False
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            text = MD_LINK.sub(lambda m: f"]({book_link(m.group(1))})", cell.source)
+            changed |= text != cell.source
+            cell.source = text
+    if changed:
+        nbformat.write(nb, str(path))
+
+
 def execute(notebooks: list[Path], params: dict, kernel: str, timeout: int | None) -> None:
     import papermill as pm
 
@@ -187,11 +224,15 @@ def execute(notebooks: list[Path], params: dict, kernel: str, timeout: int | Non
         for k, src in enumerate(notebooks, 1):
             dst = OUT_DIR / src.name
             t0 = time.perf_counter()
+            declared = declared_parameters(src)
+            unused = [k for k in params if k not in declared]
+            if unused:
+                log(f"  {src.name} does not take: {', '.join(unused)}")
             try:
                 pm.execute_notebook(
                     str(src),
                     str(dst),
-                    parameters=dict(params),
+                    parameters={k: v for k, v in params.items() if k in declared},
                     kernel_name=kernel,
                     cwd=str(ROOT),
                     progress_bar=False,
@@ -212,6 +253,7 @@ def execute(notebooks: list[Path], params: dict, kernel: str, timeout: int | Non
                 raise SystemExit(1)
             dt = time.perf_counter() - t0
             hide_default_parameters(dst)
+            book_links(dst)
             log(f"[{k}/{total}] {src.name}: ok in {dt:.1f}s -> {rel(dst)}")
             for line in stderr.news():
                 log(f"  | {line}")

@@ -1,0 +1,129 @@
+"""The notebooks' one-call setup: parameter checks, unknown names, typed help, links."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tomato.book import notebook, parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+# 05_timing is converted to the one-call setup by its own owner; until then it is
+# expected to fail the checks below (typed parameters, links).
+NOTEBOOKS = [pytest.param(p, id=p.stem, marks=pytest.mark.xfail(reason="05_timing not yet converted", strict=False))
+             if p.stem == "05_timing" else pytest.param(p, id=p.stem)
+             for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+
+
+def error(name: str, value: object) -> str:
+    with pytest.raises(parameters.Invalid) as e:
+        parameters.check(name, value)
+    return str(e.value)
+
+
+def test_values_inside_the_allowed_range_work():
+    # any threshold in (0, 1], not only the paper's: no lookup keyed by them
+    for sim in (1e-5, 3.3e-9, 1.0, 1e-300, "1e-7"):
+        assert parameters.check("sim", sim) == float(sim)
+    assert parameters.check("keep_ratio", 1) == 1.0
+    assert parameters.check("image_index", 0) == 0
+    assert parameters.check("token", "(3, 4)") == (3, 4) and parameters.check("token", [0, 13]) == (0, 13)
+    assert parameters.check("random_weights", "true") is True
+    assert parameters.check("checkpoint", "None") is None
+    assert parameters.check("batch_sizes", 4) == [4]
+
+
+@pytest.mark.parametrize("name, value, allowed", [
+    ("sim", "abc", "a number in (0, 1]"),
+    ("sim", -1, "a number in (0, 1]"),
+    ("sim", 0, "a number in (0, 1]"),
+    ("sim", float("nan"), "a number in (0, 1]"),
+    ("keep_ratio", 1.5, "a number in (0, 1]"),
+    ("image_index", -1, "an integer >= 0"),
+    ("image_index", 2.5, "an integer >= 0"),
+    ("max_images", True, "an integer >= 1"),
+    ("token", (1, 2, 3), "a (row, col) pair"),
+    ("random_weights", "yes", "True or False"),
+    ("device", "gpu", '"cpu", "cuda'),
+])
+def test_each_problem_is_one_line_naming_parameter_value_and_range(name, value, allowed):
+    text = error(name, value)
+    assert "\n" not in text and text.startswith(f"error: parameter {name} = {value!r}: expected ")
+    assert allowed in text
+
+
+def test_unknown_names_and_bad_values_are_all_reported_at_once():
+    ns = {"__annotations__": {"sim": float, "image_index": int},
+          "sim": "abc", "image_index": 0, "simm": 1e-3,
+          "In": ["", "sim: float = 1e-7", "# Parameters\nsimm = 0.001\n", "page = ..."]}
+    with pytest.raises(notebook.ParameterError) as e:
+        notebook.check_parameters(ns)
+    lines = e.value.lines
+    assert lines[0] == "error: unknown parameter 'simm' (did you mean sim?); this notebook takes: sim, image_index"
+    assert lines[1].startswith("error: parameter sim = 'abc'")
+    assert e.value._render_traceback_() == lines  # IPython shows the lines, no traceback
+
+
+def test_checked_values_are_the_ones_used():
+    ns = {"__annotations__": {"sim": float, "warmup": int, "label": str},
+          "sim": "1e-5", "warmup": 2, "label": "x", "In": ["# Parameters\nsim = '1e-5'\n"]}
+    assert notebook.check_parameters(ns) == {"sim": 1e-5, "warmup": 2, "label": "x"}
+    with pytest.raises(notebook.ParameterError):  # no rule: the annotation still types it
+        notebook.check_parameters({**ns, "label": 3})
+
+
+def test_parameter_table_says_what_each_means():
+    t = notebook.parameter_table({"sim": 1e-5, "data": "smoke", "checkpoint": None})
+    assert list(t["value"]) == ["1e-05", "'smoke'", "None"]
+    assert t.set_index("parameter").loc["sim", "meaning"] == parameters.RULES["sim"].help
+
+
+def _parameters_cell(path: Path) -> str:
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    [cell] = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    return "".join(cell["source"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS)
+def test_help_notebook_shows_type_and_line_for_every_parameter(path: Path):
+    papermill = pytest.importorskip("papermill")
+    inferred = papermill.inspect_notebook(str(path))
+    declared = re.findall(r"^(\w+)\s*[:=]", _parameters_cell(path), flags=re.M)
+    assert list(inferred) == declared  # papermill parsed every line
+    for name, p in inferred.items():
+        assert p["inferred_type_name"] != "None" and p["help"], name
+        if name in parameters.RULES:
+            assert p["inferred_type_name"] == parameters.RULES[name].type, name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS)
+def test_links_work_in_jupyterlab_and_in_the_book(path: Path):
+    spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
+    build_book = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_book)
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert "{doc}`" not in text  # MyST roles show as literal text in JupyterLab
+    for target in re.findall(r"\]\(([^)#\s]+)", text):
+        if "://" in target:
+            continue
+        assert (path.parent / target).exists(), f"{target} from notebooks/"
+        in_book = build_book.book_link(target)
+        where = ROOT / "book" / "notebooks" / in_book
+        # the executed copies of the notebooks are written next to it by the build
+        assert where.exists() or (ROOT / "notebooks" / Path(in_book).name).exists(), f"{in_book} from book/notebooks/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS)
+def test_notebook_code_parses_as_python_3_8(path: Path):
+    import ast
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            source = "".join(cell["source"])
+            ast.parse(source, feature_version=(3, 8))
+            assert not re.search(r"\}\s*\|\s*\{", source), "dict | dict needs Python 3.9"

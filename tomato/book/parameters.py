@@ -1,0 +1,194 @@
+"""What every notebook parameter means and allows: one :class:`Rule` per name.
+
+The notebooks' ``parameters`` cells declare each parameter with a type annotation and a
+one-line comment (``sim: float = 1e-7  # ...``), which ``papermill --help-notebook``
+shows; :data:`RULES` holds the same type and line plus the allowed range, and
+:func:`check` turns any value into either the value to use or one ``error:`` line that
+names the parameter, the value given and what is allowed. Ranges are ranges: any value
+inside one works (no lookup keyed by the paper's values). Limits that depend on the data
+or the model (an image index, a token of the patch grid) are checked by
+:mod:`tomato.book.notebook` once those are loaded.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
+
+
+class Invalid(ValueError):
+    """A parameter value outside what its rule allows; the message says what is allowed."""
+
+
+def _number(value: Any) -> float:
+    """A real number from a number or its text (YAML reads ``1e-7`` as text)."""
+    if isinstance(value, bool):
+        raise Invalid("a number")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise Invalid("a number")
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise Invalid("an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    raise Invalid("an integer")
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise Invalid("True or False")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise Invalid("a non-empty string")
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None
+    return _text(value)
+
+
+def _between(lo: float, hi: float, *, low_open: bool, what: str) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        try:
+            v = _number(value)
+        except Invalid:
+            raise Invalid(what) from None
+        if math.isnan(v) or v > hi or v < lo or (low_open and v == lo):
+            raise Invalid(what)
+        return v
+
+    return convert
+
+
+def _at_least(lo: int, what: str) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        try:
+            v = _integer(value)
+        except Invalid:
+            raise Invalid(what) from None
+        if v < lo:
+            raise Invalid(what)
+        return v
+
+    return convert
+
+
+def _device(value: Any) -> str:
+    text = _text(value).lower()
+    if not _DEVICE.match(text):
+        raise Invalid('"cpu", "cuda", "cuda:N" or "mps"')
+    if text.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise Invalid('"cpu" here: this machine has no CUDA device')
+    return text
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    what = "a (row, col) pair of integers >= 0, e.g. (7, 7)"
+    if isinstance(value, str):  # papermill -p token "7,7"
+        value = [p for p in re.split(r"[\s,()\[\]]+", value) if p]
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise Invalid(what)
+    try:
+        row, col = (_integer(v) for v in value)
+    except Invalid:
+        raise Invalid(what) from None
+    if row < 0 or col < 0:
+        raise Invalid(what)
+    return row, col
+
+
+def _int_list(value: Any) -> list[int]:
+    what = "a list of integers >= 1, e.g. [1, 4, 8]"
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise Invalid(what)
+    try:
+        out = [_integer(v) for v in value]
+    except Invalid:
+        raise Invalid(what) from None
+    if min(out) < 1:
+        raise Invalid(what)
+    return out
+
+
+@dataclass(frozen=True)
+class Rule:
+    """type: as the parameters cell annotates it (what ``--help-notebook`` shows);
+    help: the one-line description; convert: value -> the value to use, raising
+    :class:`Invalid` with what is allowed."""
+
+    type: str
+    help: str
+    convert: Callable[[Any], Any]
+
+
+#: Every parameter a notebook of this book may declare.
+RULES: dict[str, Rule] = {
+    "model": Rule("str", "timm model name (a DeiT/ViT with a patch grid)", _text),
+    "data": Rule("str", '"smoke" (photos bundled with scikit-image) or an ImageNet-style folder', _text),
+    "checkpoint": Rule("Optional[str]", "local weights file (.pth/.safetensors); None: timm's pretrained weights",
+                       _optional_text),
+    "random_weights": Rule("bool", "use seeded random-init weights when no pretrained ones can be had (NOT accuracy)",
+                           _boolean),
+    "device": Rule("str", '"cpu", "cuda" or "cuda:N"', _device),
+    "results": Rule("str", "folder of recorded runs, relative to the repository root", _text),
+    "runs": Rule("str", "folder where this page's own runs are kept (resumable)", _text),
+    "progress": Rule("bool", "show progress bars in long cells", _boolean),
+    "image_index": Rule("int", "which photo is drawn (0 is the first of data)", _at_least(0, "an integer >= 0")),
+    "token": Rule("Tuple[int, int]", "(row, col) on the patch grid of the token whose distribution is drawn", _pair),
+    "sim": Rule("float", "ToMato's threshold on the attention distribution, in (0, 1]; lower merges more",
+                _between(0.0, 1.0, low_open=True, what="a number in (0, 1], e.g. 1e-7")),
+    "keep_ratio": Rule("float", "token budget: share of patch tokens kept, in (0, 1]; sim is chosen per image",
+                       _between(0.0, 1.0, low_open=True, what="a number in (0, 1], e.g. 0.5")),
+    "tome_r": Rule("int", "ToMe's tokens merged per block, for the side-by-side pictures",
+                   _at_least(0, "an integer >= 0")),
+    "max_images": Rule("int", "use at most this many images of data", _at_least(1, "an integer >= 1")),
+    "batch_size": Rule("int", "evaluation batch size (results do not depend on it)", _at_least(1, "an integer >= 1")),
+    "time_runs": Rule("int", "timed forwards per variant", _at_least(1, "an integer >= 1")),
+    "warmup": Rule("int", "untimed forwards per variant before the timed ones", _at_least(0, "an integer >= 0")),
+    "batch_sizes": Rule("List[int]", "batch sizes of the throughput plot", _int_list),
+    "throughput_runs": Rule("int", "timed forwards per variant and batch size in the throughput plot",
+                            _at_least(1, "an integer >= 1")),
+}
+
+_PLAIN = {"float": _number, "int": _integer, "bool": _boolean, "str": _text}
+
+
+def check(name: str, value: Any, annotation: Any = None) -> Any:
+    """The value to use for parameter ``name``; raises :class:`Invalid` whose message is
+    one ``error:`` line (parameter, value, what is allowed). A name without a rule is
+    checked against its annotation (``float``, ``int``, ``bool`` or ``str``) only."""
+    rule = RULES.get(name)
+    convert = rule.convert if rule else _PLAIN.get(getattr(annotation, "__name__", str(annotation)))
+    if convert is None:
+        return value
+    try:
+        return convert(value)
+    except Invalid as e:
+        raise Invalid(f"error: parameter {name} = {value!r}: expected {e}") from None
