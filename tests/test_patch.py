@@ -1,6 +1,8 @@
 """Patched timm models: ToMato and ToMe on random-weight DeiT/ViT (no weights needed)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import timm
 import torch
@@ -154,6 +156,36 @@ def test_bad_settings_fail_at_assignment():
         model.r = 2
 
 
+@pytest.mark.parametrize(
+    "name,value,allowed",
+    [
+        ("keep_ratio", True, r"keep_ratio must be a number in \(0, 1\]"),
+        ("tokens", True, "tokens must be an int >= 1"),
+        ("sim", True, "sim must be a number >= 0"),
+        ("sim", "1e-7", "sim must be a number >= 0"),
+        ("sim", float("nan"), "sim must be a number >= 0"),
+        ("keep_ratio", 2.0, r"keep_ratio must be a number in \(0, 1\]"),
+        ("tokens", 2.5, "tokens must be an int >= 1"),
+        ("method", "dfs", "method must be one of faithful, parallel"),
+        ("prop_attn", 1, "prop_attn must be True or False"),
+    ],
+)
+def test_bad_tomato_settings_name_attribute_value_and_what_is_allowed(name, value, allowed):
+    model = tomato.core.patch.timm(make())
+    with pytest.raises(ValueError, match=rf"^model\.{name} = {re.escape(repr(value))} is not allowed: {allowed}"):
+        setattr(model, name, value)
+
+
+@pytest.mark.parametrize("value", [2.5, -1, "2", True, (2, 3), [1, 2.0]])
+def test_bad_tome_r_names_attribute_value_and_what_is_allowed(value):
+    model = tomato.core.patch.tome(make())
+    with pytest.raises(ValueError, match=rf"^model\.r = {re.escape(repr(value))} is not allowed: r must be an int >= 0"):
+        model.r = value
+    assert model.r == []  # a refused value changes nothing
+    with pytest.raises(ValueError, match="patched with ToMe"):
+        model.sim = 1e-7
+
+
 def test_unsupported_models_are_refused():
     with pytest.raises(ValueError, match="not a timm VisionTransformer"):
         tomato.core.patch.timm(torch.nn.Linear(3, 3))
@@ -192,26 +224,18 @@ def test_tome_r0_equals_unpatched_and_r_tokens_leave_each_block(name, images):
     assert tomato.core.patch.state(model).tokens_per_block == [t0 - 8 * (i + 1) for i in range(12)]
 
 
-def test_tome_protects_class_and_distillation_tokens():
-    torch.manual_seed(0)
-    metric = torch.randn(2, 20, 8)
-    metric[:, 0] = metric[:, 2]  # make class and distillation tokens look mergeable
-    metric[:, 1] = metric[:, 3]
-    x = torch.randn(2, 20, 4)
-    m = tomato.core.tome.bipartite_soft_matching(metric, 5, class_token=True, distill_token=True)
-    out, size = tomato.core.tome.merge_wavg(m, x)
-    assert out.shape == (2, 15, 4)
-    assert torch.allclose(out[:, :2], x[:, :2]) and torch.equal(size[:, :2], torch.ones(2, 2, 1))
-    assert torch.allclose((out * size).sum(1), x.sum(1), atol=1e-5)
-
-
-def test_tome_schedule_validation():
-    assert tomato.core.tome.schedule(2, 3) == [2, 2, 2]
-    assert tomato.core.tome.schedule([1, 2, 3], 3) == [1, 2, 3]
-    with pytest.raises(ValueError):
-        tomato.core.tome.schedule(-1, 3)
-    with pytest.raises(ValueError):
-        tomato.core.tome.schedule([1, 2], 3)
+@torch.no_grad()
+def test_tome_keeps_class_and_distillation_tokens_in_place(images):
+    model = make("deit_tiny_distilled_patch16_224")
+    x = model.patch_embed(images[:1])
+    cls, dist = model.cls_token, model.dist_token
+    tomato.core.patch.tome(model, trace_source=True)
+    model.r = 16
+    model(images[:1])
+    st = tomato.core.patch.state(model)
+    assert st.size[0, :2].flatten().tolist() == [1, 1]  # never merged
+    assert st.source[0, 0, 0] == 1 and st.source[0, 1, 1] == 1
+    assert st.size.sum() == x.shape[1] + 2
 
 
 @torch.no_grad()

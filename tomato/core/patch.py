@@ -8,7 +8,8 @@
     logits = model(images)
     tomato.core.patch.state(model).tokens   # patch tokens each image kept after block 0
 
-    tomato.core.patch.tome(other)      # the ToMe baseline: other.r = 2
+    tomato.core.patch.tome(other)      # the ToMe baseline: other.r = 2 (or [..] per block,
+                                       # or an (r, inflection) schedule); other.prop_attn
     tomato.core.patch.remove(model)    # back to the plain timm model
 
 Like ToMe, patching swaps the classes of the model and its blocks for subclasses whose
@@ -18,30 +19,44 @@ Like ToMe, patching swaps the classes of the model and its blocks for subclasses
 from __future__ import annotations
 
 import contextlib
+import numbers
 from dataclasses import dataclass, field, fields
-from typing import Callable, ContextManager, Sequence
+from typing import Any, Callable, ContextManager
 
 import torch
 from torch import nn
 
-from . import pipeline, attention, tome as tome_algo
+from . import attention, pipeline, similarity, visit, tome as tome_algo
 
 _SETTINGS = tuple(f.name for f in fields(pipeline.Settings))
+
+#: What each ToMato setting accepts, for the one-line error a bad value gets.
+_ALLOWED = {
+    "sim": "a number >= 0 (lower merges more; inf: no merging) or None",
+    "keep_ratio": "a number in (0, 1] (fraction of patch tokens to keep) or None",
+    "tokens": "an int >= 1 (patch tokens to keep) or None",
+    "method": f"one of {', '.join(visit.METHODS)}",
+    "metric": f"one of {', '.join(similarity.METRICS)}",
+    "rule": f"one of {', '.join(visit.RULES)}",
+}
 
 
 @dataclass
 class State:
     """Everything a patched model keeps between and about forwards.
 
-    Set by the user (through the model's attributes): ``settings`` (ToMato) or ``r`` (ToMe).
+    Set by the user (through the model's attributes): ``settings`` (ToMato) or ``r``
+    (ToMe, one count per block), and ``prop_attn`` (proportional attention, on by default).
     Filled by each forward, for the last batch:
     ``tokens``: (B,) patch tokens kept after block 0 (ToMato) or after the last block (ToMe);
     ``sim``: (B,) threshold used per image (ToMato), ``log_sim`` its exact natural log;
     ``labels``: (B, N) group of each patch
     (ToMato's source map); ``source``: (B, T_out, T_in) ToMe's source map when traced;
     ``tokens_per_block``: token count leaving each block (padded count for ToMato batches).
-    ``ranges``: optional ``name -> context manager`` wrapped around attention, merge and
-    MLP (the harness sets an NVTX range here for Nsight Systems); ``None`` costs nothing.
+    ``ranges``: optional ``name -> context manager`` wrapped around each stage of every
+    block: ``"attention"``, ``"tomato.merge"`` (ToMato, block 0) or ``"tome.merge"`` (ToMe),
+    and ``"mlp"`` (the harness sets an NVTX range here for Nsight Systems; it may map these
+    names to any labels it likes); ``None`` costs nothing.
     """
 
     kind: str
@@ -51,6 +66,7 @@ class State:
     block_classes: list[type]
     settings: pipeline.Settings = field(default_factory=pipeline.Settings)
     r: list[int] = field(default_factory=list)
+    prop_attn: bool = True
     trace_source: bool = False
     grid: tuple[int, int] = (0, 0)
     size: torch.Tensor | None = None
@@ -122,7 +138,11 @@ def _model_class(base: type) -> type:
     for name in _SETTINGS:
         setattr(Patched, name, _setting(name))
     Patched.r = property(  # type: ignore[attr-defined]
-        lambda self: self._tomato.r, lambda self, v: _set_r(self, v)
+        lambda self: self._tomato.r, _set_r, doc="ToMe: tokens merged in each block (a list)"
+    )
+    Patched.prop_attn = property(  # type: ignore[attr-defined]
+        lambda self: self._tomato.prop_attn, _set_prop_attn,
+        doc="Proportional attention: log(size) added to the attention logits (default True)",
     )
     Patched.__name__ = Patched.__qualname__ = "ToMato" + base.__name__
     return Patched
@@ -134,7 +154,13 @@ def _setting(name: str) -> property:
     def get(self: nn.Module):
         return getattr(self._tomato.settings, name)
 
-    def set_(self: nn.Module, value) -> None:
+    def set_(self: nn.Module, value: Any) -> None:
+        if self._tomato.kind != "tomato":
+            raise ValueError(
+                f"model.{name} is a ToMato setting, but this model is patched with ToMe: set "
+                "model.r, or patch it with tomato.core.patch.timm(model)"
+            )
+        value = _checked_setting(name, value)
         trial = pipeline.Settings(**{**self._tomato.settings.__dict__, name: value})
         if name in ("keep_ratio", "tokens") and value is not None:
             # Setting a budget replaces the other budget and any fixed threshold.
@@ -143,16 +169,61 @@ def _setting(name: str) -> property:
             trial.sim = None
         elif name == "sim" and value is not None:
             trial.keep_ratio = trial.tokens = None
-        trial.validate()
+        try:
+            trial.validate()
+        except ValueError:
+            raise _refused(name, value, _ALLOWED[name]) from None
         self._tomato.settings = trial
 
     return property(get, set_, doc=f"ToMato setting {name!r} (see tomato.core.pipeline.Settings)")
 
 
-def _set_r(model: nn.Module, r: int | Sequence[int]) -> None:
+def _refused(name: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"model.{name} = {value!r} is not allowed: {name} must be {allowed}")
+
+
+def _checked_setting(name: str, value: Any) -> Any:
+    """``value`` for ToMato setting ``name`` with its type checked (ranges are checked by
+    :meth:`pipeline.Settings.validate`); bools are refused where a number is expected."""
+    if value is None and name in ("sim", "keep_ratio", "tokens"):
+        return None
+    if name in ("sim", "keep_ratio"):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+    elif name == "tokens":
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+    elif isinstance(value, str):
+        return value
+    raise _refused(name, value, _ALLOWED[name])
+
+
+def _set_r(model: nn.Module, r: tome_algo.RSpec) -> None:
     if model._tomato.kind != "tome":
-        raise ValueError("r is ToMe's parameter; this model is patched with ToMato (set sim)")
-    model._tomato.r = tome_algo.schedule(r, len(model.blocks))
+        raise ValueError(
+            "model.r is ToMe's setting, but this model is patched with ToMato: set model.sim, "
+            "model.keep_ratio or model.tokens, or patch it with tomato.core.patch.tome(model)"
+        )
+    try:
+        model._tomato.r = tome_algo.per_block_r(r, len(model.blocks))
+    except ValueError as err:
+        raise ValueError(f"model.{err}") from None
+
+
+def _set_prop_attn(model: nn.Module, on: Any) -> None:
+    if not isinstance(on, bool):
+        raise _refused("prop_attn", on, "True or False")
+    model._tomato.prop_attn = on
+
+
+def _attention_sizes(st: State) -> torch.Tensor | None:
+    """Token sizes for the attention bias: the sizes themselves with proportional
+    attention; without it only ToMato's size-0 padding stays masked (``log 0 = -inf``)."""
+    if st.prop_attn or st.size is None:
+        return st.size
+    if st.kind == "tome":  # ToMe never pads
+        return None
+    return (st.size > 0).to(st.size.dtype)
 
 
 def _range(block: nn.Module, name: str) -> ContextManager[None]:
@@ -186,7 +257,7 @@ def _tomato_block(base: type) -> type:
             st: State = self._tomato
             merge_here = self._tomato_index == 0 and st.settings.active
             need_probs = merge_here and st.settings.metric == "attention"
-            x, a = _attend(self, x, st.size, need_probs)
+            x, a = _attend(self, x, _attention_sizes(st), need_probs)
             if merge_here:
                 with _range(self, "tomato.merge"):
                     step = pipeline.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs)
@@ -206,13 +277,14 @@ def _tome_block(base: type) -> type:
         def forward(self, x, attn_mask=None, is_causal=False):
             _no_mask(attn_mask, is_causal)
             st: State = self._tomato
-            x, a = _attend(self, x, st.size)
+            x, a = _attend(self, x, _attention_sizes(st))
             r = st.r[self._tomato_index] if st.r else 0
             if r > 0:
-                m = tome_algo.bipartite_soft_matching(a.keys, r, True, st.distill_token)
-                if st.trace_source:
-                    st.source = tome_algo.merge_source(m, x, st.source)
-                x, st.size = tome_algo.merge_wavg(m, x, st.size)
+                with _range(self, "tome.merge"):
+                    m = tome_algo.match(a.keys, r, st.num_prefix_tokens)
+                    if st.trace_source:
+                        st.source = tome_algo.track_source(m, st.source, x.dtype)
+                    x, st.size = tome_algo.merge(m, x, st.size)
             st.tokens_per_block.append(x.shape[1])
             st.tokens = torch.full((x.shape[0],), x.shape[1] - st.num_prefix_tokens, device=x.device)
             return _mlp(self, x)
@@ -220,11 +292,13 @@ def _tome_block(base: type) -> type:
     return ToMeBlock
 
 
-def _apply(model: nn.Module, kind: str, trace_source: bool) -> nn.Module:
+def _apply(model: nn.Module, kind: str, trace_source: bool, prop_attn: bool = True) -> nn.Module:
     if hasattr(model, "_tomato"):
         remove(model)
     _check(model)
     distill = getattr(model, "dist_token", None) is not None
+    if not isinstance(prop_attn, bool):
+        raise _refused("prop_attn", prop_attn, "True or False")
     if kind == "tome" and model.num_prefix_tokens != 1 + int(distill):
         raise ValueError("ToMe here supports class (+ distillation) tokens, not register tokens")
     state = State(
@@ -233,6 +307,7 @@ def _apply(model: nn.Module, kind: str, trace_source: bool) -> nn.Module:
         distill_token=distill,
         model_class=model.__class__,
         block_classes=[blk.__class__ for blk in model.blocks],
+        prop_attn=prop_attn,
         trace_source=trace_source,
     )
     make_block = _tomato_block if kind == "tomato" else _tome_block
@@ -251,9 +326,14 @@ def timm(model: nn.Module) -> nn.Module:
     return _apply(model, "tomato", trace_source=False)
 
 
-def tome(model: nn.Module, trace_source: bool = False) -> nn.Module:
-    """Patch a timm ViT with the ToMe baseline in place; set ``model.r`` (default 0)."""
-    return _apply(model, "tome", trace_source)
+def tome(model: nn.Module, trace_source: bool = False, prop_attn: bool = True) -> nn.Module:
+    """Patch a timm ViT with the ToMe baseline in place; set ``model.r`` (default 0).
+
+    ``model.r`` takes an int, a per-block list or an ``(r, inflection)`` schedule (see
+    :func:`tomato.core.tome.per_block_r`); ``trace_source`` records in
+    ``state(model).source`` which patches each token holds; ``prop_attn`` switches
+    proportional attention (also ``model.prop_attn``)."""
+    return _apply(model, "tome", trace_source, prop_attn)
 
 
 def remove(model: nn.Module) -> nn.Module:
