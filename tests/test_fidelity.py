@@ -157,6 +157,12 @@ def test_compare_batch_rows(model, images):
     summary = fidelity.summarise(rows)
     assert {s["variant"] for s in summary} == variants
     assert all(s["n"] == 3 for s in summary)
+    tomato_tokens = next(s["tokens_mean"] for s in summary if s["variant"] == "tomato")
+    tome = next(s for s in summary if s["variant"] == "tome")
+    assert tome["tome_r"] > 0 and abs(tome["tokens_mean"] - tomato_tokens) <= 3.5  # equal tokens, +- r/2
+    preds = base.logits.argmax(-1).tolist()
+    text = fidelity.format_summary({"summary": summary, "baseline": fidelity.prediction_diversity(preds)})
+    assert "random_groups" in text and "distinct predictions" in text
 
 
 def test_compare_batch_refuses_a_patched_model(model, images):

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Outputs", "plain_outputs", "grouped_outputs", "patched_outputs", "cosine", "kl_divergence",
     "random_group_labels", "keep_groups", "random_keep", "first_keep", "tome_r_for_tokens",
-    "prediction_diversity", "compare_batch", "run", "summarise", "NULLS",
+    "prediction_diversity", "compare_batch", "run", "record", "summarise", "format_summary", "NULLS",
 ]
 
 NULLS = ("random_groups", "random_keep", "first_keep")
@@ -280,7 +280,8 @@ def compare_batch(
     images: (B, 3, H, W); settings: ToMato settings such as ``("sim", 1e-7)`` or
     ``("keep_ratio", 0.85)``. For each setting: ToMato itself, the three null baselines
     at ToMato's per-image budget (:data:`NULLS`) and, with ``tome``, ToMe at the ``r``
-    matching ToMato's mean token count over the batch. Returns the unpatched outputs and
+    matching ToMato's mean token count over the batch (its ``tokens`` is then the mean
+    over the blocks, rounded, and ``tome_final_tokens`` the count after the last block). Returns the unpatched outputs and
     one row per image and variant (``setting``, ``variant``, ``tokens``, ``cosine``,
     ``kl``, ``agree``, ``top1``, ``batch_row``).
     """
@@ -301,8 +302,13 @@ def compare_batch(
         if tome:
             r = tome_r_for_tokens(n, depth, float(counts.double().mean()), p)
             out, st_tome = patched_outputs(model, images, "tome", r=r)
-            mean_tokens = sum(st_tome.tokens_per_block) / depth - p
-            rows += _rows("tome", label, base, out, {"tome_r": r, "tome_mean_tokens": mean_tokens})
+            # ToMe's count falls block by block: report its mean over the blocks (what
+            # was matched to ToMato's count) and keep the final count beside it.
+            final = out.tokens
+            out.tokens = torch.full_like(final, round(sum(st_tome.tokens_per_block) / depth) - p)
+            rows += _rows("tome", label, base, out, {"tome_r": r})
+            for row, f in zip(rows[-len(final):], final.tolist()):
+                row["tome_final_tokens"] = int(f)
     for j, row in enumerate(rows):
         row["batch_row"] = j % images.shape[0]
     return base, rows
@@ -369,3 +375,49 @@ def run(
             r["index"], r["label"], r["top1_base"] = int(indices[j]), int(labels[j]), int(base.logits[j].argmax())
         rows += batch_rows
     return {"rows": rows, "summary": summarise(rows), "baseline": prediction_diversity(preds, truth)}
+
+
+def record(
+    model_name: str,
+    model: nn.Module,
+    weights_source: str,
+    weights_sha256: str,
+    samples: Sequence[Sample],
+    data_label: str,
+    sims: Sequence[float] = (1e-7,),
+    keep_ratios: Sequence[float] = (0.85, 0.7),
+    seed: int = 0,
+    batch_size: int = 10,
+    tome: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`run` plus its provenance (model, weights, data, settings, machine, commit,
+    date): the JSON record ``python -m tomato fidelity`` writes under ``data/results/``."""
+    from . import provenance
+
+    result = run(model, samples, sims, keep_ratios, seed, batch_size, tome, progress)
+    result["provenance"] = provenance.collect(
+        model=model_name, weights_source=weights_source, weights_sha256=weights_sha256,
+        data=data_label, n_images=len(samples), sims=list(sims), keep_ratios=list(keep_ratios),
+        seed=seed, batch_size=batch_size, tome_at_equal_tokens=tome,
+        kl="KL(p_unpatched || p_variant), nats", cosine="final class-token features (pre-logits)",
+    )
+    return provenance.jsonable(result)
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    """Plain-text table of a :func:`run` / :func:`record` result, baseline diversity first
+    (what ``python -m tomato fidelity`` prints)."""
+    b = result["baseline"]
+    lines = [
+        f"unpatched model: {b['distinct']} distinct predictions over {b['n']} images "
+        f"({b['classes_seen']} classes seen), entropy {b['entropy_bits']:.2f} of {b['max_entropy_bits']:.2f} bits, "
+        f"top class {b['top_share']:.1%}" + ("  -- DEGENERATE: agreement with it costs little" if b["degenerate"] else ""),
+        f"{'setting':17s} {'variant':14s} {'n':>4s} {'tokens':>7s} {'cosine':>8s} {'cos med':>8s} {'KL nats':>9s} {'agree':>6s}",
+    ]
+    for s in result["summary"]:
+        lines.append(
+            f"{s['setting']:17s} {s['variant']:14s} {s['n']:4d} {s['tokens_mean']:7.1f} {s['cosine_mean']:8.4f} "
+            f"{s['cosine_median']:8.4f} {s['kl_mean']:9.5f} {s['agreement']:6.1%}"
+            + (f"  r={s['tome_r']}" if "tome_r" in s else ""))
+    return "\n".join(lines)
