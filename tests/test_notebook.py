@@ -127,3 +127,23 @@ def test_notebook_code_parses_as_python_3_8(path: Path):
             source = "".join(cell["source"])
             ast.parse(source, feature_version=(3, 8))
             assert not re.search(r"\}\s*\|\s*\{", source), "dict | dict needs Python 3.9"
+
+
+def test_missing_weights_stop_with_one_line_unless_random_weights(monkeypatch: pytest.MonkeyPatch):
+    from tomato.harness import models
+
+    seen = {}
+
+    def offline(name, checkpoint=None, random_fallback=False, device="cpu", **_):
+        seen["random_fallback"] = random_fallback
+        raise RuntimeError(f"Could not get pretrained weights for {name!r} (hub unreachable and nothing is "
+                           "cached). To use real weights, either\n  1. connect ...")
+
+    monkeypatch.setattr(models, "load", offline)
+    with pytest.raises(notebook.ParameterError) as e:
+        notebook._load_model({"model": "deit_base_patch16_224"})
+    assert seen["random_fallback"] is False  # never random unless asked
+    assert e.value.lines == [
+        "error: no pretrained weights for 'deit_base_patch16_224' here (hub unreachable and nothing is cached); "
+        "pass -p checkpoint /path/to/weights.pth, or -p random_weights True to run on seeded random-init "
+        "weights (NOT accuracy)"]

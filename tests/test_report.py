@@ -370,3 +370,20 @@ def test_explain_differences(run_dir: Path):
     assert "24 of 196 (12.2%)" in text
     pretrained = WeightsInfo("deit_base_patch16_224", "checkpoint:/x.pth", True, "0" * 64)
     assert "**Weights.**" not in claims.explain_differences(run, weights=pretrained, data="/d", device="cpu")
+
+
+def test_variants_name_and_order_in_one_place():
+    specs = ["tomato:keep=0.5", "tomato:sim=1e-20", "bogus", "deit", "tome:r=8", "tomato:sim=1e-2", "tome:r=1",
+             "tomato:sim=1e-7,method=parallel", "tomato:sim=1e-7", "tomato:keep=0.9", "tomato:tokens=100"]
+    assert variants.order(specs) == [
+        "deit", "tome:r=1", "tome:r=8", "tomato:sim=1e-2", "tomato:sim=1e-7", "tomato:sim=1e-20",
+        "tomato:sim=1e-7,method=parallel", "tomato:keep=0.9", "tomato:keep=0.5", "tomato:tokens=100", "bogus"]
+    short = {s: parse(s).short for s in ("deit", "tome:r=2", "tomato:sim=1e-7", "tomato:sim=5e-4",
+                                         "tomato:sim=2.5e-3", "tomato:keep=0.85")}
+    assert short == {"deit": "baseline", "tome:r=2": "r=2", "tomato:sim=1e-7": "1e-7", "tomato:sim=5e-4": "5e-4",
+                     "tomato:sim=2.5e-3": "2.5e-3", "tomato:keep=0.85": "keep=0.85"}
+    families = [parse(s).family for s in ("deit", "tome:r=2", "tomato:sim=1e-7", "tomato:sim=1e-7,method=parallel",
+                                          "tomato:keep=0.5", "tomato:tokens=9")]
+    assert families == ["deit", "tome", "tomato", "parallel", "keep", "tokens"]
+    assert parse("tomato:keep=0.5").parameter == ("keep_ratio", 0.5) and parse("deit").parameter == ("", "")
+    assert variants.label("bogus") == "bogus" and variants.canonical("tomato:sim=1e-7") == "tomato:sim=1e-07"

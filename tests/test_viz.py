@@ -210,3 +210,15 @@ def test_log10_distribution_matches_the_probabilities_where_representable():
         ok = probs > 1e-30
         torch.testing.assert_close(logs[ok], probs[ok].log10(), atol=1e-4, rtol=1e-4)
         assert torch.isfinite(logs).all()
+
+
+def test_frame_slider_works_without_a_kernel():
+    img = np.random.default_rng(0).random((32, 32, 3))
+    scores = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    frames = widgets.keep_frames(img, scores, (4, 4), [1.0, 0.5, 0.25], title="t")
+    assert [label for label, _ in frames] == ["keep = 1.00", "keep = 0.50", "keep = 0.25"]
+    assert all(png.startswith(b"\x89PNG") for _, png in frames)
+    html = widgets.frame_slider(frames, "keep", start=1)
+    assert html.count("<img ") == 3 and html.count("display:block") == 1
+    assert 'type="range" min="0" max="2"' in html and 'value="1"' in html and "<output>keep = 0.50</output>" in html
+    assert "<script" not in html  # an inline handler: nothing for a sanitiser to strip as a script block

@@ -21,6 +21,7 @@ import ast
 import contextlib
 import difflib
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, MutableMapping
@@ -157,9 +158,11 @@ def _load_model(p: dict[str, Any]) -> tuple[nn.Module, WeightsInfo]:
     except ValueError as e:
         raise ParameterError([f"error: parameter model = {name!r}: {str(e).splitlines()[0]}"]) from None
     except RuntimeError as e:
-        why = str(e).splitlines()[0].split(". To use real weights")[0]
+        first = str(e).splitlines()[0]
+        found = re.match(r"Could not get pretrained weights for .*? \((.*)\)\. To use real weights", first)
+        why = found.group(1) if found else first.rstrip(".")
         raise ParameterError([
-            f"error: no pretrained weights here ({why}); pass -p checkpoint /path/to/weights.pth, "
+            f"error: no pretrained weights for {name!r} here ({why}); pass -p checkpoint /path/to/weights.pth, "
             "or -p random_weights True to run on seeded random-init weights (NOT accuracy)"]) from None
 
 
