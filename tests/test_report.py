@@ -254,7 +254,6 @@ def test_plots_draw(run_dir: Path):
     ax = figures.plot_tradeoff(rows, y="top1_agreement", pretrained=False)
     assert "NOT accuracy" not in ax.get_title() and "random-init" in ax.get_title()
     assert "random-init" not in figures.plot_latency(timing, pretrained=True).get_title()
-    figures.plot_tokens_flops(rows)
     ax = figures.plot_agreement(measures.prediction_agreement(run))
     assert [t.get_text() for t in ax.get_yticklabels()] == ["ToMe r=2 (n=10)", "ToMato sim=1e-7 (n=10)"]
     assert [round(p.get_width(), 6) for p in ax.patches[:2]] == [10.0, 20.0]  # top-1 changed
@@ -292,12 +291,8 @@ def test_run_folder_pick_and_ratios(run_dir: Path, tmp_path: Path, monkeypatch: 
     assert [r.name for r in runs] == ["other", "sample_run"]
     assert book_runs.pick_table1_run(runs).name == "sample_run"
     assert book_runs.pick_table1_run(runs[:1]) is None
-    ratios = claims.latency_ratios_vs_paper(pd.DataFrame(runs[1].timing)).set_index("comparison")
-    assert ratios.loc["ToMato-B vs DeiT-B", "paper (text) %"] == -22.19
-    assert ratios.loc["ToMato-B vs DeiT-B", "ours, median %"] == pytest.approx(-25.0)
-    assert ratios.loc["ToMato-B vs ToMe-B", "ours, paper protocol %"] == pytest.approx(100 * (0.33 / 0.35 - 1))
-    assert ratios.loc["ToMe-B vs DeiT-B", "paper (Table 1) %"] == pytest.approx(-17.17, abs=0.01)
-    html = tables.styled(ratios.reset_index(), caption="Ratios").to_html()
+    ratios = pd.DataFrame({"comparison": ["ToMato-B vs DeiT-B"], "ours %": [-25.0], "paper %": [float("nan")]})
+    html = tables.styled(ratios, caption="Ratios").to_html()
     assert "Ratios" in html and "-25.00" in html and "–" in html  # NaN shown as a dash
 
 
@@ -346,9 +341,6 @@ def test_display_names_and_views(run_dir: Path):
     acc, lat = claims.table1_views(claims.table1(run.rows(), measures.prediction_agreement(run)))
     assert list(acc.columns)[:3] == ["Model", "paper top-1", "ours top-1"]
     assert list(lat.columns)[-1] == "ours tokens kept"
-    tv = tables.timing_view(pd.DataFrame(run.timing))
-    assert list(tv["variant"]) == ["baseline", "ToMe r=2", "ToMato sim=1e-7"]
-    assert tv["median s"].tolist() == [0.40, 0.32, 0.30]
     rows = measures.add_eval_gflops(run.rows().merge(measures.prediction_agreement(run), on="variant"), run)
     sv = tables.sweep_view(rows).set_index("variant")
     assert sv.loc["ToMato sim=1e-7", "tokens (min–max)"] == "172.0 (155–186)"

@@ -89,38 +89,6 @@ def table1_views(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return table[acc].copy(), table[lat].copy()
 
 
-def latency_ratios_vs_paper(rows: pd.DataFrame) -> pd.DataFrame:
-    """The paper's latency ratios beside ours from the same run (``rows``: ``variant``,
-    ``median_s`` and, optionally, ``paper_mean_s``): ToMato-B vs DeiT-B, ToMato-B vs
-    ToMe-B, ToMe-B vs DeiT-B, in % (negative = faster)."""
-    import pandas as pd
-
-    t = {r["variant"]: r for r in paper.TABLE1}
-    df = rows.copy()
-    df["variant"] = [variants.canonical(s) for s in df["variant"]]
-    by = {r["variant"]: r for r in df.to_dict("records")}
-
-    def ratio(a: str, b: str, col: str) -> float:
-        try:
-            return 100.0 * (float(by[a][col]) / float(by[b][col]) - 1.0)
-        except (KeyError, TypeError, ValueError, ZeroDivisionError):
-            return float("nan")
-
-    pairs = [("ToMato-B vs DeiT-B", paper.TOMATO, paper.BASELINE, paper.LATENCY_VS_DEIT),
-             ("ToMato-B vs ToMe-B", paper.TOMATO, paper.TOME, paper.LATENCY_VS_TOME),
-             ("ToMe-B vs DeiT-B", paper.TOME, paper.BASELINE, None)]
-    records = []
-    for name, a, b, stated in pairs:
-        records.append({
-            "comparison": name,
-            "paper (text) %": stated if stated is not None else float("nan"),
-            "paper (Table 1) %": 100.0 * (t[a]["latency_s"] / t[b]["latency_s"] - 1.0),
-            "ours, median %": ratio(a, b, "median_s"),
-            "ours, paper protocol %": ratio(a, b, "paper_mean_s") if "paper_mean_s" in df else float("nan"),
-        })
-    return pd.DataFrame(records)
-
-
 def _fmt(v: Any, unit: str = "", digits: int = 2, sign: bool = False) -> str:
     try:
         f = float(v)

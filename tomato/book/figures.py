@@ -163,13 +163,6 @@ def plot_tradeoff(rows: pd.DataFrame, y: str = "top1", ax: Axes | None = None, *
     return ax
 
 
-def plot_tokens_flops(rows: pd.DataFrame, ax: Axes | None = None, *,
-                      title: str = "Tokens after block 0 vs FLOPs") -> Axes:
-    """Patch tokens leaving block 0 (mean) against GFLOPs per image: weight-independent
-    for ToMe, and a direct consequence of the token count for ToMato."""
-    return plot_tradeoff(rows, y="gflops", x="tokens_mean", ax=ax, title=title, ylabel="GFLOPs per image")
-
-
 def plot_agreement(agreement: pd.DataFrame, ax: Axes | None = None, *,
                    title: str = "Predictions changed by merging") -> Axes:
     """Horizontal bars per variant: % of images whose top-1 differs from the baseline's

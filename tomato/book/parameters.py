@@ -95,6 +95,18 @@ def _at_least(lo: int, what: str) -> Callable[[Any], int]:
     return convert
 
 
+def _optional_seconds(value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+        return None
+    try:
+        v = _number(value)
+    except Invalid:
+        raise Invalid("None or a number of seconds > 0") from None
+    if not v > 0 or math.isinf(v):
+        raise Invalid("None or a number of seconds > 0")
+    return v
+
+
 def _device(value: Any) -> str:
     text = _text(value).lower()
     if not _DEVICE.match(text):
@@ -172,6 +184,9 @@ RULES: dict[str, Rule] = {
     "batch_size": Rule("int", "evaluation batch size (results do not depend on it)", _at_least(1, "an integer >= 1")),
     "time_runs": Rule("int", "timed forwards per variant", _at_least(1, "an integer >= 1")),
     "warmup": Rule("int", "untimed forwards per variant before the timed ones", _at_least(0, "an integer >= 0")),
+    "budget_s": Rule("Optional[float]", "keep timing rounds until this many seconds have passed (None: no budget)",
+                     _optional_seconds),
+    "timing_images": Rule("int", "photos the timed calls rotate through", _at_least(1, "an integer >= 1")),
     "batch_sizes": Rule("List[int]", "batch sizes of the throughput plot", _int_list),
     "throughput_runs": Rule("int", "timed forwards per variant and batch size in the throughput plot",
                             _at_least(1, "an integer >= 1")),

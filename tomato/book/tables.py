@@ -3,7 +3,7 @@ rows, and the pandas Styler every table is shown with.
 
 :func:`provenance_table` turns a provenance record (model, weights, data, machine,
 commit, date) into a two-column table; :func:`runs_overview` gives one line per recorded
-run; :func:`timing_view` / :func:`sweep_view` rename result columns for a book page;
+run; :func:`sweep_view` renames result columns for a book page;
 :func:`styled` formats any of them. pandas is imported inside the functions.
 """
 from __future__ import annotations
@@ -151,18 +151,6 @@ def styled(df: pd.DataFrame, caption: str = "", *, digits: int = 2, formats: Map
                 styles.append({"selector": f"th:nth-child({k}), td:nth-child({k})",
                                "props": f"width: {widths[col]};"})
     return sty.set_table_styles(styles, overwrite=False)
-
-
-def timing_view(rows: pd.DataFrame) -> pd.DataFrame:
-    """Timing rows (:func:`tomato.harness.speed.measure_variants`) with short headers for display."""
-    import pandas as pd
-
-    cols = {"paper_mean_s": "paper mean s", "median_s": "median s", "iqr_s": "IQR s", "speedup": "speed-up ×",
-            "tokens_mean": "tokens", "gflops": "GFLOPs", "ideal_speedup": "ideal ×"}
-    out = pd.DataFrame({"variant": [variants.label(s) for s in rows["variant"]]})
-    for src, dst in cols.items():
-        out[dst] = pd.to_numeric(rows[src], errors="coerce").to_numpy() if src in rows else float("nan")
-    return out
 
 
 def sweep_view(rows: pd.DataFrame) -> pd.DataFrame:
