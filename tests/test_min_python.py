@@ -88,7 +88,8 @@ def _is_type(node: ast.AST) -> bool:
 
 def _runtime_newer(path: Path) -> list[str]:
     """Code that 3.8 rejects at run time but vermin lets through, as "file:line: code":
-    subscripted builtins (``list[int]``, 3.9), dict union (``{...} | {...}``, 3.9) and
+    subscripted builtins and collections.abc classes (``list[int]``, ``Callable[[], float]``,
+    3.9), dict union (``{...} | {...}``, 3.9) and
     type unions (``int | None``, 3.10) outside annotations."""
     source = path.read_text(encoding="utf-8")
     tree = ast.parse(source, filename=str(path))
@@ -96,6 +97,10 @@ def _runtime_newer(path: Path) -> list[str]:
         name = str(path.relative_to(ROOT))
     except ValueError:
         name = path.name
+    # Names bound to collections.abc classes (Callable, Sequence...): their subscripts
+    # need 3.9 too when evaluated (typing's versions work on 3.8).
+    abc_names = {a.asname or a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 and node.module == "collections.abc" for a in node.names}
     skip: set[int] = set()
     for node in ast.walk(tree):
         # Nodes inside annotations are never evaluated under postponed evaluation.
@@ -106,8 +111,10 @@ def _runtime_newer(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if id(node) in skip:
             continue
-        generic = isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) \
-            and node.value.id in _GENERIC_BUILTINS
+        generic = isinstance(node, ast.Subscript) and (
+            (isinstance(node.value, ast.Name) and node.value.id in _GENERIC_BUILTINS | abc_names)
+            or (isinstance(node.value, ast.Attribute) and isinstance(node.value.value, ast.Attribute)
+                and ast.get_source_segment(source, node.value.value) == "collections.abc"))
         union = False
         if isinstance(node, (ast.BinOp, ast.AugAssign)) and isinstance(node.op, ast.BitOr):
             left, right = (node.left, node.right) if isinstance(node, ast.BinOp) else (node.target, node.value)
@@ -115,8 +122,8 @@ def _runtime_newer(path: Path) -> list[str]:
         if generic or union:
             skip.update(id(n) for n in ast.walk(node))  # report the outermost only
             # get_source_segment, not ast.unparse (3.9): this test runs on 3.8 too.
-            found.append(f"{name}:{node.lineno}: {ast.get_source_segment(source, node)}")
-    return found
+            found.append((node.lineno, f"{name}:{node.lineno}: {ast.get_source_segment(source, node)}"))
+    return [text for _, text in sorted(found)]
 
 
 def test_package_needs_no_newer_python_than_3_8():
@@ -149,9 +156,11 @@ def test_the_ast_pass_catches_what_vermin_misses(tmp_path):
                      "def f(x: list[int]) -> dict[str, int | None]:\n    return {}\n"
                      "d = {k: 1 for k in 'ab'} | {'c': 2}\n"
                      "ok = isinstance(d, int | None)\n"
-                     "flags = 1 | 2\n")
+                     "flags = 1 | 2\n"
+                     "from collections.abc import Callable\n"
+                     "Clock = Callable[[], float]\n")
     assert [h.split(": ", 1)[1] for h in _runtime_newer(probe)] == [
-        "list[tuple[float, float]]", "{k: 1 for k in 'ab'} | {'c': 2}", "int | None"]
+        "list[tuple[float, float]]", "{k: 1 for k in 'ab'} | {'c': 2}", "int | None", "Callable[[], float]"]
     proc = _run_vermin([probe])
     bad = tmp_path / "bad.py"
     bad.write_text("import importlib.resources\nimportlib.resources.files('x')\n'ab'.removeprefix('a')\n")
