@@ -145,9 +145,41 @@ def test_cli_paper_protocol_writes_a_record(tmp_path, capsys, monkeypatch: pytes
     record = json.loads(out.read_text())
     assert record["config"]["protocol"] == "paper" and record["config"]["forwards"] == 2
     assert record["config"]["threads"] == 1 and record["config"]["pretrained"] is False
+    assert record["provenance"]["machine"]["torch_threads"] == 1  # the machine as timed
     assert len(record["rows"]) == 4 and len(record["summary"]) == 2
     assert record["provenance"]["git"]["commit"]
     assert speed.describe(record["config"]) in printed
     rc = main(["time", "--protocol", "paper", "--model", "deit_tiny_patch16_224", "--random-weights",
                "--image", "9999", "--quiet"])
     assert rc == 2 and "error: image index 9999" in capsys.readouterr().err
+
+
+def test_ratio_table_uses_paired_round_times() -> None:
+    from tomato.book import latency
+
+    base = [1.0, 3.0, 2.0, 8.0, 5.0, 4.0]
+    rows = [{"variant": v, "batch_size": 1, "times_s": [k * t for t in base]}
+            for v, k in (("deit", 1.0), ("tome:r=2", 0.9), ("tomato:sim=1e-7", 0.72))]
+    table = latency.ratio_table(rows).set_index("comparison")
+    assert table.loc["ToMato-B vs DeiT-B", "ours, medians %"] == pytest.approx(-28.0)
+    assert table.loc["ToMato-B vs ToMe-B", "ours, medians %"] == pytest.approx(-20.0)
+    # Round i of every variant saw the same drift, so the paired interval is a point.
+    assert table.loc["ToMe-B vs DeiT-B", "ours 95% CI low %"] == pytest.approx(-10.0)
+    assert table.loc["ToMe-B vs DeiT-B", "ours 95% CI high %"] == pytest.approx(-10.0)
+    assert table.loc["ToMato-B vs DeiT-B", "paper, Table 1 %"] == pytest.approx(-22.2, abs=0.01)
+    assert latency.ratio_table(rows[:1]).empty  # nothing to compare with one variant
+
+
+def test_paper_reports_transcribed_and_compared() -> None:
+    from tomato.book import profiles
+
+    means = {r["report"]: r["mean_s"] for r in profiles.report_rows()}
+    # The shared facts file's "mean 0-10" column, to its three decimals.
+    assert means == pytest.approx({"ToMato_r_10-20": 9.974, "ToMato_sim0.0005": 10.722, "ToMato_sim0.001": 10.735,
+                                   "ToMato_sim0.01": 10.926, "test (ddefb3d)": 10.213}, abs=6e-4)
+    assert all(len(r.forwards) == 11 for r in profiles.REPORTS)
+    assert all(0.030 < r.merge_share < 0.034 for r in profiles.REPORTS)  # "about 3.0-3.4%"
+    pairs = profiles.pairwise()
+    assert len(pairs) == 10 and all(p["ci_low"] <= p["diff"] <= p["ci_high"] for p in pairs)
+    gap = profiles.table1_gap()
+    assert gap["gap_s"] == pytest.approx(10.9445 - 10.2804)

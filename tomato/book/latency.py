@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = ["per_forward_table", "paper_summary_table", "reports_table", "pairwise_table", "gap_sentences",
-           "speedup_table", "recorded_timings", "plot_forwards", "merge_share_table"]
+           "speedup_table", "ratio_table", "recorded_timings", "plot_forwards", "merge_share_table"]
 
 
 def per_forward_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -103,6 +103,34 @@ def speedup_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         "95% CI high": df.get("speedup_high"), "tokens": df["tokens_mean"], "ideal ×": df["ideal_speedup"]})
 
 
+def ratio_table(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> pd.DataFrame:
+    """The paper's latency comparisons beside ours from one robust run (batch-1 ``rows`` of
+    :func:`tomato.harness.speed.measure_variants`): change of latency in % (negative =
+    faster), ours as the ratio of medians with a paired bootstrap 95% interval from the
+    recorded per-round times. Comparisons whose variants were not timed are left out."""
+    import pandas as pd
+
+    from ..harness import timing, variants
+    from . import paper
+
+    by = {variants.canonical(str(r["variant"])): r for r in rows if r.get("batch_size", 1) == 1}
+    table = paper.TABLE1_BY_VARIANT
+    out = []
+    for name, a, b, stated in [("ToMato-B vs DeiT-B", paper.TOMATO, paper.BASELINE, paper.LATENCY_VS_DEIT),
+                               ("ToMato-B vs ToMe-B", paper.TOMATO, paper.TOME, paper.LATENCY_VS_TOME),
+                               ("ToMe-B vs DeiT-B", paper.TOME, paper.BASELINE, None)]:
+        if a not in by or b not in by or not by[a].get("times_s"):
+            continue
+        ta, tb = by[a]["times_s"], by[b]["times_s"]
+        lo, hi = timing.bootstrap_ratio(ta, tb, seed=seed)
+        out.append({"comparison": name,
+                    "paper, Table 1 %": 100 * (table[a]["latency_s"] / table[b]["latency_s"] - 1),
+                    "paper, text %": stated if stated is not None else float("nan"),
+                    "ours, medians %": 100 * (timing.TimingStats(ta).median / timing.TimingStats(tb).median - 1),
+                    "ours 95% CI low %": 100 * (lo - 1), "ours 95% CI high %": 100 * (hi - 1)})
+    return pd.DataFrame(out)
+
+
 def recorded_timings(results: Path | str, protocol: str) -> list[tuple[Path, dict[str, Any]]]:
     """Every ``*.json`` record directly under ``results`` (``python -m tomato time --out``)
     whose config names ``protocol`` ("paper" or "robust")."""
@@ -134,12 +162,12 @@ def merge_share_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.Dat
 
 def plot_forwards(runs: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str = "") -> Figure:
     """Per-forward times: the authors' five reports (left, seconds on their Nano CPU), our
-    paper-protocol runs (middle, seconds here), and all of them as % from their own run's
+    paper-protocol runs (middle, seconds, log scale), and all of them as % from their own run's
     mean (right), which puts the spreads on one scale. ``runs``: name -> paper-protocol rows."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4), gridspec_kw={"width_ratios": [5, 4, 8]})
+    fig, axes = plt.subplots(1, 3, figsize=(12, 5), gridspec_kw={"width_ratios": [5, 5, 9]})
     rng = np.random.default_rng(0)  # horizontal jitter only
 
     def strip(ax: Any, k: int, values: Sequence[float], color: str) -> None:
@@ -163,7 +191,8 @@ def plot_forwards(runs: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str
         names.append(label)
         rel.append(100 * (np.asarray(values) / np.mean(values) - 1))
     axes[1].set_xticks(range(len(ours)), [label for label, _ in ours], rotation=30, ha="right", fontsize=7)
-    axes[1].set_title("ours, paper protocol (this machine)", fontsize=9)
+    axes[1].set_yscale("log")  # our runs differ by machine far more than within a run
+    axes[1].set_title("ours, paper protocol (log scale)", fontsize=9)
     for k, v in enumerate(rel):
         strip(axes[2], k, v, "tab:red" if k < len(profiles.REPORTS) else "tab:blue")
     axes[2].axhline(0, color="grey", lw=0.8)

@@ -73,25 +73,26 @@ def cmd_time(args: argparse.Namespace) -> int:
     _warn_random(weights)
     config = {"protocol": args.protocol, "model": args.model, "weights_source": weights.source,
               "weights_sha256": weights.sha256, "pretrained": weights.pretrained, "data": label,
-              "variants": args.variants, "device": args.device, "threads": args.threads}
-    if args.protocol == "paper":
-        image, path = speed.paper_image(samples, args.image, model)
-        config.update(image=path, image_index=args.image, forwards=args.forwards, batch_size=1, warmup=0)
-        rows = speed.paper_protocol(model, args.variants, image, forwards=args.forwards, threads=args.threads,
-                                    device=args.device, progress=not args.quiet)
-        summary = speed.paper_summary(rows)
-        config["threads"] = rows[0]["threads"] if rows else args.threads
-    else:
-        with speed.torch_threads(args.threads) as used:
+              "variants": args.variants, "device": args.device}
+    # One thread setting for the whole command, so the record's machine says what was used.
+    with speed.torch_threads(args.threads) as used:
+        config["threads"] = used
+        if args.protocol == "paper":
+            image, path = speed.paper_image(samples, args.image, model)
+            config.update(image=path, image_index=args.image, forwards=args.forwards, batch_size=1, warmup=0)
+            rows = speed.paper_protocol(model, args.variants, image, forwards=args.forwards, device=args.device,
+                                        progress=not args.quiet)
+            summary = speed.paper_summary(rows)
+        else:
             images = sweep.timing_images(samples, model, count=args.images)
-            config.update(threads=used, images=int(images.shape[0]), batch_sizes=args.batch_sizes,
-                          runs=args.runs, warmup=args.warmup, budget_s=args.budget_s)
+            config.update(images=int(images.shape[0]), batch_sizes=args.batch_sizes, runs=args.runs,
+                          warmup=args.warmup, budget_s=args.budget_s)
             rows = speed.measure_variants(model, args.variants, images, batch_sizes=args.batch_sizes,
                                           runs=args.runs, warmup=args.warmup, budget_s=args.budget_s,
                                           device=args.device, progress=not args.quiet)
-        summary = []
-    record = {"config": config, "rows": rows, "summary": summary,
-              "provenance": provenance.collect(**config)}
+            summary = []
+        record = {"config": config, "rows": rows, "summary": summary,
+                  "provenance": provenance.collect(**config)}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.out), json.dumps(provenance.jsonable(record), indent=2) + "\n")

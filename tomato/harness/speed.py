@@ -18,6 +18,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -82,7 +83,7 @@ def measure_variants(
     q3_s, iqr_s, runs, warmup, throughput_img_s, speedup (baseline median / variant median,
     the first variant being the baseline) with its 95% bootstrap interval speedup_low /
     speedup_high (rounds resampled in pairs), tokens_mean (over the timed images), gflops
-    (per image, from those tokens), ideal_speedup.
+    (per image, from those tokens), ideal_speedup, times_s (every timed call, round by round).
     """
     vs = [parse(v) for v in variants]
     clock = clock or time.perf_counter
@@ -131,6 +132,7 @@ def measure_variants(
                 "tokens_mean": kept[v.spec],
                 "gflops": f / 1e9,
                 "ideal_speedup": base_flops / f,
+                "times_s": list(s.times),  # round by round, so any pair's ratio can be bootstrapped
             })
     if vs:
         vs[0].apply(model)
@@ -256,7 +258,7 @@ def describe(config: Mapping[str, Any]) -> str:
     where = f"{device}" + (f", {_plural(threads, 'CPU thread')}" if threads else "")
     variants = c.get("variants") or []
     if c.get("protocol") == "paper":
-        image = c.get("image")
+        image = Path(str(c["image"])).name if c.get("image") else ""
         return (f"Paper protocol (the authors'): one image{f' ({image})' if image else ''}, "
                 f"{_plural(c.get('forwards', '?'), 'forward')} at batch 1 per variant, no warm-up, "
                 f"variants one after another ({len(variants)}), on {where}; the latency is the mean per forward.")
