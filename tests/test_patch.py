@@ -54,6 +54,7 @@ def test_merging_changes_tokens_and_output(images):
         dict(keep_ratio=0.6),
         dict(keep_ratio=0.6, method="parallel"),
         dict(tokens=50),
+        dict(sim=1e-20, prop_attn=False),  # padding stays masked without proportional attention
     ],
 )
 def test_batched_equals_per_image(config, images):

@@ -38,14 +38,14 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
 #: What ToMe users pass as ``r``: one count for every block, a count per block, or a
 #: ``(r, inflection)`` schedule.
-RSpec = Union[int, Sequence[int], tuple[int, float]]
+RSpec = Union[int, Sequence[int], Tuple[int, float]]
 
 _R_FORMS = (
     "an int >= 0 (tokens merged in every block), a list of ints >= 0 (one per block, "
@@ -65,7 +65,7 @@ class Matching:
     out_tokens: int
 
 
-def _leaving_order(num_tokens: int, num_prefix_tokens: int, device: torch.device) -> torch.Tensor:
+def _output_order(num_tokens: int, num_prefix_tokens: int, device: torch.device) -> torch.Tensor:
     """(T,) input positions in output order: prefix, then side A, then side B."""
     pos = torch.arange(num_tokens, device=device)
     rest = pos[num_prefix_tokens:]
@@ -101,7 +101,7 @@ def match(keys: torch.Tensor, r: int, num_prefix_tokens: int = 1) -> Matching:
     leaving_pos = a_pos[leaving]  # (B, r) input positions of the tokens that leave
     partner_pos = b_pos[partner.gather(1, leaving)]  # (B, r) where each one goes
 
-    order = _leaving_order(t, p, device).expand(b, t)
+    order = _output_order(t, p, device).expand(b, t)
     gone = torch.zeros(b, t, dtype=torch.bool, device=device)
     gone.scatter_(1, leaving_pos, True)
     # Survivors are numbered in output order; the leavers then borrow their partner's slot.
