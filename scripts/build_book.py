@@ -24,7 +24,9 @@ Steps
    unknown parameter names. Links to the book's chapters, written
    ``(../book/NAME.md)`` so that they work in JupyterLab from ``notebooks/``, are
    rewritten to ``(../NAME.md)`` in the executed copy under ``book/notebooks/``.
-2. ``jupyter-book build .`` (Jupyter Book 1.x, run with this very interpreter) turns
+2. The verdict of the build is written from ``data/results`` to ``_build/verdict.md``
+   (:mod:`tomato.book.verdict`), where ``book/intro.md`` includes it.
+3. ``jupyter-book build .`` (Jupyter Book 1.x, run with this very interpreter) turns
    ``_toc.yml`` into ``_build/html``.  Notebook execution is off in ``_config.yml``:
    papermill has already run them.  Math is typeset by MathJax from its CDN when the
    reader is online; ``--mathjax FILE`` (or ``$TOMATO_MATHJAX``) serves a local
@@ -337,8 +339,23 @@ def check_outputs() -> None:
         log(f"build_book: note: sources newer than their executed copies: {', '.join(stale)}")
 
 
+def write_verdict() -> None:
+    """``_build/verdict.md`` from the recorded runs (:mod:`tomato.book.verdict`), which
+    the introduction includes: the verdict is written from the records at each build."""
+    BUILD_DIR.mkdir(exist_ok=True)
+    code = ("import sys; from tomato.book.verdict import verdict_markdown; "
+            "sys.stdout.write(verdict_markdown('data/results'))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=kernel_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        log(f"build_book: the verdict could not be written: {proc.stderr.strip().splitlines()[-1:]}")
+        raise SystemExit(1)
+    (BUILD_DIR / "verdict.md").write_text(proc.stdout, encoding="utf-8")
+    log(f"verdict written from data/results -> {rel(BUILD_DIR / 'verdict.md')}")
+
+
 def build_book(fresh: bool, strict: bool, mathjax: str = "") -> None:
     BUILD_DIR.mkdir(exist_ok=True)
+    write_verdict()
     overlay = mathjax_overlay(mathjax)
     cmd = [
         sys.executable,

@@ -379,3 +379,18 @@ def test_variants_name_and_order_in_one_place():
     assert families == ["deit", "tome", "tomato", "parallel", "keep", "tokens"]
     assert parse("tomato:keep=0.5").parameter == ("keep_ratio", 0.5) and parse("deit").parameter == ("", "")
     assert variants.label("bogus") == "bogus" and variants.canonical("tomato:sim=1e-7") == "tomato:sim=1e-07"
+
+
+def test_verdict_is_written_from_the_records(run_dir: Path):
+    from tomato.book import verdict
+
+    (run_dir.parent / "agreement_x.json").write_text(json.dumps({"rows": [
+        {"index": 0, "setting": "sim=1e-07", "same_directed": True},
+        {"index": 1, "setting": "sim=1e-07", "same_directed": False}]}))
+    text = verdict.verdict_markdown(run_dir.parent)
+    assert text.startswith("## Verdict of this build")
+    assert "removed 5.1–20.9% of the patch tokens per photo (mean 12.2%, 10 photos of `sample_run`)" in text
+    assert "in 1 of 2 cases (2 photos × sim=1e-07; `agreement_x.json`)" in text
+    assert "kept the unpatched model's top-1 on 80.0% of the 10 photos" in text
+    assert "ToMato sim=1e-7 ×1.33" in text  # speed-up from timing.json
+    assert verdict.ACCURACY_COMMAND in text and verdict.JETSON_COMMAND in text  # random weights, not a Jetson

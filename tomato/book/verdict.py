@@ -1,0 +1,124 @@
+"""The verdict of a build: what the recorded runs establish about ToMato, what they
+cannot, and the one command that settles each open point on a machine that can.
+
+:func:`verdict_markdown` reads ``data/results`` (the Table-1 run, the faithful-vs-parallel
+agreement study, the merge-step benchmark) and writes every number from those records;
+nothing here is typed prose about a run. ``scripts/build_book.py`` writes it where the
+introduction includes it, and the reproduction summary shows it too.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from ..harness import variants
+from . import paper
+from .measures import eval_gflops, prediction_agreement, tokens_cut_range
+from .runs import RecordedRun, pick_table1_run, recorded_runs, repo_path
+from .tables import machine_short
+
+#: The commands that settle what a build without pretrained weights or a Jetson cannot.
+ACCURACY_COMMAND = ("python -m tomato sweep --data /data/imagenet-mini/val --checkpoint deit_base_patch16_224.pth "
+                    "--variants deit tome:r=2 tomato:sim=1e-7 --out data/results/mini-table1")
+JETSON_COMMAND = ("python -m tomato time --protocol paper --device cuda --checkpoint deit_base_patch16_224.pth "
+                  "--variants deit tome:r=2 tomato:sim=1e-7 --out data/results/jetson-paper.json")
+
+
+def _parallel_exactness(results: Path) -> str | None:
+    """'the parallel visit gave the faithful groups on k of n ...' from an agreement study."""
+    for path in sorted(results.glob("agreement_*.json")):
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        same = sum(bool(r.get("same_directed")) for r in rows)
+        images = len({r.get("index") for r in rows})
+        settings = sorted({str(r.get("setting")) for r in rows})
+        return (f"the parallel visit (rule `directed`) gave exactly the faithful visit's groups in {same} of "
+                f"{len(rows)} cases ({images} photos × {', '.join(settings)}; `{path.name}`)")
+    return None
+
+
+def _merge_cost(results: Path) -> str | None:
+    """The merge step against a whole forward, from the merge-step benchmark's table."""
+    for path in sorted(results.glob("bench_*.txt")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        ms = {}
+        for name in ("forward: unpatched", "merge step: faithful, sim=1e-7", "merge step: parallel, sim=1e-7"):
+            found = re.search(rf"^{re.escape(name)}\s+([0-9.]+)", text, flags=re.M)
+            if found:
+                ms[name] = float(found.group(1))
+        if len(ms) == 3:
+            fwd = ms["forward: unpatched"]
+            f, p = ms["merge step: faithful, sim=1e-7"], ms["merge step: parallel, sim=1e-7"]
+            return (f"the merge step at sim=1e-7 costs {f:.1f} ms (faithful visit) and {p:.1f} ms (parallel), "
+                    f"{100 * f / fwd:.1f}% and {100 * p / fwd:.1f}% of a {fwd:.0f} ms forward "
+                    f"(median, batch 1; `{path.name}`: {text.splitlines()[0]})")
+    return None
+
+
+def _run_facts(run: RecordedRun) -> list[str]:
+    """Tokens, agreement, FLOPs and latency of ToMato sim=1e-7 in ``run``."""
+    facts = []
+    n = run.provenance.get("n_images")
+    vr = run.variants.get(paper.TOMATO)
+    if vr is not None and vr.has_predictions:
+        preds = vr.predictions()
+        lo, hi, mean = tokens_cut_range(preds)
+        facts.append(f"**Tokens kept.** ToMato sim=1e-7 removed {lo:.1f}–{hi:.1f}% of the patch tokens per photo "
+                     f"(mean {mean:.1f}%, {len(preds)} photos of `{run.name}`); the paper reports "
+                     f"{paper.TOKEN_CUT_SIM_1E7[0]}–{paper.TOKEN_CUT_SIM_1E7[1]}% with trained weights"
+                     + ("; these are an untrained network's counts (random-init weights)." if not run.pretrained
+                        else "."))
+    g = eval_gflops(run)
+    if paper.TOMATO in g and paper.BASELINE in g:
+        facts.append(f"**FLOPs.** {g[paper.TOMATO]:.1f} GFLOPs per image for ToMato sim=1e-7 against "
+                     f"{g[paper.BASELINE]:.1f} for DeiT-B ({100 * (g[paper.TOMATO] / g[paper.BASELINE] - 1):+.1f}%), "
+                     "from each photo's kept tokens.")
+    agree = dict(zip(*(prediction_agreement(run)[c] for c in ("variant", "top1_agreement"))))
+    if paper.TOMATO in agree:
+        facts.append(f"**Output change.** ToMato sim=1e-7 kept the unpatched model's top-1 on "
+                     f"{agree[paper.TOMATO]:.1f}% of the {n} photos (a perturbation measure, valid with any weights).")
+    timed = {r.get("variant"): r for r in run.timing if r.get("batch_size", 1) == 1}
+    rows = [(s, r) for s, r in timed.items() if r.get("speedup") and variants.canonical(s) != paper.BASELINE]
+    if rows:
+        parts = [f"{variants.label(s)} ×{float(r['speedup']):.2f}"
+                 + (f" at {float(r['tokens_mean']):.0f} tokens after block 0" if r.get("tokens_mean") else "")
+                 for s, r in rows]
+        facts.append(f"**Latency against tokens kept** (speed-up over DeiT-B, median, batch 1, on "
+                     f"{machine_short(run.provenance)}): " + "; ".join(parts) + ".")
+    return facts
+
+
+def verdict_markdown(results: Path | str = "data/results") -> str:
+    """The verdict as Markdown: a heading, what this build establishes (numbers from the
+    records under ``results``), what it cannot, and the commands that settle those."""
+    root = results if Path(results).is_absolute() else repo_path(results)
+    root = Path(root)
+    run = pick_table1_run(recorded_runs(root))
+    established = ["**Merge semantics.** The faithful visit is the paper's Algorithms 1–2 (directed test, "
+                   "left-right-up-down order) and merging averages each group and keeps its size for "
+                   "proportional attention; the test suite checks both on grids worked out by hand."]
+    exact = _parallel_exactness(root)
+    if exact:
+        established.append(f"**Parallel visit.** Exact by proof and in the record: {exact}.")
+    if run is not None:
+        established += _run_facts(run)
+    cost = _merge_cost(root)
+    if cost:
+        established.append(f"**Cost of the merge.** {cost[0].upper()}{cost[1:]}.")
+    pretrained = bool(run and run.pretrained)
+    open_points = []
+    if not pretrained:
+        open_points.append(f"**Accuracy** (Table 1's top-1/top-5, Figure 3's accuracy axis) needs pretrained DeiT-B "
+                           f"weights and ImageNet-Mini: `{ACCURACY_COMMAND}`.")
+    jetson = run is not None and "jetson" in machine_short(run.provenance).lower()
+    if not jetson:
+        open_points.append(f"**Jetson latency** (Table 1's seconds, the paper's −22.19% / −6.06%) needs the board: "
+                           f"`{JETSON_COMMAND}`.")
+    lines = ["## Verdict of this build", "", "**What the recorded runs establish:**", ""]
+    lines += [f"- {t}" for t in established]
+    if open_points:
+        lines += ["", "**What they cannot, and the command that settles it on a machine that can:**", ""]
+        lines += [f"- {t}" for t in open_points]
+    return "\n".join(lines) + "\n"
