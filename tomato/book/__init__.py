@@ -8,7 +8,8 @@ The paper and our runs
     :mod:`~tomato.book.paper` (the paper's numbers and claims),
     :mod:`~tomato.book.runs` (reading recorded runs), :mod:`~tomato.book.measures`
     (agreement, token cuts, FLOPs, latency changes), :mod:`~tomato.book.claims`
-    (Table 1 beside ours, one verdict per claim), :mod:`~tomato.book.tables`
+    (Table 1 beside ours, one verdict per claim), :mod:`~tomato.book.verdict` (the
+    build's verdict), :mod:`~tomato.book.tables`
     (provenance and result tables), :mod:`~tomato.book.display` (banners and notes),
     :mod:`~tomato.book.figures` (results plots), :mod:`~tomato.book.profiles` and
     :mod:`~tomato.book.latency` (the latency pages).
