@@ -11,11 +11,7 @@ import pytest
 from tomato.book import notebook, parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-# 05_timing is converted to the one-call setup by its own owner; until then it is
-# expected to fail the checks below (typed parameters, links).
-NOTEBOOKS = [pytest.param(p, id=p.stem, marks=pytest.mark.xfail(reason="05_timing not yet converted", strict=False))
-             if p.stem == "05_timing" else pytest.param(p, id=p.stem)
-             for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+NOTEBOOKS = [pytest.param(p, id=p.stem) for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
 
 
 def error(name: str, value: object) -> str:
