@@ -198,9 +198,10 @@ def _check_against_data(page: Page) -> None:
     """Limits known only now: an image index within the images, a token on the grid."""
     p, errors = page.params, []
     n = len(page.samples)
-    if "image_index" in p and not p["image_index"] < n:
-        errors.append(f"error: parameter image_index = {p['image_index']!r}: expected an integer in "
-                      f"0..{n - 1} (data = {p.get('data')!r} has {n} usable images)")
+    for name in ("image_index", "paper_image"):
+        if name in p and not p[name] < n:
+            errors.append(f"error: parameter {name} = {p[name]!r}: expected an integer in "
+                          f"0..{n - 1} (data = {p.get('data')!r} has {n} usable images)")
     grid = tuple(getattr(getattr(page.model, "patch_embed", None), "grid_size", ()) or ())
     if "token" in p and len(grid) == 2 and not (p["token"][0] < grid[0] and p["token"][1] < grid[1]):
         errors.append(f"error: parameter token = {p['token']!r}: expected (row, col) with row in 0..{grid[0] - 1} "

@@ -107,6 +107,12 @@ def _optional_seconds(value: Any) -> float | None:
     return v
 
 
+def _optional_count(value: Any) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+        return None
+    return _at_least(1, "None or an integer >= 1")(value)
+
+
 def _device(value: Any) -> str:
     text = _text(value).lower()
     if not _DEVICE.match(text):
@@ -187,6 +193,10 @@ RULES: dict[str, Rule] = {
     "budget_s": Rule("Optional[float]", "keep timing rounds until this many seconds have passed (None: no budget)",
                      _optional_seconds),
     "timing_images": Rule("int", "photos the timed calls rotate through", _at_least(1, "an integer >= 1")),
+    "paper_image": Rule("int", "which photo of data is the one picture (0 is the first)",
+                        _at_least(0, "an integer >= 0")),
+    "paper_forwards": Rule("int", "forwards per variant at batch 1, no warm-up", _at_least(1, "an integer >= 1")),
+    "paper_threads": Rule("Optional[int]", "torch CPU threads; None: torch's default", _optional_count),
     "batch_sizes": Rule("List[int]", "batch sizes of the throughput plot", _int_list),
     "throughput_runs": Rule("int", "timed forwards per variant and batch size in the throughput plot",
                             _at_least(1, "an integer >= 1")),
