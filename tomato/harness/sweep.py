@@ -3,9 +3,9 @@
 ``sweep`` evaluates every variant (each in its own resumable run folder), then times all
 of them in one interleaved run (or reuses a finished timing run with the same identity),
 and writes ``sweep.csv`` with one row per variant: kind, parameter, value, top-1, top-5,
-token statistics, latency (median, IQR, paper protocol; timed on a few of the images,
-whose mean token count is ``tokens_timed``), throughput, and FLOPs from the evaluation's
-mean token count.
+token statistics, latency (median, IQR, speed-up with its bootstrap interval; timed on a
+few of the images, whose mean token count is ``tokens_timed``), throughput, and FLOPs
+from the evaluation's mean token count.
 """
 from __future__ import annotations
 
@@ -41,8 +41,9 @@ DEFAULT_VARIANTS: tuple[str, ...] = (
 
 COLUMNS: tuple[str, ...] = (
     "variant", "label", "kind", "parameter", "value", "top1", "top5", "n_images", "n_bad",
-    "tokens_mean", "tokens_min", "tokens_max", "tokens_timed", "median_s", "iqr_s", "paper_mean_s",
-    "throughput_img_s", "speedup", "gflops", "ideal_speedup", "pretrained", "weights_source",
+    "tokens_mean", "tokens_min", "tokens_max", "tokens_timed", "median_s", "iqr_s",
+    "throughput_img_s", "speedup", "speedup_low", "speedup_high", "gflops", "ideal_speedup", "pretrained",
+    "weights_source",
 )
 
 
@@ -154,7 +155,8 @@ def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], sample
             "variant": v.spec, "label": v.label, "kind": v.kind, "parameter": name, "value": value,
             **{k: s.get(k) for k in ("top1", "top5", "n_images", "n_bad", "tokens_mean",
                                      "tokens_min", "tokens_max", "pretrained", "weights_source")},
-            **{k: t.get(k) for k in ("median_s", "iqr_s", "paper_mean_s", "throughput_img_s", "speedup")},
+            **{k: t.get(k) for k in ("median_s", "iqr_s", "throughput_img_s", "speedup", "speedup_low",
+                                     "speedup_high")},
             "tokens_timed": t.get("tokens_mean"),
         })
         flops = theoretical_flops(model, v, s["tokens_mean"])
