@@ -242,20 +242,24 @@ class RecordedRun:
                 except ValueError:
                     meta = {"label": spec, "kind": "", "parameter": "", "value": ""}
                 s, t = stats.get(spec, {}), timed.get(spec, {})
-                records.append({
-                    "variant": spec, **meta,
-                    **{k: s.get(k) for k in ("top1", "top5", "n_images", "n_bad", "tokens_mean",
-                                             "tokens_min", "tokens_max", "pretrained", "weights_source")},
-                    **{k: t.get(k) for k in ("median_s", "iqr_s", "paper_mean_s", "throughput_img_s",
-                                             "speedup", "gflops", "ideal_speedup")},
-                })
+                evaluated = {k: s.get(k) for k in _EVALUATED}
+                # Every other column of the sweep's schema comes from the timing row, when timed.
+                records.append({"variant": spec, **meta, **evaluated,
+                                **{k: t.get(k) for k in COLUMNS if k not in evaluated and k not in meta
+                                   and k != "variant"}})
             df = pd.DataFrame(records, columns=list(COLUMNS))
         df["n_total"] = [stats.get(s, {}).get("n_total") for s in df["variant"]]
         df["complete"] = [stats.get(s, {}).get("complete", False) for s in df["variant"]]
-        for col in ("top1", "top5", "tokens_mean", "median_s", "iqr_s", "paper_mean_s",
-                    "throughput_img_s", "speedup", "gflops", "ideal_speedup"):
-            df[col] = pd.to_numeric(df[col], errors="coerce")
+        for col in _NUMERIC:
+            if col in df:  # older records carry columns newer ones dropped, and the other way round
+                df[col] = pd.to_numeric(df[col], errors="coerce")
         return df.reset_index(drop=True)
+
+
+_EVALUATED = ("top1", "top5", "n_images", "n_bad", "tokens_mean", "tokens_min", "tokens_max", "pretrained",
+              "weights_source")
+_NUMERIC = ("top1", "top5", "tokens_mean", "median_s", "iqr_s", "paper_mean_s", "throughput_img_s", "speedup",
+            "speedup_low", "speedup_high", "gflops", "ideal_speedup")
 
 
 def _load_run(path: Path, root: Path) -> RecordedRun:
