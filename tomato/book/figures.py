@@ -6,7 +6,6 @@ and pandas (the ``[book]`` extra) are imported inside the functions.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..harness import variants

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import base64
 import html
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
