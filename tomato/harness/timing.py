@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable as _Callable
 
 import numpy as np
 import torch
@@ -59,8 +59,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
-Sync = Callable[[], None]
+# typing's Callable: these aliases are evaluated at import time, and collections.abc's
+# Callable is not subscriptable before Python 3.9.
+Clock = _Callable[[], float]
+Sync = _Callable[[], None]
 
 #: Forwards per report in the authors' timing script (one picture, batch 1).
 PAPER_FORWARDS = 11
