@@ -222,3 +222,27 @@ def test_frame_slider_works_without_a_kernel():
     assert html.count("<img ") == 3 and html.count("display:block") == 1
     assert 'type="range" min="0" max="2"' in html and 'value="1"' in html and "<output>keep = 0.50</output>" in html
     assert "<script" not in html  # an inline handler: nothing for a sanitiser to strip as a script block
+
+
+def test_frame_slider_moves_in_a_real_browser(tmp_path):
+    """Chromium moves the range control (an input event, as a reader's drag sends) and
+    the page then shows the chosen frame and its label: no kernel involved."""
+    import re
+    import shutil
+    import subprocess
+
+    chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
+                    None)
+    if chromium is None:
+        pytest.skip("no Chromium")
+    img = np.random.default_rng(0).random((32, 32, 3))
+    scores = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    html = widgets.frame_slider(widgets.keep_frames(img, scores, (4, 4), [1.0, 0.5, 0.25]), "keep", start=0)
+    page = tmp_path / "page.html"
+    page.write_text(f"<html><body>{html}<script>var s = document.querySelector('input[type=range]'); "
+                    "s.value = 2; s.dispatchEvent(new Event('input'));</script></body></html>")
+    out = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'p'}",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    shown = re.findall(r'<img alt="([^"]+)" style="display: ?(\w+)', out)
+    assert shown == [("keep = 1.00", "none"), ("keep = 0.50", "none"), ("keep = 0.25", "block")]
+    assert re.findall(r"<output>([^<]*)</output>", out) == ["keep = 0.25"]
