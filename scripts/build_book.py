@@ -194,10 +194,13 @@ def book_link(target: str) -> str:
 
 
 MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
+# href="03_merge.ipynb" in an HTML output opens the notebook in JupyterLab; the book's page is .html.
+HTML_NOTEBOOK_LINK = re.compile(r'href="([\w.-]+)\.ipynb"')
 
 
 def book_links(path: Path) -> None:
-    """Apply :func:`book_link` to every Markdown link of the notebook's markdown cells."""
+    """Apply :func:`book_link` to every Markdown link of the notebook's markdown cells, and
+    point ``href="NAME.ipynb"`` links of HTML outputs at the book's ``NAME.html`` pages."""
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)
@@ -207,6 +210,11 @@ def book_links(path: Path) -> None:
             text = MD_LINK.sub(lambda m: f"]({book_link(m.group(1))})", cell.source)
             changed |= text != cell.source
             cell.source = text
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            html = out.get("data", {}).get("text/html")
+            if isinstance(html, str) and HTML_NOTEBOOK_LINK.search(html):
+                out["data"]["text/html"] = HTML_NOTEBOOK_LINK.sub(r'href="\1.html"', html)
+                changed = True
     if changed:
         nbformat.write(nb, str(path))
 

@@ -143,3 +143,20 @@ def test_missing_weights_stop_with_one_line_unless_random_weights(monkeypatch: p
         "error: no pretrained weights for 'deit_base_patch16_224' here (hub unreachable and nothing is cached); "
         "pass -p checkpoint /path/to/weights.pth, or -p random_weights True to run on seeded random-init "
         "weights (NOT accuracy)"]
+
+
+def test_executed_copies_link_to_book_pages(tmp_path: Path):
+    nbformat = pytest.importorskip("nbformat")
+    spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
+    build_book = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_book)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("see [the method](../book/method.md) and [the visit](02_visit.ipynb)"),
+                nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
+                    "display_data", data={"text/html": '<td><a href="03_merge.ipynb">03_merge</a></td>'})])]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, str(path))
+    build_book.book_links(path)
+    nb = nbformat.read(str(path), as_version=4)
+    assert nb.cells[0].source == "see [the method](../method.md) and [the visit](02_visit.ipynb)"
+    assert nb.cells[1].outputs[0]["data"]["text/html"] == '<td><a href="03_merge.html">03_merge</a></td>'
