@@ -100,7 +100,8 @@ def test_checkpoint_wrong_shape(tmp_path: Path, source_model):
 
 
 def test_checkpoint_not_a_state_dict(tmp_path: Path):
-    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "x.pth")
+    # ints and strings only: torch 1.13's weights_only reader refuses floats outright.
+    torch.save({"epoch": 3, "note": "x"}, tmp_path / "x.pth")
     with pytest.raises(ValueError, match="not a state dict"):
         models.load(NAME, checkpoint=tmp_path / "x.pth")
     (tmp_path / "x.ckpt.txt").write_text("hello")
@@ -192,3 +193,15 @@ def test_sha256_depends_on_values_and_keys(source_model):
     renamed = {("x." + k if k == "head.bias" else k): v for k, v in sd.items()}
     assert models.state_dict_sha256(renamed) != base
     assert models.state_dict_sha256({"a": torch.ones(2, dtype=torch.bfloat16)})  # any dtype
+
+
+def test_checkpoint_with_more_than_weights_says_how_to_save_the_weights_alone(tmp_path: Path):
+    import argparse
+
+    # What training scripts save next to the weights: their argparse Namespace.
+    torch.save({"model": {}, "args": argparse.Namespace(lr=0.1)}, tmp_path / "full.pth")
+    with pytest.raises(ValueError) as exc:
+        models.load(NAME, checkpoint=tmp_path / "full.pth")
+    msg = str(exc.value)
+    assert f"checkpoint {tmp_path / 'full.pth'} is not a readable torch" in msg
+    assert "torch.save(ckpt['model'], 'weights.pth')" in msg

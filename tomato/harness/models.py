@@ -181,6 +181,12 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _unreadable(path: Path, kind: str, e: Exception) -> str:
     reason = f"{type(e).__name__}: {e}" if str(e).strip() else type(e).__name__
+    if "weights only load failed" in str(e).lower():
+        # A training checkpoint (optimizer, args, plain floats: torch < 2.0 reads no floats)
+        # is refused by the safe reader; the weights alone load everywhere.
+        return (f"checkpoint {path} is not a readable {kind} file: it holds more than weights "
+                f"({reason}). On a trusted machine save the state dict alone, e.g. "
+                f"torch.save(ckpt['model'], 'weights.pth'), or convert it to .safetensors")
     return (f"checkpoint {path} is not a readable {kind} file ({reason}); it may be truncated or "
             f"not a checkpoint at all: download it again, or pass the right file to --checkpoint")
 
