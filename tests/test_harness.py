@@ -205,3 +205,21 @@ def test_timing_batches_rotate_through_every_image():
     images = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 3, 2, 2)
     got = [b[:, 0, 0, 0].tolist() for b in speed.batches(images, 2)]
     assert got == [[0.0, 1.0], [2.0, 0.0], [1.0, 2.0]]
+
+
+def test_sweep_refuses_a_folder_in_use_and_leaves_no_new_folder(tiny, image_folder, tmp_path, monkeypatch):
+    from tomato.harness.results import RunFolderBusy, RunStore
+
+    model, weights = tiny
+    monkeypatch.setattr(sweep, "evaluate", lambda *a, **k: pytest.fail("evaluated a folder in use"))
+    (tmp_path / "busy").mkdir()
+    lock = RunStore.lock(tmp_path / "busy")
+    try:
+        with pytest.raises(RunFolderBusy, match="in use by another run"):
+            sweep.sweep(model, weights, ["deit"], image_folder, tmp_path / "busy", data_label="tmp")
+    finally:
+        lock.release()
+    monkeypatch.setattr(sweep, "evaluate", lambda *a, **k: (_ for _ in ()).throw(ValueError("boom")))
+    with pytest.raises(ValueError, match="boom"):
+        sweep.sweep(model, weights, ["deit"], image_folder, tmp_path / "new", data_label="tmp")
+    assert not (tmp_path / "new").exists()

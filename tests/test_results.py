@@ -258,3 +258,15 @@ def test_bad_rows_without_kind_are_corrupt_and_old_files_read(tmp_path: Path) ->
     (tmp_path / "bad_images.csv").write_text("index,path,error\n0,a,unreadable image\n")
     with RunStore.open(tmp_path, CONFIG) as store:
         assert store.done == {0} and store.retry == set()
+
+
+def test_remove_if_created_keeps_folders_with_results(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / results.LOCK_FILE).write_text("")
+    results.remove_if_created(tmp_path / "empty", created=True)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "sweep.csv").write_text("x")
+    results.remove_if_created(tmp_path / "full", created=True)
+    (tmp_path / "old").mkdir()
+    results.remove_if_created(tmp_path / "old", created=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "old"]

@@ -280,7 +280,7 @@ class RunStore:
         try:
             lock = cls.lock(out)
         except BaseException:
-            _remove_if_created(out, created)
+            remove_if_created(out, created)
             raise
         try:
             store = cls._open_locked(out, _normalise_config(config), lock)
@@ -288,7 +288,7 @@ class RunStore:
                 store._record_provenance(dict(provenance))
         except BaseException:
             lock.release()
-            _remove_if_created(out, created)
+            remove_if_created(out, created)
             raise
         return store
 
@@ -429,11 +429,14 @@ class RunStore:
         return summary
 
 
-def _remove_if_created(out: Path, created: bool) -> None:
-    """Undo this call's mkdir: remove ``out`` if it was created now and holds only the lock."""
+def remove_if_created(out: Path, created: bool) -> None:
+    """Undo a mkdir: remove ``out`` if ``created`` (made by this call) and it holds
+    nothing but the lock file, so a refused or failed run leaves no empty folder."""
     if not created:
         return
     try:
+        if {p.name for p in out.iterdir()} - {LOCK_FILE}:
+            return  # results were written: this is a run now, not an orphan
         (out / LOCK_FILE).unlink(missing_ok=True)
         out.rmdir()
     except OSError:  # someone else wrote into it meanwhile: leave it alone

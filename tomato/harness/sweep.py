@@ -24,7 +24,7 @@ from . import data, provenance
 from .evaluate import evaluate
 from .models import WeightsInfo
 from .outputs import check_output_dir
-from .results import RunStore, atomic_write_text
+from .results import RunStore, atomic_write_text, remove_if_created
 from .speed import measure_variants, theoretical_flops
 from .variants import Variant, parse
 
@@ -105,14 +105,20 @@ def sweep(
     """
     vs = [parse(v) for v in variants]
     out = check_output_dir(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    lock = RunStore.lock(out)
+    try:
+        lock = RunStore.lock(out)
+    except BaseException:
+        remove_if_created(out, created)
+        raise
     try:
         return _sweep(model, weights, vs, samples, out, data_label=data_label, batch_size=batch_size,
                       num_workers=num_workers, device=device, time_runs=time_runs, time_warmup=time_warmup,
                       progress=progress)
     finally:
         lock.release()
+        remove_if_created(out, created)  # only if the sweep left nothing in it
 
 
 def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], samples: Sequence[data.Sample],
