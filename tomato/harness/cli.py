@@ -40,9 +40,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
+    # The image folder first: scanning it is cheap, loading (or downloading) weights is not.
+    samples = data.resolve_data(args.data)
     model, weights = models.load(args.model, checkpoint=args.checkpoint, random_fallback=args.random_weights,
                                  seed=args.seed, device=args.device)
-    samples = data.resolve_data(args.data)
     label = "smoke" if args.data in (None, "smoke") else str(Path(args.data).resolve())
     return model, weights, samples, label
 
