@@ -40,31 +40,38 @@ def merge_groups(
     counts: torch.Tensor,
     num_prefix_tokens: int,
     size: torch.Tensor | None = None,
+    groups: int | None = None,
 ) -> Merged:
     """Average each group of patch tokens into one token.
 
     x: (B, P + N, C) tokens; labels: (B, N) in 0..counts-1; counts: (B,);
-    size: optional (B, P + N, 1) sizes of the incoming tokens (ones when None).
-    The size-weighted sum of the output equals the sum of the input patch tokens.
+    size: optional (B, P + N, 1) sizes of the incoming tokens (ones when None);
+    groups: ``counts.max()`` when the caller already read it (otherwise it is read here,
+    a host sync). The size-weighted sum of the output equals the sum of the input patch tokens.
     """
     b, t, c = x.shape
     p = num_prefix_tokens
     if labels.shape != (b, t - p):
         raise ValueError(f"labels {tuple(labels.shape)} do not match {t - p} patch tokens")
-    if size is None:
-        size = x.new_ones(b, t, 1)
-    g = int(counts.max())
+    g = int(counts.max()) if groups is None else groups
     # Sum in at least float32: a group can hold hundreds of tokens and fp16 sums drift.
     acc = torch.promote_types(x.dtype, torch.float32)
-    w = size[:, p:].to(acc)
     idx = labels.unsqueeze(-1)
+    patches = x[:, p:].to(acc)
     sums = torch.zeros(b, g, c, device=x.device, dtype=acc)
-    sums.scatter_add_(1, idx.expand(-1, -1, c), x[:, p:].to(acc) * w)
     new_size = torch.zeros(b, g, 1, device=x.device, dtype=acc)
-    new_size.scatter_add_(1, idx, w)
+    if size is None:  # every incoming token stands for one patch
+        sums.scatter_add_(1, idx.expand(-1, -1, c), patches)
+        new_size.scatter_add_(1, idx, torch.ones_like(idx, dtype=acc))
+        prefix_size = x.new_ones(b, p, 1)
+    else:
+        w = size[:, p:].to(acc)
+        sums.scatter_add_(1, idx.expand(-1, -1, c), patches * w)
+        new_size.scatter_add_(1, idx, w)
+        prefix_size = size[:, :p]
     mean = sums / new_size.clamp_min(1e-12)
     out = torch.cat([x[:, :p], mean.to(x.dtype)], dim=1)
-    out_size = torch.cat([size[:, :p], new_size.to(size.dtype)], dim=1)
+    out_size = torch.cat([prefix_size, new_size.to(prefix_size.dtype)], dim=1)
     return Merged(out, out_size, labels, counts)
 
 

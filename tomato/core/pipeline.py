@@ -4,6 +4,13 @@
 visit -> merge``. The patched block 0 calls :func:`merge_at_once` between its attention
 and its MLP; the agreement study, the benchmark, the pictures and the notebooks call
 :func:`group_tokens` (or its stages) instead of writing the chain out again.
+
+With ``method="parallel"`` (and the default ``rule="directed"``) the chain is written for
+an accelerator: its operation count does not depend on the batch size, and it makes one
+host sync per forward, which reads the padded group count (the merged sequence's length,
+needed to allocate it) together with a flag saying that every labelling settled within
+its fixed number of rounds. Only if the flag is down (a pathological grid) does it run
+more rounds, so the result always equals the faithful visit's.
 """
 from __future__ import annotations
 
@@ -70,6 +77,7 @@ class Grouping:
     labels: torch.Tensor
     counts: torch.Tensor
     log_sim: torch.Tensor
+    groups: int | None = None  # ``counts.max()`` when already read on the host
 
 
 @dataclass
@@ -100,7 +108,22 @@ def neighbour_log_scores(
     :func:`tomato.core.similarity.log_distribution`).
     """
     log_a = similarity.log_distribution(metric, x, num_prefix_tokens, attn)
-    return visit.neighbour_scores(log_a, grid).double()  # thresholds are float64
+    return visit.neighbour_scores(log_a, grid)
+
+
+def _fixed_log_sim(b: int, settings: Settings, device: torch.device) -> torch.Tensor:
+    s = math.inf if settings.sim is None else float(settings.sim)
+    return torch.full((b,), math.log(s) if s > 0 else -math.inf, dtype=torch.float64, device=device)
+
+
+def _budget(n: int, settings: Settings) -> int | None:
+    if settings.keep_ratio is None and settings.tokens is None:
+        return None
+    return budget.budget_tokens(n, settings.keep_ratio, settings.tokens)
+
+
+def _fast(settings: Settings) -> bool:
+    return settings.method == "parallel" and settings.rule == "directed"
 
 
 def choose_log_sim(scores: torch.Tensor, grid: Sequence[int], settings: Settings) -> torch.Tensor:
@@ -109,11 +132,12 @@ def choose_log_sim(scores: torch.Tensor, grid: Sequence[int], settings: Settings
     scores: (B, N, 4) from :func:`neighbour_log_scores` -> (B,) float64 log threshold.
     """
     b, n, _ = scores.shape
-    if settings.keep_ratio is not None or settings.tokens is not None:
-        k = budget.budget_tokens(n, settings.keep_ratio, settings.tokens)
-        return budget.search_sim(scores, grid, k, settings.method, settings.rule, log=True)
-    s = math.inf if settings.sim is None else float(settings.sim)
-    return torch.full((b,), s, dtype=torch.float64, device=scores.device).log()
+    k = _budget(n, settings)
+    if k is None:
+        return _fixed_log_sim(b, settings, scores.device)
+    if _fast(settings):
+        return _group_fast(scores, grid, settings).log_sim
+    return budget.search_sim(scores, grid, k, settings.method, settings.rule, log=True)
 
 
 def labels_at(
@@ -129,8 +153,41 @@ def labels_at(
     return visit.group(edges, grid, method, rule)
 
 
+def _group_fast(
+    scores: torch.Tensor, grid: Sequence[int], settings: Settings, index: visit.GridIndex | None = None
+) -> Grouping:
+    """The parallel directed grouping with one host sync (see the module docstring)."""
+    b, n, _ = scores.shape
+    gi = index if index is not None else visit.grid_index(grid, n, scores.device)
+    k = _budget(n, settings)
+    if k is None or n <= k:
+        log_sim = _fixed_log_sim(b, settings, scores.device) if k is None else (
+            torch.full((b,), math.inf, dtype=torch.float64, device=scores.device))
+        edges = visit.log_edges(scores, log_sim.view(b, 1, 1)) & gi.on_grid
+        labels, counts = visit.relabel_by_root(visit.reach_roots(edges, gi))
+        # The forward's one host sync: the padded group count.
+        return Grouping(labels, counts, log_sim, int(counts.amax()))
+    log_sim, above = budget.search_parallel(scores, gi, k)
+    # One exact labelling of the pick and of the next larger candidate, as one batch:
+    # the pick must fit and the one above must not (budget.search_parallel).
+    both = torch.stack([log_sim, above]).view(2, b, 1, 1)
+    edges = (visit.log_edges(scores.unsqueeze(0), both) & gi.on_grid).view(2 * b, n, 4)
+    labels, counts = visit.relabel_by_root(visit.reach_roots(edges, gi))
+    labels, counts, counts_above = labels[:b], counts[:b], counts[b:]
+    # The forward's one host sync: the padded group count, with the check of the bracket.
+    groups, ok = torch.stack([counts.amax(), (counts_above > k).all().long()]).tolist()
+    if not ok:  # the probes missed (a pathological grid): the exact search, synced per step
+        log_sim = budget.search_sim(scores, grid, k, "parallel", "directed", log=True)
+        edges = visit.log_edges(scores, log_sim.view(b, 1, 1)) & gi.on_grid
+        labels, counts = visit.relabel_by_root(visit.reach_roots(edges, gi))
+        groups = int(counts.amax())
+    return Grouping(labels, counts, log_sim, groups)
+
+
 def group_scores(scores: torch.Tensor, grid: Sequence[int], settings: Settings) -> Grouping:
     """Threshold (or budget search) then visit, from neighbour scores (B, N, 4)."""
+    if _fast(settings):
+        return _group_fast(scores, grid, settings)
     log_sim = choose_log_sim(scores, grid, settings)
     labels, counts = labels_at(scores, grid, log_sim, settings.method, settings.rule)
     return Grouping(labels, counts, log_sim)
@@ -150,8 +207,13 @@ def group_tokens(
     The patched block, the agreement study, the benchmark and the pictures all call this.
     """
     grid = visit.grid_shape(x.shape[1] - num_prefix_tokens, grid)
-    scores = neighbour_log_scores(x, grid, num_prefix_tokens, settings.metric, attn)
-    return group_scores(scores, grid, settings)
+    if not _fast(settings):
+        scores = neighbour_log_scores(x, grid, num_prefix_tokens, settings.metric, attn)
+        return group_scores(scores, grid, settings)
+    # Build the grid's index tables once for the scores, the search and the labelling.
+    gi = visit.grid_index(grid, x.shape[1] - num_prefix_tokens, x.device)
+    log_a = similarity.log_distribution(settings.metric, x, num_prefix_tokens, attn)
+    return _group_fast(visit.neighbour_scores(log_a, grid, gi), grid, settings, gi)
 
 
 def merge_at_once(
@@ -168,4 +230,5 @@ def merge_at_once(
     Returns merged tokens (B, P + G, C) with sizes, labels and counts.
     """
     g = group_tokens(x, settings, grid, num_prefix_tokens, attn)
-    return Step(merge.merge_groups(x, g.labels, g.counts, num_prefix_tokens), g.log_sim.exp(), g.log_sim)
+    merged = merge.merge_groups(x, g.labels, g.counts, num_prefix_tokens, groups=g.groups)
+    return Step(merged, g.log_sim.exp(), g.log_sim)

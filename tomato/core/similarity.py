@@ -17,6 +17,7 @@ tests the *directed* edge ``A[i, j] >= sim`` (see :mod:`tomato.core.visit`).
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -48,26 +49,47 @@ def attention_distribution(attn: torch.Tensor, num_prefix_tokens: int) -> torch.
     return a / a.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
 
 
+# log(2**-150): half the smallest positive float32. A probability that float32 rounds to 0
+# is given a log below this, so that float32(exp(log p)) is 0 again and every such entry
+# sorts below every probability the reference code can tell from 0.
+_LOG_UNDERFLOW = -150 * math.log(2.0)
+_BELOW_UNDERFLOW = math.nextafter(_LOG_UNDERFLOW, -math.inf)
+
+
+def reference_logs(p: torch.Tensor, log_p: torch.Tensor | None = None) -> torch.Tensor:
+    """Natural logs of float32 probabilities that keep the reference code's decisions.
+
+    p: (...) float32 probabilities as the reference computes them; log_p: (...) their
+    log-probabilities from higher-precision arithmetic, or None -> (...) float64.
+    Where ``p > 0`` the result is ``log(p)`` in float64, from which ``float32(exp(.))``
+    gives ``p`` back exactly (:func:`tomato.core.visit.log_edges` relies on that). Where
+    float32 underflowed to 0 it is ``log_p`` (capped below log 2**-150), which keeps an
+    order among entries the reference cannot tell apart; without ``log_p`` they tie there.
+    """
+    under = torch.full_like(p, _BELOW_UNDERFLOW, dtype=torch.float64) if log_p is None else (
+        log_p.double().clamp_max(_BELOW_UNDERFLOW))
+    return torch.where(p > 0, p.double().log(), under)
+
+
 def log_distribution(
     metric: str,
     x: torch.Tensor,
     num_prefix_tokens: int,
     attn: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Like :func:`distribution`, as log-probabilities: (B, N, N).
+    """Like :func:`distribution`, as natural logs: (B, N, N) float64.
 
-    ToMato's threshold test runs in the log domain. The features metric's rows are so
-    peaked that most float32 probabilities underflow to exactly 0 (below ~1e-38), which
-    makes every threshold under that point act alike and leaves the budget search with
-    hundreds of tied candidates. ``log A >= log sim`` decides exactly like
-    ``A >= sim`` wherever ``A`` is representable, and keeps the order below it.
+    ToMato's threshold test runs on these logs (:func:`reference_logs`). For the features
+    metric the probabilities are the reference's own float32 ``softmax(x @ x.T)``, so a
+    threshold decides as the reference does wherever that softmax is above 0; below, where
+    float32 underflows (the rows are so peaked that most entries do), the float64
+    log-softmax of the same float32 dot products keeps the order that a budget search needs.
     """
     if metric == "features":
-        p = x[:, num_prefix_tokens:].float()
-        return torch.log_softmax(p @ p.transpose(-1, -2), dim=-1)
-    a = distribution(metric, x, num_prefix_tokens, attn)
-    # Head-averaged probabilities rarely underflow; clamp so every score stays finite.
-    return a.clamp_min(torch.finfo(a.dtype).tiny).log()
+        f = x[:, num_prefix_tokens:].float()
+        z = f @ f.transpose(-1, -2)
+        return reference_logs(torch.softmax(z, dim=-1), torch.log_softmax(z.double(), dim=-1))
+    return reference_logs(distribution(metric, x, num_prefix_tokens, attn))
 
 
 def distribution(
