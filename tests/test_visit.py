@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tomato.core import budget, visit
@@ -322,3 +322,144 @@ def test_budget_in_log_domain_does_not_collapse_on_peaked_rows():
     log_sim = budget.search_sim(logp, (14, 14), k, "faithful", log=True)
     _, c = visit.faithful(visit.directed_edges(logp, log_sim, log=True), (14, 14))
     assert 150 <= int(c) <= k
+
+
+# ------------------------------------------- the accelerator path (issue 13, issue 11.7)
+
+from tomato.core import pipeline, similarity  # noqa: E402
+
+
+@st.composite
+def feature_batches(draw):
+    h = draw(st.integers(2, 6))
+    w = draw(st.integers(2, 6))
+    b = draw(st.integers(1, 3))
+    c = draw(st.sampled_from([4, 16]))
+    scale = draw(st.floats(0.05, 3.0))
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 1 + h * w, c, generator=g) * scale, (h, w)
+
+
+def same_grouping(a: pipeline.Grouping, b: pipeline.Grouping) -> bool:
+    return (torch.equal(a.labels, b.labels) and torch.equal(a.counts, b.counts)
+            and torch.equal(a.log_sim, b.log_sim))
+
+
+@settings(max_examples=120, deadline=None)
+@given(feature_batches(), st.sampled_from([dict(sim=1e-7), dict(sim=1e-3), dict(sim=0.2), dict(sim=0.0),
+                                           dict(sim=1e-60), dict(keep_ratio=0.9), dict(keep_ratio=0.5),
+                                           dict(tokens=1), dict(tokens=3), dict(tokens=40)]))
+def test_pipeline_parallel_equals_faithful_in_both_modes(case, chosen):
+    x, grid = case
+    f = pipeline.group_tokens(x, pipeline.Settings(**chosen, method="faithful"), grid, 1)
+    p = pipeline.group_tokens(x, pipeline.Settings(**chosen, method="parallel"), grid, 1)
+    assert same_grouping(f, p)
+    assert p.groups == int(p.counts.max())
+    merged = pipeline.merge_at_once(x, pipeline.Settings(**chosen, method="parallel"), grid, 1).merged
+    assert merged.x.shape[1] == 1 + int(f.counts.max())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(feature_batches(), st.sampled_from([dict(keep_ratio=0.7), dict(tokens=2), dict(sim=1e-9)]))
+def test_fallback_paths_stay_exact(monkeypatch_rounds, case, chosen):
+    # No propagation rounds at all: every probe over-counts, the exact check fails and the
+    # synced bisection takes over; the result must not change.
+    x, grid = case
+    f = pipeline.group_tokens(x, pipeline.Settings(**chosen, method="faithful"), grid, 1)
+    p = pipeline.group_tokens(x, pipeline.Settings(**chosen, method="parallel"), grid, 1)
+    assert same_grouping(f, p)
+
+
+@pytest.fixture
+def monkeypatch_rounds(monkeypatch):
+    monkeypatch.setattr(budget, "PROBE_ROUNDS", (0, 0))
+
+
+@settings(max_examples=80, deadline=None)
+@given(edge_batches(), st.integers(0, 4))
+def test_propagation_settles_exactly(case, rounds):
+    edges, grid = case
+    gi = visit.grid_index(grid, edges.shape[1])
+    lab, settled = visit.propagate(edges, gi, rounds)
+    truth = visit.min_ancestors(edges, grid)
+    # Settled rows are exact; unsettled ones only ever sit above the truth (over-count).
+    assert torch.equal(lab[settled], truth[settled])
+    assert (lab >= truth).all()
+    assert torch.equal(visit.settle(edges, gi, lab, settled), truth)
+    assert torch.equal(visit.min_ancestors_by_rounds(edges, grid), truth)
+
+
+def reference_visit(a: torch.Tensor, sim: float, grid: tuple[int, int]) -> list[int]:
+    """The reference code's structure on one image: a float32 tensor compared with a
+    Python float (PyTorch rounds the float to float32), recursion in visit order."""
+    h, w = grid
+    n = h * w
+    labels = [-1] * n
+    group = 0
+
+    def go(i: int) -> None:
+        labels[i] = group
+        r, c = divmod(i, w)
+        for j, ok in ((i - 1, c > 0), (i + 1, c < w - 1), (i - w, r > 0), (i + w, r < h - 1)):
+            if ok and labels[j] < 0 and bool(a[i, j] >= sim):
+                go(j)
+
+    for i in range(n):
+        if labels[i] < 0:
+            go(i)
+            group += 1
+    return labels
+
+
+def test_boundary_decisions_match_the_reference():
+    # sim set exactly to a neighbour's float32 probability: the reference enters that
+    # edge (>=); the faithful visit, the parallel visit and the budget search must agree.
+    torch.manual_seed(3)
+    grid = (5, 6)
+    x = torch.randn(2, 1 + 30, 8) * 1.5
+    scores = pipeline.neighbour_log_scores(x, grid, 1)
+    nbr = visit.neighbours(*grid)
+    checked = 0
+    for img in range(2):
+        f = x[img, 1:]
+        a = torch.softmax(f @ f.T, dim=-1)  # the reference's float32 probabilities
+        ref_p = a.gather(1, nbr.clamp_min(0)).masked_fill(nbr < 0, 0)
+        # Our scores give the reference's probabilities back exactly.
+        assert torch.equal(scores[img].exp().float().masked_fill(nbr < 0, 0), ref_p)
+        positive = (ref_p > 0).nonzero().tolist()
+        for i, d in positive[:: max(1, len(positive) // 5)][:5]:
+            sim = float(ref_p[i, d])
+            want = reference_visit(a, sim, grid)
+            log_sim = torch.tensor([math.log(sim)], dtype=torch.float64)
+            for method in visit.METHODS:
+                labels, counts = pipeline.labels_at(scores[img : img + 1], grid, log_sim, method)
+                assert labels[0].tolist() == want
+                got = pipeline.group_tokens(x[img : img + 1], pipeline.Settings(sim=sim, method=method), grid, 1)
+                assert got.labels[0].tolist() == want
+            # The budget search, given the count this sim keeps, lands on a threshold
+            # that decides that edge the same way, by both methods.
+            k = int(counts[0])
+            picks = [pipeline.group_tokens(x[img : img + 1], pipeline.Settings(tokens=k, method=m), grid, 1)
+                     for m in visit.METHODS]
+            assert same_grouping(*picks)
+            p_pick = float(picks[0].log_sim.exp().float())
+            assert p_pick >= sim  # never merges more than the sim that keeps k tokens
+            assert reference_visit(a, p_pick, grid) == picks[0].labels[0].tolist()
+            checked += 1
+    assert checked == 10
+
+
+def test_underflow_keeps_an_order_below_float32():
+    # Peaked rows: float32 rounds most probabilities to 0; their logs stay ordered and
+    # below every probability float32 can tell from 0.
+    torch.manual_seed(0)
+    x = torch.randn(1, 1 + 64, 64) * 3
+    logs = similarity.log_distribution("features", x, 1)
+    f = x[0, 1:]
+    p = torch.softmax(f @ f.T, dim=-1)
+    zero = p == 0
+    assert zero.any() and (~zero).any()
+    assert torch.equal(logs[0][~zero].exp().float(), p[~zero])
+    assert logs[0][zero].max() < logs[0][~zero].min()
+    assert (logs[0][zero].exp().float() == 0).all()

@@ -85,7 +85,7 @@ def search_sim(
 
 
 def search_parallel(
-    scores: torch.Tensor, index: visit.GridIndex, budget: int, rounds: Sequence[int] = PROBE_ROUNDS
+    scores: torch.Tensor, index: visit.GridIndex, budget: int, rounds: Sequence[int] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bracket each image's budget threshold between two adjacent candidates, no host sync.
 
@@ -103,7 +103,8 @@ def search_parallel(
     bracket; two rounds shrink ``V <= K**2`` candidates to adjacent positions. Probes are
     labelled by ``rounds`` rounds of :func:`tomato.core.visit.propagate`, which can only
     over-count groups, so a probe that seems to fit does fit: only ``lo`` can be wrong,
-    which is what the caller's exact check catches. ``rounds``: rounds per level.
+    which is what the caller's exact check catches. ``rounds``: rounds per level
+    (default :data:`PROBE_ROUNDS`).
     """
     b, n, _ = scores.shape
     v = index.num_edges
@@ -115,7 +116,7 @@ def search_parallel(
     lo = torch.full((b, 1), -1, dtype=torch.long, device=scores.device)
     hi = torch.full((b, 1), v - 1, dtype=torch.long, device=scores.device)
     start = None
-    for level, r in enumerate(rounds):
+    for level, r in enumerate(PROBE_ROUNDS if rounds is None else rounds):
         pos = lo + (steps * (hi - lo) + k - 1) // k  # (B, K-1): lo + ceil(m (hi - lo) / K)
         thr = cand.gather(1, pos).view(b, k - 1, 1, 1)
         s = thr.exp().float()
