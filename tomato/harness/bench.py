@@ -1,33 +1,36 @@
-"""Micro-benchmark of the merge step against a whole forward (``python -m tomato bench``).
+"""Benchmark of the merge step against whole forwards (``python -m tomato bench``).
 
-Everything is timed in ONE interleaved run (medians, ratios to the unpatched forward), on
-CPU at batch 1 by default, with a real photo from the embedded smoke set:
+For each batch size, everything is timed in ONE interleaved run (medians, ratios to the
+unpatched forward of the same run), on real photos from the embedded smoke set, and each
+measurement also gets its aten-op and host-sync counts (:mod:`tomato.harness.dispatch`):
 
-* the unpatched forward of the model;
-* the merge step alone (similarity -> visit -> merge) on that image's block-0 features:
-  faithful, parallel, and a *reference-style* loop that, like the authors' code, recurses
-  in Python with one torch indexing op per token (the "plain Python loop" to beat);
-* patched forwards at a few ``sim`` / ``keep_ratio`` values with the tokens each keeps.
+* forwards: unpatched; patched with merging off; ToMato ``sim=1e-7`` (parallel and
+  faithful); ToMato ``tokens=k`` (parallel) next to an *oracle* that simply keeps the
+  first ``k`` patch tokens after block 0 (the cost floor of a model that keeps ``k``);
+  ToMe ``r=8``;
+* the merge step alone (:func:`tomato.core.pipeline.merge_at_once`, the code the patched
+  block runs) on the batch's block-0 features: parallel and faithful, fixed ``sim`` and
+  token budget; plus a *reference-style* loop that, like the authors' code, recurses in
+  Python with one torch op per token (batch 1 only: the reference handles one image).
 
-Random-init weights are fine for speed (the FLOPs do not depend on the values), but
-their features merge differently from a trained model's, which is why the merge step is
-also timed at a threshold chosen to keep about 85% of the tokens.
+Random-init weights are fine for speed (the FLOPs do not depend on the values), but their
+features merge differently from a trained model's. :func:`record` writes the rows with
+their provenance under ``data/results``.
 """
 from __future__ import annotations
 
-import math
+import copy
+import json
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from ..core import pipeline, probe, similarity, visit
-from . import data, models, timing
-from ..core.budget import search_sim
-from .evaluate import token_stats
-from .variants import parse
+from ..core import patch, pipeline, probe, similarity
+from . import data, dispatch, models, provenance, timing
 
 
 def reference_style_merge(x: torch.Tensor, sim: float, grid: tuple[int, int], num_prefix: int) -> torch.Tensor:
@@ -65,73 +68,162 @@ class Row:
     name: str
     median_ms: float
     iqr_ms: float
-    ratio: float  # median / unpatched forward median
-    tokens: float | None = None
+    ratio: float  # median / unpatched forward median, same run and batch
+    tokens: float | None = None  # patch tokens kept (mean over the batch)
+    batch: int = 1
+    device: str = "cpu"
+    ops: int | None = None  # aten ops of one call
+    syncs: int | None = None  # host syncs of one call
+
+
+def _keep_first(k: int, num_prefix: int) -> Callable[..., torch.Tensor]:
+    def hook(module: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
+        return out[:, : num_prefix + k]
+    return hook
+
+
+def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int) -> dict[str, Callable[[], Any]]:
+    p = plain.num_prefix_tokens
+
+    def run(model: nn.Module, **settings: Any) -> Callable[[], Any]:
+        def f() -> Any:
+            for name, value in settings.items():
+                # Setting validates (host work): only when the interleaved variant changes.
+                if getattr(model, name) != value:
+                    setattr(model, name, value)
+            with torch.inference_mode():
+                return model(images)
+        return f
+
+    def oracle() -> Any:
+        handle = plain.blocks[0].register_forward_hook(_keep_first(k, p))
+        try:
+            with torch.inference_mode():
+                return plain(images)
+        finally:
+            handle.remove()
+
+    tome = copy.deepcopy(plain)
+    patch.tome(tome)
+    return {
+        "forward: unpatched": run(plain),
+        "forward: patched, merging off": run(patched, sim=None, keep_ratio=None, tokens=None),
+        "forward: tomato sim=1e-7, parallel": run(patched, sim=1e-7, method="parallel"),
+        "forward: tomato sim=1e-7, faithful": run(patched, sim=1e-7, method="faithful"),
+        f"forward: tomato tokens={k}, parallel": run(patched, tokens=k, method="parallel"),
+        f"forward: oracle keeps first {k}": oracle,
+        "forward: tome r=8": run(tome, r=8),
+    }
+
+
+def _merge_steps(x: torch.Tensor, grid: tuple[int, int], p: int, k: int) -> dict[str, Callable[[], Any]]:
+    fns: dict[str, Callable[[], Any]] = {}
+    for label, chosen in (("sim=1e-7", dict(sim=1e-7)), (f"tokens={k}", dict(tokens=k))):
+        for method in ("parallel", "faithful"):
+            cfg = pipeline.Settings(**chosen, method=method)
+
+            def f(cfg: pipeline.Settings = cfg) -> Any:
+                with torch.inference_mode():
+                    return pipeline.merge_at_once(x, cfg, grid, p)
+            fns[f"merge step: {method}, {label}"] = f
+    if x.shape[0] == 1:
+        fns["merge step: reference-style loop, sim=1e-7"] = lambda: reference_style_merge(x, 1e-7, grid, p)
+    return fns
+
+
+def _tokens(name: str, out: Any, patched: nn.Module, n: int, k: int, p: int) -> float | None:
+    if name.startswith("merge step"):
+        merged = out.merged if isinstance(out, pipeline.Step) else None
+        return float(merged.counts.double().mean()) if merged is not None else float(out.shape[1] - p)
+    if "unpatched" in name or "merging off" in name:
+        return float(n)
+    if "oracle" in name:
+        return float(k)
+    if "tomato" in name:
+        return float(patch.state(patched).tokens.double().mean())
+    return None
 
 
 def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int = 5,
-        device: str = "cpu", threads: int | None = None) -> list[Row]:
-    """Time everything listed in the module docstring; returns one Row per measurement."""
+        device: str = "cpu", threads: int | None = None, batch_sizes: Sequence[int] = (1,),
+        tokens: int = 138) -> list[Row]:
+    """Time and count everything listed in the module docstring; one Row per measurement
+    and batch size."""
     if threads:
         torch.set_num_threads(threads)
-    model, _ = models.load(model_name, pretrained=False, seed=0, device=device)
-    sample = data.smoke_samples()[0]
-    image = data.transform_for(model)(data.load_image(sample.path))[None].to(device)
-    x = probe.block0(model, image).x
-    grid = tuple(model.patch_embed.grid_size)
-    p = model.num_prefix_tokens
-    # A threshold that keeps ~85% of the tokens on this image, so the visit has real work.
-    scores = visit.neighbour_scores(similarity.distribution("features", x, p), grid)
-    sim85 = float(search_sim(scores, grid, math.ceil(0.85 * grid[0] * grid[1]), "parallel")[0])
-
-    fns: dict[str, Callable[[], Any]] = {}
-    plain = model
-
-    def forward(spec: str) -> Callable[[], Any]:
-        v = parse(spec)
-
-        def f() -> Any:
-            v.apply(plain)
-            with torch.inference_mode():
-                return plain(image)
-        return f
-
-    fns["forward: unpatched"] = forward("deit")
-    for s, label in ((1e-7, "sim=1e-7"), (sim85, "sim@85%")):
-        for method in ("faithful", "parallel"):
-            cfg = pipeline.Settings(sim=s, method=method)
-            fns[f"merge step: {method}, {label}"] = (
-                lambda cfg=cfg: pipeline.merge_at_once(x, cfg, grid, p))
-        fns[f"merge step: reference-style loop, {label}"] = (
-            lambda s=s: reference_style_merge(x, s, grid, p))
-    specs = ["tomato:sim=1e-7", "tomato:sim=1e-7,method=parallel", "tomato:keep=0.85",
-             "tomato:keep=0.85,method=parallel", "tomato:keep=0.7,method=parallel",
-             "tomato:keep=0.5,method=parallel", "tome:r=2", "tome:r=8"]
-    tokens: dict[str, float] = {}
-    for name, fn in fns.items():
-        if name.startswith("merge step"):
-            out = fn()
-            merged = out.merged.x if isinstance(out, pipeline.Step) else out
-            tokens[name] = float(merged.shape[1] - p)
-    for spec in specs:
-        name = f"forward: {parse(spec).label}"
-        fns[name] = forward(spec)
-        fns[name]()
-        tokens[name] = float(token_stats(plain, 1)[0][0])
-    stats = timing.compare(fns, runs=runs, warmup=warmup, sync=timing.device_sync(device))
-    base = stats["forward: unpatched"].median
-    rows = []
-    for name, s in stats.items():
-        rows.append(Row(name, s.median * 1e3, s.iqr * 1e3, s.median / base,
-                        tokens.get(name, 196.0 if name == "forward: unpatched" else None)))
+    plain, _ = models.load(model_name, pretrained=False, seed=0, device=device)
+    patched = patch.timm(copy.deepcopy(plain))
+    tf = data.transform_for(plain)
+    photos = torch.stack([tf(data.load_image(s.path)) for s in data.smoke_samples()]).to(device)
+    grid = tuple(plain.patch_embed.grid_size)
+    p, n = plain.num_prefix_tokens, grid[0] * grid[1]
+    rows: list[Row] = []
+    for b in batch_sizes:
+        images = photos[torch.arange(b) % len(photos)]
+        with torch.inference_mode():
+            x = probe.block0(plain, images).x
+        fns = {**_forwards(plain, patched, images, tokens), **_merge_steps(x, grid, p, tokens)}
+        counted: dict[str, tuple[dispatch.Counts, float | None]] = {}
+        for name, fn in fns.items():
+            fn()  # warm, and leaves the patched model's statistics of this variant
+            with dispatch.count() as c:
+                out = fn()
+            counted[name] = (c, _tokens(name, out, patched, n, tokens, p))
+        stats = timing.compare(fns, runs=runs, warmup=warmup, sync=timing.device_sync(device))
+        base = stats["forward: unpatched"].median
+        for name, s in stats.items():
+            c, tok = counted[name]
+            rows.append(Row(name, s.median * 1e3, s.iqr * 1e3, s.median / base, tok, b,
+                            str(device), c.ops, c.syncs))
     return rows
 
 
 def format_rows(rows: list[Row], header: str = "") -> str:
     """A plain-text table of :func:`run`'s rows."""
     lines = [header] if header else []
-    lines.append(f"{'measurement':48s} {'median ms':>10s} {'IQR ms':>8s} {'x forward':>10s} {'tokens':>7s}")
+    lines.append(f"{'measurement':44s} {'batch':>5s} {'median ms':>10s} {'IQR ms':>8s} "
+                 f"{'x forward':>10s} {'tokens':>7s} {'ops':>6s} {'syncs':>5s}")
     for r in rows:
-        tok = "" if r.tokens is None else f"{r.tokens:.0f}"
-        lines.append(f"{r.name:48s} {r.median_ms:10.3f} {r.iqr_ms:8.3f} {r.ratio:10.4f} {tok:>7s}")
+        tok = "" if r.tokens is None else f"{r.tokens:.1f}"
+        lines.append(f"{r.name:44s} {r.batch:5d} {r.median_ms:10.3f} {r.iqr_ms:8.3f} {r.ratio:10.4f} "
+                     f"{tok:>7s} {r.ops if r.ops is not None else '':>6} {r.syncs if r.syncs is not None else '':>5}")
     return "\n".join(lines)
+
+
+def record(rows: list[Row], out: str | Path, **fields: Any) -> Path:
+    """Write rows + provenance as JSON (``{"rows": [...], "provenance": {...}}``)."""
+    out = Path(out)
+    info = provenance.collect(**fields)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": [asdict(r) for r in rows], "provenance": provenance.jsonable(info)},
+                              indent=1) + "\n")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tomato.harness.bench --device cuda --batch-sizes 1 8 64 --out FILE``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tomato.harness.bench")
+    ap.add_argument("--model", default="deit_base_patch16_224")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--tokens", type=int, default=138)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    rows = run(args.model, args.runs, args.warmup, args.device, args.threads, args.batch_sizes, args.tokens)
+    info = provenance.collect(model=args.model, weights="random-init:seed=0")
+    print(format_rows(rows, f"{args.model}, {args.device}, torch threads={torch.get_num_threads()}, "
+                            f"commit={info['git']['commit'][:10]}, {info['date_utc']}"))
+    if args.out:
+        record(rows, args.out, model=args.model, weights="random-init:seed=0", device=args.device,
+               batch_sizes=list(args.batch_sizes), runs=args.runs, warmup=args.warmup,
+               command=" ".join(sys.argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
