@@ -189,3 +189,9 @@ def test_prediction_diversity():
     assert few["degenerate"]  # 4 distinct classes for 100 classes seen (and 25% each)
     with pytest.raises(ValueError):
         fidelity.prediction_diversity([])
+
+
+def test_spread_covers_the_folder():
+    items = list(range(1000))
+    assert fidelity.spread(items, 100) == list(range(0, 1000, 10))
+    assert fidelity.spread(items, None) == items and fidelity.spread(items[:5], 100) == items[:5]

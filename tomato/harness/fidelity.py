@@ -23,6 +23,7 @@ later blocks); only the group labels differ. Randomness comes from a caller's
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Outputs", "plain_outputs", "grouped_outputs", "patched_outputs", "cosine", "kl_divergence",
     "random_group_labels", "keep_groups", "random_keep", "first_keep", "tome_r_for_tokens",
-    "prediction_diversity", "compare_batch", "run", "record", "summarise", "format_summary", "NULLS",
+    "prediction_diversity", "compare_batch", "run", "record", "summarise", "format_summary", "spread", "main", "NULLS",
 ]
 
 NULLS = ("random_groups", "random_keep", "first_keep")
@@ -421,3 +422,57 @@ def format_summary(result: dict[str, Any]) -> str:
             f"{s['cosine_median']:8.4f} {s['kl_mean']:9.5f} {s['agreement']:6.1%}"
             + (f"  r={s['tome_r']}" if "tome_r" in s else ""))
     return "\n".join(lines)
+
+
+def spread(samples: Sequence[Sample], limit: int | None) -> list[Sample]:
+    """At most ``limit`` samples spread evenly over ``samples`` (every k-th in order), so
+    a small study still covers many classes of a folder sorted by class."""
+    samples = list(samples)
+    if not limit or limit >= len(samples):
+        return samples
+    return samples[:: len(samples) // limit][:limit]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tomato.harness.fidelity``: the study on seeded random-init (or given)
+    weights, written as a JSON record with provenance; prints :func:`format_summary`.
+    (Stand-in until ``python -m tomato fidelity`` exists; same arguments.)"""
+    import argparse
+    import json
+    import time
+    from pathlib import Path
+
+    from . import data, models
+    from .results import atomic_write_text
+
+    ap = argparse.ArgumentParser(prog="python -m tomato.harness.fidelity", description=main.__doc__)
+    ap.add_argument("--model", default=models.DEFAULT_MODEL)
+    ap.add_argument("--checkpoint", default=None, help="local weights; default: seeded random init (NOT accuracy)")
+    ap.add_argument("--data", default="smoke", help="'smoke' or an ImageNet folder val/<wnid>/*")
+    ap.add_argument("--limit", type=int, default=None, help="at most N images, spread evenly over the folder")
+    ap.add_argument("--sims", type=float, nargs="*", default=[1e-7])
+    ap.add_argument("--keep", type=float, nargs="*", default=[0.85, 0.7])
+    ap.add_argument("--null-seed", type=int, default=0, help="seed of the null baselines' generator")
+    ap.add_argument("--batch-size", type=int, default=10)
+    ap.add_argument("--no-tome", action="store_true", help="skip ToMe at equal tokens")
+    ap.add_argument("--out", required=True, help="JSON record to write")
+    args = ap.parse_args(argv)
+
+    model, weights = models.load(args.model, checkpoint=args.checkpoint, pretrained=args.checkpoint is not None)
+    samples = spread(data.resolve_data(args.data), args.limit)
+    label = "smoke" if args.data == "smoke" else str(Path(args.data).resolve())
+    if args.limit and args.data != "smoke":
+        label += f" (every {len(data.resolve_data(args.data)) // len(samples)}th photo by sorted path, {len(samples)} photos)"
+    t0 = time.perf_counter()
+    rec = record(args.model, model, weights.source, weights.sha256, samples, label, args.sims, args.keep,
+                 args.null_seed, args.batch_size, not args.no_tome, progress=True)
+    rec["provenance"]["seconds"] = round(time.perf_counter() - t0, 1)
+    rec["provenance"]["command"] = "python -m tomato.harness.fidelity " + " ".join(argv if argv is not None else sys.argv[1:])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(args.out), json.dumps(rec, indent=1) + "\n")
+    sys.stdout.write(format_summary(rec) + f"\nwrote {args.out} in {rec['provenance']['seconds']} s\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
