@@ -53,7 +53,9 @@ def attention_distribution(attn: torch.Tensor, num_prefix_tokens: int) -> torch.
 # is given a log below this, so that float32(exp(log p)) is 0 again and every such entry
 # sorts below every probability the reference code can tell from 0.
 _LOG_UNDERFLOW = -150 * math.log(2.0)
-_BELOW_UNDERFLOW = math.nextafter(_LOG_UNDERFLOW, -math.inf)
+# torch.nextafter rather than math.nextafter, which needs Python 3.9 (JetPack 5 has 3.8).
+_BELOW_UNDERFLOW = float(torch.nextafter(torch.tensor(_LOG_UNDERFLOW, dtype=torch.float64),
+                                         torch.tensor(-math.inf, dtype=torch.float64)))
 
 
 def reference_logs(p: torch.Tensor, log_p: torch.Tensor | None = None) -> torch.Tensor:
