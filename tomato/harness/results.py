@@ -274,14 +274,7 @@ class RunStore:
         another process owns it. A folder this call created is removed again when the
         open fails, so a refused run leaves nothing behind.
         """
-        out = check_output_dir(out)
-        created = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            lock = cls.lock(out)
-        except BaseException:
-            remove_if_created(out, created)
-            raise
+        out, created, lock = claim_folder(out)
         try:
             store = cls._open_locked(out, _normalise_config(config), lock)
             if provenance is not None:
@@ -427,6 +420,22 @@ class RunStore:
             summary.update(jsonable(dict(extra)))
         _write_json(self.out / SUMMARY_FILE, summary)
         return summary
+
+
+def claim_folder(out: Path | str) -> tuple[Path, bool, FileLock]:
+    """Check ``out``, create it if needed and take its lock (one owner per run folder).
+
+    Returns ``(out, created, lock)``; a folder this call created is removed again when the
+    lock is refused (``RunFolderBusy``), so a refused run leaves nothing behind.
+    """
+    out = check_output_dir(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return out, created, RunStore.lock(out)
+    except BaseException:
+        remove_if_created(out, created)
+        raise
 
 
 def remove_if_created(out: Path, created: bool) -> None:

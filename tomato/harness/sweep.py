@@ -23,8 +23,7 @@ from torch import nn
 from . import data, provenance
 from .evaluate import evaluate
 from .models import WeightsInfo
-from .outputs import check_output_dir
-from .results import RunStore, atomic_write_text, remove_if_created
+from .results import atomic_write_text, claim_folder, remove_if_created
 from .speed import measure_variants, theoretical_flops
 from .variants import Variant, parse
 
@@ -104,14 +103,7 @@ def sweep(
     each variant's run folder below it has its own lock.
     """
     vs = [parse(v) for v in variants]
-    out = check_output_dir(out)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        lock = RunStore.lock(out)
-    except BaseException:
-        remove_if_created(out, created)
-        raise
+    out, created, lock = claim_folder(out)
     try:
         return _sweep(model, weights, vs, samples, out, data_label=data_label, batch_size=batch_size,
                       num_workers=num_workers, device=device, time_runs=time_runs, time_warmup=time_warmup,
