@@ -22,6 +22,10 @@ timm = pytest.importorskip("timm")
 # about 350 ops (book/method.md says why).
 SIM_OPS, SIM_SYNCS = 120, 1
 BUDGET_OPS, BUDGET_SYNCS = 360, 1
+# What the patch adds to the plain forward outside the merge step: the proportional-
+# attention bias log(size) once after the merge (4 ops), reused by all later blocks
+# (computing it per block cost 55 more ops, the unused ToMe keys 12 more).
+OUTSIDE_MERGE_OPS = 8
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +102,20 @@ def test_op_count_does_not_grow_with_batch(model_and_images, settings):
     four, whole_four = merge_counts(model, images, method="parallel", **settings)
     assert one.ops == four.ops and one.syncs == four.syncs
     assert whole_one.ops == whole_four.ops
+
+
+@pytest.mark.parametrize("settings", [dict(sim=1e-7), dict(tokens=138)])
+def test_later_blocks_add_no_ops(model_and_images, settings):
+    # Outside the merge step, a patched forward costs the plain forward plus a constant:
+    # no per-block work (such as taking log(size) again in every block).
+    model, images = model_and_images
+    with torch.inference_mode():
+        model(images)
+        plain = dispatch.count_call(lambda: model(images))
+    step, whole = merge_counts(model, images, method="parallel", **settings)
+    added = whole - plain - step
+    assert 0 <= added.ops <= OUTSIDE_MERGE_OPS, dict(added.by_op)
+    assert added.syncs == 0, dict(added.by_sync)
 
 
 def test_settings_unchanged_by_counting(model_and_images):

@@ -104,6 +104,39 @@ def test_explicit_attention_path_equals_fused():
     assert torch.allclose(attention.forward(attn, x).x, attn(x), atol=1e-5)
 
 
+def test_precomputed_bias_equals_sizes_and_keys_are_optional():
+    model = make()
+    x = torch.randn(2, 197, 192)
+    attn = model.blocks[0].attn
+    size = torch.rand(2, 197, 1) + 0.5
+    size[1, -5:] = 0  # padding: log 0 = -inf masks it
+    ref = attention.forward(attn, x, size)
+    bias = attention.size_bias(size)
+    assert bias.shape == (2, 1, 1, 197)
+    got = attention.forward(attn, x, bias=bias, need_keys=False)
+    assert torch.equal(got.x, ref.x)
+    assert got.keys is None and ref.keys.shape == (2, 197, 64)
+
+
+@torch.no_grad()
+def test_one_patched_class_per_timm_class(images):
+    # torch.compile guards on a block's class: blocks that share one patched class (and
+    # branch on their index) compile once, where twelve distinct classes recompiled.
+    a, b = make(), make()
+    tomato.core.patch.timm(a)
+    tomato.core.patch.timm(b)
+    classes = {type(blk) for blk in [*a.blocks, *b.blocks]}
+    assert len(classes) == 1 and type(a) is type(b)
+    a.sim = 0.0
+    a(images[:1])  # still merges in block 0 only
+    st = tomato.core.patch.state(a)
+    assert st.tokens_per_block[0] < 197 and len(set(st.tokens_per_block)) == 1
+    assert torch.equal(st.bias, attention.size_bias(st.size))
+    tomato.core.patch.tome(b)
+    tome_classes = {type(blk) for blk in b.blocks}
+    assert len(tome_classes) == 1 and tome_classes != classes
+
+
 @torch.no_grad()
 @pytest.mark.parametrize(
     "name,kwargs,grid",

@@ -16,11 +16,22 @@ from torch import nn
 @dataclass
 class AttentionOut:
     """x: (B, T, C) attention output; keys: (B, T, c) keys averaged over heads (ToMe's
-    metric); probs: (B, H, T, T) attention probabilities when asked for, else None."""
+    metric) when asked for, else None; probs: (B, H, T, T) attention probabilities when
+    asked for, else None."""
 
     x: torch.Tensor
-    keys: torch.Tensor
+    keys: torch.Tensor | None
     probs: torch.Tensor | None
+
+
+def size_bias(size: torch.Tensor | None) -> torch.Tensor | None:
+    """The proportional-attention bias ``log(size)`` for token sizes (B, T, 1), shaped
+    (B, 1, 1, T) to broadcast over heads and queries (None for None).
+
+    Sizes change only where tokens merge, so a patched model computes this once per
+    merge and hands it to every later block's :func:`forward` instead of each block
+    taking its own log."""
+    return None if size is None else size.log()[:, None, None, :, 0]
 
 
 def is_supported(attn: nn.Module) -> bool:
@@ -35,8 +46,14 @@ def forward(
     x: torch.Tensor,
     size: torch.Tensor | None = None,
     need_probs: bool = False,
+    bias: torch.Tensor | None = None,
+    need_keys: bool = True,
 ) -> AttentionOut:
-    """Run timm ``Attention`` ``attn`` on x: (B, T, C) with token sizes (B, T, 1) or None."""
+    """Run timm ``Attention`` ``attn`` on x: (B, T, C) with token sizes (B, T, 1) or None.
+
+    ``bias``: a precomputed :func:`size_bias` (B, 1, 1, T) to use instead of ``size``;
+    ``need_keys``: whether to average the keys over heads (only ToMe's matching reads
+    them)."""
     b, t, c = x.shape
     heads = attn.num_heads
     head_dim = getattr(attn, "head_dim", attn.qkv.out_features // (3 * heads))
@@ -44,7 +61,10 @@ def forward(
     qkv = attn.qkv(x).reshape(b, t, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
     q, k = attn.q_norm(q), attn.k_norm(k)
-    bias = None if size is None else size.log().to(q.dtype)[:, None, None, :, 0]
+    if bias is None:
+        bias = size_bias(size)
+    if bias is not None and bias.dtype != q.dtype:  # e.g. under autocast
+        bias = bias.to(q.dtype)
 
     probs = None
     if need_probs or not getattr(attn, "fused_attn", False):
@@ -63,4 +83,5 @@ def forward(
     if gate is not None:
         out = out * gate
     out = attn.proj_drop(attn.proj(out))
-    return AttentionOut(out, k.mean(dim=1), probs if need_probs else None)
+    keys = k.mean(dim=1) if need_keys else None
+    return AttentionOut(out, keys, probs if need_probs else None)

@@ -19,6 +19,7 @@ Like ToMe, patching swaps the classes of the model and its blocks for subclasses
 from __future__ import annotations
 
 import contextlib
+import functools
 import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ContextManager
@@ -53,6 +54,9 @@ class State:
     ``labels``: (B, N) group of each patch
     (ToMato's source map); ``source``: (B, T_out, T_in) ToMe's source map when traced;
     ``tokens_per_block``: token count leaving each block (padded count for ToMato batches).
+    ``bias``: (B, 1, 1, T) attention bias from ``size`` (see :func:`_attention_bias`),
+    and ``bias_of`` the ``size`` tensor it was computed from: recomputed only when
+    ``size`` is replaced (after a merge), so later blocks reuse it.
     ``ranges``: optional ``name -> context manager`` wrapped around each stage of every
     block: ``"attention"``, ``"tomato.merge"`` (ToMato, block 0) or ``"tome.merge"`` (ToMe),
     and ``"mlp"`` (the harness sets an NVTX range here for Nsight Systems; it may map these
@@ -70,6 +74,8 @@ class State:
     trace_source: bool = False
     grid: tuple[int, int] = (0, 0)
     size: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    bias_of: torch.Tensor | None = None
     tokens: torch.Tensor | None = None
     sim: torch.Tensor | None = None
     log_sim: torch.Tensor | None = None
@@ -81,7 +87,7 @@ class State:
     def reset(self, grid: tuple[int, int]) -> None:
         """Forget the last forward's tensors; called as each forward starts."""
         self.grid = grid
-        self.size = self.tokens = self.sim = self.log_sim = self.labels = self.source = None
+        self.size = self.bias = self.bias_of = self.tokens = self.sim = self.log_sim = self.labels = self.source = None
         self.tokens_per_block = []
 
 
@@ -116,6 +122,7 @@ def _grid(model: nn.Module, images: torch.Tensor) -> tuple[int, int]:
     return tuple(pe.grid_size)  # type: ignore[return-value]
 
 
+@functools.lru_cache(maxsize=None)
 def _model_class(base: type) -> type:
     class Patched(base):  # type: ignore[misc, valid-type]
         """A timm VisionTransformer whose forward resets the merge state first."""
@@ -214,16 +221,26 @@ def _set_prop_attn(model: nn.Module, on: Any) -> None:
     if not isinstance(on, bool):
         raise _refused("prop_attn", on, "True or False")
     model._tomato.prop_attn = on
+    model._tomato.bias = model._tomato.bias_of = None  # the bias depends on prop_attn
 
 
-def _attention_sizes(st: State) -> torch.Tensor | None:
-    """Token sizes for the attention bias: the sizes themselves with proportional
-    attention; without it only ToMato's size-0 padding stays masked (``log 0 = -inf``)."""
-    if st.prop_attn or st.size is None:
-        return st.size
+def _attention_bias(st: State) -> torch.Tensor | None:
+    """The attention bias for ``st.size``: ``log(size)`` with proportional attention;
+    without it only ToMato's size-0 padding stays masked (``log 0 = -inf``).
+    Computed once each time ``st.size`` is replaced (after a merge), not once per block."""
+    if st.bias_of is not st.size:
+        st.bias, st.bias_of = _bias_for(st), st.size
+    return st.bias
+
+
+def _bias_for(st: State) -> torch.Tensor | None:
+    if st.size is None:
+        return None
+    if st.prop_attn:
+        return attention.size_bias(st.size)
     if st.kind == "tome":  # ToMe never pads
         return None
-    return (st.size > 0).to(st.size.dtype)
+    return attention.size_bias((st.size > 0).to(st.size.dtype))
 
 
 def _range(block: nn.Module, name: str) -> ContextManager[None]:
@@ -232,9 +249,12 @@ def _range(block: nn.Module, name: str) -> ContextManager[None]:
     return contextlib.nullcontext() if ranges is None else ranges(name)
 
 
-def _attend(block: nn.Module, x: torch.Tensor, size: torch.Tensor | None, need_probs: bool = False):
+def _attend(block: nn.Module, x: torch.Tensor, need_probs: bool = False, need_keys: bool = False):
+    bias = _attention_bias(block._tomato)
     with _range(block, "attention"):
-        a = attention.forward(block.attn, block.norm1(x), size, need_probs)
+        a = attention.forward(
+            block.attn, block.norm1(x), need_probs=need_probs, bias=bias, need_keys=need_keys
+        )
         return x + block.drop_path1(block.ls1(a.x)), a
 
 
@@ -248,6 +268,10 @@ def _no_mask(attn_mask: torch.Tensor | None, is_causal: bool) -> None:
         raise ValueError("patched blocks do not take attention masks: merging changes the tokens")
 
 
+# One patched class per timm class (cached), shared by all blocks of all models: each
+# block finds its role from ``self._tomato_index``, so torch.compile traces one forward
+# for every block instead of recompiling for twelve distinct classes.
+@functools.lru_cache(maxsize=None)
 def _tomato_block(base: type) -> type:
     class ToMatoBlock(base):  # type: ignore[misc, valid-type]
         """Block 0 merges once after attention; later blocks use proportional attention."""
@@ -257,7 +281,7 @@ def _tomato_block(base: type) -> type:
             st: State = self._tomato
             merge_here = self._tomato_index == 0 and st.settings.active
             need_probs = merge_here and st.settings.metric == "attention"
-            x, a = _attend(self, x, _attention_sizes(st), need_probs)
+            x, a = _attend(self, x, need_probs)
             if merge_here:
                 with _range(self, "tomato.merge"):
                     step = pipeline.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs)
@@ -270,6 +294,7 @@ def _tomato_block(base: type) -> type:
     return ToMatoBlock
 
 
+@functools.lru_cache(maxsize=None)
 def _tome_block(base: type) -> type:
     class ToMeBlock(base):  # type: ignore[misc, valid-type]
         """Merges ``r`` tokens by bipartite soft matching after attention, every block."""
@@ -277,9 +302,10 @@ def _tome_block(base: type) -> type:
         def forward(self, x, attn_mask=None, is_causal=False):
             _no_mask(attn_mask, is_causal)
             st: State = self._tomato
-            x, a = _attend(self, x, _attention_sizes(st))
             r = st.r[self._tomato_index] if st.r else 0
+            x, a = _attend(self, x, need_keys=r > 0)
             if r > 0:
+                assert a.keys is not None
                 with _range(self, "tome.merge"):
                     m = tome_algo.match(a.keys, r, st.num_prefix_tokens)
                     if st.trace_source:
