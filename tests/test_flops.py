@@ -77,9 +77,27 @@ def test_tome_schedule_caps_r_and_never_drops_below_prefix_plus_one() -> None:
     assert all(m >= DEIT_B.num_prefix_tokens + 1 for m in n_out)
     assert n_in[1:] == n_out[:-1]
     assert n_out[-1] == 2  # 196 -> 98 -> 49 -> 25 -> 13 -> 7 -> 4 -> 2 -> 1 patches... +cls
-    with pytest.raises(ValueError):
-        tokens_schedule_tome(DEIT_B, [1, 2])
+    with pytest.raises(ValueError, match="13 blocks"):
+        tokens_schedule_tome(DEIT_B, [1] * 13)
     assert tokens_schedule_tome(DEIT_B, [2] * 12) == tokens_schedule_tome(DEIT_B, 2)
+
+
+@pytest.mark.parametrize("r", [[4, 2], (8, -1), (8, 1), (8, 0)])
+def test_tome_schedule_follows_what_the_patched_model_runs(r) -> None:
+    # Short lists and (r, inflection) schedules: the FLOPs count the tokens that leave
+    # each block of a ToMe-patched model given the same model.r.
+    import tomato
+
+    torch.manual_seed(0)
+    model = timm.create_model("deit_tiny_patch16_224").eval()
+    tomato.core.patch.tome(model)
+    model.r = r
+    with torch.no_grad():
+        model(torch.randn(1, 3, 224, 224))
+    ran = tomato.core.patch.state(model).tokens_per_block
+    sched = tokens_schedule_tome(dims_of(model), r)
+    assert [m for _, m in sched] == ran
+    assert tokens_schedule_tome(dims_of(model), (8, 0)) == tokens_schedule_tome(dims_of(model), 8)
 
 
 def test_tomato_full_kept_equals_unpatched() -> None:

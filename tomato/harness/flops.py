@@ -18,6 +18,8 @@ from typing import List, Tuple
 
 import torch.nn as nn
 
+from ..core import tome
+
 __all__ = [
     "FLOPS_PER_MAC",
     "ViTDims",
@@ -144,16 +146,17 @@ def vit_flops(dims: ViTDims, tokens: Sequence[tuple[float, float]], extra: float
     return _patch_embed_flops(dims) + blocks + _head_flops(dims) + float(extra)
 
 
-def tokens_schedule_tome(dims: ViTDims, r: int | Sequence[int]) -> Schedule:
+def tokens_schedule_tome(dims: ViTDims, r: tome.RSpec) -> Schedule:
     """ToMe: each block removes up to ``r`` tokens after attention, before the MLP.
 
     As in ToMe's bipartite matching, ``r`` is capped at half the mergeable tokens
     (``(n - prefix) // 2``), so at least ``prefix + 1`` tokens always remain.
-    ``r`` may also be a per-block list, as ToMe allows.
+    ``r`` takes every form a patched model's ``model.r`` does (see
+    :func:`tomato.core.tome.per_block_r`): an int, a per-block list (a short one is
+    padded with zeros) or an ``(r, inflection)`` schedule; so the FLOPs count the very
+    schedule the model runs.
     """
-    rs = [int(r)] * dims.depth if isinstance(r, int) else [int(x) for x in r]
-    if len(rs) != dims.depth:
-        raise ValueError(f"need one r per block ({dims.depth}), got {len(rs)}")
+    rs = tome.per_block_r(r, dims.depth)
     prefix = dims.num_prefix_tokens
     n = float(dims.num_tokens)
     out: Schedule = []
