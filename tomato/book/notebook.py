@@ -244,7 +244,7 @@ def setup(namespace: MutableMapping[str, Any], *, images: bool = False, show: bo
         from .tables import styled
 
         display(Markdown(weights_banner(weights)))
-        display(styled(parameter_table(params), caption="Parameters of this page", widths={"parameter": "18%"}))
+        display(styled(parameter_table(params), caption="Parameters in force", widths={"parameter": "18%"}))
         if page.skipped:
             display(Markdown(f"Skipped {len(page.skipped)} unreadable file(s): "
                              + "; ".join(f"`{path}` ({why})" for path, why in page.skipped)))
