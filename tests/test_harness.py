@@ -201,6 +201,42 @@ def test_cli_reports_bad_input_clearly(tmp_path, capsys, monkeypatch):
     assert rc == 2 and "sim" in capsys.readouterr().err
 
 
+def test_cli_fidelity_smoke_set(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "f" / "fidelity.json"
+    rc = main(["fidelity", "--model", TINY, "--random-weights", "--data", "smoke", "--limit", "2",
+               "--batch-size", "2", "--keep", "0.7", "--quiet", "--out", str(out)])
+    assert rc == 0
+    rec = json.loads(out.read_text())
+    assert rec["provenance"]["n_images"] == 2 and rec["provenance"]["model"] == TINY
+    assert {r["index"] for r in rec["rows"]} == {0, 1}
+    assert "unpatched model" in capsys.readouterr().out
+    # A bad --out or --limit is refused before any model is loaded.
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("loaded a model"))
+    assert main(["fidelity", "--model", TINY, "--random-weights", "--out", str(tmp_path)]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["fidelity", "--model", TINY, "--limit", "0", "--out", str(out)]) == 2
+    assert "--limit" in capsys.readouterr().err
+
+
+def test_cli_bench_flags_reach_bench(tmp_path, capsys, monkeypatch):
+    from tomato.harness import bench
+
+    seen = {}
+
+    def fake_run(model_name, **kw):
+        seen.update(kw)
+        return [bench.Row(name="forward", median_ms=1.0, iqr_ms=0.1, ratio=1.0, batch=b) for b in kw["batch_sizes"]]
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", TINY, "--batch-sizes", "1", "3", "--tokens", "100", "--runs", "2",
+                 "--out", str(out)]) == 0
+    assert seen["batch_sizes"] == [1, 3] and seen["tokens"] == 100
+    rec = json.loads(out.read_text())
+    assert [r["batch"] for r in rec["rows"]] == [1, 3] and rec["provenance"]["tokens"] == 100
+
+
 def test_timing_batches_rotate_through_every_image():
     images = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 3, 2, 2)
     got = [b[:, 0, 0, 0].tolist() for b in speed.batches(images, 2)]

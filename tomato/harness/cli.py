@@ -1,4 +1,4 @@
-"""Command line: ``python -m tomato {eval,time,sweep,bench} ...`` (``--help`` on each).
+"""Command line: ``python -m tomato {eval,time,sweep,agree,fidelity,bench} ...`` (``--help`` on each).
 
 Examples::
 
@@ -7,7 +7,8 @@ Examples::
     python -m tomato time --variants deit tome:r=2 tomato:sim=1e-7 --batch-sizes 1 8 32
     python -m tomato sweep --data smoke --random-weights --out data/results/sweep-smoke
     python -m tomato agree --data smoke --random-weights --out data/results/agree.json
-    python -m tomato bench
+    python -m tomato fidelity --data smoke --random-weights --out data/results/fidelity.json
+    python -m tomato bench --batch-sizes 1 8 --out data/results/bench.json
 """
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ import json
 import logging
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Sequence
 
 from ..core import pipeline
-from . import agreement, bench, data, models, provenance, speed, sweep
+from . import agreement, bench, data, fidelity, models, provenance, speed, sweep
 from .evaluate import evaluate
 from .outputs import check_output_dir, check_output_file
 from .results import atomic_write_text
@@ -70,6 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_time(args: argparse.Namespace) -> int:
+    started = provenance.start()  # record the code that runs, not the checkout at the end
     model, weights, samples, label = _load(args)
     _warn_random(weights)
     config = {"protocol": args.protocol, "model": args.model, "weights_source": weights.source,
@@ -93,7 +96,7 @@ def cmd_time(args: argparse.Namespace) -> int:
                                           device=args.device, progress=not args.quiet)
             summary = []
         record = {"config": config, "rows": rows, "summary": summary,
-                  "provenance": provenance.collect(**config)}
+                  "provenance": provenance.collect(started, **config)}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.out), json.dumps(provenance.jsonable(record), indent=2) + "\n")
@@ -136,12 +139,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_agree(args: argparse.Namespace) -> int:
+    started = provenance.start()
     model, weights, samples, label = _load(args)
     _warn_random(weights)
     rows = agreement.method_agreement(model, samples, sims=args.sims, keep_ratios=args.keep,
                                       metric=args.metric, progress=not args.quiet)
     record = {"rows": rows, "provenance": provenance.collect(
-        model=args.model, weights_source=weights.source, weights_sha256=weights.sha256, data=label,
+        started, model=args.model, weights_source=weights.source, weights_sha256=weights.sha256, data=label,
         n_images=len(samples), sims=args.sims, keep_ratios=args.keep, metric=args.metric)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(args.out), json.dumps(provenance.jsonable(record), indent=2) + "\n")
@@ -158,12 +162,37 @@ def cmd_agree(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    model, weights, all_samples, label = _load(args)
+    _warn_random(weights)
+    samples = fidelity.spread(all_samples, args.limit)
+    if len(samples) < len(all_samples):
+        label += f" (every {len(all_samples) // len(samples)}th photo by sorted path, {len(samples)} photos)"
+    t0 = time.perf_counter()
+    rec = fidelity.record(args.model, model, weights.source, weights.sha256, samples, label, args.sims,
+                          args.keep, args.null_seed, args.batch_size, not args.no_tome, progress=not args.quiet)
+    rec["provenance"]["seconds"] = round(time.perf_counter() - t0, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(args.out), json.dumps(rec, indent=1) + "\n")
+    print(fidelity.format_summary(rec))
+    print(f"wrote {args.out} in {rec['provenance']['seconds']} s")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    rows = bench.run(args.model, runs=args.runs, warmup=args.warmup, device=args.device, threads=args.threads)
-    info = provenance.collect(model=args.model, weights="random-init:seed=0")
-    header = (f"{args.model}, batch 1, {args.device}, torch threads={info['machine'].get('torch_threads')}, "
+    started = provenance.start()
+    rows = bench.run(args.model, runs=args.runs, warmup=args.warmup, device=args.device, threads=args.threads,
+                     batch_sizes=args.batch_sizes, tokens=args.tokens)
+    info = provenance.collect(started, model=args.model, weights="random-init:seed=0")
+    batches = ", ".join(str(b) for b in args.batch_sizes)
+    header = (f"{args.model}, batch {batches}, {args.device}, torch threads={info['machine'].get('torch_threads')}, "
               f"cpu={info['cpu_model']}, commit={info['git']['commit'][:10]}, {info['date_utc']}")
     print(bench.format_rows(rows, header))
+    if args.out:
+        bench.record(rows, args.out, started=started, model=args.model, weights="random-init:seed=0", device=args.device,
+                     batch_sizes=list(args.batch_sizes), tokens=args.tokens, runs=args.runs,
+                     warmup=args.warmup, threads=args.threads)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -219,12 +248,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="JSON file for the rows and provenance")
     p.set_defaults(func=cmd_agree)
 
+    p = sub.add_parser("fidelity", help="how far merged outputs drift from the unpatched model's, "
+                                        "against null baselines and ToMe at equal tokens")
+    _common(p)
+    p.add_argument("--limit", type=int, default=None, help="at most N images, spread evenly over --data")
+    p.add_argument("--sims", nargs="*", type=float, default=[1e-7])
+    p.add_argument("--keep", nargs="*", type=float, default=[0.85, 0.7])
+    p.add_argument("--null-seed", type=int, default=0, help="seed of the null baselines' generator")
+    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--no-tome", action="store_true", help="skip ToMe at equal tokens")
+    p.add_argument("--out", required=True, help="JSON file for the record (rows, summary, provenance)")
+    p.set_defaults(func=cmd_fidelity)
+
     p = sub.add_parser("bench", help="merge-step micro-benchmark vs an unpatched forward")
     p.add_argument("--model", default=models.DEFAULT_MODEL)
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1], help="batch sizes to time")
+    p.add_argument("--tokens", type=int, default=138, help="patch tokens the budgeted variants keep")
+    p.add_argument("--out", default=None, help="write rows + provenance to this JSON file")
     p.set_defaults(func=cmd_bench)
     return parser
 
@@ -261,13 +305,15 @@ _CHECKS: Dict[str, tuple] = {
     "threads": ("--threads", _at_least(1)),
     "images": ("--images", _at_least(1)),
     "forwards": ("--forwards", _at_least(1)),
+    "limit": ("--limit", _at_least(1)),
+    "tokens": ("--tokens", _at_least(1)),
     "sims": ("--sims", _tomato_setting("sim")),
     "keep": ("--keep", _tomato_setting("keep_ratio")),
 }
 
 #: Commands whose --out is a run folder (resumable) or a single file written at the end.
 _OUT_FOLDER = {"eval", "sweep"}
-_OUT_FILE = {"time", "agree"}
+_OUT_FILE = {"time", "agree", "fidelity", "bench"}
 
 
 def preflight(args: argparse.Namespace) -> None:

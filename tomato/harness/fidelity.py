@@ -23,7 +23,6 @@ later blocks); only the group labels differ. Randomness comes from a caller's
 from __future__ import annotations
 
 import math
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -206,7 +205,7 @@ def tome_r_for_tokens(num_patches: int, depth: int, tokens: float, num_prefix_to
     closest to ``tokens`` + prefix, ToMato's count after its one merge in block 0.
 
     ToMe caps ``r`` at half the mergeable tokens in each block, as in
-    :func:`tomato.core.tome.bipartite_soft_matching`.
+    :func:`tomato.core.tome.match`.
     """
     target = tokens + num_prefix_tokens
     best, best_gap = 0, math.inf
@@ -396,8 +395,10 @@ def record(
     date): the JSON record ``python -m tomato fidelity`` writes under ``data/results/``."""
     from . import provenance
 
+    started = provenance.start()  # the code that ran, not what the checkout holds at the end
     result = run(model, samples, sims, keep_ratios, seed, batch_size, tome, progress)
     result["provenance"] = provenance.collect(
+        started,
         model=model_name, weights_source=weights_source, weights_sha256=weights_sha256,
         data=data_label, n_images=len(samples), sims=list(sims), keep_ratios=list(keep_ratios),
         seed=seed, batch_size=batch_size, tome_at_equal_tokens=tome,
@@ -432,47 +433,3 @@ def spread(samples: Sequence[Sample], limit: int | None) -> list[Sample]:
         return samples
     return samples[:: len(samples) // limit][:limit]
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tomato.harness.fidelity``: the study on seeded random-init (or given)
-    weights, written as a JSON record with provenance; prints :func:`format_summary`.
-    (Stand-in until ``python -m tomato fidelity`` exists; same arguments.)"""
-    import argparse
-    import json
-    import time
-    from pathlib import Path
-
-    from . import data, models
-    from .results import atomic_write_text
-
-    ap = argparse.ArgumentParser(prog="python -m tomato.harness.fidelity", description=main.__doc__)
-    ap.add_argument("--model", default=models.DEFAULT_MODEL)
-    ap.add_argument("--checkpoint", default=None, help="local weights; default: seeded random init (NOT accuracy)")
-    ap.add_argument("--data", default="smoke", help="'smoke' or an ImageNet folder val/<wnid>/*")
-    ap.add_argument("--limit", type=int, default=None, help="at most N images, spread evenly over the folder")
-    ap.add_argument("--sims", type=float, nargs="*", default=[1e-7])
-    ap.add_argument("--keep", type=float, nargs="*", default=[0.85, 0.7])
-    ap.add_argument("--null-seed", type=int, default=0, help="seed of the null baselines' generator")
-    ap.add_argument("--batch-size", type=int, default=10)
-    ap.add_argument("--no-tome", action="store_true", help="skip ToMe at equal tokens")
-    ap.add_argument("--out", required=True, help="JSON record to write")
-    args = ap.parse_args(argv)
-
-    model, weights = models.load(args.model, checkpoint=args.checkpoint, pretrained=args.checkpoint is not None)
-    samples = spread(data.resolve_data(args.data), args.limit)
-    label = "smoke" if args.data == "smoke" else str(Path(args.data).resolve())
-    if args.limit and args.data != "smoke":
-        label += f" (every {len(data.resolve_data(args.data)) // len(samples)}th photo by sorted path, {len(samples)} photos)"
-    t0 = time.perf_counter()
-    rec = record(args.model, model, weights.source, weights.sha256, samples, label, args.sims, args.keep,
-                 args.null_seed, args.batch_size, not args.no_tome, progress=True)
-    rec["provenance"]["seconds"] = round(time.perf_counter() - t0, 1)
-    rec["provenance"]["command"] = "python -m tomato.harness.fidelity " + " ".join(argv if argv is not None else sys.argv[1:])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out), json.dumps(rec, indent=1) + "\n")
-    sys.stdout.write(format_summary(rec) + f"\nwrote {args.out} in {rec['provenance']['seconds']} s\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
