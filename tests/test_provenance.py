@@ -70,3 +70,29 @@ def test_jsonable_converts_common_types() -> None:
     })
     assert out == {"p": "x/y", "t": [1, 2], "np": 0.5, "ti": 3, "dev": "cpu", "nan": "nan", "s": [1, 2]}
     json.dumps(out)
+
+
+def test_collect_records_the_code_as_the_run_started(monkeypatch) -> None:
+    # A commit made while a long run computes must not be credited with its result.
+    from tomato.harness import provenance
+
+    states = iter([{"commit": "a" * 40, "dirty": False, "untracked": 0},
+                   {"commit": "b" * 40, "dirty": True, "untracked": 0}])
+    monkeypatch.setattr(provenance, "git_commit", lambda repo=None: next(states))
+    started = provenance.start()
+    info = collect(started, model="m")  # "later": git now says b, dirty
+    assert info["git"] == {"commit": "a" * 40, "dirty": False, "untracked": 0}
+    assert info["started_utc"] <= info["date_utc"] and info["model"] == "m"
+    # Without a snapshot, collect takes the state now.
+    assert collect()["git"]["commit"] == "b" * 40
+
+
+def test_fidelity_record_snapshots_git_before_computing(monkeypatch) -> None:
+    from tomato.harness import fidelity, provenance
+
+    calls = []
+    monkeypatch.setattr(provenance, "git_commit",
+                        lambda repo=None: calls.append("git") or {"commit": "c", "dirty": False, "untracked": 0})
+    monkeypatch.setattr(fidelity, "run", lambda *a, **k: calls.append("run") or {"rows": []})
+    rec = fidelity.record("m", None, "random-init", "0", [], "smoke")
+    assert calls == ["git", "run"] and rec["provenance"]["git"]["commit"] == "c"

@@ -15,7 +15,7 @@ import torch
 
 from . import timing
 
-__all__ = ["git_commit", "collect", "jsonable"]
+__all__ = ["git_commit", "start", "collect", "jsonable"]
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,27 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def collect(**fields: Any) -> dict[str, Any]:
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def start() -> dict[str, Any]:
+    """``{"git", "started_utc"}``: the code as a run starts, to hand to :func:`collect`
+    when the record is written at the end (a commit made or a file edited meanwhile must
+    not be credited with the result)."""
+    return {"git": git_commit(), "started_utc": _now()}
+
+
+def collect(started: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
     """Caller ``fields`` (model, weights hash, data path, variant...) plus environment.
 
     Adds python/torch/timm versions, a machine summary, git commit + dirty flag, UTC ISO
-    date and hostname. Automatic keys win over caller keys of the same name (a warning is
-    logged) so that a record cannot silently misreport its environment.
+    date and hostname. ``started``: a :func:`start` snapshot taken when the run began;
+    its git state is recorded (with ``started_utc``) instead of the state now.
+    Automatic keys win over caller keys of the same name (a warning is logged) so that a
+    record cannot silently misreport its environment.
     """
+    snapshot = dict(started) if started is not None else start()
     machine = timing.machine_info()
     auto: dict[str, Any] = {
         "python": sys.version.split()[0],
@@ -98,8 +112,9 @@ def collect(**fields: Any) -> dict[str, Any]:
         "gpu_name": machine.get("cuda_device"),
         "cpu_model": machine.get("cpu_model"),
         "machine": machine,
-        "git": git_commit(),
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": snapshot["git"],
+        "started_utc": snapshot["started_utc"],
+        "date_utc": _now(),
         "hostname": socket.gethostname(),
     }
     clash = sorted(set(fields) & set(auto))
