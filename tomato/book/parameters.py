@@ -186,6 +186,8 @@ RULES: dict[str, Rule] = {
                        _between(0.0, 1.0, low_open=True, what="a number in (0, 1], e.g. 0.5")),
     "tome_r": Rule("int", "ToMe's tokens merged per block, for the side-by-side pictures",
                    _at_least(0, "an integer >= 0")),
+    "tome_r_extra": Rule("int", "a second ToMe r drawn beside the paper's (0: none)",
+                         _at_least(0, "an integer >= 0")),
     "max_images": Rule("int", "use at most this many images of data", _at_least(1, "an integer >= 1")),
     "batch_size": Rule("int", "evaluation batch size (results do not depend on it)", _at_least(1, "an integer >= 1")),
     "time_runs": Rule("int", "timed forwards per variant", _at_least(1, "an integer >= 1")),
