@@ -394,3 +394,20 @@ def test_verdict_is_written_from_the_records(run_dir: Path):
     assert "kept the unpatched model's top-1 on 80.0% of the 10 photos" in text
     assert "ToMato sim=1e-7 ×1.33" in text  # speed-up from timing.json
     assert verdict.ACCURACY_COMMAND in text and verdict.JETSON_COMMAND in text  # random weights, not a Jetson
+
+
+def test_verdict_reads_fidelity_and_dispatch_records(tmp_path: Path):
+    from tomato.book import verdict
+
+    (tmp_path / "fidelity_x.json").write_text(json.dumps({
+        "baseline": {"n": 10, "distinct": 2, "entropy_bits": 0.5, "max_entropy_bits": 3.32, "top_share": 0.9,
+                     "degenerate": True},
+        "summary": [{"setting": "sim=1e-07", "variant": "tomato", "tokens_mean": 150.0, "kl_mean": 0.001},
+                    {"setting": "sim=1e-07", "variant": "random_groups", "tokens_mean": 150.0, "kl_mean": 0.03}]}))
+    (tmp_path / "bench_x.json").write_text(json.dumps({"rows": [
+        {"name": "merge step: parallel, sim=1e-7", "batch": 1, "ops": 102, "syncs": 1},
+        {"name": "merge step: parallel, sim=1e-7", "batch": 8, "ops": 999, "syncs": 9}]}))
+    text = verdict.verdict_markdown(tmp_path)
+    assert "predicts 2 distinct classes over 10 photos" in text and "**degenerate**" in text
+    assert "ToMato 0.001 nats against random groups of the same sizes 0.03" in text
+    assert "parallel, sim=1e-7: 102 ops, 1 host syncs" in text and "999" not in text

@@ -20,7 +20,7 @@ from .tables import machine_short
 #: The commands that settle what a build without pretrained weights or a Jetson cannot.
 ACCURACY_COMMAND = ("python -m tomato sweep --data /data/imagenet-mini/val --checkpoint deit_base_patch16_224.pth "
                     "--variants deit tome:r=2 tomato:sim=1e-7 --out data/results/mini-table1")
-JETSON_COMMAND = ("python -m tomato time --protocol paper --device cuda --checkpoint deit_base_patch16_224.pth "
+JETSON_COMMAND = ("python -m tomato time --protocol paper --threads 4 --checkpoint deit_base_patch16_224.pth "
                   "--variants deit tome:r=2 tomato:sim=1e-7 --out data/results/jetson-paper.json")
 
 
@@ -55,6 +55,64 @@ def _merge_cost(results: Path) -> str | None:
                     f"{100 * f / fwd:.1f}% and {100 * p / fwd:.1f}% of a {fwd:.0f} ms forward "
                     f"(median, batch 1; `{path.name}`: {text.splitlines()[0]})")
     return None
+
+
+def _dispatch(results: Path) -> str | None:
+    """Aten ops and host syncs of the merge step, from a benchmark record's counts."""
+    for path in sorted(results.glob("bench_*.json")):
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        counted = {r["name"]: r for r in rows if r.get("batch") == 1 and r.get("ops") is not None}
+        parts = [f"{name.split(': ', 1)[1]}: {counted[name]['ops']} ops, {counted[name]['syncs']} host syncs"
+                 for name in ("merge step: parallel, sim=1e-7", "merge step: parallel, tokens=138",
+                              "merge step: faithful, sim=1e-7", "merge step: reference-style loop, sim=1e-7")
+                 if name in counted]
+        if parts:
+            return ("the merge step dispatches (batch 1, counted with a TorchDispatchMode; a count does not "
+                    f"depend on the machine) {'; '.join(parts)} (`{path.name}`)")
+    return None
+
+
+#: Variants of a fidelity study, in the order and words of the verdict.
+_FIDELITY_NAMES = {"random_groups": "random groups of the same sizes", "random_keep": "k random tokens kept",
+                   "first_keep": "the first k tokens kept", "tome": "ToMe at equal tokens"}
+
+
+def _fidelity(results: Path) -> list[str]:
+    """Output drift against null baselines at the same token budget, and how diverse the
+    baseline's predictions are, from the largest fidelity study recorded."""
+    best = None
+    for path in sorted(results.glob("fidelity_*.json")):
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            n = int(rec["baseline"]["n"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if best is None or n > best[1]["baseline"]["n"]:
+            best = (path, rec)
+    if best is None:
+        return []
+    path, rec = best
+    base = rec["baseline"]
+    facts = [f"**Is the baseline informative?** The unpatched model predicts {base['distinct']} distinct classes "
+             f"over {base['n']} photos (entropy {base['entropy_bits']:.2f} of {base['max_entropy_bits']:.2f} bits; "
+             f"one class takes {100 * base['top_share']:.0f}%)"
+             + (": **degenerate**, so agreement with it is cheap; read the drift below instead."
+                if base.get("degenerate") else ".")]
+    by_setting: dict[str, dict[str, dict]] = {}
+    for row in rec["summary"]:
+        by_setting.setdefault(row["setting"], {})[row["variant"]] = row
+    for setting, rows in by_setting.items():
+        if "tomato" not in rows:
+            continue
+        t = rows["tomato"]
+        others = "; ".join(f"{_FIDELITY_NAMES.get(v, v)} {r['kl_mean']:.2g}" for v, r in rows.items() if v != "tomato")
+        facts.append(f"**Output drift at {setting}** ({t['tokens_mean']:.1f} tokens): mean KL of the logits from "
+                     f"the unpatched model's, ToMato {t['kl_mean']:.2g} nats against {others} "
+                     f"(`{path.name}`, {base['n']} photos).")
+    return facts
 
 
 def _run_facts(run: RecordedRun) -> list[str]:
@@ -104,9 +162,10 @@ def verdict_markdown(results: Path | str = "data/results") -> str:
         established.append(f"**Parallel visit.** Exact by proof and in the record: {exact}.")
     if run is not None:
         established += _run_facts(run)
-    cost = _merge_cost(root)
-    if cost:
-        established.append(f"**Cost of the merge.** {cost[0].upper()}{cost[1:]}.")
+    established += _fidelity(root)
+    for what, fact in (("Cost of the merge", _merge_cost(root)), ("Kernels of the merge", _dispatch(root))):
+        if fact:
+            established.append(f"**{what}.** {fact[0].upper()}{fact[1:]}.")
     pretrained = bool(run and run.pretrained)
     open_points = []
     if not pretrained:
