@@ -25,7 +25,7 @@ from .evaluate import evaluate
 from .models import WeightsInfo
 from .results import atomic_write_text, claim_folder, remove_if_created
 from .speed import measure_variants, theoretical_flops
-from .variants import Variant, parse
+from .variants import PAPER_SIMS, Variant, parse
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 DEFAULT_VARIANTS: tuple[str, ...] = (
     "deit",
     "tome:r=1", "tome:r=2", "tome:r=4", "tome:r=8", "tome:r=16",
-    "tomato:sim=1e-2", "tomato:sim=1e-3", "tomato:sim=5e-4", "tomato:sim=1e-7", "tomato:sim=1e-20",
+    *(f"tomato:sim={s:g}" for s in PAPER_SIMS),   # the paper's Figure 3 thresholds
     "tomato:sim=1e-7,method=parallel",
     "tomato:keep=0.9", "tomato:keep=0.8", "tomato:keep=0.7", "tomato:keep=0.5",
 )
@@ -49,14 +49,6 @@ COLUMNS: tuple[str, ...] = (
 def slug(variant: Variant) -> str:
     """A folder name for a variant's run: ``tomato_sim-1e-07``."""
     return re.sub(r"[^A-Za-z0-9.\-]+", "_", variant.spec.replace("=", "-").replace(":", "_"))
-
-
-def parameter(variant: Variant) -> tuple[str, Any]:
-    """The swept parameter of a variant, e.g. ("sim", 1e-07) or ("r", 2)."""
-    for name in ("r", "sim", "keep_ratio", "tokens"):
-        if variant.get(name) is not None:
-            return name, variant.get(name)
-    return "", ""
 
 
 def timing_images(samples: Sequence[data.Sample], model: nn.Module, count: int = 8) -> torch.Tensor:
@@ -148,7 +140,7 @@ def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], sample
     rows = []
     for v in vs:
         s, t = summaries[v.spec], by_spec[v.spec]
-        name, value = parameter(v)
+        name, value = v.parameter
         rows.append({
             "variant": v.spec, "label": v.label, "kind": v.kind, "parameter": name, "value": value,
             **{k: s.get(k) for k in ("top1", "top5", "n_images", "n_bad", "tokens_mean",
