@@ -128,8 +128,12 @@ def _model_class(base: type) -> type:
         """A timm VisionTransformer whose forward resets the merge state first."""
 
         def forward_features(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-            self._tomato.reset(_grid(self, x))
-            return super().forward_features(x, *args, **kwargs)
+            st: State = self._tomato
+            st.reset(_grid(self, x))
+            x = super().forward_features(x, *args, **kwargs)
+            if st.kind == "tomato":  # every block leaves what block 0's merge left
+                st.tokens_per_block = [x.shape[1]] * len(self.blocks)
+            return x
 
         def pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
             size = self._tomato.size
@@ -279,7 +283,9 @@ def _tomato_block(base: type) -> type:
         def forward(self, x, attn_mask=None, is_causal=False):
             _no_mask(attn_mask, is_causal)
             st: State = self._tomato
-            merge_here = self._tomato_index == 0 and st.settings.active
+            # A bool, not the index: torch.compile treats int attributes of a module as
+            # constants, so ``index == 0`` would compile each block apart.
+            merge_here = self._tomato_first and st.settings.active
             need_probs = merge_here and st.settings.metric == "attention"
             x, a = _attend(self, x, need_probs)
             if merge_here:
@@ -287,8 +293,10 @@ def _tomato_block(base: type) -> type:
                     step = pipeline.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs)
                 m = step.merged
                 x, st.size = m.x, m.size
+                _attention_bias(st)  # now, so blocks 1.. all see a ready bias (one compile)
                 st.tokens, st.sim, st.log_sim, st.labels = m.counts, step.sim, step.log_sim, m.labels
-            st.tokens_per_block.append(x.shape[1])
+            # tokens_per_block is filled by the model after the blocks: appending here
+            # would make torch.compile guard on the list's length, block by block.
             return _mlp(self, x)
 
     return ToMatoBlock
@@ -343,6 +351,7 @@ def _apply(model: nn.Module, kind: str, trace_source: bool, prop_attn: bool = Tr
         blk.__class__ = make_block(blk.__class__)
         blk._tomato = state
         blk._tomato_index = i
+        blk._tomato_first = i == 0
     return model
 
 
@@ -369,7 +378,7 @@ def remove(model: nn.Module) -> nn.Module:
         raise ValueError("model is not patched")
     for blk, cls in zip(model.blocks, st.block_classes):
         blk.__class__ = cls
-        del blk._tomato, blk._tomato_index
+        del blk._tomato, blk._tomato_index, blk._tomato_first
     model.__class__ = st.model_class
     del model._tomato
     return model
