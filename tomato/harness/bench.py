@@ -31,6 +31,7 @@ from torch import nn
 
 from ..core import patch, pipeline, probe, similarity
 from . import data, dispatch, models, provenance, timing
+from .results import atomic_write_text
 
 
 def reference_style_merge(x: torch.Tensor, sim: float, grid: tuple[int, int], num_prefix: int) -> torch.Tensor:
@@ -198,35 +199,6 @@ def record(rows: list[Row], out: str | Path, **fields: Any) -> Path:
     out = Path(out)
     info = provenance.collect(**fields)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": [asdict(r) for r in rows], "provenance": provenance.jsonable(info)},
-                              indent=1) + "\n")
+    atomic_write_text(out, json.dumps({"rows": [asdict(r) for r in rows], "provenance": provenance.jsonable(info)},
+                                      indent=1) + "\n")
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tomato.harness.bench --device cuda --batch-sizes 1 8 64 --out FILE``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m tomato.harness.bench")
-    ap.add_argument("--model", default="deit_base_patch16_224")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--tokens", type=int, default=138)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    rows = run(args.model, args.runs, args.warmup, args.device, args.threads, args.batch_sizes, args.tokens)
-    info = provenance.collect(model=args.model, weights="random-init:seed=0")
-    print(format_rows(rows, f"{args.model}, {args.device}, torch threads={torch.get_num_threads()}, "
-                            f"commit={info['git']['commit'][:10]}, {info['date_utc']}"))
-    if args.out:
-        record(rows, args.out, model=args.model, weights="random-init:seed=0", device=args.device,
-               batch_sizes=list(args.batch_sizes), runs=args.runs, warmup=args.warmup,
-               command=" ".join(sys.argv))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

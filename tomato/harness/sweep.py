@@ -127,10 +127,11 @@ def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], sample
             log.info("reusing timing run in %s", timing_path)
     if timed is None:
         images = timing_images(samples, model)
+        started = provenance.start()  # the code and commit as the timing starts
         timed = measure_variants(model, vs, images, runs=time_runs, warmup=time_warmup,
                                  device=device, progress=progress)
         record = {"config": timing_config, "rows": timed,
-                  "provenance": provenance.collect(**timing_config)}
+                  "provenance": provenance.collect(started, **timing_config)}
         atomic_write_text(timing_path, json.dumps(provenance.jsonable(record), indent=2) + "\n")
     by_spec = {r["variant"]: r for r in timed}
     # FLOPs from the tokens each variant kept over the whole evaluation, not only over
