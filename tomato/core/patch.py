@@ -1,16 +1,16 @@
-"""Patching timm Vision Transformers with ToMato (or ToMe) in place.
+"""Patching timm Vision Transformers with ToMato (or ToMe) in place::
 
     import timm, tomato
     model = timm.create_model("deit_base_patch16_224")
-    tomato.core.patch.timm(model)
+    tomato.patch.timm(model)
     model.sim = 1e-7              # or: model.keep_ratio = 0.85 (sim chosen per image)
     model.method = "parallel"     # "faithful" (default) | "parallel"
     logits = model(images)
-    tomato.core.patch.state(model).tokens   # patch tokens each image kept after block 0
+    tomato.patch.state(model).tokens   # patch tokens each image kept after block 0
 
-    tomato.core.patch.tome(other)      # the ToMe baseline: other.r = 2 (or [..] per block,
-                                       # or an (r, inflection) schedule); other.prop_attn
-    tomato.core.patch.remove(model)    # back to the plain timm model
+    tomato.patch.tome(other)      # the ToMe baseline: other.r = 2, a per-block list,
+                                  # or an (r, inflection) schedule; other.prop_attn
+    tomato.patch.remove(model)    # back to the plain timm model
 
 Like ToMe, patching swaps the classes of the model and its blocks for subclasses whose
 ``forward`` adds the merge; parameters and state dicts are untouched. Per-model state
