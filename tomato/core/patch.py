@@ -272,9 +272,9 @@ def _no_mask(attn_mask: torch.Tensor | None, is_causal: bool) -> None:
         raise ValueError("patched blocks do not take attention masks: merging changes the tokens")
 
 
-# One patched class per timm class (cached), shared by all blocks of all models: each
-# block finds its role from ``self._tomato_index``, so torch.compile traces one forward
-# for every block instead of recompiling for twelve distinct classes.
+# One patched class per timm class (cached), shared by all blocks of all models: a
+# ToMato block finds its role from the bool ``self._tomato_first`` (a ToMe block reads its
+# ``r`` by ``self._tomato_index``), so torch.compile does not recompile for twelve classes.
 @functools.lru_cache(maxsize=None)
 def _tomato_block(base: type) -> type:
     class ToMatoBlock(base):  # type: ignore[misc, valid-type]
