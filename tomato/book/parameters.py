@@ -202,6 +202,12 @@ RULES: dict[str, Rule] = {
     "batch_sizes": Rule("List[int]", "batch sizes of the throughput plot", _int_list),
     "throughput_runs": Rule("int", "timed forwards per variant and batch size in the throughput plot",
                             _at_least(1, "an integer >= 1")),
+    "bench_batch_sizes": Rule("List[int]", "batch sizes of the live merge-step benchmark", _int_list),
+    "bench_runs": Rule("int", "timed rounds of the live merge-step benchmark", _at_least(1, "an integer >= 1")),
+    "bench_warmup": Rule("int", "untimed rounds of the live merge-step benchmark before the timed ones",
+                         _at_least(0, "an integer >= 0")),
+    "bench_threads": Rule("Optional[int]", "torch CPU threads of the live benchmark; None: torch's default",
+                          _optional_count),
 }
 
 _PLAIN = {"float": _number, "int": _integer, "bool": _boolean, "str": _text}

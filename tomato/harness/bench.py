@@ -147,12 +147,14 @@ def _tokens(name: str, out: Any, patched: nn.Module, n: int, k: int, p: int) -> 
 
 def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int = 5,
         device: str = "cpu", threads: int | None = None, batch_sizes: Sequence[int] = (1,),
-        tokens: int = 138) -> list[Row]:
+        tokens: int = 138, model: nn.Module | None = None) -> list[Row]:
     """Time and count everything listed in the module docstring; one Row per measurement
-    and batch size."""
+    and batch size. ``model``: an unpatched model already on ``device`` (left unchanged;
+    the book passes its page's weights); None loads ``model_name`` with seeded random-init
+    weights."""
     if threads:
         torch.set_num_threads(threads)
-    plain, _ = models.load(model_name, pretrained=False, seed=0, device=device)
+    plain = model if model is not None else models.load(model_name, pretrained=False, seed=0, device=device)[0]
     patched = patch.timm(copy.deepcopy(plain))
     tf = data.transform_for(plain)
     photos = torch.stack([tf(data.load_image(s.path)) for s in data.smoke_samples()]).to(device)
