@@ -9,10 +9,12 @@ introduction includes it, and the reproduction summary shows it too.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+from typing import Any, Sequence
+
 from ..harness import variants
 from . import paper
+from .merge_cost import BenchRecord, bench_records, merge_table
 from .measures import eval_gflops, prediction_agreement, tokens_cut_range
 from .runs import RecordedRun, pick_table1_run, recorded_runs, repo_path
 from .tables import machine_short
@@ -39,40 +41,46 @@ def _parallel_exactness(results: Path) -> str | None:
     return None
 
 
-def _merge_cost(results: Path) -> str | None:
-    """The merge step against a whole forward, from the merge-step benchmark's table."""
-    for path in sorted(results.glob("bench_*.txt")):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        ms = {}
-        for name in ("forward: unpatched", "merge step: faithful, sim=1e-7", "merge step: parallel, sim=1e-7"):
-            found = re.search(rf"^{re.escape(name)}\s+([0-9.]+)", text, flags=re.M)
-            if found:
-                ms[name] = float(found.group(1))
-        if len(ms) == 3:
-            fwd = ms["forward: unpatched"]
-            f, p = ms["merge step: faithful, sim=1e-7"], ms["merge step: parallel, sim=1e-7"]
-            return (f"the merge step at sim=1e-7 costs {f:.1f} ms (faithful visit) and {p:.1f} ms (parallel), "
-                    f"{100 * f / fwd:.1f}% and {100 * p / fwd:.1f}% of a {fwd:.0f} ms forward "
-                    f"(median, batch 1; `{path.name}`: {text.splitlines()[0]})")
-    return None
+def _merge_cost(records: Sequence[BenchRecord]) -> str | None:
+    """The merge step against a whole forward at batch 1 and fixed ``sim``, one clause per
+    benchmark record (the same reader as the merge-cost page)."""
+    table = merge_table(records)
+    sim = table[(table["batch"] == 1) & table["mode"].str.startswith("sim=")].dropna(subset=["median_ms"])
+    parts = []
+    for rec in records:
+        by = {r["method"]: r for _, r in sim[sim["record"] == rec.path.name].iterrows()}
+        if {"faithful", "parallel"} <= set(by):
+            f, p = by["faithful"], by["parallel"]
+            parts.append(f"{f['median_ms']:.1f} and {p['median_ms']:.1f} ms, {100 * f['share']:.1f}% and "
+                         f"{100 * p['share']:.1f}% of a {f['forward_ms']:.3g} ms forward on {rec.label} "
+                         f"(`{rec.path.name}`)")
+    if not parts:
+        return None
+    return (f"the merge step at {sim['mode'].iloc[0]} (median, batch 1) costs, with the faithful visit and then "
+            "the parallel one, " + "; ".join(parts))
 
 
-def _dispatch(results: Path) -> str | None:
-    """Aten ops and host syncs of the merge step, from a benchmark record's counts."""
-    for path in sorted(results.glob("bench_*.json")):
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        counted = {r["name"]: r for r in rows if r.get("batch") == 1 and r.get("ops") is not None}
-        parts = [f"{name.split(': ', 1)[1]}: {counted[name]['ops']} ops, {counted[name]['syncs']} host syncs"
-                 for name in ("merge step: parallel, sim=1e-7", "merge step: parallel, tokens=138",
-                              "merge step: faithful, sim=1e-7", "merge step: reference-style loop, sim=1e-7")
-                 if name in counted]
-        if parts:
-            return ("the merge step dispatches (batch 1, counted with a TorchDispatchMode; a count does not "
-                    f"depend on the machine) {'; '.join(parts)} (`{path.name}`)")
-    return None
+def _dispatch(records: Sequence[BenchRecord]) -> str | None:
+    """Aten ops and host syncs of the merge step at batch 1, from the first benchmark record
+    that counted them; says whether the other records counted the same."""
+    wanted = (("parallel", "sim="), ("parallel", "tokens="), ("faithful", "sim="), ("reference-style loop", "sim="))
+
+    def counted(rec: BenchRecord) -> list[tuple[str, Any, Any]]:
+        t = merge_table([rec]).dropna(subset=["ops"])
+        t = t[t["batch"] == 1]
+        return [(f"{r['method']}, {r['mode']}", r["ops"], r["syncs"]) for method, prefix in wanted
+                for _, r in t[(t["method"] == method) & t["mode"].str.startswith(prefix)].head(1).iterrows()]
+
+    found = [(rec, c) for rec, c in ((rec, counted(rec)) for rec in records) if c]
+    if not found:
+        return None
+    rec, first = found[0]
+    same = sum(c == first for _, c in found)
+    where = (f"the same in all {same} records" if same == len(found) > 1 else
+             f"the same in {same} of {len(found)} records" if len(found) > 1 else f"on {rec.label}")
+    return (f"the merge step dispatches (batch 1, counted with a TorchDispatchMode; {where}) "
+            + "; ".join(f"{name}: {ops} ops, {syncs} host syncs" for name, ops, syncs in first)
+            + f" (`{rec.path.name}`)")
 
 
 #: Variants of a fidelity study, in the order and words of the verdict.
@@ -163,7 +171,8 @@ def verdict_markdown(results: Path | str = "data/results") -> str:
     if run is not None:
         established += _run_facts(run)
     established += _fidelity(root)
-    for what, fact in (("Cost of the merge", _merge_cost(root)), ("Kernels of the merge", _dispatch(root))):
+    benches = bench_records(root)
+    for what, fact in (("Cost of the merge", _merge_cost(benches)), ("Kernels of the merge", _dispatch(benches))):
         if fact:
             established.append(f"**{what}.** {fact[0].upper()}{fact[1:]}.")
     pretrained = bool(run and run.pretrained)

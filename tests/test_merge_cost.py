@@ -1,0 +1,175 @@
+"""The merge-cost page and the verdict read the benchmark records through one reader."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tomato.book import merge_cost, parameters, verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "data" / "results"
+
+
+def _row(name: str, median: float, ratio: float, batch: int, ops: int, syncs: int, device: str = "cpu") -> dict:
+    return {"name": name, "median_ms": median, "iqr_ms": median / 10, "ratio": ratio, "tokens": 150.0,
+            "batch": batch, "device": device, "ops": ops, "syncs": syncs}
+
+
+def _provenance(device: str, threads: int, **extra: object) -> dict:
+    return {"model": "deit_base_patch16_224", "weights": "random-init:seed=0", "device": device,
+            "batch_sizes": [1, 4], "runs": 3, "warmup": 1, "cpu_model": "EPYC test", "gpu_name": "Test GPU",
+            "machine": {"cpu_count": 4, "torch_threads": threads, "load_average_1_5_15_min": [1.0, 2.5, 3.0]}, **extra}
+
+
+def _write(folder: Path) -> None:
+    """A CPU record (batches 1 and 4), a CUDA record (batch 1), and two files that are not
+    merge-step benchmarks."""
+    cpu = [_row("forward: unpatched", 100.0, 1.0, 1, 227, 0),
+           _row("merge step: parallel, sim=1e-7", 2.0, 0.02, 1, 102, 1),
+           _row("merge step: faithful, sim=1e-7", 1.0, 0.01, 1, 99, 4),
+           _row("merge step: reference-style loop, sim=1e-7", 5.0, 0.05, 1, 4443, 1288),
+           _row("forward: unpatched", 400.0, 1.0, 4, 227, 0),
+           _row("merge step: parallel, sim=1e-7", 4.0, 0.01, 4, 102, 1),
+           _row("merge step: faithful, sim=1e-7", 8.0, 0.02, 4, 120, 6)]
+    cuda = [_row("forward: unpatched", 4.0, 1.0, 1, 227, 0, "cuda"),
+            _row("merge step: parallel, sim=1e-7", 1.0, 0.25, 1, 102, 1, "cuda"),
+            _row("merge step: faithful, sim=1e-7", 3.0, 0.75, 1, 99, 4, "cuda")]
+    (folder / "bench_a-cpu.json").write_text(json.dumps({"rows": cpu, "provenance": _provenance("cpu", 2)}))
+    (folder / "bench_b-cuda.json").write_text(json.dumps({"rows": cuda, "provenance": _provenance("cuda", 8)}))
+    (folder / "bench_exactness.json").write_text(json.dumps({"rows": [{"sim": 1e-7}], "provenance": {}}))
+    (folder / "bench_broken.json").write_text("{not json")
+    # the old text record must not be read any more
+    (folder / "bench_old.txt").write_text("forward: unpatched 999.0\nmerge step: faithful, sim=1e-7 77.0\n"
+                                          "merge step: parallel, sim=1e-7 66.0\n")
+
+
+def test_reader_parses_a_synthetic_record(tmp_path: Path):
+    _write(tmp_path)
+    records = merge_cost.bench_records(tmp_path)
+    assert [r.path.name for r in records] == ["bench_a-cpu.json", "bench_b-cuda.json"]
+    cpu, cuda = records
+    assert (cpu.device, cpu.threads, cpu.label) == ("cpu", 2, "EPYC test CPU (4 cores), 2 threads")
+    assert (cuda.device, cuda.label) == ("cuda", "Test GPU GPU")
+    t = merge_cost.merge_table(records)
+    assert list(t["record"]) == ["bench_b-cuda.json"] * 2 + ["bench_a-cpu.json"] * 5  # CUDA first
+    assert set(t["method"]) == {"parallel", "faithful", "reference-style loop"} and set(t["mode"]) == {"sim=1e-7"}
+    row = t[(t["record"] == "bench_a-cpu.json") & (t["batch"] == 4) & (t["method"] == "faithful")].iloc[0]
+    assert (row["share"], row["median_ms"], row["forward_ms"], row["ops"], row["syncs"]) == (0.02, 8.0, 400.0, 120, 6)
+    assert list(t[t["device"] == "cuda"]["share"]) == [0.25, 0.75]
+    view = merge_cost.table_view(t)
+    assert view["% of forward"].iloc[0] == pytest.approx(25.0) and "record" in view
+
+
+def test_conclusions_carry_the_records_numbers(tmp_path: Path):
+    _write(tmp_path)
+    text = merge_cost.conclusions(merge_cost.merge_table(merge_cost.bench_records(tmp_path)))
+    assert ("**EPYC test CPU (4 cores), 2 threads**, sim=1e-7 (`bench_a-cpu.json`): the merge step costs, as a share "
+            "of one unpatched forward, batch 1: parallel 2.00%, faithful 1.00%, reference-style loop 5.00% "
+            "(faithful = 0.50× parallel); batch 4: parallel 1.00%, faithful 2.00% "
+            "(faithful = 2.00× parallel).") in text
+    assert "**Test GPU GPU**, sim=1e-7 (`bench_b-cuda.json`): the merge step costs, as a share of one unpatched " \
+           "forward, batch 1: parallel 25.0%, faithful 75.0% (faithful = 3.00× parallel)." in text
+    assert ("**parallel, sim=1e-7**: 102 ops, 1 host sync at every batch size recorded (1, 4): the count does not "
+            "grow with the batch.") in text
+    assert ("**faithful, sim=1e-7**: the count grows with the batch, from 99 ops and 4 host syncs at batch 1 to 120 "
+            "and 6 at batch 4 (`bench_a-cpu.json`).") in text
+    assert "reference-style loop, sim=1e-7 at batch 1: 4443 ops, 1288 host syncs" in text
+    assert "reaches 10% of the median" in text
+
+
+def test_run_sentence_is_written_from_the_provenance(tmp_path: Path):
+    _write(tmp_path)
+    text = merge_cost.run_sentence(merge_cost.read_record(tmp_path / "bench_a-cpu.json"))
+    assert "weights `random-init:seed=0` on EPYC test CPU (4 cores), 2 threads (device `cpu`, 2 torch CPU " \
+           "threads): batch sizes 1, 4; 1 untimed warm-up round then 3 timed rounds" in text
+    assert text.endswith("recorded in `bench_a-cpu.json` (load average over 1/5/15 min: 1.0, 2.5, 3.0).")
+
+
+def test_reader_on_the_recorded_benchmarks():
+    records = merge_cost.bench_records(RESULTS)
+    assert records, "no merge-step benchmark under data/results"
+    raw = {p.name: json.loads(p.read_text())["rows"] for p in RESULTS.glob("bench_*.json")}
+    raw = {n: rows for n, rows in raw.items() if isinstance(rows, list)}  # not the exactness study's table
+    assert {r.path.name for r in records} == {n for n, rows in raw.items()
+                                             if any(str(x.get("name", "")).startswith("merge step") for x in rows)}
+    t = merge_cost.merge_table(records)
+    assert set(t["method"]) <= set(merge_cost.METHODS) and t["share"].notna().all()
+    for r in records:
+        assert r.provenance.get("git") and r.label != r.device  # provenance read, machine named
+        merge_rows = [x for x in raw[r.path.name] if x["name"].startswith("merge step")]
+        shares = sorted(t[t["record"] == r.path.name]["share"])
+        assert shares == sorted(x["ratio"] for x in merge_rows)
+    cuda_records = [n for n, rows in raw.items() if any(x.get("device") == "cuda" for x in rows)]
+    assert set(t[t["device"] == "cuda"]["record"]) == set(cuda_records)
+    if cuda_records:
+        assert t["device"].iloc[0] == "cuda" and "GPU" in t["machine"].iloc[0]
+
+
+def test_figure_has_a_panel_per_record_and_says_the_weights():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = merge_cost.bench_records(RESULTS)
+    fig = merge_cost.plot_shares(merge_cost.merge_table(records))
+    try:
+        assert len(fig.axes) == len(records)
+        assert "random-init" in fig._suptitle.get_text()
+        assert [ax.get_title().splitlines()[0] for ax in fig.axes] == list(dict.fromkeys(
+            merge_cost.merge_table(records)["machine"]))
+    finally:
+        plt.close(fig)
+
+
+def test_verdict_merge_cost_comes_from_the_json_records(tmp_path: Path):
+    _write(tmp_path)
+    text = verdict.verdict_markdown(tmp_path)
+    assert ("**Cost of the merge.** The merge step at sim=1e-7 (median, batch 1) costs, with the faithful visit and "
+            "then the parallel one, 1.0 and 2.0 ms, 1.0% and 2.0% of a 100 ms forward on EPYC test CPU (4 cores), "
+            "2 threads (`bench_a-cpu.json`); 3.0 and 1.0 ms, 75.0% and 25.0% of a 4 ms forward on Test GPU GPU "
+            "(`bench_b-cuda.json`).") in text
+    assert "999" not in text and "77.0" not in text  # nothing from the text record
+    # the CUDA record has no loop row, so only 1 of the 2 records counted the same
+    assert ("**Kernels of the merge.** The merge step dispatches (batch 1, counted with a TorchDispatchMode; the same "
+            "in 1 of 2 records) parallel, sim=1e-7: 102 ops, 1 host syncs; faithful, sim=1e-7: 99 ops, 4 host syncs; "
+            "reference-style loop, sim=1e-7: 4443 ops, 1288 host syncs (`bench_a-cpu.json`).") in text
+
+
+def test_verdict_on_the_recorded_benchmarks():
+    text = verdict.verdict_markdown(RESULTS)
+    t = merge_cost.merge_table(merge_cost.bench_records(RESULTS))
+    first = t[(t["batch"] == 1) & (t["method"] == "faithful") & (t["mode"] == "sim=1e-7")].iloc[0]
+    cost = next(line for line in text.splitlines() if "**Cost of the merge.**" in line)
+    assert f"{100 * first['share']:.1f}%" in cost and f"`{first['record']}`" in cost
+    assert ".txt" not in cost
+
+
+def test_the_benchmark_times_the_model_it_is_given(monkeypatch: pytest.MonkeyPatch):
+    timm = pytest.importorskip("timm")
+    from tomato.harness import bench, models
+
+    model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
+    monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("loaded a model"))
+    seen = {}
+
+    def forwards(plain, patched, images, k):
+        seen["plain"], seen["patched"] = plain, patched
+        return {"forward: unpatched": lambda: None}
+
+    monkeypatch.setattr(bench, "_forwards", forwards)
+    monkeypatch.setattr(bench, "_merge_steps", lambda *a: {})
+    rows = bench.run("not-a-model", runs=1, warmup=0, model=model)
+    assert seen["plain"] is model and seen["patched"] is not model and not hasattr(model, "_tomato")
+    assert [r.name for r in rows] == ["forward: unpatched"] and not math.isnan(rows[0].median_ms)
+
+
+def test_the_live_benchmark_parameters_have_rules():
+    assert parameters.check("bench_batch_sizes", 4) == [4] and parameters.check("bench_threads", "None") is None
+    for name, bad in (("bench_runs", 0), ("bench_warmup", -1), ("bench_batch_sizes", [0]), ("bench_threads", 0)):
+        with pytest.raises(parameters.Invalid, match=f"parameter {name} = "):
+            parameters.check(name, bad)

@@ -1,0 +1,258 @@
+"""The merge step's cost from the benchmark records (``python -m tomato bench --out``).
+
+One reader serves the book: :func:`bench_records` lists a folder's ``bench_*.json`` records
+with their provenance, :func:`merge_table` makes their merge-step rows one tidy table, and
+the page's table, figure and sentences (:func:`table_view`, :func:`plot_shares`,
+:func:`conclusions`, :func:`run_sentence`) and the build's verdict are written from it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from .tables import machine_short
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+__all__ = ["BenchRecord", "read_record", "bench_records", "records_table", "merge_table", "table_view",
+           "plot_shares", "conclusions", "run_sentence", "METHODS"]
+
+#: The merge-step methods in the order the page shows them (the bench's row names).
+METHODS = ("parallel", "faithful", "reference-style loop")
+_COLORS = {"parallel": "tab:blue", "faithful": "tab:orange", "reference-style loop": "tab:red"}
+_MERGE, _FORWARD = "merge step: ", "forward: unpatched"
+
+
+@dataclass(frozen=True)
+class BenchRecord:
+    """One benchmark record: its file, its rows (dicts as :class:`tomato.harness.bench.Row`
+    writes them) and its provenance (empty when the record has none)."""
+
+    path: Path
+    rows: list[dict[str, Any]]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> str:
+        """"cuda" or "cpu" (from the provenance, else from the rows)."""
+        dev = self.provenance.get("device") or next((r.get("device") for r in self.rows if r.get("device")), "?")
+        return str(dev).split(":")[0]
+
+    @property
+    def threads(self) -> int | None:
+        """torch CPU threads of the run (what the provenance's machine summary saw)."""
+        n = (self.provenance.get("machine") or {}).get("torch_threads")
+        return int(n) if isinstance(n, int) else None
+
+    @property
+    def label(self) -> str:
+        """The machine in words: 'NVIDIA H100 80GB HBM3 GPU', 'Intel ... CPU (16 cores), 2 threads'."""
+        if not self.provenance:
+            return self.device
+        where = machine_short({"device": self.device, **self.provenance})
+        return where + (f", {self.threads} threads" if self.device == "cpu" and self.threads else "")
+
+
+def read_record(path: Path | str) -> BenchRecord | None:
+    """The record at ``path``, or None when it is not a merge-step benchmark (unreadable,
+    or no row named ``merge step: ...``)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        return None
+    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("name"), str)]
+    if not any(r["name"].startswith(_MERGE) for r in rows):
+        return None
+    prov = data.get("provenance")
+    return BenchRecord(path, rows, prov if isinstance(prov, dict) else {})
+
+
+def bench_records(results: Path | str) -> list[BenchRecord]:
+    """Every merge-step benchmark ``bench_*.json`` directly under ``results``, by file name."""
+    found = (read_record(p) for p in sorted(Path(results).glob("bench_*.json")))
+    return [r for r in found if r is not None]
+
+
+def records_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
+    """One line per record: the machine and settings its provenance names."""
+    import pandas as pd
+
+    return pd.DataFrame([{
+        "record": r.path.name, "machine": r.label, "weights": r.provenance.get("weights", "–"),
+        "batch sizes": ", ".join(str(b) for b in sorted({int(x.get("batch", 1)) for x in r.rows})),
+        "runs": r.provenance.get("runs"), "warm-up": r.provenance.get("warmup"),
+        "torch": r.provenance.get("torch", "–"), "date (UTC)": str(r.provenance.get("date_utc", "–"))[:16],
+        "note": r.provenance.get("note", "")} for r in records])
+
+
+def _number(value: Any) -> float:  # a JSON number, else NaN
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def merge_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
+    """The merge-step rows of ``records`` as one tidy table.
+
+    Columns: record (file name), device, machine, threads, weights, batch, method (parallel /
+    faithful / reference-style loop), mode ("sim=1e-7", "tokens=138" ...), median_ms,
+    iqr_ms, share (the row's ``ratio``: median over the unpatched forward's median of the
+    same interleaved run and batch), forward_ms (that forward's median), tokens, ops,
+    syncs. Rows are ordered CUDA first, then CPU by threads, then batch, method, mode.
+    """
+    import pandas as pd
+
+    out = []
+    for rec in records:
+        forward = {int(r.get("batch", 1)): _number(r.get("median_ms")) for r in rec.rows if r["name"] == _FORWARD}
+        for r in rec.rows:
+            if not r["name"].startswith(_MERGE):
+                continue
+            method, _, mode = r["name"][len(_MERGE):].partition(", ")
+            batch = int(r.get("batch", 1))
+            out.append({"record": rec.path.name, "device": rec.device, "machine": rec.label, "threads": rec.threads,
+                        "weights": str(rec.provenance.get("weights", "?")), "batch": batch, "method": method,
+                        "mode": mode, "median_ms": _number(r.get("median_ms")), "iqr_ms": _number(r.get("iqr_ms")),
+                        "share": _number(r.get("ratio")), "forward_ms": forward.get(batch, math.nan),
+                        "tokens": _number(r.get("tokens")), "ops": r.get("ops"), "syncs": r.get("syncs")})
+    columns = ["record", "device", "machine", "threads", "weights", "batch", "method", "mode", "median_ms", "iqr_ms",
+               "share", "forward_ms", "tokens", "ops", "syncs"]
+    df = pd.DataFrame(out, columns=columns)
+    for col in ("threads", "ops", "syncs"):
+        df[col] = df[col].astype("Int64")
+    order = {m: k for k, m in enumerate(METHODS)}
+    key = df.assign(_cpu=df["device"] != "cuda", _t=df["threads"].fillna(0), _m=df["method"].map(order).fillna(9))
+    return df.loc[key.sort_values(["_cpu", "_t", "record", "batch", "_m", "mode"], kind="stable").index].reset_index(
+        drop=True)
+
+
+def table_view(df: pd.DataFrame) -> pd.DataFrame:
+    """``merge_table`` for the page: shares in % of one forward, words for the columns
+    (tokens: patch tokens the step kept, mean over the batch)."""
+    view = df.assign(share=100 * df["share"])
+    view = view[["machine", "batch", "method", "mode", "median_ms", "iqr_ms", "share", "forward_ms", "tokens", "ops",
+                 "syncs", "record"]]
+    view = view.astype({"ops": object, "syncs": object}).where(view.notna(), None)
+    return view.rename(columns={"median_ms": "median ms", "iqr_ms": "IQR ms", "share": "% of forward",
+                                "forward_ms": "forward ms"})
+
+
+def _pct(share: float) -> str:
+    v = 100 * share
+    return f"{v:.0f}%" if v >= 100 else f"{v:.1f}%" if v >= 10 else f"{v:.2f}%"
+
+
+def plot_shares(df: pd.DataFrame, *, title: str = "") -> Figure:
+    """The merge step as a share of one unpatched forward against the batch size: one
+    panel per record (its machine in the panel title), one colour per method, solid for
+    the first mode and dashed for the others; log axes when the shares span > 20x. The
+    title names the records' weights (and says when they are random-init)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    panels = list(dict.fromkeys(df["record"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), sharey=True, squeeze=False)
+    modes = list(dict.fromkeys(df["mode"]))
+    shares = df["share"].dropna()
+    log = not shares.empty and shares.min() > 0 and shares.max() / shares.min() > 20
+    for ax, record in zip(axes[0], panels):
+        part = df[df["record"] == record]
+        for (method, mode), g in part.groupby(["method", "mode"], sort=False):
+            g = g.sort_values("batch")
+            ax.plot(g["batch"], 100 * g["share"], "-o" if mode == modes[0] else "--s", ms=5,
+                    color=_COLORS.get(method, "grey"), label=f"{method}, {mode}")
+        ax.axhline(100, color="grey", lw=0.8, ls=":")
+        batches = sorted(part["batch"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set(yscale="log" if log else "linear", xlabel="batch size")
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_title(f"{part['machine'].iloc[0]}\n{record}", fontsize=8)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("merge step, % of one unpatched forward")
+    legend = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    weights = ", ".join(dict.fromkeys(df["weights"]))
+    note = ": an untrained network's merges" if "random-init" in weights else ""
+    fig.suptitle(f"{title or 'Merge step as a share of one unpatched forward'} (medians; weights {weights}{note})")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+def _counts(g: pd.DataFrame) -> str:
+    """'102 ops, 1 host sync' from the rows of one method and mode (ranges where they differ)."""
+    def span(col: str, unit: str) -> str:
+        v = sorted(int(x) for x in g[col].dropna().unique())
+        return (f"{v[0]}" if len(v) == 1 else f"{v[0]}–{v[-1]}") + f" {unit}" + ("" if v == [1] else "s")
+    return f"{span('ops', 'op')}, {span('syncs', 'host sync')}"
+
+
+def conclusions(df: pd.DataFrame) -> str:
+    """Markdown bullets written from ``merge_table``: per machine and mode, each method's
+    share of a forward at each batch; whether op and sync counts grow with the batch;
+    how noisy the medians are."""
+    lines = []
+    for record, part in df.groupby("record", sort=False):
+        for mode, m in part.groupby("mode", sort=False):
+            cells = []
+            for batch, b in m.groupby("batch"):
+                s = dict(zip(b["method"], b["share"]))
+                text = ", ".join(f"{k} {_pct(s[k])}" for k in METHODS if k in s and not math.isnan(s[k]))
+                if {"parallel", "faithful"} <= set(s) and s["parallel"] > 0:
+                    x = s["faithful"] / s["parallel"]
+                    text += f" (faithful = {x:.2f}× parallel)" if x < 10 else f" (faithful = {x:.0f}× parallel)"
+                cells.append(f"batch {batch}: {text}")
+            lines.append(f"- **{part['machine'].iloc[0]}**, {mode} (`{record}`): the merge step costs, as a share "
+                         f"of one unpatched forward, " + "; ".join(cells) + ".")
+    once = []
+    for (method, mode), g in df.dropna(subset=["ops", "syncs"]).groupby(["method", "mode"], sort=False):
+        batches = sorted(g["batch"].unique())
+        if len(batches) == 1:
+            once.append(f"{method}, {mode} at batch {batches[0]}: {_counts(g)}")
+            continue
+        moved = {r: x.sort_values("batch") for r, x in g.groupby("record") if x[["ops", "syncs"]].nunique().max() > 1}
+        if not moved:
+            lines.append(f"- **{method}, {mode}**: {_counts(g)} at every batch size recorded "
+                         f"({', '.join(str(b) for b in batches)}): the count does not grow with the batch.")
+            continue
+        record, x = max(moved.items(), key=lambda kv: kv[1]["batch"].max())
+        lo, hi = x.iloc[0], x.iloc[-1]
+        how = "grows" if hi["ops"] >= lo["ops"] and hi["syncs"] >= lo["syncs"] else "changes"
+        lines.append(f"- **{method}, {mode}**: the count {how} with the batch, from {lo['ops']} ops and "
+                     f"{lo['syncs']} host syncs at batch {lo['batch']} to {hi['ops']} and {hi['syncs']} at batch "
+                     f"{hi['batch']} (`{record}`).")
+    if once:
+        lines.append("- **Counted at one batch size only:** " + "; ".join(once) + ".")
+    noise = (df["iqr_ms"] / df["median_ms"]).dropna()
+    if not noise.empty:
+        worst = df.loc[noise.idxmax()]
+        lines.append(f"- **Noise:** the interquartile range of a merge-step median reaches {100 * noise.max():.0f}% "
+                     f"of the median ({worst['method']}, {worst['mode']}, batch {worst['batch']}, "
+                     f"`{worst['record']}`): differences smaller than that are within the noise.")
+    return "\n".join(lines)
+
+
+def _n(k: Any, word: str) -> str:
+    return f"{k} {word}" + ("" if k == 1 else "s")
+
+
+def run_sentence(record: BenchRecord) -> str:
+    """One sentence about a benchmark run, written from its record's provenance."""
+    p = record.provenance
+    load = (p.get("machine") or {}).get("load_average_1_5_15_min")
+    sizes = p.get("batch_sizes") or sorted({int(r.get("batch", 1)) for r in record.rows})
+    return (f"Benchmark of `{p.get('model', '?')}` with weights `{p.get('weights', '?')}` on {record.label} "
+            f"(device `{p.get('device', record.device)}`, {_n(record.threads or '?', 'torch CPU thread')}): "
+            f"batch size{'s' if len(sizes) > 1 else ''} {', '.join(str(b) for b in sizes)}; "
+            f"{_n(p.get('warmup', '?'), 'untimed warm-up round')} then "
+            f"{_n(p.get('runs', '?'), 'timed round')}, every measurement interleaved round-robin in one run; "
+            f"medians, each merge step as a share of the unpatched forward of the same run; recorded in "
+            f"`{record.path.name}`" + (f" (load average over 1/5/15 min: {', '.join(f'{x:.1f}' for x in load)})"
+                                       if isinstance(load, list) else "") + ".")
