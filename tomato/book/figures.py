@@ -6,11 +6,12 @@ and pandas (the ``[book]`` extra) are imported inside the functions.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..harness import variants
 from . import paper
-from .display import weights_note
+from . import tradeoff
+from .display import diversity_line, weights_note
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -94,8 +95,6 @@ def plot_speedup(rows: pd.DataFrame, ax: Axes | None = None, *, title: str = "Me
     df = rows.dropna(subset=["speedup", "ideal_speedup"])
     for fam, g in df.groupby(df["variant"].map(_family), sort=False):
         ax.scatter(g["ideal_speedup"], g["speedup"], color=_COLORS.get(fam, "grey"), label=_FAMILY_LABEL.get(fam, fam))
-        for s, xv, yv in zip(g["variant"], g["ideal_speedup"], g["speedup"]):
-            ax.annotate(_short(s), (xv, yv), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if len(df):
         lo = min(df["ideal_speedup"].min(), df["speedup"].min(), 1.0) * 0.95
         hi = max(df["ideal_speedup"].max(), df["speedup"].max(), 1.0) * 1.05
@@ -104,6 +103,7 @@ def plot_speedup(rows: pd.DataFrame, ax: Axes | None = None, *, title: str = "Me
     ax.set_ylabel("measured speed-up (×, median)")
     ax.legend(fontsize=7)
     _title(ax, title, pretrained, accuracy=False)
+    place_labels(ax, label_items(df, "ideal_speedup", "speedup"), fontsize=7)
     return ax
 
 
@@ -128,10 +128,13 @@ def plot_throughput(rows: pd.DataFrame, ax: Axes | None = None, *, title: str = 
 
 def plot_tradeoff(rows: pd.DataFrame, y: str = "top1", ax: Axes | None = None, *, x: str = "median_s",
                   title: str | None = None, ylabel: str | None = None, pretrained: bool | None = None,
-                  legend: bool = True) -> Axes:
+                  legend: bool = True, annotate: bool = True) -> Axes:
     """Figure 3's axes: ``y`` (default top-1) against latency ``x``; ToMe's points joined
     in order of r, ToMato's in order of sim, plus the parallel and keep-ratio variants and
-    the baseline as a star. Points are annotated with their parameter."""
+    the baseline as a star. With ``x="rel_latency"`` (:func:`tomato.book.tradeoff.relative_latency`)
+    the bootstrap interval is drawn as a horizontal bar. Points are labelled with their
+    parameter (:func:`place_labels`; with ``annotate=False`` the caller places them after
+    its layout is final)."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -147,10 +150,12 @@ def plot_tradeoff(rows: pd.DataFrame, y: str = "top1", ax: Axes | None = None, *
         style = "o-" if fam in ("tome", "tomato", "keep") else "s"
         ax.plot(g[x], g[y], style, color=color, label=_FAMILY_LABEL.get(fam, fam), alpha=0.85,
                 mfc="none" if fam == "parallel" else color, ms=8 if fam == "parallel" else 6)
-        for k, (s, xv, yv) in enumerate(zip(g["variant"], g[x], g[y])):
-            dy = -10 if fam == "parallel" else (4 if k % 2 == 0 else -10)
-            ax.annotate(_short(s), (xv, yv), fontsize=8, xytext=(4, dy), textcoords="offset points", color=color)
-    ax.set_xlabel({"median_s": "latency, median (s, batch 1)", "gflops": "GFLOPs per image (timed images)",
+        if {"rel_low", "rel_high"} <= set(g) and x == "rel_latency" and g["rel_low"].notna().any():
+            ax.errorbar(g[x], g[y], xerr=[g[x] - g["rel_low"], g["rel_high"] - g[x]], fmt="none",
+                        ecolor=color, alpha=0.5, capsize=2, lw=1)
+    ax.set_xlabel({"median_s": "latency, median (s, batch 1)",
+                   "rel_latency": "latency relative to the baseline (median ratio, batch 1)",
+                   "gflops": "GFLOPs per image (timed images)",
                    "gflops_eval": "GFLOPs per image (mean over the evaluated images)",
                    "tokens_mean": "patch tokens after block 0 (mean)"}.get(x, x))
     ax.set_ylabel(ylabel or {"top1": "top-1 (%)", "top1_agreement": "top-1 agreement with baseline (%)",
@@ -159,15 +164,80 @@ def plot_tradeoff(rows: pd.DataFrame, y: str = "top1", ax: Axes | None = None, *
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     _title(ax, title or f"{y} vs {x}", pretrained, accuracy=y in ("top1", "top5"))
+    if annotate:
+        place_labels(ax, label_items(rows, x, y))
     return ax
 
 
+def label_items(rows: pd.DataFrame, x: str, y: str) -> list[tuple[float, float, str, str]]:
+    """(x, y, parameter text, colour) of every non-baseline point :func:`plot_tradeoff` draws."""
+    df = rows.dropna(subset=[x, y])
+    return [(float(xv), float(yv), _short(s), _COLORS.get(_family(s), "grey"))
+            for s, xv, yv in zip(df["variant"], df[x], df[y]) if _family(s) != "deit"]
+
+
+def _label_spots() -> list[tuple[float, float, str, str]]:
+    """Where a point's label may go, tried in order: (dx, dy) in points from the point and
+    the text's alignment; rings of eight directions, nearest ring first."""
+    spots = []
+    for radius in (6.0, 16.0, 28.0, 42.0, 58.0):
+        for ux, uy in ((1, 1), (1, -1), (-1, 1), (-1, -1), (0, 1), (0, -1), (1, 0), (-1, 0)):
+            ha = {1: "left", 0: "center", -1: "right"}[ux]
+            va = {1: "bottom", 0: "center", -1: "top"}[uy]
+            scale = radius / (2 ** 0.5 if ux and uy else 1.0)
+            spots.append((ux * scale, uy * scale, ha, va))
+    return spots
+
+
+_LABEL_SPOTS = _label_spots()
+
+
+def place_labels(ax: Axes, items: Sequence[tuple[float, float, str, str]], fontsize: float = 7.5) -> int:
+    """Write each point's label where it overlaps no marker, no other label and stays in
+    the axes; the first free spot of :func:`_label_spots` wins (a thin leader line for the
+    far ones). ``items``: (x, y, text, colour), e.g. from :func:`label_items`. Call it after
+    the figure's layout is final (``tight_layout``): the spots are found in display space.
+    Returns how many labels found no free spot (placed at the last one anyway)."""
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    items = list(items)
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    centres = ax.transData.transform([(x, y) for x, y, *_ in items]) if items else []
+    taken = [Bbox.from_bounds(px - 5, py - 5, 10, 10) for px, py in centres]
+    crowded = 0
+    for x, y, text, color in items:
+        for k, (dx, dy, ha, va) in enumerate(_LABEL_SPOTS):
+            far = abs(dx) + abs(dy) > 12
+            t = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                            fontsize=fontsize, color=color,
+                            arrowprops={"arrowstyle": "-", "color": color, "lw": 0.5, "alpha": 0.6} if far else None)
+            # The text's own box (an Annotation's extent also spans its leader line),
+            # once the offset is resolved to display space.
+            t.update_positions(renderer)
+            box = Text.get_window_extent(t, renderer).expanded(1.04, 1.1)
+            fits = (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1)
+            if fits and not any(box.overlaps(b) for b in taken):
+                taken.append(box)
+                break
+            if k < len(_LABEL_SPOTS) - 1:
+                t.remove()
+            else:
+                crowded += 1
+                taken.append(box)
+    return crowded
+
+
 def plot_agreement(agreement: pd.DataFrame, ax: Axes | None = None, *,
-                   title: str = "Predictions changed by merging") -> Axes:
+                   title: str = "Predictions changed by merging",
+                   diversity: Mapping[str, Any] | None = None) -> Axes:
     """Horizontal bars per variant: % of images whose top-1 differs from the baseline's
     (100 - top-1 agreement) and % of the baseline's top-5 classes missing from the
     variant's top-5 (100 - top-5 overlap), from :func:`prediction_agreement`. Values are
-    written on the bars; the axis zooms in on small changes. Meaningful with any weights."""
+    written on the bars; the axis zooms in on small changes. Meaningful with any weights,
+    but cheap when the baseline is degenerate: ``diversity``
+    (:func:`tomato.book.measures.baseline_diversity`) is written under the axis."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -189,49 +259,95 @@ def plot_agreement(agreement: pd.DataFrame, ax: Axes | None = None, *,
     ax.set_xlabel("% of images (paired with the baseline on the same images)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(title, fontsize=10)
+    _footer(ax, diversity)
     return ax
 
 
-def plot_tradeoff_panels(rows: pd.DataFrame, *, pretrained: bool | None, title: str = "") -> Any:
-    """Figure 3 and its weight-proof companions in one 2x2 figure: top-1 vs latency (the
-    paper's axes), top-1 agreement vs latency, top-1 agreement vs GFLOPs, tokens after
-    block 0 vs GFLOPs. Panels whose columns are missing say so. Returns the figure."""
+def _footer(ax: Axes, diversity: Mapping[str, Any] | None) -> None:
+    """The baseline's prediction diversity under an agreement axis (red when degenerate)."""
+    ax.annotate(diversity_line(diversity), (0, 0), xycoords="axes fraction", xytext=(0, -34),
+                textcoords="offset points", fontsize=7.5, va="top",
+                color="darkred" if diversity and diversity["degenerate"] else "dimgrey")
+
+
+def plot_tradeoff_panels(rows: pd.DataFrame, *, pretrained: bool | None, title: str = "",
+                         diversity: Mapping[str, Any] | None = None) -> Any:
+    """Figure 3 in the paper's setting and its weight-proof companions, one figure.
+
+    (a) the paper's Table 1 points: top-1 against latency relative to DeiT-B (Jetson Nano);
+    (b) this run on the same x axis: top-1 with trained weights (the paper's points drawn
+    beside it), top-1 agreement with the baseline otherwise (random-init top-1 is chance and
+    is not drawn); (c) agreement against GFLOPs; (d) GFLOPs against tokens after block 0.
+    Without timing, (b) uses tokens after block 0 and (c)-(d) are left out. ``diversity``
+    (:func:`tomato.book.measures.baseline_diversity`) goes under the agreement panels.
+    Labels are placed after the layout so that none overlap. Returns the figure.
+    """
     import matplotlib.pyplot as plt
 
-    def has(*cols: str) -> bool:
-        return all(c in rows for c in cols) and bool(rows[list(cols)].notna().all(axis=1).any())
+    df = tradeoff.relative_latency(rows)
 
+    def has(*cols: str) -> bool:
+        return all(c in df for c in cols) and bool(df[list(cols)].notna().all(axis=1).any())
+
+    y = "top1" if pretrained else "top1_agreement"
     g = "gflops_eval" if has("gflops_eval") else "gflops"
-    if has("median_s") or has(g):
-        fig, axes = plt.subplots(2, 2, figsize=(10, 9))
-        panels = [
-            ("top1", "median_s", "Figure 3 axes: top-1 vs latency"),
-            ("top1_agreement", "median_s", "Top-1 agreement with the baseline vs latency"),
-            ("top1_agreement", g, "Top-1 agreement with the baseline vs FLOPs"),
-            (g, "tokens_mean", "FLOPs vs tokens after block 0"),
-        ]
-    else:  # no timing recorded (yet): token counts are the only cost axis
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4.8))
-        panels = [
-            ("top1", "tokens_mean", "top-1 vs tokens after block 0 (no timing recorded)"),
-            ("top1_agreement", "tokens_mean", "Top-1 agreement with the baseline vs tokens after block 0"),
-        ]
-    for ax, (y, x, name) in zip(axes.flat, panels):
-        if not has(x, y):
-            ax.text(0.5, 0.5, f"no {x} / {y} recorded", ha="center", va="center", transform=ax.transAxes)
-            ax.set_title(name, fontsize=10)
+    timed = has("rel_latency", y)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 9)) if timed else plt.subplots(1, 2, figsize=(10, 4.6))
+    axes = list(axes.flat)
+    pp = tradeoff.paper_points()
+    pax = axes[0]
+    for _, r in pp.iterrows():
+        fam = _family(r["variant"])
+        pax.scatter(r["rel_latency"], r["top1"], marker="*" if fam == "deit" else "D", s=150 if fam == "deit" else 50,
+                    color=_COLORS.get(fam, "grey"), zorder=3)
+    pax.set_xlabel("latency relative to DeiT-B (Jetson Nano, mean of 10)")
+    pax.set_ylabel("top-1 (%), ImageNet-Mini")
+    pax.set_title("(a) The paper's Table 1 as Figure 3\n(trained DeiT-B, printed values)", fontsize=9)
+    pax.grid(alpha=0.3)
+    panels = [("(b) This run: " + ("top-1" if pretrained else "agreement with the baseline") + " vs latency",
+               "rel_latency" if timed else "tokens_mean", y)]
+    if timed and has(g, y):
+        panels.append(("(c) Agreement with the baseline vs FLOPs", g, "top1_agreement"))
+    if timed and has("tokens_mean", g):
+        panels.append(("(d) FLOPs vs tokens after block 0", "tokens_mean", g))
+    drawn = []
+    for ax, (name, x, yy) in zip(axes[1:], panels):
+        if not has(x, yy):
+            ax.text(0.5, 0.5, f"no {x} / {yy} recorded", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(name, fontsize=9)
             ax.set_axis_off()
             continue
-        plot_tradeoff(rows, y=y, x=x, ax=ax, title=name, pretrained=pretrained, legend=False,
-                      ylabel="GFLOPs per image" if y.startswith("gflops") else None)
-    handles, labels = {}, []
-    for ax in axes.flat:
+        plot_tradeoff(df, y=yy, x=x, ax=ax, title=name, pretrained=pretrained, legend=False, annotate=False,
+                      ylabel="GFLOPs per image" if yy.startswith("gflops") else None)
+        drawn.append((ax, x, yy))
+    for ax in axes[1 + len(panels):]:
+        ax.remove()
+    if timed:  # (a) and (b) share their x range so that ratios read alike
+        b = axes[1]
+        lo = min(pax.get_xlim()[0], b.get_xlim()[0], 0.7)
+        hi = max(pax.get_xlim()[1], b.get_xlim()[1], 1.05)
+        for ax in (pax, b):
+            ax.set_xlim(lo, hi)
+            ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+        if pretrained:  # the paper's points on our axes, for a like-for-like reading
+            b.scatter(pp["rel_latency"], pp["top1"], marker="D", facecolors="none", edgecolors="grey",
+                      label="paper, Table 1", zorder=2)
+    handles = {}
+    for ax in fig.axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(5, len(handles)),
-                   fontsize=8, frameon=False)
+        fig.legend(list(handles.values()), list(handles), loc="lower center", bbox_to_anchor=(0.5, 0.025),
+                   ncol=min(4, len(handles)), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.05 if handles else 0, 1, 1))
+    fig.tight_layout(rect=(0, 0.1 if handles else 0.03, 1, 1))
+    # Labels last: their free spots depend on the final layout.
+    place_labels(pax, [(float(r["rel_latency"]), float(r["top1"]), r["label"], _COLORS.get(_family(r["variant"]), "grey"))
+                       for _, r in pp.iterrows()])
+    for ax, x, yy in drawn:
+        place_labels(ax, label_items(df, x, yy))
+    if not pretrained:
+        fig.text(0.01, 0.005, diversity_line(diversity), fontsize=8, va="bottom",
+                 color="darkred" if diversity and diversity["degenerate"] else "dimgrey")
     return fig
