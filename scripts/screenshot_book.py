@@ -32,6 +32,10 @@ checks run, each named so it can be switched off (``--skip``) or run alone (``--
 ``verdict``
     the first page (the toc's root) has a verdict: a heading, an admonition title or a
     caption containing "Verdict", or an element whose id or class contains "verdict".
+``diversity``
+    a notebook page that reports top-1 agreement with the baseline also says how varied
+    the baseline's predictions are ("Baseline predictions: ...", written by
+    ``tomato.book.display.diversity_note``): agreement with a degenerate classifier is cheap.
 
 Chromium (Debian's ``chromium``; ``--chromium PATH`` for another) runs headless with a
 throw-away profile, every host name resolving to nothing and a proxy to a closed port,
@@ -55,12 +59,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKS = ("images", "figures", "screenshot", "math", "stderr", "params", "verdict")
-BROWSER_CHECKS = {"screenshot", "math", "stderr", "params", "verdict"}
+CHECKS = ("images", "figures", "screenshot", "math", "stderr", "params", "verdict", "diversity")
+BROWSER_CHECKS = {"screenshot", "math", "stderr", "params", "verdict", "diversity"}
 # notebook pages allowed to have no figure (the reproduction summary is a table)
 NO_FIGURE_OK = {"07_reproduction"}
 PARAMS_MARKER = "parameters in force"
 VERDICT_MARKER = "verdict"
+AGREEMENT = re.compile(r"top-1 agreement|agreement with the (baseline|unpatched)", re.I)
+DIVERSITY_MARKER = "baseline predictions"
 MIN_PNG_BYTES = 4096
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # No network for the browser: every name resolves to nothing, and anything that still
@@ -355,6 +361,15 @@ def check_verdict(dom: Dom) -> list[str]:
             "containing 'Verdict', or an element with 'verdict' in its id or class)"]
 
 
+def check_diversity(dom: Dom) -> list[str]:
+    prose = " ".join(" ".join(dom.prose).split())
+    m = AGREEMENT.search(prose)
+    if m is None or DIVERSITY_MARKER in prose.lower():
+        return []
+    return [f"reports agreement ({m.group(0)!r}) without the baseline's prediction diversity "
+            f"(no '{DIVERSITY_MARKER.capitalize()}: ...' on the page)"]
+
+
 def dom_checks(dom: Dom, page: str, first: bool, source_math: bool, checks: set[str]) -> list[str]:
     """Problems of one rendered page for the enabled ``checks``, each tagged [check]."""
     out: list[str] = []
@@ -367,6 +382,8 @@ def dom_checks(dom: Dom, page: str, first: bool, source_math: bool, checks: set[
         out += [f"[params] {p}" for p in check_params(dom)]
     if "verdict" in checks and first:
         out += [f"[verdict] {p}" for p in check_verdict(dom)]
+    if "diversity" in checks and notebook:
+        out += [f"[diversity] {p}" for p in check_diversity(dom)]
     return out
 
 

@@ -186,6 +186,11 @@ def test_params_and_verdict_checks():
     assert c.check_verdict(dom('<section id="verdict"><p>x</p></section>')) == []
     assert c.check_verdict(dom('<div class="admonition"><p class="admonition-title">Verdict</p></div>')) == []
     assert c.check_verdict(dom("<h1>Introduction</h1><p>the verdict is out</p>"))
+    agree = "<p>Top-1 agreement with the baseline: 99.2%</p>"
+    assert c.check_diversity(dom(agree))
+    assert c.check_diversity(dom(agree + "<blockquote><p><strong>Baseline predictions:</strong> 57 distinct"
+                                 "</p></blockquote>")) == []
+    assert c.check_diversity(dom("<p>The parallel visit agrees with the faithful one.</p>")) == []
 
 
 def mini_book(tmp_path: Path, mathjax_src: str, good: bool) -> Path:
@@ -199,11 +204,12 @@ def mini_book(tmp_path: Path, mathjax_src: str, good: bool) -> Path:
         {"cell_type": "markdown", "source": ["Scores $s_{ij}$."], "metadata": {}}]}))
     head = f'<script>window.MathJax = {{}}</script><script defer src="{mathjax_src}"></script>'
     verdict = "<h2>Verdict</h2>" if good else "<h2>Summary</h2>"
+    agree = "<p>Top-1 agreement with the baseline 99%.</p>" + ("<p>Baseline predictions: 57 classes.</p>" if good else "")
     table = ("<table><caption>Parameters in force</caption><tr><th>sim</th></tr></table>" if good else "")
     log = "" if good else '<div class="cell_output"><div class="output stderr"><pre>Could not get weights</pre></div></div>'
     math = r'<span class="math notranslate nohighlight">\(x^2\)</span>'
     for page, body in (("book/intro", f"<h1>Intro</h1>{verdict}<p>Let {math} be.</p>"),
-                       ("book/notebooks/01_x", f"<h1>Notebook</h1>{table}{log}<p>Scores {math}.</p>")):
+                       ("book/notebooks/01_x", f"<h1>Notebook</h1>{table}{log}{agree}<p>Scores {math}.</p>")):
         (html / f"{page}.html").write_text(f"<!DOCTYPE html><html><head>{head}</head><body>{body}</body></html>")
     return html
 
@@ -242,18 +248,19 @@ def test_checker_passes_a_good_offline_book(tmp_path: Path):
 
 
 def test_checker_fails_each_missing_feature(tmp_path: Path):
-    """A CDN MathJax (networking blocked), a stderr log, no parameter table, no verdict."""
+    """A CDN MathJax (networking blocked), a stderr log, no parameter table, no verdict, agreement
+    without the baseline's diversity."""
     chromium_or_skip()
     need("yaml")
     html = mini_book(tmp_path, "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js", good=False)
     proc = run_checker(tmp_path, html)
     assert proc.returncode == 1, proc.stdout
-    for check in ("math", "stderr", "params", "verdict"):
+    for check in ("math", "stderr", "params", "verdict", "diversity"):
         assert f"[{check}]" in proc.stdout, (check, proc.stdout)
     # each check can be switched off on its own
-    proc = run_checker(tmp_path, html, "math", "stderr", "params", "verdict")
+    proc = run_checker(tmp_path, html, "math", "stderr", "params", "verdict", "diversity")
     assert proc.returncode == 0, proc.stdout
-    proc = run_checker(tmp_path, html, "stderr", "params", "verdict")
+    proc = run_checker(tmp_path, html, "stderr", "params", "verdict", "diversity")
     assert proc.returncode == 1 and "[math]" in proc.stdout and "[params]" not in proc.stdout
 
 

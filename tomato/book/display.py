@@ -1,6 +1,7 @@
 """What a notebook page says about its own run: the weights banner, short weight notes
-for captions, a warning when timing is too noisy to read, and keeping a notebook's
-timing with the machine it ran on (:func:`save_timing`).
+for captions, how far an agreement figure can be trusted (the baseline's prediction
+diversity), a warning when timing is too noisy to read, and keeping a notebook's timing
+with the machine it ran on (:func:`save_timing`).
 """
 from __future__ import annotations
 
@@ -36,6 +37,36 @@ def weights_note(pretrained: bool | None) -> str:
     if pretrained:
         return ""
     return "random-init weights: top-1/top-5 are NOT accuracy"
+
+
+def diversity_line(diversity: Mapping[str, Any] | None) -> str:
+    """One line for a figure or caption: how varied the baseline's top-1 predictions are
+    (from :func:`tomato.book.measures.baseline_diversity`), flagged when degenerate."""
+    if not diversity:
+        return "baseline predictions: not recorded"
+    d = diversity
+    line = (f"baseline: {d['distinct']:,} distinct top-1 classes over {d['n']:,} images, "
+            f"top class {100 * d['top_share']:.1f}%, entropy {d['entropy_bits']:.2f} of "
+            f"{d['max_entropy_bits']:.2f} bits")
+    return line + ("; DEGENERATE: agreement with it costs little" if d["degenerate"] else "")
+
+
+def diversity_note(diversity: Mapping[str, Any] | None) -> str:
+    """Markdown printed beside an agreement table or figure: the baseline's prediction
+    diversity and, when the classifier is degenerate, a warning that agreement is cheap."""
+    if not diversity:
+        return "*Baseline predictions not recorded: agreement cannot be weighed.*"
+    d = diversity
+    text = (f"**Baseline predictions:** {d['distinct']:,} distinct top-1 classes over {d['n']:,} "
+            f"images (the images cover {d['classes_seen']:,} classes); the most frequent class takes "
+            f"{100 * d['top_share']:.1f}%; entropy {d['entropy_bits']:.2f} bits of at most "
+            f"{d['max_entropy_bits']:.2f}.")
+    if not d["degenerate"]:
+        return text
+    return ("> **Warning: degenerate classifier.** " + text + " A classifier that gives few classes "
+            "to everything is hard to move, so agreement with it costs little and says little "
+            "about accuracy. Read the output drift and the null baselines at equal tokens "
+            "(`python -m tomato fidelity`, summarised in the verdict) beside it.")
 
 
 def timing_noise(rows: pd.DataFrame, threshold: float = 0.2) -> str:
