@@ -172,6 +172,11 @@ def test_sweep_writes_a_tidy_csv_and_reuses_finished_work(tiny, image_folder, tm
     assert list(table[0]) == list(sweep.COLUMNS)
     assert table[1]["parameter"] == "r" and table[2]["parameter"] == "keep_ratio"
     assert float(table[2]["tokens_mean"]) <= 0.7 * 196 + 1
+    # The timing record says what a page writes about it: protocol, rounds, images timed.
+    config = json.loads((tmp_path / "timing.json").read_text())["config"]
+    n_timed = 4  # the readable photos: the corrupt one is skipped
+    assert (config["protocol"], config["runs"], config["images"]) == ("robust", 2, n_timed)
+    assert f"rotating through {n_timed} images" in speed.describe(config)
     # A rerun reuses the finished evaluations and timing run: nothing is measured again.
     monkeypatch.setattr(sweep, "measure_variants", lambda *a, **k: pytest.fail("re-timed"))
     again = sweep.sweep(model, weights, specs, image_folder, tmp_path, data_label="tmp", batch_size=4,

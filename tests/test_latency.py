@@ -132,6 +132,9 @@ def test_describe_is_written_from_the_config() -> None:
                              "runs": 37, "warmup": 5, "budget_s": 60, "batch_sizes": [1, 8]})
     assert "5 untimed warm-up rounds" in robust and "at least 37 timed rounds or 60 s" in robust
     assert "8 images" in robust and "batch size 1, 8" in robust and "on cuda" in robust
+    old = speed.describe({"device": "cpu", "variants": ["a"], "runs": 20, "warmup": 2, "batch_size": 1})
+    assert old.startswith("Interleaved timing (an older record that names no protocol)")
+    assert "how many was not recorded" in old and "bootstrap" not in old and "20 timed rounds" in old
 
 
 def test_cli_paper_protocol_writes_a_record(tmp_path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -265,7 +265,11 @@ def describe(config: Mapping[str, Any]) -> str:
     budget = c.get("budget_s")
     runs = f"at least {c.get('runs', '?')} timed rounds" + (f" or {budget:g} s of them" if budget else "")
     sizes = c.get("batch_sizes") or [c.get("batch_size", 1)]
-    return (f"Robust protocol (ours): {_plural(c.get('warmup', '?'), 'untimed warm-up round')}, then {runs}, "
-            f"the {len(variants)} variants interleaved round-robin, each call rotating through "
-            f"{_plural(c.get('images', '?'), 'image')}, batch size {', '.join(str(b) for b in sizes)}, "
-            f"on {where}; medians, with 95% bootstrap intervals on speed-ups.")
+    images = _plural(c["images"], "image") if "images" in c else "the timed images (how many was not recorded)"
+    body = (f"{_plural(c.get('warmup', '?'), 'untimed warm-up round')}, then {runs}, "
+            f"the {len(variants)} variants interleaved round-robin, each call rotating through {images}, "
+            f"batch size {', '.join(str(b) for b in sizes)}, on {where}")
+    if c.get("protocol") == "robust":
+        return f"Robust protocol (ours): {body}; medians, with 95% bootstrap intervals on speed-ups."
+    # Records from before the protocol was stored: say only what they hold.
+    return f"Interleaved timing (an older record that names no protocol): {body}; medians, no intervals kept."

@@ -115,9 +115,13 @@ def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], sample
                                      batch_size=batch_size, num_workers=num_workers, device=device,
                                      progress=progress)
 
-    timing_config = {"model": weights.model, "weights_sha256": weights.sha256,
+    # The config says everything a page writes about this timing (speed.describe); a
+    # stored timing is reused only when it was made exactly so.
+    images = timing_images(samples, model)
+    timing_config = {"protocol": "robust", "model": weights.model, "weights_sha256": weights.sha256,
                      "variants": [v.spec for v in vs], "runs": time_runs, "warmup": time_warmup,
-                     "device": str(device), "data": data_label, "batch_size": 1}
+                     "device": str(device), "threads": torch.get_num_threads() if str(device) == "cpu" else None,
+                     "data": data_label, "images": len(images), "batch_size": 1}
     timing_path = out / "timing.json"
     timed = None
     if timing_path.exists():
@@ -126,7 +130,6 @@ def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], sample
             timed = stored["rows"]
             log.info("reusing timing run in %s", timing_path)
     if timed is None:
-        images = timing_images(samples, model)
         started = provenance.start()  # the code and commit as the timing starts
         timed = measure_variants(model, vs, images, runs=time_runs, warmup=time_warmup,
                                  device=device, progress=progress)
