@@ -136,8 +136,8 @@ def test_verdict_merge_cost_comes_from_the_json_records(tmp_path: Path):
     assert "999" not in text and "77.0" not in text  # nothing from the text record
     # the CUDA record has no loop row, so only 1 of the 2 records counted the same
     assert ("**Kernels of the merge.** The merge step dispatches (batch 1, counted with a TorchDispatchMode; the same "
-            "in 1 of 2 records) parallel, sim=1e-7: 102 ops, 1 host syncs; faithful, sim=1e-7: 99 ops, 4 host syncs; "
-            "reference-style loop, sim=1e-7: 4443 ops, 1288 host syncs (`bench_a-cpu.json`).") in text
+            "in 1 of 2 records) parallel, sim=1e-7: 102 ops, 1 host sync; faithful, sim=1e-7: 99 ops, 4 host syncs; "
+            "reference-style loop, sim=1e-7: 4,443 ops, 1,288 host syncs (`bench_a-cpu.json`).") in text
 
 
 def test_verdict_on_the_recorded_benchmarks():

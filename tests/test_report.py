@@ -410,4 +410,4 @@ def test_verdict_reads_fidelity_and_dispatch_records(tmp_path: Path):
     text = verdict.verdict_markdown(tmp_path)
     assert "predicts 2 distinct classes over 10 photos" in text and "**degenerate**" in text
     assert "ToMato 0.001 nats against random groups of the same sizes 0.03" in text
-    assert "parallel, sim=1e-7: 102 ops, 1 host syncs" in text and "999" not in text
+    assert "parallel, sim=1e-7: 102 ops, 1 host sync (" in text and "999" not in text

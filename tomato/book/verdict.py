@@ -79,7 +79,8 @@ def _dispatch(records: Sequence[BenchRecord]) -> str | None:
     where = (f"the same in all {same} records" if same == len(found) > 1 else
              f"the same in {same} of {len(found)} records" if len(found) > 1 else f"on {rec.label}")
     return (f"the merge step dispatches (batch 1, counted with a TorchDispatchMode; {where}) "
-            + "; ".join(f"{name}: {ops} ops, {syncs} host syncs" for name, ops, syncs in first)
+            + "; ".join(f"{name}: {ops:,} op{'' if ops == 1 else 's'}, {syncs:,} host sync{'' if syncs == 1 else 's'}"
+                        for name, ops, syncs in first)
             + f" (`{rec.path.name}`)")
 
 
@@ -148,10 +149,13 @@ def _run_facts(run: RecordedRun) -> list[str]:
     timed = {r.get("variant"): r for r in run.timing if r.get("batch_size", 1) == 1}
     rows = [(s, r) for s, r in timed.items() if r.get("speedup") and variants.canonical(s) != paper.BASELINE]
     if rows:
+        ci = all(r.get("speedup_low") is not None for _, r in rows)
         parts = [f"{variants.label(s)} ×{float(r['speedup']):.2f}"
+                 + (f" ({float(r['speedup_low']):.2f}–{float(r['speedup_high']):.2f})" if ci else "")
                  + (f" at {float(r['tokens_mean']):.0f} tokens after block 0" if r.get("tokens_mean") else "")
                  for s, r in rows]
-        facts.append(f"**Latency against tokens kept** (speed-up over DeiT-B, median, batch 1, on "
+        facts.append(f"**Latency against tokens kept** (speed-up over DeiT-B, median"
+                     + (" with its 95% bootstrap interval" if ci else "") + ", batch 1, on "
                      f"{machine_short(run.provenance)}): " + "; ".join(parts) + ".")
     return facts
 
