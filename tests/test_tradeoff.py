@@ -49,29 +49,44 @@ def test_relative_latency_inverts_the_speedup_and_its_interval():
     assert bare["rel_low"].isna().all()
 
 
-def test_equal_flops_pairs_take_the_nearest_tome_within_tolerance():
-    pairs = {p["tomato"]: p for p in tradeoff.equal_flops_pairs(sweep_rows())}
-    assert pairs["tomato:sim=1e-07"]["tome"] == "tome:r=2"
-    assert pairs["tomato:keep_ratio=0.7"]["tome"] == "tome:r=8"
-    assert pairs["tomato:keep_ratio=0.7"]["tomato_value"] == 93.2
-    assert tradeoff.equal_flops_pairs(sweep_rows(), tolerance=0.01) == []
+def test_equal_flops_pairs_are_one_per_tome_point():
+    rows = pd.concat([sweep_rows(), pd.DataFrame([  # the parallel visit lands on sim=1e-7's point
+        {"variant": "tomato:method=parallel,sim=1e-07", "speedup": 1.05, "top1_agreement": 99.2,
+         "gflops_eval": 32.5, "tokens_mean": 180.7}])], ignore_index=True).assign(n=1000)
+    pairs = {p["tome"]: p for p in tradeoff.equal_flops_pairs(rows)}
+    assert sorted(pairs) == ["tome:r=2", "tome:r=8"]  # each ToMe point once, the twin ToMato point once
+    assert pairs["tome:r=2"]["tomato"] == "tomato:sim=1e-07"
+    assert pairs["tome:r=8"]["tomato"] == "tomato:keep_ratio=0.7" and pairs["tome:r=8"]["tomato_value"] == 93.2
+    assert pairs["tome:r=8"]["tome_n"] == 1000
+    assert tradeoff.equal_flops_pairs(rows, tolerance=0.01) == []
 
 
 def test_conclusion_is_written_from_the_rows():
-    text = tradeoff.conclusion(sweep_rows(), pretrained=False, where="this run")
+    rows = sweep_rows().assign(n=1000)
+    text = tradeoff.conclusion(rows, pretrained=False, where="this run")
     assert "0.778 of DeiT-B's latency" in text and "0.828" in text  # the paper, from Table 1
-    assert f"{1 / 1.04:.2f} (95% interval {1 / 1.12:.2f}–{1 / 0.97:.2f}), not resolved" in text
-    assert "ToMato keep=0.7 at 0.80 (95% interval 0.77–0.83), faster than the baseline" in text
+    assert f"{1 / 1.04:.3f} (95% interval {1 / 1.12:.3f}–{1 / 0.97:.3f}), not resolved" in text
+    assert "ToMato keep=0.7's, 0.800 (95% interval 0.769–0.833), faster than the baseline" in text
     assert "from 93.2% (ToMato keep=0.7) to 99.2% (ToMato sim=1e-7)" in text
     assert "ToMe keeps more agreement in 2 of 2 pairs" in text
-    assert "ToMe r=8 99.3% at 26.2 GFLOPs vs ToMato keep=0.7 93.2% at 24.9" in text
-    assert "cannot be checked" in text
-    # Change the record, and the sentence follows it.
-    rows = sweep_rows()
-    rows.loc[rows["variant"] == "tomato:keep_ratio=0.7", "top1_agreement"] = 99.8
-    assert "ToMe keeps more agreement in 1 of 2 pairs, ToMato in 1" in tradeoff.conclusion(rows, pretrained=False)
+    assert ("ToMe r=8 99.3% (7 of 1,000 images changed) at 26.2 GFLOPs vs ToMato keep=0.7 93.2% "
+            "(68 of 1,000 images changed) at 24.9") in text
+    assert "cannot be checked" in text and "timed on images" not in text
+    # Change the record, and the sentences follow it.
+    rows.loc[rows["variant"] == "tomato:keep_ratio=0.7", ["top1_agreement", "tokens_timed"]] = [99.8, 120.0]
+    text = tradeoff.conclusion(rows, pretrained=False)
+    assert "ToMe keeps more agreement in 1 of 2 pairs, ToMato in 1" in text
+    assert "timed on images that kept 120.0 tokens after block 0 on average, against 137.9" in text
     trained = tradeoff.conclusion(sweep_rows(), pretrained=True)
     assert "cannot be checked" not in trained and "top-1 runs from" in trained
+    assert "does not record whether" in tradeoff.conclusion(sweep_rows(), pretrained=None)
+    assert "holds no rows" in tradeoff.conclusion(sweep_rows().iloc[:0], pretrained=False)
+
+
+def test_a_bound_near_one_is_not_rounded_onto_it():
+    row = {"rel_latency": 1.05, "rel_low": 1.0046, "rel_high": 1.097}
+    assert tradeoff._resolved(row) == "slower than the baseline"
+    assert tradeoff._ratio(row) == "1.050 (95% interval 1.005–1.097)"
 
 
 def _labels(ax) -> list[Text]:
@@ -124,6 +139,10 @@ def test_diversity_goes_beside_every_agreement_figure(tmp_path):
     assert div["top_share"] == pytest.approx(0.8)
     note = display.diversity_note(div)
     assert note.startswith("> **Warning: degenerate classifier.**") and "3 distinct top-1 classes over 10" in note
+    assert "the images cover 10 classes" in note and "Flagged because one class takes 80.0%" in note
+    unlabelled = measures.baseline_diversity({k: v.assign(label=-1) for k, v in preds.items()})
+    assert not unlabelled["labelled"]
+    assert "true classes are not recorded" in display.diversity_note(unlabelled)
     ax = figures.plot_agreement(measures.prediction_agreement(preds), diversity=div)
     assert any("DEGENERATE" in t.get_text() for t in ax.texts)
     varied = {k: v.assign(top1=range(10)) for k, v in preds.items()}

@@ -151,10 +151,11 @@ def plot_tradeoff(rows: pd.DataFrame, y: str = "top1", ax: Axes | None = None, *
         ax.plot(g[x], g[y], style, color=color, label=_FAMILY_LABEL.get(fam, fam), alpha=0.85,
                 mfc="none" if fam == "parallel" else color, ms=8 if fam == "parallel" else 6)
         if {"rel_low", "rel_high"} <= set(g) and x == "rel_latency" and g["rel_low"].notna().any():
-            ax.errorbar(g[x], g[y], xerr=[g[x] - g["rel_low"], g["rel_high"] - g[x]], fmt="none",
-                        ecolor=color, alpha=0.5, capsize=2, lw=1)
+            # clip: a median can sit outside its own bootstrap interval by rounding
+            below, above = (g[x] - g["rel_low"]).clip(lower=0), (g["rel_high"] - g[x]).clip(lower=0)
+            ax.errorbar(g[x], g[y], xerr=[below, above], fmt="none", ecolor=color, alpha=0.5, capsize=2, lw=1)
     ax.set_xlabel({"median_s": "latency, median (s, batch 1)",
-                   "rel_latency": "latency relative to the baseline (median ratio, batch 1)",
+                   "rel_latency": "latency relative to the baseline (ratio of medians, batch 1)",
                    "gflops": "GFLOPs per image (timed images)",
                    "gflops_eval": "GFLOPs per image (mean over the evaluated images)",
                    "tokens_mean": "patch tokens after block 0 (mean)"}.get(x, x))
@@ -300,7 +301,7 @@ def plot_tradeoff_panels(rows: pd.DataFrame, *, pretrained: bool | None, title: 
         fam = _family(r["variant"])
         pax.scatter(r["rel_latency"], r["top1"], marker="*" if fam == "deit" else "D", s=150 if fam == "deit" else 50,
                     color=_COLORS.get(fam, "grey"), zorder=3)
-    pax.set_xlabel("latency relative to DeiT-B (Jetson Nano, mean of 10)")
+    pax.set_xlabel(f"latency relative to DeiT-B (Jetson Nano, {paper.SETUP['latency_protocol'].split(',')[0]})")
     pax.set_ylabel("top-1 (%), ImageNet-Mini")
     pax.set_title("(a) The paper's Table 1 as Figure 3\n(trained DeiT-B, printed values)", fontsize=9)
     pax.grid(alpha=0.3)
