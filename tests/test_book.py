@@ -191,6 +191,7 @@ def test_params_and_verdict_checks():
     assert c.check_diversity(dom(agree + "<blockquote><p><strong>Baseline predictions:</strong> 57 distinct"
                                  "</p></blockquote>")) == []
     assert c.check_diversity(dom("<p>The parallel visit agrees with the faithful one.</p>")) == []
+    assert c.check_diversity(dom("<td>ToMato (same top-1 as the baseline on 99.2 %)</td>"))
 
 
 def mini_book(tmp_path: Path, mathjax_src: str, good: bool) -> Path:

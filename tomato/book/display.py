@@ -57,16 +57,18 @@ def diversity_note(diversity: Mapping[str, Any] | None) -> str:
     if not diversity:
         return "*Baseline predictions not recorded: agreement cannot be weighed.*"
     d = diversity
+    cover = (f"the images cover {d['classes_seen']:,} classes" if d.get("labelled", True)
+             else "the images' true classes are not recorded")
     text = (f"**Baseline predictions:** {d['distinct']:,} distinct top-1 classes over {d['n']:,} "
-            f"images (the images cover {d['classes_seen']:,} classes); the most frequent class takes "
-            f"{100 * d['top_share']:.1f}%; entropy {d['entropy_bits']:.2f} bits of at most "
-            f"{d['max_entropy_bits']:.2f}.")
+            f"images ({cover}); the most frequent class takes {100 * d['top_share']:.1f}%; entropy "
+            f"{d['entropy_bits']:.2f} bits of at most {d['max_entropy_bits']:.2f}.")
     if not d["degenerate"]:
         return text
-    return ("> **Warning: degenerate classifier.** " + text + " A classifier that gives few classes "
-            "to everything is hard to move, so agreement with it costs little and says little "
-            "about accuracy. Read the output drift and the null baselines at equal tokens "
-            "(`python -m tomato fidelity`, summarised in the verdict) beside it.")
+    why = "; ".join(d.get("reasons") or [])
+    return ("> **Warning: degenerate classifier.** " + text + (f" Flagged because {why}." if why else "")
+            + " A classifier whose predictions crowd onto few classes is hard to move, so agreement "
+            "with it costs little and says little about accuracy. Read the output drift and the null "
+            "baselines at equal tokens (`python -m tomato fidelity`, summarised in the verdict) beside it.")
 
 
 def timing_noise(rows: pd.DataFrame, threshold: float = 0.2) -> str:

@@ -60,12 +60,15 @@ def baseline_diversity(source: Any, baseline: str = "deit") -> dict[str, Any] | 
 
     ``source`` as for :func:`prediction_agreement`. Agreement with a classifier that
     predicts a handful of classes for everything costs little, so every agreement figure
-    is read next to this. True labels (``label`` >= 0) set how many classes the images
-    cover. None when the baseline has no predictions.
+    is read next to this. True labels (``label`` >= 0 on every image) set how many classes
+    the images cover; without them ``labelled`` is False. None when the baseline has no
+    predictions.
     """
     preds = predictions_of(source).get(variants.canonical(baseline))
     if preds is None or preds.empty:
         return None
+    # True labels only when every image has one (-1: unknown): a partial count of the
+    # classes would understate how many the images cover.
     labels = None
     if "label" in preds and (preds["label"] >= 0).all():
         labels = [int(v) for v in preds["label"]]

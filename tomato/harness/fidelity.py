@@ -231,10 +231,12 @@ def prediction_diversity(
 
     predictions: class index per image. Returns ``n``, ``distinct``, ``entropy_bits``,
     ``max_entropy_bits`` (log2 of min(n, classes seen)), ``top_class``, ``top_share``,
-    ``classes_seen`` (distinct true labels, or n without labels) and ``degenerate``: True
-    when the top class takes more than ``max(max_share, 1/n)`` of the predictions or the
-    distinct predictions are fewer than ``min_distinct`` x classes seen. Agreement with
-    such a classifier costs little, so every agreement figure should carry this flag.
+    ``classes_seen`` (distinct true labels, or n without labels), ``labelled`` (whether
+    true labels were given), ``degenerate``: True when the top class takes more than
+    ``max(max_share, 1/n)`` of the predictions or the distinct predictions are fewer than
+    ``min_distinct`` x classes seen, and ``reasons`` (which of the two tripped, in words).
+    Agreement with such a classifier costs little, so every agreement figure should carry
+    this flag.
     """
     n = len(predictions)
     if n == 0:
@@ -245,12 +247,18 @@ def prediction_diversity(
     entropy = -sum(s * math.log2(s) for s in shares)
     seen = len(set(int(t) for t in true_labels)) if true_labels is not None else n
     top_share = top / n
-    degenerate = top_share > max(max_share, 1.0 / n) or len(counts) < min_distinct * seen
+    reasons = []
+    if top_share > max(max_share, 1.0 / n):
+        reasons.append(f"one class takes {top_share:.1%} of the predictions (more than {max(max_share, 1.0 / n):.0%})")
+    if len(counts) < min_distinct * seen:
+        reasons.append(f"{len(counts)} distinct predictions for {seen} "
+                       + ("classes" if true_labels is not None else "images")
+                       + f" (fewer than {min_distinct:.0%} of them)")
     return {
         "n": n, "distinct": len(counts), "entropy_bits": entropy,
         "max_entropy_bits": math.log2(max(1, min(n, seen))),
         "top_class": top_class, "top_share": top_share, "classes_seen": seen,
-        "degenerate": bool(degenerate),
+        "labelled": true_labels is not None, "degenerate": bool(reasons), "reasons": reasons,
     }
 
 
