@@ -130,11 +130,11 @@ def test_describe_is_written_from_the_config() -> None:
     assert "no warm-up" in paper and "(3)" in paper
     robust = speed.describe({"protocol": "robust", "device": "cuda", "variants": ["a", "b"], "images": 8,
                              "runs": 37, "warmup": 5, "budget_s": 60, "batch_sizes": [1, 8]})
-    assert "5 untimed warm-up rounds" in robust and "at least 37 timed rounds or 60 s" in robust
+    assert "5 untimed warm-up rounds" in robust and "at least 37 timed rounds and 60 s of them" in robust
     assert "8 images" in robust and "batch size 1, 8" in robust and "on cuda" in robust
     old = speed.describe({"device": "cpu", "variants": ["a"], "runs": 20, "warmup": 2, "batch_size": 1})
     assert old.startswith("Interleaved timing (an older record that names no protocol)")
-    assert "how many was not recorded" in old and "bootstrap" not in old and "20 timed rounds" in old
+    assert "how many was not recorded" in old and "bootstrap" not in old and "then 20 timed rounds" in old
 
 
 def test_cli_paper_protocol_writes_a_record(tmp_path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:

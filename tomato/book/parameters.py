@@ -191,7 +191,7 @@ RULES: dict[str, Rule] = {
     "max_images": Rule("int", "use at most this many images of data", _at_least(1, "an integer >= 1")),
     "batch_size": Rule("int", "evaluation batch size (results do not depend on it)", _at_least(1, "an integer >= 1")),
     "time_runs": Rule("int", "timed rounds per variant (robust protocol)", _at_least(1, "an integer >= 1")),
-    "warmup": Rule("int", "untimed forwards per variant before the timed ones", _at_least(0, "an integer >= 0")),
+    "warmup": Rule("int", "untimed rounds per variant before the timed ones", _at_least(0, "an integer >= 0")),
     "budget_s": Rule("Optional[float]", "keep timing rounds until this many seconds have passed (None: no budget)",
                      _optional_seconds),
     "timing_images": Rule("int", "photos the timed calls rotate through", _at_least(1, "an integer >= 1")),

@@ -263,7 +263,8 @@ def describe(config: Mapping[str, Any]) -> str:
                 f"{_plural(c.get('forwards', '?'), 'forward')} at batch 1 per variant, no warm-up, "
                 f"variants one after another ({len(variants)}), on {where}; the latency is the mean per forward.")
     budget = c.get("budget_s")
-    runs = f"at least {c.get('runs', '?')} timed rounds" + (f" or {budget:g} s of them" if budget else "")
+    runs = (f"at least {c.get('runs', '?')} timed rounds and {budget:g} s of them" if budget
+            else f"{c.get('runs', '?')} timed rounds")
     sizes = c.get("batch_sizes") or [c.get("batch_size", 1)]
     images = _plural(c["images"], "image") if "images" in c else "the timed images (how many was not recorded)"
     body = (f"{_plural(c.get('warmup', '?'), 'untimed warm-up round')}, then {runs}, "
@@ -272,4 +273,4 @@ def describe(config: Mapping[str, Any]) -> str:
     if c.get("protocol") == "robust":
         return f"Robust protocol (ours): {body}; medians, with 95% bootstrap intervals on speed-ups."
     # Records from before the protocol was stored: say only what they hold.
-    return f"Interleaved timing (an older record that names no protocol): {body}; medians, no intervals kept."
+    return f"Interleaved timing (an older record that names no protocol): {body}; medians."
