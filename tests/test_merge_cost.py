@@ -20,7 +20,7 @@ def _row(name: str, median: float, ratio: float, batch: int, ops: int, syncs: in
 
 def _provenance(device: str, threads: int, **extra: object) -> dict:
     return {"model": "deit_base_patch16_224", "weights": "random-init:seed=0", "device": device,
-            "batch_sizes": [1, 4], "runs": 3, "warmup": 1, "cpu_model": "EPYC test", "gpu_name": "Test GPU",
+            "batch_sizes": [1, 4], "runs": 3, "warmup": 1, "cpu_model": "EPYC test", "gpu_name": "Test H100",
             "machine": {"cpu_count": 4, "torch_threads": threads, "load_average_1_5_15_min": [1.0, 2.5, 3.0]}, **extra}
 
 
@@ -52,7 +52,7 @@ def test_reader_parses_a_synthetic_record(tmp_path: Path):
     assert [r.path.name for r in records] == ["bench_a-cpu.json", "bench_b-cuda.json"]
     cpu, cuda = records
     assert (cpu.device, cpu.threads, cpu.label) == ("cpu", 2, "EPYC test CPU (4 cores), 2 threads")
-    assert (cuda.device, cuda.label) == ("cuda", "Test GPU GPU")
+    assert (cuda.device, cuda.label) == ("cuda", "Test H100 GPU")
     t = merge_cost.merge_table(records)
     assert list(t["record"]) == ["bench_b-cuda.json"] * 2 + ["bench_a-cpu.json"] * 5  # CUDA first
     assert set(t["method"]) == {"parallel", "faithful", "reference-style loop"} and set(t["mode"]) == {"sim=1e-7"}
@@ -66,18 +66,35 @@ def test_reader_parses_a_synthetic_record(tmp_path: Path):
 def test_conclusions_carry_the_records_numbers(tmp_path: Path):
     _write(tmp_path)
     text = merge_cost.conclusions(merge_cost.merge_table(merge_cost.bench_records(tmp_path)))
-    assert ("**EPYC test CPU (4 cores), 2 threads**, sim=1e-7 (`bench_a-cpu.json`): the merge step costs, as a share "
-            "of one unpatched forward, batch 1: parallel 2.00%, faithful 1.00%, reference-style loop 5.00% "
-            "(faithful = 0.50× parallel); batch 4: parallel 1.00%, faithful 2.00% "
-            "(faithful = 2.00× parallel).") in text
-    assert "**Test GPU GPU**, sim=1e-7 (`bench_b-cuda.json`): the merge step costs, as a share of one unpatched " \
-           "forward, batch 1: parallel 25.0%, faithful 75.0% (faithful = 3.00× parallel)." in text
+    assert ("**EPYC test CPU (4 cores), 2 threads**, sim=1e-7 (`bench_a-cpu.json`, medians of 3 timed rounds): the "
+            "merge step costs, as a share of one unpatched forward, batch 1: parallel 2.00%, faithful 1.00%, "
+            "reference-style loop 5.00% (faithful = 0.50× parallel); batch 4: parallel 1.00%, faithful 2.00% "
+            "(faithful = 2.0× parallel).") in text  # ratios to two significant digits
+    assert "**Test H100 GPU**, sim=1e-7 (`bench_b-cuda.json`, medians of 3 timed rounds): the merge step costs, as " \
+           "a share of one unpatched forward, batch 1: parallel 25.0%, faithful 75.0% (faithful = 3.0× parallel)." in text
     assert ("**parallel, sim=1e-7**: 102 ops, 1 host sync at every batch size recorded (1, 4): the count does not "
             "grow with the batch.") in text
     assert ("**faithful, sim=1e-7**: the count grows with the batch, from 99 ops and 4 host syncs at batch 1 to 120 "
             "and 6 at batch 4 (`bench_a-cpu.json`).") in text
     assert "reference-style loop, sim=1e-7 at batch 1: 4443 ops, 1288 host syncs" in text
-    assert "reaches 10% of the median" in text
+    # the IQR is the spread of single rounds, not the median's uncertainty: said so, and nothing called noise
+    assert ("**Spread of single rounds:** single timed rounds vary; the interquartile range of a merge-step time "
+            "reaches 10% of its median (parallel, sim=1e-7, batch 1, `bench_b-cuda.json`, over 3 timed rounds). "
+            "That is how much one round varies, not how uncertain the median is.") in text
+    assert "noise" not in text.lower()
+
+
+def test_conclusions_skip_a_missing_share(tmp_path: Path):
+    """A row without a share (ratio null) gives no 'nan' and no faithful/parallel ratio."""
+    rows = [_row("forward: unpatched", 100.0, 1.0, 1, 227, 0), _row("merge step: parallel, sim=1e-7", 2.0, 0.02, 1, 102, 1),
+            {**_row("merge step: faithful, sim=1e-7", 1.0, 0.01, 1, 99, 4), "ratio": None},
+            _row("forward: unpatched", 100.0, 1.0, 4, 227, 0),
+            {**_row("merge step: parallel, sim=1e-7", 2.0, 0.02, 4, 102, 1), "ratio": None},
+            _row("merge step: faithful, sim=1e-7", 1.0, 0.01, 4, 99, 4)]
+    (tmp_path / "bench_gap.json").write_text(json.dumps({"rows": rows, "provenance": _provenance("cpu", 2)}))
+    text = merge_cost.conclusions(merge_cost.merge_table(merge_cost.bench_records(tmp_path)))
+    assert "nan" not in text.lower() and "× parallel" not in text and "inf" not in text
+    assert "batch 1: parallel 2.00%; batch 4: faithful 1.00%." in text
 
 
 def test_run_sentence_is_written_from_the_provenance(tmp_path: Path):
@@ -131,7 +148,7 @@ def test_verdict_merge_cost_comes_from_the_json_records(tmp_path: Path):
     text = verdict.verdict_markdown(tmp_path)
     assert ("**Cost of the merge.** The merge step at sim=1e-7 (median, batch 1) costs, with the faithful visit and "
             "then the parallel one, 1.0 and 2.0 ms, 1.0% and 2.0% of a 100 ms forward on EPYC test CPU (4 cores), "
-            "2 threads (`bench_a-cpu.json`); 3.0 and 1.0 ms, 75.0% and 25.0% of a 4 ms forward on Test GPU GPU "
+            "2 threads (`bench_a-cpu.json`); 3.0 and 1.0 ms, 75.0% and 25.0% of a 4 ms forward on Test H100 GPU "
             "(`bench_b-cuda.json`).") in text
     assert "999" not in text and "77.0" not in text  # nothing from the text record
     # the CUDA record has no loop row, so only 1 of the 2 records counted the same
@@ -140,13 +157,44 @@ def test_verdict_merge_cost_comes_from_the_json_records(tmp_path: Path):
             "reference-style loop, sim=1e-7: 4,443 ops, 1,288 host syncs (`bench_a-cpu.json`).") in text
 
 
+def test_verdict_names_the_mode_its_numbers_come_from(tmp_path: Path):
+    """A record with a second sim mode after sim=1e-7: the sentence names sim=1e-7 and
+    gives that mode's numbers, not the last sim= row's."""
+    rows = [_row("forward: unpatched", 100.0, 1.0, 1, 227, 0),
+            _row("merge step: parallel, sim=1e-7", 2.0, 0.02, 1, 102, 1),
+            _row("merge step: faithful, sim=1e-7", 1.0, 0.01, 1, 99, 4),
+            _row("merge step: parallel, sim=1e-9", 7.0, 0.07, 1, 102, 1),
+            _row("merge step: faithful, sim=1e-9", 6.0, 0.06, 1, 99, 4)]
+    (tmp_path / "bench_two.json").write_text(json.dumps({"rows": rows, "provenance": _provenance("cpu", 2)}))
+    cost = next(line for line in verdict.verdict_markdown(tmp_path).splitlines() if "**Cost of the merge.**" in line)
+    assert cost.startswith("- **Cost of the merge.** The merge step at sim=1e-7 (median, batch 1) costs")
+    assert "1.0 and 2.0 ms, 1.0% and 2.0% of a 100 ms forward" in cost
+    assert "sim=1e-9" not in cost and "6.0" not in cost and "7.0" not in cost
+
+
+def _raw_clause(path: Path) -> str | None:
+    """The verdict's clause for one record, written here from the JSON rows themselves."""
+    data = json.loads(path.read_text())
+    at1 = {x["name"]: x for x in data["rows"] if x.get("batch", 1) == 1}
+    f, p = at1.get("merge step: faithful, sim=1e-7"), at1.get("merge step: parallel, sim=1e-7")
+    if f is None or p is None:
+        return None
+    forward = at1["forward: unpatched"]["median_ms"]
+    label = merge_cost.read_record(path).label
+    return (f"{f['median_ms']:.1f} and {p['median_ms']:.1f} ms, {100 * f['ratio']:.1f}% and {100 * p['ratio']:.1f}% "
+            f"of a {forward:.3g} ms forward on {label} (`{path.name}`)")
+
+
 def test_verdict_on_the_recorded_benchmarks():
     text = verdict.verdict_markdown(RESULTS)
-    t = merge_cost.merge_table(merge_cost.bench_records(RESULTS))
-    first = t[(t["batch"] == 1) & (t["method"] == "faithful") & (t["mode"] == "sim=1e-7")].iloc[0]
     cost = next(line for line in text.splitlines() if "**Cost of the merge.**" in line)
-    assert f"{100 * first['share']:.1f}%" in cost and f"`{first['record']}`" in cost
-    assert ".txt" not in cost
+    clauses = {r.path.name: _raw_clause(r.path) for r in merge_cost.bench_records(RESULTS)}
+    clauses = {name: c for name, c in clauses.items() if c}
+    assert clauses, "no recorded benchmark with both visits at sim=1e-7, batch 1"
+    assert cost.startswith("- **Cost of the merge.** The merge step at sim=1e-7 (median, batch 1) costs")
+    for name, clause in clauses.items():  # each record's own medians, shares and forward, beside its own name
+        assert clause in cost, (name, clause)
+    assert cost.count("`bench_") == len(clauses) and ".txt" not in cost
 
 
 def test_the_benchmark_times_the_model_it_is_given(monkeypatch: pytest.MonkeyPatch):

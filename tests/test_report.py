@@ -392,6 +392,9 @@ def test_verdict_is_written_from_the_records(run_dir: Path):
     assert "removed 5.1–20.9% of the patch tokens per photo (mean 12.2%, 10 photos of `sample_run`)" in text
     assert "in 1 of 2 cases (2 photos × sim=1e-07; `agreement_x.json`)" in text
     assert "kept the unpatched model's top-1 on 80.0% of the 10 photos" in text
+    # agreement is not called valid: it is cheap when the baseline is degenerate (no fidelity record here to point to)
+    assert ("(a perturbation measure, which means something with any weights but is cheap when the baseline's "
+            "predictions are degenerate).") in text and "valid with any weights" not in text
     assert "ToMato sim=1e-7 ×1.33" in text  # speed-up from timing.json
     assert verdict.ACCURACY_COMMAND in text and verdict.JETSON_COMMAND in text  # random weights, not a Jetson
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = ["BenchRecord", "read_record", "bench_records", "records_table", "merge_table", "table_view",
-           "plot_shares", "conclusions", "run_sentence", "METHODS"]
+           "plot_shares", "conclusions", "run_sentence", "paper_mode", "METHODS"]
 
 #: The merge-step methods in the order the page shows them (the bench's row names).
 METHODS = ("parallel", "faithful", "reference-style loop")
@@ -83,7 +84,13 @@ def bench_records(results: Path | str) -> list[BenchRecord]:
 
 
 def records_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
-    """One line per record: the machine and settings its provenance names."""
+    """One line per record: the machine and settings its provenance names.
+
+    Columns: record (file name), machine (:attr:`BenchRecord.label`), weights, batch sizes
+    (those of its rows, comma-separated), runs (timed rounds), warm-up (untimed rounds),
+    torch (version), date (UTC) (to the minute), note (the provenance's note, else empty).
+    Missing provenance entries read "–" (runs and warm-up: None).
+    """
     import pandas as pd
 
     return pd.DataFrame([{
@@ -101,31 +108,36 @@ def _number(value: Any) -> float:  # a JSON number, else NaN
 def merge_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
     """The merge-step rows of ``records`` as one tidy table.
 
-    Columns: record (file name), device, machine, threads, weights, batch, method (parallel /
-    faithful / reference-style loop), mode ("sim=1e-7", "tokens=138" ...), median_ms,
-    iqr_ms, share (the row's ``ratio``: median over the unpatched forward's median of the
-    same interleaved run and batch), forward_ms (that forward's median), tokens, ops,
-    syncs. Rows are ordered CUDA first, then CPU by threads, then batch, method, mode.
+    Columns: record (file name), device, machine, threads, weights, runs (timed rounds
+    behind each median, from the provenance; <NA> when it names none), batch, method
+    (parallel / faithful / reference-style loop), mode ("sim=1e-7", "tokens=138" ...),
+    median_ms, iqr_ms, share (the row's ``ratio``: median over the unpatched forward's
+    median of the same interleaved run and batch), forward_ms (that forward's median),
+    tokens, ops, syncs. Rows are ordered CUDA first, then CPU by threads, then batch,
+    method, mode.
     """
     import pandas as pd
 
     out = []
     for rec in records:
         forward = {int(r.get("batch", 1)): _number(r.get("median_ms")) for r in rec.rows if r["name"] == _FORWARD}
+        runs = rec.provenance.get("runs")
+        runs = runs if isinstance(runs, int) and not isinstance(runs, bool) else None
         for r in rec.rows:
             if not r["name"].startswith(_MERGE):
                 continue
             method, _, mode = r["name"][len(_MERGE):].partition(", ")
             batch = int(r.get("batch", 1))
             out.append({"record": rec.path.name, "device": rec.device, "machine": rec.label, "threads": rec.threads,
-                        "weights": str(rec.provenance.get("weights", "?")), "batch": batch, "method": method,
+                        "weights": str(rec.provenance.get("weights", "?")), "runs": runs, "batch": batch,
+                        "method": method,
                         "mode": mode, "median_ms": _number(r.get("median_ms")), "iqr_ms": _number(r.get("iqr_ms")),
                         "share": _number(r.get("ratio")), "forward_ms": forward.get(batch, math.nan),
                         "tokens": _number(r.get("tokens")), "ops": r.get("ops"), "syncs": r.get("syncs")})
-    columns = ["record", "device", "machine", "threads", "weights", "batch", "method", "mode", "median_ms", "iqr_ms",
-               "share", "forward_ms", "tokens", "ops", "syncs"]
+    columns = ["record", "device", "machine", "threads", "weights", "runs", "batch", "method", "mode", "median_ms",
+               "iqr_ms", "share", "forward_ms", "tokens", "ops", "syncs"]
     df = pd.DataFrame(out, columns=columns)
-    for col in ("threads", "ops", "syncs"):
+    for col in ("threads", "runs", "ops", "syncs"):
         df[col] = df[col].astype("Int64")
     order = {m: k for k, m in enumerate(METHODS)}
     key = df.assign(_cpu=df["device"] != "cuda", _t=df["threads"].fillna(0), _m=df["method"].map(order).fillna(9))
@@ -134,14 +146,47 @@ def merge_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
 
 
 def table_view(df: pd.DataFrame) -> pd.DataFrame:
-    """``merge_table`` for the page: shares in % of one forward, words for the columns
-    (tokens: patch tokens the step kept, mean over the batch)."""
+    """``merge_table`` for the page, missing values as None.
+
+    Columns: machine, batch, method, mode, median ms and IQR ms (of the merge step alone),
+    % of forward (its share of the unpatched forward of the same run and batch, in %),
+    forward ms (that forward's median), tokens (patch tokens the step kept, mean over the
+    batch), ops (aten ops per call), syncs (host syncs per call), record (file name).
+    """
     view = df.assign(share=100 * df["share"])
     view = view[["machine", "batch", "method", "mode", "median_ms", "iqr_ms", "share", "forward_ms", "tokens", "ops",
                  "syncs", "record"]]
     view = view.astype({"ops": object, "syncs": object}).where(view.notna(), None)
     return view.rename(columns={"median_ms": "median ms", "iqr_ms": "IQR ms", "share": "% of forward",
                                 "forward_ms": "forward ms"})
+
+
+def paper_mode(modes: Iterable[str]) -> str | None:
+    """The first of ``modes`` that is the paper's fixed threshold, ``sim=1e-7`` however the
+    rows spell the number ("sim=1e-7", "sim=1e-07"); None when none is."""
+    for mode in modes:
+        key, _, value = str(mode).partition("=")
+        try:
+            if key == "sim" and float(value) == 1e-7:
+                return str(mode)
+        except ValueError:
+            continue
+    return None
+
+
+def _sig2(x: float) -> str:
+    """``x`` to two significant digits, trailing zeros kept: 0.60, 2.0, 12, 120."""
+    x = float(f"{x:.2g}")
+    if x == 0:
+        return "0.0"
+    decimals = max(0, 1 - math.floor(math.log10(abs(x))))
+    return f"{x:.{decimals}f}"
+
+
+def _rounds(runs: Any, how: str = "medians of") -> str:
+    """', medians of 12 timed rounds' when the record names its rounds (``runs`` of
+    ``merge_table``), else ''."""
+    return f", {how} {_n(int(runs), 'timed round')}" if isinstance(runs, numbers.Integral) else ""
 
 
 def _pct(share: float) -> str:
@@ -196,21 +241,25 @@ def _counts(g: pd.DataFrame) -> str:
 
 def conclusions(df: pd.DataFrame) -> str:
     """Markdown bullets written from ``merge_table``: per machine and mode, each method's
-    share of a forward at each batch; whether op and sync counts grow with the batch;
-    how noisy the medians are."""
+    share of a forward at each batch (and faithful over parallel, to two significant
+    digits; a batch with no share recorded is left out); whether op and sync counts grow
+    with the batch; how much single timed rounds vary (the largest IQR over median, which
+    is the spread of one round, not the uncertainty of a median)."""
     lines = []
     for record, part in df.groupby("record", sort=False):
         for mode, m in part.groupby("mode", sort=False):
             cells = []
             for batch, b in m.groupby("batch"):
-                s = dict(zip(b["method"], b["share"]))
-                text = ", ".join(f"{k} {_pct(s[k])}" for k in METHODS if k in s and not math.isnan(s[k]))
+                s = {k: v for k, v in zip(b["method"], b["share"]) if not math.isnan(v)}
+                text = ", ".join(f"{k} {_pct(s[k])}" for k in METHODS if k in s)
+                if not text:
+                    continue
                 if {"parallel", "faithful"} <= set(s) and s["parallel"] > 0:
-                    x = s["faithful"] / s["parallel"]
-                    text += f" (faithful = {x:.2f}× parallel)" if x < 10 else f" (faithful = {x:.0f}× parallel)"
+                    text += f" (faithful = {_sig2(s['faithful'] / s['parallel'])}× parallel)"
                 cells.append(f"batch {batch}: {text}")
-            lines.append(f"- **{part['machine'].iloc[0]}**, {mode} (`{record}`): the merge step costs, as a share "
-                         f"of one unpatched forward, " + "; ".join(cells) + ".")
+            if cells:
+                lines.append(f"- **{part['machine'].iloc[0]}**, {mode} (`{record}`{_rounds(m['runs'].iloc[0])}): the "
+                             "merge step costs, as a share of one unpatched forward, " + "; ".join(cells) + ".")
     once = []
     for (method, mode), g in df.dropna(subset=["ops", "syncs"]).groupby(["method", "mode"], sort=False):
         batches = sorted(g["batch"].unique())
@@ -230,12 +279,13 @@ def conclusions(df: pd.DataFrame) -> str:
                      f"{hi['batch']} (`{record}`).")
     if once:
         lines.append("- **Counted at one batch size only:** " + "; ".join(once) + ".")
-    noise = (df["iqr_ms"] / df["median_ms"]).dropna()
-    if not noise.empty:
-        worst = df.loc[noise.idxmax()]
-        lines.append(f"- **Noise:** the interquartile range of a merge-step median reaches {100 * noise.max():.0f}% "
-                     f"of the median ({worst['method']}, {worst['mode']}, batch {worst['batch']}, "
-                     f"`{worst['record']}`): differences smaller than that are within the noise.")
+    spread = (df["iqr_ms"] / df["median_ms"]).dropna()
+    if not spread.empty:
+        worst = df.loc[spread.idxmax()]
+        lines.append(f"- **Spread of single rounds:** single timed rounds vary; the interquartile range of a "
+                     f"merge-step time reaches {100 * spread.max():.0f}% of its median ({worst['method']}, "
+                     f"{worst['mode']}, batch {worst['batch']}, `{worst['record']}`{_rounds(worst['runs'], 'over')}). "
+                     "That is how much one round varies, not how uncertain the median is.")
     return "\n".join(lines)
 
 
