@@ -275,11 +275,16 @@ def plot_tradeoff_panels(rows: pd.DataFrame, *, pretrained: bool | None, title: 
                          diversity: Mapping[str, Any] | None = None) -> Any:
     """Figure 3 in the paper's setting and its weight-proof companions, one figure.
 
-    (a) the paper's Table 1 points: top-1 against latency relative to DeiT-B (Jetson Nano);
-    (b) this run on the same x axis: top-1 with trained weights (the paper's points drawn
-    beside it), top-1 agreement with the baseline otherwise (random-init top-1 is chance and
-    is not drawn); (c) agreement against GFLOPs; (d) GFLOPs against tokens after block 0.
-    Without timing, (b) uses tokens after block 0 and (c)-(d) are left out. ``diversity``
+    Panels:
+
+    * (a) the paper's Table 1 points, top-1 against latency relative to DeiT-B (Jetson Nano);
+    * (b) this run on the same x axis, top-1 with trained weights (the paper's points drawn
+      beside it), top-1 agreement with the baseline otherwise (random-init top-1 is chance
+      and is not drawn);
+    * (c) agreement against GFLOPs;
+    * (d) GFLOPs against tokens after block 0.
+
+    Without timing, panel (b) uses tokens after block 0 and (c)-(d) are left out. ``diversity``
     (:func:`tomato.book.measures.baseline_diversity`) goes under the agreement panels.
     Labels are placed after the layout so that none overlap. Returns the figure.
     """
