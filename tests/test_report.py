@@ -414,3 +414,11 @@ def test_verdict_reads_fidelity_and_dispatch_records(tmp_path: Path):
     assert "predicts 2 distinct classes over 10 photos" in text and "**degenerate**" in text
     assert "ToMato 0.001 nats against random groups of the same sizes 0.03" in text
     assert "parallel, sim=1e-7: 102 ops, 1 host sync (" in text and "999" not in text
+
+
+def test_machine_short_names_the_kind_once():
+    gpu = {"device": "cuda", "gpu_name": "Test GPU", "machine": {}}
+    assert tables.machine_short(gpu) == "Test GPU"
+    assert tables.machine_short({**gpu, "gpu_name": "NVIDIA H100 80GB HBM3"}) == "NVIDIA H100 80GB HBM3 GPU"
+    cpu = {"device": "cpu", "cpu_model": "AMD EPYC", "machine": {"cpu_count": 2}}
+    assert tables.machine_short(cpu) == "AMD EPYC CPU (2 cores)"

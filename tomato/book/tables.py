@@ -63,10 +63,15 @@ def machine_short(prov: Mapping[str, Any]) -> str:
         return f"{board}"
     gpu = prov.get("gpu_name") or machine.get("cuda_device")
     if gpu and not str(gpu).startswith("none") and str(prov.get("device", "cuda")).startswith("cuda"):
-        return f"{gpu} GPU"
+        return _with_kind(str(gpu), "GPU")
     cpu = prov.get("cpu_model") or machine.get("cpu_model") or "unknown"
     n = machine.get("cpu_count")
-    return f"{cpu} CPU" + (f" ({n} cores)" if n else "")
+    return _with_kind(str(cpu), "CPU") + (f" ({n} cores)" if n else "")
+
+
+def _with_kind(name: str, kind: str) -> str:
+    """``name`` followed by ``kind`` ("GPU", "CPU") unless the name already ends in it."""
+    return name if name.upper().endswith(kind) else f"{name} {kind}"
 
 
 def is_jetson(prov: Mapping[str, Any]) -> bool:
