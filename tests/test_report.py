@@ -216,7 +216,7 @@ def test_reproduction_summary_random_weights(run_dir: Path):
     assert by["Table 1, ToMato-B (sim=1e-7): top-1"]["Ours"] == "40.00 % (same top-1 as the baseline on 80.0 %)"
     lat = by["Table 1, ToMe-B (r=2): latency"]
     assert lat["Ours"] == "0.3200 s (median, batch 1)" and lat["Status"] == "needs a Jetson"
-    assert lat["Reason"] == "measured on Test CPU CPU (2 cores), not a Jetson Nano; absolute seconds depend on the device"
+    assert lat["Reason"] == "measured on Test CPU (2 cores), not a Jetson Nano; absolute seconds depend on the device"
     assert by["Latency of ToMato-B vs DeiT-B"]["Ours"].startswith("-25.00 %")
     assert by["Latency of ToMato-B vs DeiT-B"]["Status"].startswith("pipeline reproduced, number not comparable")
     assert by["Top-1 of ToMato-B vs DeiT-B"]["Ours"] == "+10.00 pt"
