@@ -67,11 +67,11 @@ def test_conclusions_carry_the_records_numbers(tmp_path: Path):
     _write(tmp_path)
     text = merge_cost.conclusions(merge_cost.merge_table(merge_cost.bench_records(tmp_path)))
     assert ("**EPYC test CPU (4 cores), 2 threads**, sim=1e-7 (`bench_a-cpu.json`, medians of 3 timed rounds): the "
-            "merge step costs, as a share of one unpatched forward, batch 1: parallel 2.00%, faithful 1.00%, "
-            "reference-style loop 5.00% (faithful = 0.50× parallel); batch 4: parallel 1.00%, faithful 2.00% "
+            "merge step costs, as a share of one unpatched forward, batch 1: parallel 2.0%, faithful 1.0%, "
+            "reference-style loop 5.0% (faithful = 0.50× parallel); batch 4: parallel 1.0%, faithful 2.0% "
             "(faithful = 2.0× parallel).") in text  # ratios to two significant digits
     assert "**Test H100 GPU**, sim=1e-7 (`bench_b-cuda.json`, medians of 3 timed rounds): the merge step costs, as " \
-           "a share of one unpatched forward, batch 1: parallel 25.0%, faithful 75.0% (faithful = 3.0× parallel)." in text
+           "a share of one unpatched forward, batch 1: parallel 25%, faithful 75% (faithful = 3.0× parallel)." in text
     assert ("**parallel, sim=1e-7**: 102 ops, 1 host sync at every batch size recorded (1, 4): the count does not "
             "grow with the batch.") in text
     assert ("**faithful, sim=1e-7**: the count grows with the batch, from 99 ops and 4 host syncs at batch 1 to 120 "
@@ -94,7 +94,7 @@ def test_conclusions_skip_a_missing_share(tmp_path: Path):
     (tmp_path / "bench_gap.json").write_text(json.dumps({"rows": rows, "provenance": _provenance("cpu", 2)}))
     text = merge_cost.conclusions(merge_cost.merge_table(merge_cost.bench_records(tmp_path)))
     assert "nan" not in text.lower() and "× parallel" not in text and "inf" not in text
-    assert "batch 1: parallel 2.00%; batch 4: faithful 1.00%." in text
+    assert "batch 1: parallel 2.0%; batch 4: faithful 1.0%." in text
 
 
 def test_run_sentence_is_written_from_the_provenance(tmp_path: Path):
@@ -148,7 +148,7 @@ def test_verdict_merge_cost_comes_from_the_json_records(tmp_path: Path):
     text = verdict.verdict_markdown(tmp_path)
     assert ("**Cost of the merge.** The merge step at sim=1e-7 (median, batch 1) costs, with the faithful visit and "
             "then the parallel one, 1.0 and 2.0 ms, 1.0% and 2.0% of a 100 ms forward on EPYC test CPU (4 cores), "
-            "2 threads (`bench_a-cpu.json`); 3.0 and 1.0 ms, 75.0% and 25.0% of a 4 ms forward on Test H100 GPU "
+            "2 threads (`bench_a-cpu.json`); 3.0 and 1.0 ms, 75% and 25% of a 4 ms forward on Test H100 GPU "
             "(`bench_b-cuda.json`).") in text
     assert "999" not in text and "77.0" not in text  # nothing from the text record
     # the CUDA record has no loop row, so only 1 of the 2 records counted the same
@@ -181,7 +181,7 @@ def _raw_clause(path: Path) -> str | None:
         return None
     forward = at1["forward: unpatched"]["median_ms"]
     label = merge_cost.read_record(path).label
-    return (f"{f['median_ms']:.1f} and {p['median_ms']:.1f} ms, {100 * f['ratio']:.1f}% and {100 * p['ratio']:.1f}% "
+    return (f"{f['median_ms']:.1f} and {p['median_ms']:.1f} ms, {merge_cost.pct(f['ratio'])} and {merge_cost.pct(p['ratio'])} "
             f"of a {forward:.3g} ms forward on {label} (`{path.name}`)")
 
 
@@ -221,3 +221,7 @@ def test_the_live_benchmark_parameters_have_rules():
     for name, bad in (("bench_runs", 0), ("bench_warmup", -1), ("bench_batch_sizes", [0]), ("bench_threads", 0)):
         with pytest.raises(parameters.Invalid, match=f"parameter {name} = "):
             parameters.check(name, bad)
+
+
+def test_shares_print_two_significant_digits():
+    assert [merge_cost.pct(x) for x in (4.73, 0.418, 0.0475, 0.01, 0.00084)] == ["473%", "42%", "4.8%", "1.0%", "0.084%"]

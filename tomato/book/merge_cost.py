@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = ["BenchRecord", "read_record", "bench_records", "records_table", "merge_table", "table_view",
-           "plot_shares", "conclusions", "run_sentence", "paper_mode", "METHODS"]
+           "plot_shares", "conclusions", "run_sentence", "paper_mode", "pct", "METHODS"]
 
 #: The merge-step methods in the order the page shows them (the bench's row names).
 METHODS = ("parallel", "faithful", "reference-style loop")
@@ -189,9 +189,14 @@ def _rounds(runs: Any, how: str = "medians of") -> str:
     return f", {how} {_n(int(runs), 'timed round')}" if isinstance(runs, numbers.Integral) else ""
 
 
-def _pct(share: float) -> str:
+def pct(share: float) -> str:
+    """A share as a percentage to two significant digits ("42%", "1.7%", "473%"): single
+    timed rounds spread by tens of percent, so a third digit would claim too much."""
     v = 100 * share
-    return f"{v:.0f}%" if v >= 100 else f"{v:.1f}%" if v >= 10 else f"{v:.2f}%"
+    if not v > 0:
+        return f"{v:g}%"
+    decimals = max(0, 1 - math.floor(math.log10(v)))  # two significant digits, zeros kept
+    return f"{v:.{decimals}f}%"
 
 
 def plot_shares(df: pd.DataFrame, *, title: str = "") -> Figure:
@@ -251,7 +256,7 @@ def conclusions(df: pd.DataFrame) -> str:
             cells = []
             for batch, b in m.groupby("batch"):
                 s = {k: v for k, v in zip(b["method"], b["share"]) if not math.isnan(v)}
-                text = ", ".join(f"{k} {_pct(s[k])}" for k in METHODS if k in s)
+                text = ", ".join(f"{k} {pct(s[k])}" for k in METHODS if k in s)
                 if not text:
                     continue
                 if {"parallel", "faithful"} <= set(s) and s["parallel"] > 0:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from ..harness import variants
 from . import paper
-from .merge_cost import BenchRecord, bench_records, merge_table, paper_mode
+from .merge_cost import BenchRecord, bench_records, merge_table, paper_mode, pct
 from .measures import eval_gflops, prediction_agreement, tokens_cut_range
 from .runs import RecordedRun, pick_table1_run, recorded_runs, repo_path
 from .tables import machine_short
@@ -57,8 +57,8 @@ def _merge_cost(records: Sequence[BenchRecord]) -> str | None:
         by = {r["method"]: r for _, r in sim[sim["record"] == rec.path.name].iterrows()}
         if {"faithful", "parallel"} <= set(by):
             f, p = by["faithful"], by["parallel"]
-            parts.append(f"{f['median_ms']:.1f} and {p['median_ms']:.1f} ms, {100 * f['share']:.1f}% and "
-                         f"{100 * p['share']:.1f}% of a {f['forward_ms']:.3g} ms forward on {rec.label} "
+            parts.append(f"{f['median_ms']:.1f} and {p['median_ms']:.1f} ms, {pct(f['share'])} and "
+                         f"{pct(p['share'])} of a {f['forward_ms']:.3g} ms forward on {rec.label} "
                          f"(`{rec.path.name}`)")
     if not parts:
         return None
