@@ -414,6 +414,35 @@ def test_verdict_reads_fidelity_and_dispatch_records(tmp_path: Path):
     assert "predicts 2 distinct classes over 10 photos" in text and "**degenerate**" in text
     assert "ToMato 0.001 nats against random groups of the same sizes 0.03" in text
     assert "parallel, sim=1e-7: 102 ops, 1 host sync (" in text and "999" not in text
+    assert "ToMato moves the output 30× less than random groups of the same sizes." in text
+
+
+def test_verdict_opens_with_a_plain_answer(run_dir: Path):
+    from tomato.book import verdict
+
+    results = run_dir.parent
+    (results / "fidelity_x.json").write_text(json.dumps({
+        "baseline": {"n": 10, "distinct": 9, "entropy_bits": 3.1, "max_entropy_bits": 3.32, "top_share": 0.2,
+                     "degenerate": False},
+        "summary": [{"setting": "sim=1e-07", "variant": v, "tokens_mean": 150.0, "kl_mean": kl, "tome_r": r}
+                    for v, kl, r in (("tomato", 0.001, None), ("random_groups", 0.03, None), ("tome", 0.001, 3))]}))
+    (results / "robust_gpu.json").write_text(json.dumps({
+        "config": {"protocol": "robust", "device": "cuda"},
+        "provenance": {"gpu_name": "Test GPU", "git": {"commit": "abcdef123456"}},
+        "rows": [{"variant": "tomato:sim=1e-7", "batch_size": 1, "speedup": 0.5, "speedup_low": 0.45,
+                  "speedup_high": 0.55}]}))
+    text = verdict.verdict_markdown(results)
+    short = text.split("\n")[2]
+    assert short.startswith("**In short.**") and "random-init, not trained" in short
+    assert "Test GPU (`robust_gpu.json`, code at abcdef1): ×0.50 (0.45–0.55), slower" in short
+    assert "ToMato sim=1e-7 ×1.33" not in short and "×1.33 (no interval recorded)" in short
+    assert "about as much as ToMe and 30× less than random groups of its sizes" in short
+    assert "ToMe r=3 (its mean tokens per block closest to ToMato's) 0.001" in text
+    assert verdict.FIDELITY_COMMAND in text
+    # The record decides the words: a faster GPU run reads "faster".
+    (results / "robust_gpu.json").write_text((results / "robust_gpu.json").read_text().replace("0.55", "1.9")
+                                             .replace("0.45", "1.2").replace('"speedup": 0.5', '"speedup": 1.5'))
+    assert "×1.50 (1.20–1.90), faster" in verdict.verdict_markdown(results)
 
 
 def test_machine_short_names_the_kind_once():

@@ -17,6 +17,7 @@ from . import paper
 from .merge_cost import BenchRecord, bench_records, merge_table, paper_mode, pct
 from .measures import eval_gflops, prediction_agreement, tokens_cut_range
 from .runs import RecordedRun, pick_table1_run, recorded_runs, repo_path
+from .latency import recorded_timings
 from .tables import machine_short
 
 #: The commands that settle what a build without pretrained weights or a Jetson cannot.
@@ -24,6 +25,8 @@ ACCURACY_COMMAND = ("python -m tomato sweep --data /data/imagenet-mini/val --che
                     "--variants deit tome:r=2 tomato:sim=1e-7 --out data/results/mini-table1")
 JETSON_COMMAND = ("python -m tomato time --protocol paper --threads 4 --checkpoint deit_base_patch16_224.pth "
                   "--variants deit tome:r=2 tomato:sim=1e-7 --out data/results/jetson-paper.json")
+FIDELITY_COMMAND = ("python -m tomato fidelity --data /data/imagenet-mini/val --checkpoint deit_base_patch16_224.pth "
+                    "--out data/results/fidelity_mini_deit-base.json")
 
 
 def _parallel_exactness(results: Path) -> str | None:
@@ -98,15 +101,7 @@ _FIDELITY_NAMES = {"random_groups": "random groups of the same sizes", "random_k
 def _fidelity(results: Path) -> list[str]:
     """Output drift against null baselines at the same token budget, and how diverse the
     baseline's predictions are, from the largest fidelity study recorded."""
-    best = None
-    for path in sorted(results.glob("fidelity_*.json")):
-        try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-            n = int(rec["baseline"]["n"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if best is None or n > best[1]["baseline"]["n"]:
-            best = (path, rec)
+    best = _best_fidelity(results)
     if best is None:
         return []
     path, rec = best
@@ -123,11 +118,57 @@ def _fidelity(results: Path) -> list[str]:
         if "tomato" not in rows:
             continue
         t = rows["tomato"]
-        others = "; ".join(f"{_FIDELITY_NAMES.get(v, v)} {r['kl_mean']:.2g}" for v, r in rows.items() if v != "tomato")
+        def name(v: str, r: dict) -> str:
+            if v == "tome" and r.get("tome_r") is not None:  # say which r matched ToMato's tokens
+                return f"ToMe r={r['tome_r']} (its mean tokens per block closest to ToMato's)"
+            return _FIDELITY_NAMES.get(v, v)
+
+        others = "; ".join(f"{name(v, r)} {r['kl_mean']:.2g}" for v, r in rows.items() if v != "tomato")
+        reading = "; ".join(f"{_compare(t['kl_mean'], r['kl_mean'])} {_FIDELITY_NAMES.get(v, v)}"
+                            for v, r in rows.items() if v != "tomato")
         facts.append(f"**Output drift at {setting}** ({t['tokens_mean']:.1f} tokens): mean KL of the logits from "
                      f"the unpatched model's, ToMato {t['kl_mean']:.2g} nats against {others} "
-                     f"(`{path.name}`, {base['n']} photos).")
+                     f"(`{path.name}`, {base['n']} photos). ToMato moves the output {reading}.")
     return facts
+
+
+def _compare(ours: float, other: float, band: float = 1.25) -> str:
+    """'less than', 'about as much as' or 'more than' (by a factor ``band``), and how many
+    times when it is more than twice either way."""
+    if other <= 0 or ours <= 0:
+        return "about as much as" if ours == other else ("less than" if ours < other else "more than")
+    ratio = ours / other
+    if ratio > band:
+        return f"{ratio:.0f}× more than" if ratio >= 2 else "more than"
+    if ratio < 1 / band:
+        return f"{1 / ratio:.0f}× less than" if ratio <= 0.5 else "less than"
+    return "about as much as"
+
+
+def _other_machines(results: Path) -> list[dict[str, Any]]:
+    """ToMato sim=1e-7's speed-up over DeiT-B at batch 1 in every robust-protocol timing
+    record (``python -m tomato time --out``): machine, speed-up and its interval."""
+    out = []
+    for path, record in recorded_timings(results, "robust"):
+        for r in record.get("rows") or []:
+            if variants.canonical(str(r.get("variant"))) == paper.TOMATO and r.get("batch_size", 1) == 1:
+                config = record.get("config") or {}
+                prov = {**(record.get("provenance") or {}), "device": config.get("device", "")}
+                machine = machine_short(prov) + (f", {config['threads']} threads"
+                                                 if config.get("device") == "cpu" and config.get("threads") else "")
+                commit = str(((record.get("provenance") or {}).get("git") or {}).get("commit") or "")[:7]
+                machine += f" (`{path.name}`" + (f", code at {commit}" if commit else "") + ")"
+                out.append({"file": path.name, "machine": machine, "speedup": float(r["speedup"]),
+                            "low": r.get("speedup_low"), "high": r.get("speedup_high")})
+    return out
+
+
+def _speed(speedup: float, low: Any, high: Any) -> str:
+    """'×1.04 (0.98–1.11), not resolved' / '... faster' / '... slower' (interval vs 1)."""
+    if low is None or high is None:
+        return f"×{speedup:.2f} (no interval recorded)"
+    word = "faster" if low > 1 else "slower" if high < 1 else "not resolved from DeiT-B"
+    return f"×{speedup:.2f} ({float(low):.2f}–{float(high):.2f}), {word}"
 
 
 def _run_facts(run: RecordedRun, diversity_below: bool = False) -> list[str]:
@@ -163,10 +204,58 @@ def _run_facts(run: RecordedRun, diversity_below: bool = False) -> list[str]:
                  + (f" ({float(r['speedup_low']):.2f}–{float(r['speedup_high']):.2f})" if ci else "")
                  + (f" at {float(r['tokens_mean']):.0f} tokens after block 0" if r.get("tokens_mean") else "")
                  for s, r in rows]
+        n_timed = (run.timing_config or {}).get("images")
+        on = f"the {n_timed} timed photos" if n_timed else "the timed photos"
         facts.append(f"**Latency against tokens kept** (speed-up over DeiT-B, median"
                      + (" with its 95% bootstrap interval" if ci else "") + ", batch 1, on "
-                     f"{machine_short(run.provenance)}): " + "; ".join(parts) + ".")
+                     f"{machine_short(run.provenance)}; tokens are those {on} kept): " + "; ".join(parts) + ".")
     return facts
+
+
+def _best_fidelity(results: Path) -> tuple[Path, dict] | None:
+    """The fidelity record with the most photos under ``results``."""
+    best = None
+    for path in sorted(results.glob("fidelity_*.json")):
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            n = int(rec["baseline"]["n"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if best is None or n > best[1]["baseline"]["n"]:
+            best = (path, rec)
+    return best
+
+
+def _in_short(run: RecordedRun | None, results: Path) -> str:
+    """Three or four plain sentences answering "does ToMato work here?", each from a record."""
+    said = ["The merge follows the paper's algorithm and the parallel visit is exact (both checked below)."]
+    pretrained = bool(run and run.pretrained)
+    said.append("Whether ToMato keeps DeiT-B's accuracy " + (
+        "is measured by the run below." if pretrained else
+        "cannot be told from this build: its weights are random-init, not trained."))
+    speeds = []
+    if run is not None:
+        r = next((r for r in run.timing if variants.canonical(str(r.get("variant"))) == paper.TOMATO
+                  and r.get("batch_size", 1) == 1 and r.get("speedup")), None)
+        if r is not None:
+            speeds.append(f"{machine_short(run.provenance)}: "
+                          f"{_speed(float(r['speedup']), r.get('speedup_low'), r.get('speedup_high'))}")
+    speeds += [f"{m['machine']}: {_speed(m['speedup'], m['low'], m['high'])}" for m in _other_machines(results)]
+    if speeds:
+        g = eval_gflops(run) if run is not None else {}
+        flops = (f", which needs {100 * (1 - g[paper.TOMATO] / g[paper.BASELINE]):.1f}% fewer FLOPs than DeiT-B,"
+                 if paper.TOMATO in g and paper.BASELINE in g else "")
+        said.append(f"ToMato sim=1e-7{flops} ran at these speed-ups over DeiT-B at batch 1 (95% intervals): "
+                    + "; ".join(speeds) + ".")
+    best = _best_fidelity(results)
+    if best is not None:
+        rows = {r["variant"]: r for r in best[1]["summary"] if paper_mode([r["setting"]]) is not None}
+        if {"tomato", "tome", "random_groups"} <= set(rows):
+            t, tm, rg = (rows[k]["kl_mean"] for k in ("tomato", "tome", "random_groups"))
+            said.append(f"At the same token count, ToMato sim=1e-7 moves this untrained network's output "
+                        f"{_compare(t, tm)} ToMe and {_compare(t, rg)} random groups of its sizes "
+                        f"(mean KL {t:.2g}, {tm:.2g} and {rg:.2g} nats).")
+    return "**In short.** " + " ".join(said)
 
 
 def verdict_markdown(results: Path | str = "data/results") -> str:
@@ -198,7 +287,10 @@ def verdict_markdown(results: Path | str = "data/results") -> str:
     if not jetson:
         open_points.append(f"**Jetson latency** (Table 1's seconds, the paper's −22.19% / −6.06%) needs the board: "
                            f"`{JETSON_COMMAND}`.")
-    lines = ["## Verdict of this build", "", "**What the recorded runs establish:**", ""]
+    if not pretrained:
+        open_points.append(f"**Fidelity with trained weights** (whether ToMato's groups still beat the null "
+                           f"baselines, and how it compares with ToMe at equal tokens): `{FIDELITY_COMMAND}`.")
+    lines = ["## Verdict of this build", "", _in_short(run, root), "", "**What the recorded runs establish:**", ""]
     lines += [f"- {t}" for t in established]
     if open_points:
         lines += ["", "**What they cannot, and the command that settles it on a machine that can:**", ""]
