@@ -309,6 +309,9 @@ def test_timing_noise():
     assert display.timing_noise(clean) == ""
     noisy = pd.DataFrame({"median_s": [1.0, 0.8], "iqr_s": [0.05, 0.4]})
     assert "reaches 50% of the median" in display.timing_noise(noisy)
+    assert "not reliable" in display.timing_noise(noisy)
+    with_ci = display.timing_noise(noisy.assign(speedup_low=0.9, speedup_high=1.1))
+    assert "Spread of single rounds" in with_ci and "interval excludes 1" in with_ci and "not reliable" not in with_ci
     assert display.timing_noise(pd.DataFrame({"median_s": [1.0]})) == ""
 
 

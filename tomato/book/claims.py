@@ -133,9 +133,10 @@ def explain_differences(run: RecordedRun, *, weights: WeightsInfo, data: Any, de
             "untrained network, because no pretrained weights can be downloaded here. Its top-1/top-5 are those "
             "of a random classifier over 1,000 classes (expected 0.1% / 0.5%; on a handful of images a single "
             "lucky hit moves them by several points), so the accuracy columns say nothing about DeiT, ToMe or "
-            f"ToMato. The agreement column does: ToMato sim=1e-7 keeps the baseline's top-1 on "
-            f"{agree.get(paper.TOMATO, float('nan')):.1f}% of the {n} images, ToMe r=2 on "
-            f"{agree.get(paper.TOME, float('nan')):.1f}%.")
+            f"ToMato. The agreement column is a perturbation measure: ToMato sim=1e-7 keeps the baseline's top-1 "
+            f"on {agree.get(paper.TOMATO, float('nan')):.1f}% of the {n} images, ToMe r=2 on "
+            f"{agree.get(paper.TOME, float('nan')):.1f}%; with a degenerate baseline (see its diversity above) "
+            "that is cheap, and the output drift against null baselines in the verdict says more.")
     smoke = " (seven photos bundled with scikit-image, with hand-assigned nearest classes: a smoke test, " \
             "not a benchmark)" if str(data) == "smoke" else ""
     items.append(f"**Data.** The paper evaluates the 3,923 ImageNet-Mini validation images; these runs use "
@@ -148,8 +149,9 @@ def explain_differences(run: RecordedRun, *, weights: WeightsInfo, data: Any, de
         f"({final:.1f}%) by the last block, {per_block:.1f}% fewer tokens per block on average; the paper's "
         "\"about 15%\" matches neither.")
     items.append(
-        "**Device and protocol.** The paper times a Jetson Nano GPU with Nsight Systems (mean of 10 "
-        f"inferences, batch 1, cold runs included). Our latency is measured on `{device}` "
+        f"**Device and protocol.** The paper times a Jetson Nano, {paper.SETUP['latency_protocol']}; "
+        "their reports show the model on the Nano's CPU, batch 1, cold runs included (see the paper-latency "
+        "page). Our latency is measured on `{device}` "
         f"({info['cpu_model']}, {info['cpu_count']} cores) as the median after warm-up with the variants "
         "interleaved, so only *ratios* between variants of the same run compare with the paper's "
         "−22.19% / −6.06% (see the timing page); absolute seconds do not.")

@@ -72,9 +72,10 @@ def diversity_note(diversity: Mapping[str, Any] | None) -> str:
 
 
 def timing_noise(rows: pd.DataFrame, threshold: float = 0.2) -> str:
-    """A warning (Markdown) when the timing in ``rows`` is too noisy for its ratios to mean
-    much: some variant's IQR exceeds ``threshold`` times its median (typically a machine
-    shared with other jobs). Empty string when the timing looks clean."""
+    """A warning (Markdown) when the timing in ``rows`` is noisy: some variant's IQR exceeds
+    ``threshold`` times its median (typically a machine shared with other jobs). With
+    bootstrap intervals on the speed-ups (``speedup_low``/``speedup_high``) it points the
+    reader to them instead of calling every ratio unreliable. Empty when the timing is clean."""
     import pandas as pd
 
     if not {"median_s", "iqr_s"} <= set(rows):
@@ -83,6 +84,13 @@ def timing_noise(rows: pd.DataFrame, threshold: float = 0.2) -> str:
     rel = rel.dropna()
     if rel.empty or rel.max() <= threshold:
         return ""
+    if {"speedup_low", "speedup_high"} <= set(rows) and rows["speedup_low"].notna().any():
+        # Intervals were bootstrapped from the same rounds: they already carry the spread.
+        return (f"> **Spread of single rounds:** the interquartile range of single timed rounds reaches "
+                f"{100 * rel.max():.0f}% of the median (median over variants {100 * rel.median():.0f}%), "
+                "probably other work on the machine. The 95% bootstrap intervals on the speed-ups are computed "
+                "from these rounds and carry that spread: read a speed-up as resolved only where its interval "
+                "excludes 1; re-time on an idle machine (`python -m tomato time ...`) for narrower ones.")
     return (f"> **Noisy timing:** the interquartile range reaches {100 * rel.max():.0f}% of the median "
             f"(median over variants {100 * rel.median():.0f}%), so differences between variants below "
             "are within the noise and their ratios are not reliable. The machine was probably busy with "

@@ -306,7 +306,7 @@ def plot_tradeoff_panels(rows: pd.DataFrame, *, pretrained: bool | None, title: 
         fam = _family(r["variant"])
         pax.scatter(r["rel_latency"], r["top1"], marker="*" if fam == "deit" else "D", s=150 if fam == "deit" else 50,
                     color=_COLORS.get(fam, "grey"), zorder=3)
-    pax.set_xlabel(f"latency relative to DeiT-B (Jetson Nano, {paper.SETUP['latency_protocol'].split(',')[0]})")
+    pax.set_xlabel("latency relative to DeiT-B (Jetson Nano, Table 1 as printed)")
     pax.set_ylabel("top-1 (%), ImageNet-Mini")
     pax.set_title("(a) The paper's Table 1 as Figure 3\n(trained DeiT-B, printed values)", fontsize=9)
     pax.grid(alpha=0.3)

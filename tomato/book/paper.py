@@ -6,8 +6,9 @@ and nothing is computed from our runs: the notebooks put these values beside our
 (``parse(spec).spec == spec``), so a paper row can be joined with our result rows.
 
 The paper's setting: NVIDIA Jetson Nano, batch size 1, ImageNet-Mini validation set
-(3,923 images), DeiT-B weights from the DeiT release, latency = mean of 10 inferences
-measured with NVIDIA Nsight Systems.
+(3,923 images), DeiT-B weights from the DeiT release, latency as printed = mean of 10
+inferences measured with NVIDIA Nsight Systems (the authors' own reports show 11 forwards
+of one picture on the Nano's CPU: :mod:`tomato.book.profiles`).
 """
 from __future__ import annotations
 
@@ -38,9 +39,10 @@ __all__ = [
 SETUP: Final[dict[str, str]] = {
     "model": "DeiT-B (deit_base_patch16_224), pretrained DeiT weights",
     "data": "ImageNet-Mini validation set (3,923 images, 1,000 classes)",
-    "device": "NVIDIA Jetson Nano (GPU)",
+    "device": "NVIDIA Jetson Nano; the authors' Nsight reports show the model on its CPU (see the paper-latency page)",
     "batch_size": "1",
-    "latency_protocol": "mean of 10 inferences, measured with NVIDIA Nsight Systems",
+    "latency_protocol": "as printed: mean of 10 inferences, measured with NVIDIA Nsight Systems; "
+                        "the authors' reports hold 11 forwards of one picture",
     "code": "reference code derived from facebookresearch/ToMe, timm 0.4.12",
 }
 
