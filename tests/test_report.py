@@ -349,6 +349,7 @@ def test_display_names_and_views(run_dir: Path):
     assert sv.loc["ToMato sim=1e-7", "tokens (min–max)"] == "172.0 (155–186)"
     assert sv.loc["ToMato sim=1e-7", "same top-1 %"] == pytest.approx(80.0)
     assert sv.loc["baseline", "ideal ×"] == pytest.approx(1.0)
+    assert "timed tokens" in sv and list(sv.columns).index("timed tokens") == list(sv.columns).index("speed-up ×") + 1
     html = tables.styled(sv.reset_index(), widths={"variant": "30%"}).to_html()
     assert "table-layout: fixed" in html and "width: 30%" in html
 
