@@ -199,3 +199,65 @@ def test_run_gaps_flags_only_real_differences() -> None:
     assert not gaps.loc["same", "CI excludes 0"]
     assert gaps.loc["slow", "CI excludes 0"]
     assert gaps.loc["slow", "difference of means s"] == pytest.approx(1.0)
+
+
+def _provenance(load: list[float], cores: int) -> dict:
+    return {"machine": {"load_average_1_5_15_min": load, "cpu_count": cores}}
+
+
+def test_load_warning_only_where_the_load_exceeds_the_cores() -> None:
+    from tomato.book import latency
+
+    busy = latency.load_warning(_provenance([13.5, 13.4, 12.0], 2))
+    assert "overloaded" in busy and "13.5, 13.4, 12.0" in busy and "2 CPU cores" in busy
+    assert latency.load_warning(_provenance([3.0, 1.0, 0.5], 2))  # any of the three averages
+    assert latency.load_warning(_provenance([1.9, 2.0, 0.5], 2)) == ""  # at most one job per core
+    assert latency.load_warning(_provenance([0.6, 0.1, 0.0], 16)) == ""
+    assert latency.load_warning({}) == "" and latency.load_warning({"machine": {"cpu_count": 2}}) == ""
+    assert latency.load_warning(_provenance("unknown", 2)) == ""  # type: ignore[arg-type]
+    named = latency.load_warnings({"quiet.json": _provenance([0.5, 0.5, 0.5], 4),
+                                   "busy.json": _provenance([9.0, 9.0, 9.0], 4)})
+    assert "`busy.json`" in named and "quiet.json" not in named
+    assert latency.load_warnings({"quiet.json": _provenance([0.5, 0.5, 0.5], 4)}) == ""
+
+
+def test_recorded_paper_runs_warn_by_their_own_load() -> None:
+    from pathlib import Path
+
+    from tomato.book import latency
+
+    records = latency.recorded_timings(Path(__file__).resolve().parents[1] / "data" / "results", "paper")
+    assert records
+    for path, record in records:
+        prov = record.get("provenance") or {}
+        load, cores = latency.machine_load(prov)
+        assert bool(latency.load_warning(prov)) == (max(load) > cores), path.name
+
+
+def test_summary_column_names_the_reference_variant() -> None:
+    from tomato.book import latency
+
+    rows = [{"variant": v, "label": v, "seconds": s, "merge_s": 0.0, "tokens": 197}
+            for v, s in (("deit", 2.0), ("deit", 2.0), ("tomato:sim=1e-7", 1.5), ("tomato:sim=1e-7", 1.5))]
+    table = latency.paper_summary_table(rows)
+    column = latency.baseline_column("deit")
+    assert table.columns[-1] == column == "mean vs deit %"
+    assert table[column].tolist() == pytest.approx([0.0, -25.0])
+    assert latency.paper_summary_table(rows[2:] + rows[:2]).columns[-1] == "mean vs tomato:sim=1e-7 %"
+
+
+def test_report_sentences_are_written_from_the_reports(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tomato.book import latency, profiles
+
+    fake = (profiles.Report("a", (1.0, 3.0), 20.0, 20.0), profiles.Report("b", (4.0, 4.0), 40.0, 40.0))
+    monkeypatch.setattr(profiles, "REPORTS", fake)
+    monkeypatch.setattr(profiles, "PAPER_TABLE1_S", {"DeiT-B": 10.0, "ToMe-B": 8.0, "ToMato-B": 7.5})
+    overview = latency.reports_overview()
+    assert "2 reports" in overview and "1.0–4.0 s" in overview and "2.00–4.00 s" in overview
+    assert "20–40 ms" in overview and "1.0–1.0%" in overview  # 20 ms of 2 s, 40 ms of 4 s
+    spread = latency.spread_sentence()
+    assert "up to 1.00 s" in spread and "from 0.00 to 1.41 s" in spread and "differ by 0.50 s" in spread
+    support = latency.protocol_support()
+    # Report means span 2.00 s: ToMe-B - ToMato-B (0.50 s) is within it, DeiT-B - ToMato-B (2.50 s) is not.
+    assert "(0.50 s, 6.2% of ToMe-B's 8.00 s) is within the 2.00 s" in support
+    assert "(2.50 s, 25.0% of DeiT-B's 10.00 s) exceeds it" in support

@@ -16,7 +16,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = ["per_forward_table", "paper_summary_table", "reports_table", "pairwise_table", "gap_sentences",
-           "run_gaps", "speedup_table", "ratio_table", "recorded_timings", "plot_forwards", "merge_share_table"]
+           "run_gaps", "speedup_table", "ratio_table", "recorded_timings", "plot_forwards", "merge_share_table",
+           "baseline_column", "reports_overview", "spread_sentence", "protocol_support", "machine_load",
+           "load_warning", "load_warnings"]
 
 
 def per_forward_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -28,9 +30,16 @@ def per_forward_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return table[list(dict.fromkeys(df["variant"]))].reset_index()
 
 
+def baseline_column(variant: str) -> str:
+    """Name of :func:`paper_summary_table`'s last column: each mean relative to ``variant``'s
+    (the rows' first variant), e.g. "mean vs deit %"."""
+    return f"mean vs {variant} %"
+
+
 def paper_summary_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Per variant: mean (the paper's statistic), mean of forwards 1-, median, sd, range,
-    merge step and its share, tokens kept; with each mean relative to the first variant's."""
+    merge step and its share, tokens kept; with each mean relative to the first variant's,
+    in a column named after that variant (:func:`baseline_column`)."""
     import pandas as pd
 
     s = pd.DataFrame(speed.paper_summary(rows))
@@ -40,7 +49,7 @@ def paper_summary_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         "mean s (from forward 1)": s["mean_after_first_s"], "median s": s["median_s"], "sd s": s["sd_s"],
         "min s": s["min_s"], "max s": s["max_s"], "merge ms": s["merge_ms"],
         "merge % of forward": 100 * s["merge_share"], "tokens": s["tokens"],
-        "mean vs first %": 100 * (s["mean_s"] / base - 1.0)})
+        baseline_column(str(s["variant"].iloc[0])): 100 * (s["mean_s"] / base - 1.0)})
 
 
 def reports_table() -> pd.DataFrame:
@@ -90,6 +99,76 @@ def gap_sentences(seed: int = 0) -> str:
         f"{deit['gap_s'] / spread:.1f}× the spread between ToMato runs: that difference stands out of the noise.",
     ]
     return "\n".join(lines)
+
+
+def reports_overview() -> str:
+    """Markdown: how long the authors' forwards and merge steps took, as ranges over the
+    reports (:func:`tomato.book.profiles.spread`)."""
+    s = profiles.spread()
+    return (f"In the {s['reports']:.0f} reports a single forward took {s['forward_min_s']:.1f}–"
+            f"{s['forward_max_s']:.1f} s (report means {s['mean_min_s']:.2f}–{s['mean_max_s']:.2f} s); the merge "
+            f"step (range `ToME` in block 0) took a median of {s['merge_min_ms']:.0f}–{s['merge_max_ms']:.0f} ms "
+            f"per forward, {100 * s['share_min']:.1f}–{100 * s['share_max']:.1f}% of the median forward.")
+
+
+def spread_sentence() -> str:
+    """Markdown: the reports' spread within a run beside Table 1's ToMe-B − ToMato-B gap
+    (:func:`tomato.book.profiles.spread`, :func:`tomato.book.profiles.table1_gap`)."""
+    s = profiles.spread()
+    gap = profiles.table1_gap("ToMe-B", "ToMato-B")["gap_s"]
+    return (f"Within one report a forward lies up to {s['max_deviation_s']:.2f} s from its report's mean, and the "
+            f"reports' standard deviations range from {s['sd_min_s']:.2f} to {s['sd_max_s']:.2f} s; Table 1's "
+            f"ToMe-B and ToMato-B differ by {gap:.2f} s.")
+
+
+def protocol_support() -> str:
+    """Markdown bullet: what one run per model of the paper's protocol can claim, Table 1's
+    two gaps set against the spread of the authors' report means."""
+    spread = profiles.table1_gap()["report_means_range_s"]
+
+    def clause(a: str, b: str) -> str:
+        g = profiles.table1_gap(a, b)
+        pct = 100 * g["gap_s"] / profiles.PAPER_TABLE1_S[a]
+        verdict = "is within" if abs(g["gap_s"]) < spread else "exceeds"
+        return (f"a gap the size of {a} vs {b} ({g['gap_s']:.2f} s, {pct:.1f}% of {a}'s "
+                f"{profiles.PAPER_TABLE1_S[a]:.2f} s) {verdict}")
+    return ("- **The paper's protocol** reproduces *how* Table 1 was measured. Its per-forward spread within "
+            "one run, and the drift between runs shown in section 2, bound what one run per model can claim: "
+            f"{clause('ToMe-B', 'ToMato-B')} the {spread:.2f} s that separate the means of the authors' "
+            f"reports; {clause('DeiT-B', 'ToMato-B')} it.")
+
+
+def machine_load(provenance: Mapping[str, Any]) -> tuple[list[float], int] | None:
+    """The load averages over 1/5/15 min and the CPU count a record's provenance holds
+    (under ``machine``, as :func:`tomato.harness.timing.machine_info` writes them), or None
+    when either is missing."""
+    machine = provenance.get("machine") or {}
+    load = machine.get("load_average_1_5_15_min", provenance.get("load_average_1_5_15_min"))
+    cores = machine.get("cpu_count", provenance.get("cpu_count"))
+    if not isinstance(load, (list, tuple)) or not load or not isinstance(cores, int) or cores < 1:
+        return None
+    return [float(x) for x in load], cores
+
+
+def load_warning(provenance: Mapping[str, Any]) -> str:
+    """Markdown warning when any recorded load average exceeds the record's CPU count
+    (more runnable work than cores while the run was recorded); "" otherwise."""
+    found = machine_load(provenance)
+    if found is None:
+        return ""
+    load, cores = found
+    if max(load) <= cores:
+        return ""
+    return ("**Warning: the machine was overloaded.** Its load average over 1/5/15 min was "
+            f"{', '.join(f'{x:.1f}' for x in load)} with {cores} CPU core{'s' if cores != 1 else ''} "
+            "(recorded with the run): more runnable work than cores, so other processes shared the CPU with "
+            "these forwards. Its times, and the differences between its variants, measure that competition as "
+            "much as the models; they are no evidence for or against a speed-up.")
+
+
+def load_warnings(provenances: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown: one line per named run whose provenance draws a :func:`load_warning`; "" if none."""
+    return "\n\n".join(f"`{name}`: {load_warning(p)}" for name, p in provenances.items() if load_warning(p))
 
 
 def run_gaps(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> pd.DataFrame:

@@ -279,3 +279,18 @@ def picture_grid(
         fig.suptitle(suptitle)
     return fig
 
+
+
+#: Keep ratios of the merging page's budget grid, besides the page's own ``keep_ratio``.
+BUDGET_GRID_KEEPS: tuple[float, ...] = (0.9, 0.75, 0.6, 0.45, 0.3, 0.15)
+
+
+def budget_keep_ratios(keep_ratio: float, keeps: Sequence[float] = BUDGET_GRID_KEEPS) -> list[float]:
+    """The budget grid's keep ratios: ``keeps`` and ``keep_ratio``, each once, largest first."""
+    return sorted({float(k) for k in (*keeps, keep_ratio)}, reverse=True)
+
+
+def budget_grid_title(name: str, keeps: Sequence[float], who: str) -> str:
+    """Title of the budget grid of photo ``name``, counting its panels from ``keeps`` (one per
+    keep ratio); ``who`` names the model and weights."""
+    return f"{name} at {len(keeps)} token budgets ({who})"

@@ -22,7 +22,8 @@ from typing import Any
 
 from ..harness import timing
 
-__all__ = ["Report", "REPORTS", "SOURCE", "BOARD", "PAPER_TABLE1_S", "pairwise", "table1_gap", "report_rows"]
+__all__ = ["Report", "REPORTS", "SOURCE", "BOARD", "PAPER_TABLE1_S", "pairwise", "table1_gap", "report_rows",
+           "spread"]
 
 SOURCE = ("the authors' Nsight Systems reports in the ToMato reference repository "
           "(Transformer04/ToMato, commit da7519793de2; `test` at commit ddefb3d), decoded into "
@@ -114,3 +115,24 @@ def table1_gap(a: str = "ToMe-B", b: str = "ToMato-B") -> dict[str, float]:
     return {"gap_s": gap, "pooled_sd_s": sd, "t": float(t), "df": float(df),
             "p": float(2 * st.t.sf(abs(t), df)), "report_means_range_s": max(means) - min(means),
             "se_of_mean_s": float(sd / np.sqrt(n))}
+
+
+def spread() -> dict[str, float]:
+    """Ranges over the five reports, for the sentences that describe them.
+
+    forward_min_s / forward_max_s: shortest and longest single forward; mean_min_s /
+    mean_max_s: smallest and largest report mean; sd_min_s / sd_max_s: smallest and largest
+    standard deviation; max_deviation_s: the farthest a forward lies from its report's mean;
+    merge_min_ms / merge_max_ms: the range of the merge range's median; share_min /
+    share_max: the range of its share of the median forward (fractions); reports: how many.
+    """
+    forwards = [f for r in REPORTS for f in r.forwards]
+    means = [r.stats.mean for r in REPORTS]
+    sds = [r.stats.sd for r in REPORTS]
+    shares = [r.merge_share for r in REPORTS]
+    merges = [r.merge_median_ms for r in REPORTS]
+    deviation = max(abs(f - r.stats.mean) for r in REPORTS for f in r.forwards)
+    return {"reports": float(len(REPORTS)), "forward_min_s": min(forwards), "forward_max_s": max(forwards),
+            "mean_min_s": min(means), "mean_max_s": max(means), "sd_min_s": min(sds), "sd_max_s": max(sds),
+            "max_deviation_s": deviation, "merge_min_ms": min(merges), "merge_max_ms": max(merges),
+            "share_min": min(shares), "share_max": max(shares)}

@@ -8,9 +8,15 @@ and its MLP; the agreement study, the benchmark, the pictures and the notebooks 
 With ``method="parallel"`` (and the default ``rule="directed"``) the chain is written for
 an accelerator: its operation count does not depend on the batch size, and it makes one
 host sync per forward, which reads the padded group count (the merged sequence's length,
-needed to allocate it) together with a flag saying that every labelling settled within
-its fixed number of rounds. Only if the flag is down (a pathological grid) does it run
-more rounds, so the result always equals the faithful visit's.
+needed to allocate it). At a fixed ``sim`` the labels come from reachability
+(:func:`tomato.core.visit.reach_roots`: a fixed number of batched matrix products, exact
+on any grid, with nothing to check). With a token budget,
+:func:`tomato.core.budget.search_parallel` probes thresholds with a fixed number of
+label-propagation rounds, then its pick and the next larger candidate are labelled
+exactly by reachability; the check that the pick fits the budget and the candidate above
+does not is read in the same sync. Only if that check fails does the bisection
+:func:`tomato.core.budget.search_sim` run (one sync per step), so the result always
+equals the faithful visit's.
 """
 from __future__ import annotations
 

@@ -22,8 +22,10 @@ row-major order, which is the output order of the reference code.
     or it would have claimed it; (2) that smallest token r is itself a root, since any
     earlier root reaching r would also reach j; (3) no token on a path r -> j was taken
     by an earlier root, for the same reason, so r's visit gets through to j. So the
-    labels are "minimum ancestor" labels: min-label propagation along directed edges,
-    with pointer jumping (the label of my label is also my ancestor), until nothing changes.
+    labels are "minimum ancestor" labels, computed by reachability (:func:`reach_roots`:
+    repeated squaring of the reachability matrix, a fixed number of matrix products).
+    Label propagation (:func:`propagate`) computes the same labels in rounds; the budget
+    search uses it for its probes and checks its pick by reachability.
 
     ``rule="either"`` / ``rule="both"``: symmetrised alternatives that join neighbours
     when ``A[i, j] >= sim`` or / and ``A[j, i] >= sim`` and take connected components
@@ -291,9 +293,11 @@ def components(horizontal: torch.Tensor, vertical: torch.Tensor) -> torch.Tensor
         lab = flat.view(b, h, w)
 
 
-# Rounds of label propagation run before the one sync-free convergence check. Measured on
-# photos (book/method.md): 3 rounds settle almost every grouping at the paper's thresholds;
-# more run only when the check says so, so the result stays exact on any grid.
+# Default rounds of label propagation per call of propagate (and per step of settle). A
+# round carries a label along a whole straight run of edges, so a few rounds cover paths
+# with few turns. The count trades time per call against how often a labelling is left
+# unsettled, never correctness: settle runs more rounds until nothing changes. (The budget
+# search passes its own rounds, budget.PROBE_ROUNDS, and checks its pick by reachability.)
 ROUNDS = 3
 # Run offsets must exceed any label (N <= 2**20 tokens is far beyond any ViT grid).
 _RUN = 1 << 20
