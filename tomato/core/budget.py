@@ -11,7 +11,8 @@ step (``ceil(log2(4N))``, about 10 for a 14x14 grid), each read on the host.
 (``K = ceil(sqrt(V))`` for V candidates, 27 on a 14x14 grid) that group all ``K - 1``
 probe thresholds of every image in one batched labelling, with the next bracket picked
 on the device. Its operation count does not depend on the batch and it never waits for
-the device; it returns a flag that says whether every labelling settled.
+the device; it returns the pick and the candidate above it, which the caller checks
+exactly (by reachability) before accepting.
 
 The group count never rises as ``sim`` falls: more edges can only give a token a smaller
 ancestor (see :mod:`tomato.core.visit`), for the faithful visit as for the symmetrised rules,
@@ -27,9 +28,9 @@ import torch
 
 from . import visit
 
-# Label-propagation rounds of the probe labellings of search_parallel's two levels
-# (measured in book/method.md: with these, the probes missed the tightest threshold on
-# none of 200 photos for budgets of 50% to 97% of the tokens).
+# Label-propagation rounds of the probe labellings of search_parallel's two levels. An
+# unsettled labelling only over-counts groups, so too few rounds can cost a fallback to
+# the bisection, never a wrong pick; more rounds cost ops on every forward.
 PROBE_ROUNDS = (3, 3)
 
 
