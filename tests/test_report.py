@@ -455,3 +455,22 @@ def test_machine_short_names_the_kind_once():
     assert tables.machine_short({**gpu, "gpu_name": "NVIDIA H100 80GB HBM3"}) == "NVIDIA H100 80GB HBM3 GPU"
     cpu = {"device": "cpu", "cpu_model": "AMD EPYC", "machine": {"cpu_count": 2}}
     assert tables.machine_short(cpu) == "AMD EPYC CPU (2 cores)"
+
+
+def test_verdict_names_the_records_that_counted_differently(tmp_path: Path):
+    from tomato.book import verdict
+
+    def bench(name: str, ops: int, device: str) -> None:
+        (tmp_path / name).write_text(json.dumps({
+            "provenance": {"device": device, "gpu_name": "Test H100", "cpu_model": "EPYC", "machine": {}},
+            "rows": [{"name": "merge step: parallel, tokens=138", "batch": 1, "ops": ops, "syncs": 1,
+                      "median_ms": 1.0, "ratio": 0.1, "device": device},
+                     {"name": "forward: unpatched", "batch": 1, "median_ms": 10.0, "ratio": 1.0, "device": device}]}))
+
+    bench("bench_a.json", 348, "cpu")
+    bench("bench_b.json", 349, "cuda")
+    text = verdict.verdict_markdown(tmp_path)
+    assert "the same in 1 of 2 records) parallel, tokens=138: 348 ops, 1 host sync (`bench_a.json`); " \
+           "differing: parallel, tokens=138: 349 ops, 1 host sync on Test H100 GPU." in text
+    bench("bench_b.json", 348, "cuda")
+    assert "differing" not in verdict.verdict_markdown(tmp_path)

@@ -69,6 +69,11 @@ def _merge_cost(records: Sequence[BenchRecord]) -> str | None:
             "the parallel one, " + "; ".join(parts))
 
 
+def _counts(ops: int, syncs: int) -> str:
+    """'102 ops, 1 host sync'."""
+    return f"{ops:,} op{'' if ops == 1 else 's'}, {syncs:,} host sync{'' if syncs == 1 else 's'}"
+
+
 def _dispatch(records: Sequence[BenchRecord]) -> str | None:
     """Aten ops and host syncs of the merge step at batch 1, from the first benchmark record
     that counted them; says whether the other records counted the same."""
@@ -87,10 +92,14 @@ def _dispatch(records: Sequence[BenchRecord]) -> str | None:
     same = sum(c == first for _, c in found)
     where = (f"the same in all {same} records" if same == len(found) > 1 else
              f"the same in {same} of {len(found)} records" if len(found) > 1 else f"on {rec.label}")
-    return (f"the merge step dispatches (batch 1, counted with a TorchDispatchMode; {where}) "
-            + "; ".join(f"{name}: {ops:,} op{'' if ops == 1 else 's'}, {syncs:,} host sync{'' if syncs == 1 else 's'}"
-                        for name, ops, syncs in first)
+    text = (f"the merge step dispatches (batch 1, counted with a TorchDispatchMode; {where}) "
+            + "; ".join(f"{name}: {_counts(ops, syncs)}" for name, ops, syncs in first)
             + f" (`{rec.path.name}`)")
+    # Name what the other records counted differently, so "the same in k of n" is checkable.
+    ours = {name: (ops, syncs) for name, ops, syncs in first}
+    diffs = [f"{name}: {_counts(ops, syncs)} on {other.label}" for other, c in found[1:] if c != first
+             for name, ops, syncs in c if ours.get(name) != (ops, syncs)]
+    return text + (f"; differing: {'; '.join(diffs)}" if diffs else "")
 
 
 #: Variants of a fidelity study, in the order and words of the verdict.
