@@ -264,11 +264,15 @@ def plot_agreement(agreement: pd.DataFrame, ax: Axes | None = None, *,
     return ax
 
 
+def _diversity_color(diversity: Mapping[str, Any] | None) -> str:
+    """Red for a degenerate baseline, grey otherwise."""
+    return "darkred" if diversity and diversity["degenerate"] else "dimgrey"
+
+
 def _footer(ax: Axes, diversity: Mapping[str, Any] | None) -> None:
     """The baseline's prediction diversity under an agreement axis (red when degenerate)."""
     ax.annotate(diversity_line(diversity), (0, 0), xycoords="axes fraction", xytext=(0, -34),
-                textcoords="offset points", fontsize=7.5, va="top",
-                color="darkred" if diversity and diversity["degenerate"] else "dimgrey")
+                textcoords="offset points", fontsize=7.5, va="top", color=_diversity_color(diversity))
 
 
 def plot_tradeoff_panels(rows: pd.DataFrame, *, pretrained: bool | None, title: str = "",
@@ -354,6 +358,5 @@ def plot_tradeoff_panels(rows: pd.DataFrame, *, pretrained: bool | None, title: 
     for ax, x, yy in drawn:
         place_labels(ax, label_items(df, x, yy))
     if not pretrained:
-        fig.text(0.01, 0.005, diversity_line(diversity), fontsize=8, va="bottom",
-                 color="darkred" if diversity and diversity["degenerate"] else "dimgrey")
+        fig.text(0.01, 0.005, diversity_line(diversity), fontsize=8, va="bottom", color=_diversity_color(diversity))
     return fig

@@ -168,7 +168,8 @@ def load_warning(provenance: Mapping[str, Any]) -> str:
 
 def load_warnings(provenances: Mapping[str, Mapping[str, Any]]) -> str:
     """Markdown: one line per named run whose provenance draws a :func:`load_warning`; "" if none."""
-    return "\n\n".join(f"`{name}`: {load_warning(p)}" for name, p in provenances.items() if load_warning(p))
+    warnings = {name: load_warning(p) for name, p in provenances.items()}
+    return "\n\n".join(f"`{name}`: {w}" for name, w in warnings.items() if w)
 
 
 def run_gaps(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> pd.DataFrame:

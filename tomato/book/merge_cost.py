@@ -174,13 +174,17 @@ def paper_mode(modes: Iterable[str]) -> str | None:
     return None
 
 
+def _two_digit_decimals(x: float) -> int:
+    """Decimals that show ``x`` (non-zero) to two significant digits: 1 for 4.8, 3 for 0.084."""
+    return max(0, 1 - math.floor(math.log10(abs(x))))
+
+
 def _sig2(x: float) -> str:
     """``x`` to two significant digits, trailing zeros kept: 0.60, 2.0, 12, 120."""
     x = float(f"{x:.2g}")
     if x == 0:
         return "0.0"
-    decimals = max(0, 1 - math.floor(math.log10(abs(x))))
-    return f"{x:.{decimals}f}"
+    return f"{x:.{_two_digit_decimals(x)}f}"
 
 
 def _rounds(runs: Any, how: str = "medians of") -> str:
@@ -195,8 +199,7 @@ def pct(share: float) -> str:
     v = 100 * share
     if not v > 0:
         return f"{v:g}%"
-    decimals = max(0, 1 - math.floor(math.log10(v)))  # two significant digits, zeros kept
-    return f"{v:.{decimals}f}%"
+    return f"{v:.{_two_digit_decimals(v)}f}%"  # at 100% and over, whole percents
 
 
 def plot_shares(df: pd.DataFrame, *, title: str = "") -> Figure:

@@ -280,7 +280,6 @@ def picture_grid(
     return fig
 
 
-
 #: Keep ratios of the merging page's budget grid, besides the page's own ``keep_ratio``.
 BUDGET_GRID_KEEPS: tuple[float, ...] = (0.9, 0.75, 0.6, 0.45, 0.3, 0.15)
 

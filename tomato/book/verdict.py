@@ -14,10 +14,10 @@ from typing import Any, Sequence
 
 from ..harness import variants
 from . import paper
-from .merge_cost import BenchRecord, bench_records, merge_table, paper_mode, pct
-from .measures import eval_gflops, prediction_agreement, tokens_cut_range
-from .runs import RecordedRun, pick_table1_run, recorded_runs, repo_path
 from .latency import recorded_timings
+from .measures import eval_gflops, prediction_agreement, tokens_cut_range
+from .merge_cost import BenchRecord, bench_records, merge_table, paper_mode, pct
+from .runs import RecordedRun, pick_table1_run, recorded_runs, repo_path
 from .tables import machine_short
 
 #: The commands that settle what a build without pretrained weights or a Jetson cannot.
@@ -107,10 +107,17 @@ _FIDELITY_NAMES = {"random_groups": "random groups of the same sizes", "random_k
                    "first_keep": "the first k tokens kept", "tome": "ToMe at equal tokens"}
 
 
-def _fidelity(results: Path) -> list[str]:
+def _null_name(variant: str, row: dict) -> str:
+    """A fidelity study's comparison in the verdict's words; ToMe says which ``r`` it ran."""
+    if variant == "tome" and row.get("tome_r") is not None:  # the r that matched ToMato's tokens
+        return f"ToMe r={row['tome_r']} (its mean tokens per block closest to ToMato's)"
+    return _FIDELITY_NAMES.get(variant, variant)
+
+
+def _fidelity(best: tuple[Path, dict] | None) -> list[str]:
     """Output drift against null baselines at the same token budget, and how diverse the
-    baseline's predictions are, from the largest fidelity study recorded."""
-    best = _best_fidelity(results)
+    baseline's predictions are, from the largest fidelity study recorded (``best``, from
+    :func:`_best_fidelity`)."""
     if best is None:
         return []
     path, rec = best
@@ -127,12 +134,7 @@ def _fidelity(results: Path) -> list[str]:
         if "tomato" not in rows:
             continue
         t = rows["tomato"]
-        def name(v: str, r: dict) -> str:
-            if v == "tome" and r.get("tome_r") is not None:  # say which r matched ToMato's tokens
-                return f"ToMe r={r['tome_r']} (its mean tokens per block closest to ToMato's)"
-            return _FIDELITY_NAMES.get(v, v)
-
-        others = "; ".join(f"{name(v, r)} {r['kl_mean']:.2g}" for v, r in rows.items() if v != "tomato")
+        others = "; ".join(f"{_null_name(v, r)} {r['kl_mean']:.2g}" for v, r in rows.items() if v != "tomato")
         reading = "; ".join(f"{_compare(t['kl_mean'], r['kl_mean'])} {_FIDELITY_NAMES.get(v, v)}"
                             for v, r in rows.items() if v != "tomato")
         facts.append(f"**Output drift at {setting}** ({t['tokens_mean']:.1f} tokens): mean KL of the logits from "
@@ -235,8 +237,9 @@ def _best_fidelity(results: Path) -> tuple[Path, dict] | None:
     return best
 
 
-def _in_short(run: RecordedRun | None, results: Path) -> str:
-    """Three or four plain sentences answering "does ToMato work here?", each from a record."""
+def _in_short(run: RecordedRun | None, results: Path, best: tuple[Path, dict] | None) -> str:
+    """Three or four plain sentences answering "does ToMato work here?", each from a record
+    (``best``: the fidelity study of :func:`_best_fidelity`)."""
     said = ["The merge follows the paper's algorithm and the parallel visit is exact (both checked below)."]
     pretrained = bool(run and run.pretrained)
     said.append("Whether ToMato keeps DeiT-B's accuracy " + (
@@ -256,7 +259,6 @@ def _in_short(run: RecordedRun | None, results: Path) -> str:
                  if paper.TOMATO in g and paper.BASELINE in g else "")
         said.append(f"ToMato sim=1e-7{flops} ran at these speed-ups over DeiT-B at batch 1 (95% intervals): "
                     + "; ".join(speeds) + ".")
-    best = _best_fidelity(results)
     if best is not None:
         rows = {r["variant"]: r for r in best[1]["summary"] if paper_mode([r["setting"]]) is not None}
         if {"tomato", "tome", "random_groups"} <= set(rows):
@@ -279,7 +281,8 @@ def verdict_markdown(results: Path | str = "data/results") -> str:
     exact = _parallel_exactness(root)
     if exact:
         established.append(f"**Parallel visit.** Exact by proof and in the record: {exact}.")
-    fidelity = _fidelity(root)
+    best = _best_fidelity(root)  # read once: the summary and the drift lines both use it
+    fidelity = _fidelity(best)
     if run is not None:
         established += _run_facts(run, diversity_below=bool(fidelity))
     established += fidelity
@@ -299,7 +302,7 @@ def verdict_markdown(results: Path | str = "data/results") -> str:
     if not pretrained:
         open_points.append(f"**Fidelity with trained weights** (whether ToMato's groups still beat the null "
                            f"baselines, and how it compares with ToMe at equal tokens): `{FIDELITY_COMMAND}`.")
-    lines = ["## Verdict of this build", "", _in_short(run, root), "", "**What the recorded runs establish:**", ""]
+    lines = ["## Verdict of this build", "", _in_short(run, root, best), "", "**What the recorded runs establish:**", ""]
     lines += [f"- {t}" for t in established]
     if open_points:
         lines += ["", "**What they cannot, and the command that settles it on a machine that can:**", ""]

@@ -440,4 +440,3 @@ def spread(samples: Sequence[Sample], limit: int | None) -> list[Sample]:
     if not limit or limit >= len(samples):
         return samples
     return samples[:: len(samples) // limit][:limit]
-
