@@ -196,6 +196,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import recipe as recipes, training
+
+    chosen = recipes.recipe(args.recipe).with_seed(args.seed)
+    card = training.train(args.data, args.out, chosen, threads=args.threads, progress=not args.quiet)
+    val = card["val"]
+    print(f"val top-1 {val['top1']:.2f}%, top-5 {val['top5']:.2f}% on {val['images']} photos at "
+          f"{val['resolution']} px; wrote {Path(args.out) / 'model.safetensors'} and its model card")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tomato", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -260,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="JSON file for the record (rows, summary, provenance)")
     p.set_defaults(func=cmd_fidelity)
 
+    p = sub.add_parser("train", help="train the book's ViT from scratch (resumable; writes weights + model card)")
+    p.add_argument("--data", required=True, help="folder with train/<class>/*.JPEG and val/<class>/*.JPEG")
+    p.add_argument("--out", required=True, help="run folder (resumed if it holds the same run)")
+    p.add_argument("--recipe", default="imagenette-cpu", help="recipe name (tomato/harness/recipe.py)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the run is reproducible per count)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("bench", help="merge-step micro-benchmark vs an unpatched forward")
     p.add_argument("--model", default=models.DEFAULT_MODEL)
     p.add_argument("--device", default="cpu")
@@ -312,7 +332,7 @@ _CHECKS: Dict[str, tuple] = {
 }
 
 #: Commands whose --out is a run folder (resumable) or a single file written at the end.
-_OUT_FOLDER = {"eval", "sweep"}
+_OUT_FOLDER = {"eval", "sweep", "train"}
 _OUT_FILE = {"time", "agree", "fidelity", "bench"}
 
 

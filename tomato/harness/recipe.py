@@ -1,0 +1,159 @@
+"""The training recipe of the model trained here: every hyperparameter in one place.
+
+A ViT trained from scratch on ~9.5k photos learns slowly (it has none of a convnet's
+locality prior), so the recipe follows the two remedies of the field for small data:
+
+- **distillation from a convnet teacher** (DeiT: Touvron et al., "Training data-efficient
+  image transformers & distillation through attention", ICML 2021): a ResNet is trained
+  here first, then the distilled DeiT layout (class token + distillation token) learns
+  the labels through its class head and the teacher's hard decisions through its
+  distillation head ("hard-label distillation", DeiT section 5.2);
+- **most epochs at a low resolution, a short fine-tune at full resolution** (FixRes:
+  Touvron et al., "Fixing the train-test resolution discrepancy", NeurIPS 2019): at
+  112 px a 16-pixel-patch ViT sees 49 tokens instead of 196 and trains about 4x faster;
+  the position embeddings live at the 14 x 14 grid and are resampled on the fly
+  (timm ``dynamic_img_size``), then one epoch at 224 px adapts the model to the
+  resolution it is evaluated at.
+
+Augmentation (random resized crops, flips, Mixup/CutMix with label smoothing) follows
+DeiT, lighter because the schedule is short. The parts are timm's (optimizer factory,
+cosine scheduler, Mixup, soft-target loss); only the batched crop is ours, because the
+photos are decoded once into memory (see :mod:`tomato.harness.trainset`).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+__all__ = ["Phase", "Recipe", "RECIPES", "recipe"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage of training: a model, a resolution, a schedule.
+
+    ``role`` is ``"teacher"`` (a convnet trained on the labels alone) or ``"student"``
+    (the ViT; its weights carry over from one student phase to the next).
+    ``distill`` weights the distillation head's loss against the teacher's hard labels.
+    """
+
+    name: str
+    role: str
+    model: str
+    epochs: int
+    resolution: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.0
+    min_lr: float = 1e-6
+    opt: str = "adamw"
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mixup_prob: float = 0.0
+    crop_scale: tuple[float, float] = (0.25, 1.0)
+    drop_path: float = 0.0
+    distill: bool = False
+
+    def validate(self, patch: int = 16) -> None:
+        """ValueError naming the phase and the setting that is out of range."""
+        if self.role not in ("teacher", "student"):
+            raise ValueError(f"phase {self.name!r}: role must be 'teacher' or 'student', not {self.role!r}")
+        for key in ("epochs", "resolution", "batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"phase {self.name!r}: {key} must be an integer >= 1, not {value!r}")
+        if self.role == "student" and self.resolution % patch:
+            raise ValueError(f"phase {self.name!r}: resolution {self.resolution} is not a multiple of the "
+                             f"{patch}-pixel patch size; choose e.g. {max(patch, self.resolution // patch * patch)}")
+        if not self.lr > 0:
+            raise ValueError(f"phase {self.name!r}: lr must be > 0, not {self.lr!r}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An ordered list of phases (teachers first) and the seed that fixes every draw."""
+
+    name: str
+    phases: tuple[Phase, ...]
+    seed: int = 0
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """ValueError for a recipe that cannot run: no student, a student needing a teacher first."""
+        if not any(p.role == "student" for p in self.phases):
+            raise ValueError(f"recipe {self.name!r} has no student phase")
+        seen_teacher = False
+        for p in self.phases:
+            p.validate()
+            seen_teacher |= p.role == "teacher"
+            if p.distill and not seen_teacher:
+                raise ValueError(f"phase {p.name!r} distils, but no teacher phase comes before it")
+        students = {p.model for p in self.phases if p.role == "student"}
+        if len(students) != 1:
+            raise ValueError(f"recipe {self.name!r}: all student phases must train one model, got {sorted(students)}")
+
+    @property
+    def student(self) -> str:
+        """The timm name of the model this recipe produces."""
+        return next(p.model for p in self.phases if p.role == "student")
+
+    @property
+    def final_resolution(self) -> int:
+        return [p for p in self.phases if p.role == "student"][-1].resolution
+
+    def with_seed(self, seed: int) -> Recipe:
+        return replace(self, seed=seed)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the run's config and the model card."""
+        return asdict(self)
+
+
+_CITED = ("DeiT (Touvron et al., ICML 2021): distilled layout, hard-label distillation from a convnet "
+          "teacher, AdamW, cosine schedule, Mixup/CutMix, label smoothing; FixRes (Touvron et al., "
+          "NeurIPS 2019): low-resolution epochs, then a short fine-tune at the test resolution")
+
+# The CPU recipe: sized for about 90 minutes of a 2-core machine (measured there with
+# bfloat16 autocast: ResNet-18 trains at ~104 img/s at 112 px, DeiT-Ti at ~84, the
+# teacher's inference at ~225; DeiT-Ti at 224 px at ~22).
+IMAGENETTE_CPU = Recipe(
+    name="imagenette-cpu",
+    source=_CITED,
+    phases=(
+        Phase("teacher", "teacher", "resnet18", epochs=8, resolution=112, batch_size=64, lr=2e-3,
+              weight_decay=0.01, warmup_epochs=0.5, crop_scale=(0.35, 1.0)),
+        Phase("low-res", "student", "deit_tiny_distilled_patch16_224", epochs=20, resolution=112,
+              batch_size=64, lr=7e-4, warmup_epochs=2, mixup_alpha=0.8, cutmix_alpha=1.0, mixup_prob=0.5,
+              drop_path=0.05, distill=True),
+        Phase("fine-tune", "student", "deit_tiny_distilled_patch16_224", epochs=1, resolution=224,
+              batch_size=64, lr=1e-4, min_lr=1e-5, weight_decay=0.05, crop_scale=(0.6, 1.0),
+              label_smoothing=0.1),
+    ),
+)
+
+# A few seconds on any machine: the tests' configuration (tiny photos, a few steps).
+TINY = Recipe(
+    name="tiny",
+    source="test configuration",
+    phases=(
+        Phase("teacher", "teacher", "resnet10t", epochs=1, resolution=32, batch_size=4, lr=1e-3),
+        Phase("low-res", "student", "deit_tiny_distilled_patch16_224", epochs=2, resolution=32,
+              batch_size=4, lr=1e-3, mixup_alpha=0.8, cutmix_alpha=1.0, mixup_prob=1.0, drop_path=0.1,
+              distill=True),
+        Phase("fine-tune", "student", "deit_tiny_distilled_patch16_224", epochs=1, resolution=48,
+              batch_size=4, lr=1e-4),
+    ),
+)
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (IMAGENETTE_CPU, TINY)}
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe called ``name``; ValueError listing the known ones."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None
