@@ -149,6 +149,8 @@ def check_parameters(namespace: MutableMapping[str, Any]) -> dict[str, Any]:
 
 def _load_model(p: dict[str, Any]) -> tuple[nn.Module, WeightsInfo]:
     name = p.get("model", models.DEFAULT_MODEL)
+    if p.get("checkpoint") and name == models.DEFAULT_MODEL:
+        name = None  # a model trained here names its own architecture in its card
     try:
         with _quiet(models.__name__):
             return models.load(name, checkpoint=p.get("checkpoint"), random_fallback=p.get("random_weights", False),
@@ -234,7 +236,11 @@ def setup(namespace: MutableMapping[str, Any], *, images: bool = False, show: bo
     evaluate_log = logging.getLogger("tomato.harness.evaluate")
     if _ONCE_IN_BANNER not in evaluate_log.filters:
         evaluate_log.addFilter(_ONCE_IN_BANNER)
-    page = Page(params, model, weights, _load_samples(params), model_title(weights.model, weights.pretrained))
+    try:
+        samples = datasets.label_samples(_load_samples(params), weights.classes, model.num_classes, weights.model)
+    except ValueError as e:
+        raise ParameterError([f"error: parameter data = {params.get('data')!r}: {e}"]) from None
+    page = Page(params, model, weights, samples, model_title(weights.model, weights.pretrained))
     if images:
         _read_images(page)
     _check_against_data(page)

@@ -29,8 +29,10 @@ from .results import atomic_write_text
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=models.DEFAULT_MODEL, help="timm model name (default: %(default)s)")
-    p.add_argument("--checkpoint", default=None, help="local .pth/.safetensors weights (offline machines)")
+    p.add_argument("--model", default=None,
+                   help=f"timm model name (default: the checkpoint's model card, else {models.DEFAULT_MODEL})")
+    p.add_argument("--checkpoint", default=None,
+                   help="local .pth/.safetensors weights, or the short name of a model under data/weights/")
     p.add_argument("--random-weights", action="store_true",
                    help="fall back to seeded random-init weights when no pretrained weights can be "
                         "had: a smoke run, its numbers are NOT accuracy")
@@ -46,6 +48,7 @@ def _load(args: argparse.Namespace):
     samples = data.resolve_data(args.data)
     model, weights = models.load(args.model, checkpoint=args.checkpoint, random_fallback=args.random_weights,
                                  seed=args.seed, device=args.device)
+    samples = data.label_samples(samples, weights.classes, model.num_classes, model=weights.model)
     label = "smoke" if args.data in (None, "smoke") else str(Path(args.data).resolve())
     return model, weights, samples, label
 
@@ -75,7 +78,7 @@ def cmd_time(args: argparse.Namespace) -> int:
     started = provenance.start()  # record the code that runs, not the checkout at the end
     model, weights, samples, label = _load(args)
     _warn_random(weights)
-    config = {"protocol": args.protocol, "model": args.model, "weights_source": weights.source,
+    config = {"protocol": args.protocol, "model": weights.model, "weights_source": weights.source,
               "weights_sha256": weights.sha256, "pretrained": weights.pretrained, "data": label,
               "variants": args.variants, "device": args.device}
     # One thread setting for the whole command, so the record's machine says what was used.
@@ -145,7 +148,7 @@ def cmd_agree(args: argparse.Namespace) -> int:
     rows = agreement.method_agreement(model, samples, sims=args.sims, keep_ratios=args.keep,
                                       metric=args.metric, progress=not args.quiet)
     record = {"rows": rows, "provenance": provenance.collect(
-        started, model=args.model, weights_source=weights.source, weights_sha256=weights.sha256, data=label,
+        started, model=weights.model, weights_source=weights.source, weights_sha256=weights.sha256, data=label,
         n_images=len(samples), sims=args.sims, keep_ratios=args.keep, metric=args.metric)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(args.out), json.dumps(provenance.jsonable(record), indent=2) + "\n")
@@ -169,7 +172,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     if len(samples) < len(all_samples):
         label += f" (every {len(all_samples) // len(samples)}th photo by sorted path, {len(samples)} photos)"
     t0 = time.perf_counter()
-    rec = fidelity.record(args.model, model, weights.source, weights.sha256, samples, label, args.sims,
+    rec = fidelity.record(weights.model, model, weights.source, weights.sha256, samples, label, args.sims,
                           args.keep, args.null_seed, args.batch_size, not args.no_tome, progress=not args.quiet)
     rec["provenance"]["seconds"] = round(time.perf_counter() - t0, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -349,9 +352,13 @@ def preflight(args: argparse.Namespace) -> None:
     elif out and args.command in _OUT_FILE:
         check_output_file(out)
     checkpoint = getattr(args, "checkpoint", None)
-    if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
-        raise ValueError(f"--checkpoint {checkpoint}: no such file; give the path of a .pth or .safetensors file")
-    if hasattr(args, "model"):
+    if checkpoint is not None:
+        try:
+            models.resolve_checkpoint(checkpoint)
+        except FileNotFoundError as e:
+            raise ValueError(f"--checkpoint {checkpoint}: no such file; give the path of a .pth or .safetensors "
+                             f"file ({e})") from None
+    if getattr(args, "model", None) is not None:
         models.check_supported(args.model)
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "classify_error",
     "collate_skip_bad",
     "imagenet_wnids",
+    "label_samples",
     "load_image",
     "resolve_data",
     "scan_imagenet_folder",
@@ -299,6 +300,9 @@ def transform_for(model: nn.Module, crop_pct: float | None = PAPER_CROP_PCT) -> 
     import timm.data
 
     cfg = timm.data.resolve_model_data_config(model)
+    if cfg.get("crop_mode") == "squash":
+        # A model trained here: its card's transform (resize, no crop) is the only right one.
+        crop_pct = None
     if crop_pct is not None:
         cfg["crop_pct"] = crop_pct
     return timm.data.create_transform(**cfg, is_training=False)
@@ -357,6 +361,36 @@ def smoke_samples() -> list[Sample]:
     if not samples:
         raise FileNotFoundError(f"none of the smoke images {[t.file for t in SMOKE_TABLE]} found in {data_dir}")
     return samples
+
+
+def label_samples(samples: Sequence[Sample], classes: Sequence[str] | None, num_classes: int,
+                  model: str = "the model") -> list[Sample]:
+    """``samples`` labelled for a head of ``num_classes`` outputs, checked before any compute.
+
+    ``classes``: the head's wnids in order (a model card's); each sample's label becomes
+    its wnid's position there, and a class folder the head does not know is refused. Without
+    ``classes`` the head must be ImageNet-1k's (1,000 outputs; labels stay ImageNet
+    indices). The embedded smoke photos are no class of a 10-class head: they get label
+    -1 (never counted as correct) with a warning. ValueError names what does not match.
+    """
+    if classes is None:
+        if num_classes != 1000:
+            raise ValueError(f"{model} has {num_classes} outputs but the labels are ImageNet-1k's 1,000 classes: "
+                             f"its scores would be meaningless. Pass a checkpoint with its model card "
+                             f"(which names the classes), or a model with an ImageNet-1k head")
+        return list(samples)
+    if len(classes) != num_classes:
+        raise ValueError(f"{model}'s model card names {len(classes)} classes but its head has {num_classes} outputs")
+    index = {w: i for i, w in enumerate(classes)}
+    smoke = {item.wnid for item in SMOKE_TABLE}
+    unknown = sorted({s.wnid for s in samples if s.wnid not in index} - smoke)
+    if unknown:
+        raise ValueError(f"{model} knows {len(classes)} classes ({', '.join(classes[:3])}, ...) from its model card; "
+                         f"the data has class folder(s) it does not know: {unknown[:5]}. Point --data at a folder "
+                         f"of its classes (e.g. the val split it was trained with)")
+    if any(s.wnid not in index for s in samples):
+        _log.warning("%s knows none of the smoke photos' classes: they are scored as wrong (label -1)", model)
+    return [Sample(path=s.path, label=index.get(s.wnid, -1), wnid=s.wnid) for s in samples]
 
 
 def resolve_data(spec: str | Path | None) -> list[Sample]:

@@ -129,7 +129,7 @@ def _run(model: nn.Module, weights: WeightsInfo, variant: Variant, samples: Sequ
                 logits = model(images.to(device))
             model_seconds += time.perf_counter() - t0
             images_done += len(indices)
-            top5 = logits.float().topk(5, dim=-1).indices.cpu()
+            top5 = logits.float().topk(min(5, logits.shape[-1]), dim=-1).indices.cpu()
             kept, per_block = token_stats(model, len(indices))
             st = getattr(model, "_tomato", None)
             has_sim = st is not None and st.log_sim is not None

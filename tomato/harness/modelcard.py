@@ -108,12 +108,12 @@ def read_card(path: str | Path) -> ModelCard:
 
 
 def card_for(checkpoint: str | Path) -> ModelCard | None:
-    """The card beside a weights file (``model_card.json`` or ``<stem>.card.json``), or None."""
+    """The card beside a weights file that names that file, or None."""
     checkpoint = Path(checkpoint).expanduser()
-    for candidate in (checkpoint.with_name(CARD_FILE), checkpoint.with_suffix(".card.json")):
-        if candidate.is_file():
-            card = read_card(candidate)
-            if card.raw.get("weights_file_sha256") and candidate.parent == checkpoint.parent:
-                return card
+    candidate = checkpoint.with_name(CARD_FILE)
+    if candidate.is_file():
+        card = read_card(candidate)
+        if card.raw.get("weights_file") == checkpoint.name:
+            return card
     return None
 

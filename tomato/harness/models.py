@@ -30,12 +30,14 @@ import timm
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_MODEL", "SUPPORTED_MODULES", "WeightsInfo", "check_supported", "load", "read_checkpoint",
-           "state_dict_sha256"]
+__all__ = ["DEFAULT_MODEL", "SUPPORTED_MODULES", "WEIGHTS_DIR", "WeightsInfo", "check_supported", "load",
+           "read_checkpoint", "resolve_checkpoint", "state_dict_sha256"]
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "deit_base_patch16_224"
+#: Where the model trained here lives (weights + model card), in the checkout.
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "data" / "weights"
 _TORCH_SUFFIXES = frozenset({".pth", ".pt", ".bin"})
 _SAFETENSORS_SUFFIX = ".safetensors"
 _WRAPPER_KEYS = ("model", "state_dict")
@@ -58,6 +60,10 @@ class WeightsInfo:
     source: str
     pretrained: bool
     sha256: str
+    #: wnids in head order, from the model card of a model trained here; None for an
+    #: ImageNet-1k head (labels are then ImageNet indices).
+    classes: tuple[str, ...] | None = None
+    card: str | None = None
 
 
 # --------------------------------------------------------------------------- hashing
@@ -344,8 +350,33 @@ def _create_random(name: str, seed: int) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- public
+def resolve_checkpoint(checkpoint: str | Path) -> Path:
+    """A checkpoint path, or the short name of a model under ``data/weights/`` (the
+    folder name, e.g. ``deit-tiny-imagenette``); FileNotFoundError naming both."""
+    path = Path(checkpoint).expanduser()
+    if path.is_file():
+        return path.resolve()
+    short = WEIGHTS_DIR / str(checkpoint)
+    from .modelcard import WEIGHTS_FILE
+
+    if "/" not in str(checkpoint) and (short / WEIGHTS_FILE).is_file():
+        return (short / WEIGHTS_FILE).resolve()
+    known = sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / WEIGHTS_FILE).is_file()) if WEIGHTS_DIR.is_dir() else []
+    raise FileNotFoundError(f"Checkpoint file not found: {path.resolve()}"
+                            + (f" (short names of the models trained here: {', '.join(known)})" if known else ""))
+
+
+def _with_card(model: nn.Module, card: Any) -> None:
+    """Make timm's data config of ``model`` the card's evaluation transform (resize to
+    size x size, no centre crop), so every command feeds it as it was evaluated."""
+    model.pretrained_cfg = {**dict(getattr(model, "pretrained_cfg", {}) or {}),
+                            "input_size": (3, card.size, card.size), "interpolation": card.interpolation,
+                            "mean": tuple(card.mean), "std": tuple(card.std), "crop_pct": 1.0,
+                            "crop_mode": "squash", "num_classes": card.num_classes}
+
+
 def load(
-    name: str = DEFAULT_MODEL,
+    name: str | None = None,
     checkpoint: str | Path | None = None,
     pretrained: bool = True,
     random_fallback: bool = False,
@@ -361,16 +392,35 @@ def load(
       raise RuntimeError explaining ``--checkpoint`` / ``--random-weights``.
     - else (or on fallback): random init seeded with ``seed`` (NOT accuracy).
 
+    A checkpoint with a model card beside it (a model trained here, see
+    :mod:`tomato.harness.modelcard`) brings its model name, class count, classes and
+    evaluation transform; ``name`` may then be None (or must match the card).
+    ``checkpoint`` may also be the short name of a folder under ``data/weights/``.
+
     Unknown ``name`` -> ValueError listing close timm names; a model that is not a timm
     VisionTransformer (e.g. ``resnet18``) -> ValueError before any weights are made.
     """
+    card = None
+    if checkpoint is not None:
+        from .modelcard import card_for
+
+        path = resolve_checkpoint(checkpoint)
+        card = card_for(path)
+        if card is not None and name not in (None, card.model):
+            raise ValueError(f"checkpoint {path} is a {card.model} (its model card {card.path} says so), not "
+                             f"{name}; leave --model out or pass --model {card.model}")
+    name = name or (card.model if card is not None else DEFAULT_MODEL)
     check_supported(name)
     if checkpoint is not None:
-        path = Path(checkpoint).expanduser().resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"Checkpoint file not found: {path}")
-        model = timm.create_model(name, pretrained=False)
+        extra: dict[str, Any] = {}
+        if card is not None:
+            extra["num_classes"] = card.num_classes
+            if card.size != 224:  # a test recipe's small model: same keys, grid resampled on the fly
+                extra["dynamic_img_size"] = True
+        model = timm.create_model(name, pretrained=False, **extra)
         _load_checkpoint_into(model, path)
+        if card is not None:
+            _with_card(model, card)
         source, is_pretrained = f"checkpoint:{path}", True
     else:
         model = None
@@ -388,6 +438,8 @@ def load(
 
     _check_instance(model, name)
     model.eval()
-    info = WeightsInfo(model=name, source=source, pretrained=is_pretrained, sha256=state_dict_sha256(model))
+    info = WeightsInfo(model=name, source=source, pretrained=is_pretrained, sha256=state_dict_sha256(model),
+                       classes=card.wnids if card is not None else None,
+                       card=str(card.path) if card is not None else None)
     _log.info("loaded %s from %s (sha256 %s)", name, source, info.sha256[:12])
     return model.to(device), info

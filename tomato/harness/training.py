@@ -78,13 +78,15 @@ def _seed_epoch(seed: int, phase_index: int, epoch: int) -> None:
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, val: Split, resolution: int, mean, std, batch_size: int = 128) -> tuple[float, float]:
-    """(top-1, top-5) in % of ``model`` on the whole of ``val`` at ``resolution``."""
+def _evaluate(model: nn.Module, val: Split, resolution: int, mean, std, batch_size: int = 128,
+              bf16: bool = True) -> tuple[float, float]:
+    """(top-1, top-5) in % of ``model`` on the whole of ``val`` at ``resolution``
+    (bfloat16 autocast for the per-epoch curve; float32 for the card, as ``eval`` runs)."""
     was_training = model.training
     model.eval()
     hit1 = hit5 = 0
     for x, y in eval_batches(val, resolution, batch_size, mean, std):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model(x).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit1 += int((top[:, 0] == y).sum())
@@ -309,7 +311,7 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, threads: int, p
         # final resolution can be evaluated too.
         final = timm.create_model(student_name, pretrained=False, num_classes=num_classes, dynamic_img_size=True)
         final.load_state_dict(student_sd)
-        top1, top5 = _evaluate(final, val_set, recipe.final_resolution, mean, std)
+        top1, top5 = _evaluate(final, val_set, recipe.final_resolution, mean, std, bf16=False)
         card = write_card(
             out_dir, final, recipe=recipe, classes=[(w, _class_name(w)) for w in classes],
             eval_transform={"size": recipe.final_resolution, "resize": "squash to size x size, no centre crop",
