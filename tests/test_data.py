@@ -73,7 +73,7 @@ def test_scan_layout(tree: Path, sub: str, caplog):
     for s in samples:
         assert s.label == data.wnid_index(s.wnid)
         assert s.path.parent.name == s.wnid
-    assert "1 of 4 class folders are empty" in caplog.text
+    assert "1 of 4 class folders hold no photos: n01443537" in caplog.text
 
 
 def test_scan_extensions_case_insensitive(tmp_path: Path):
@@ -81,8 +81,9 @@ def test_scan_extensions_case_insensitive(tmp_path: Path):
     _write_jpeg(d / "a.jpg", 0)
     _write_jpeg(d / "b.JpEg", 1)
     Image.new("L", (8, 8)).save(d / "c.PNG")
-    (d / "d.gif").write_bytes(b"GIF89a")
-    assert [s.path.name for s in data.scan_imagenet_folder(tmp_path)] == ["a.jpg", "b.JpEg", "c.PNG"]
+    (d / "d.gif").write_bytes(b"GIF89a")  # listed (and named as corrupt when read)
+    (d / "e.txt").write_bytes(b"notes")
+    assert [s.path.name for s in data.scan_imagenet_folder(tmp_path)] == ["a.jpg", "b.JpEg", "c.PNG", "d.gif"]
 
 
 def test_scan_missing_path(tmp_path: Path):

@@ -66,23 +66,27 @@ def search_sim(
     if n <= budget:
         return torch.full((b,), math.inf, dtype=torch.float64, device=scores.device)
     # Candidates in descending order; off-grid entries (-inf) sort last and are never used.
-    cand = scores.reshape(b, -1).double().sort(dim=1, descending=True).values
-    valid = int(torch.isfinite(cand[0]).sum())
+    # A score that is not a number (NaN or +inf activations of one image) joins no edge,
+    # so that image cannot move the others' searches; each image counts its own candidates.
+    clean = scores.double().masked_fill(~torch.isfinite(scores) & (scores != -math.inf), -math.inf)
+    cand = clean.reshape(b, -1).sort(dim=1, descending=True).values
+    valid = torch.isfinite(cand).sum(dim=1)
     rows = torch.arange(b, device=scores.device)
     # Invariant: candidate `hi` fits the budget (the smallest score joins every edge, so
     # one group); candidate `lo` does not (lo = -1 stands for sim = inf: no merge).
     lo = torch.full((b,), -1, dtype=torch.long, device=scores.device)
-    hi = torch.full((b,), valid - 1, dtype=torch.long, device=scores.device)
+    hi = valid - 1
     while bool((hi - lo > 1).any()):
         mid = (lo + hi) // 2
         active = hi - lo > 1
         sim = cand[rows, mid.clamp_min(0)]
-        edges = visit.directed_edges(scores.double(), sim, log=log)
+        edges = visit.directed_edges(clean, sim, log=log)
         _, counts = visit.group(edges, grid, method, rule)
         fits = counts <= budget
         hi = torch.where(active & fits, mid, hi)
         lo = torch.where(active & ~fits, mid, lo)
-    return cand[rows, hi]
+    # An image without a single usable score keeps its tokens (sim = inf).
+    return torch.where(valid > 0, cand[rows, hi.clamp_min(0)], math.inf)
 
 
 def search_parallel(

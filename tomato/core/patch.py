@@ -285,7 +285,8 @@ def _tomato_block(base: type) -> type:
             st: State = self._tomato
             # A bool, not the index: torch.compile treats int attributes of a module as
             # constants, so ``index == 0`` would compile each block apart.
-            merge_here = self._tomato_first and st.settings.active
+            # An empty batch has nothing to merge (and no maximum group count to read).
+            merge_here = self._tomato_first and st.settings.active and x.shape[0] > 0
             need_probs = merge_here and st.settings.metric == "attention"
             x, a = _attend(self, x, need_probs)
             if merge_here:
@@ -327,8 +328,17 @@ def _tome_block(base: type) -> type:
 
 
 def _apply(model: nn.Module, kind: str, trace_source: bool, prop_attn: bool = True) -> nn.Module:
-    if hasattr(model, "_tomato"):
-        remove(model)
+    st: State | None = getattr(model, "_tomato", None)
+    if st is not None:
+        names = {"tomato": "ToMato", "tome": "ToMe"}
+        if st.kind != kind:
+            raise ValueError(f"the model is already patched with {names[st.kind]}; call "
+                             f"tomato.patch.remove(model) first to patch it with {names[kind]}")
+        # Patching again is a no-op that keeps the settings (sim, r, ...) already made.
+        if kind == "tome":
+            _set_prop_attn(model, prop_attn)
+            st.trace_source = trace_source
+        return model
     _check(model)
     distill = getattr(model, "dist_token", None) is not None
     if not isinstance(prop_attn, bool):

@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -360,6 +361,17 @@ def preflight(args: argparse.Namespace) -> None:
                              f"file ({e})") from None
     if getattr(args, "model", None) is not None:
         models.check_supported(args.model)
+    device = str(getattr(args, "device", "cpu"))
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: this machine has no usable CUDA device (torch "
+                             f"{torch.__version__}); use --device cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here "
+                             f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
 
 
 def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
@@ -369,25 +381,54 @@ def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
     return f"nothing was written; run it again with: {command}"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so it stops as cleanly as on Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    text = str(e)
+    return "can't allocate memory" in text or "out of memory" in text.lower() or isinstance(e, MemoryError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()  # signals go to it alone
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         preflight(args)
         return args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         # Every file is written atomically and the folder lock dies with the process,
         # so stopping here is safe: say how to continue instead of a traceback.
-        print(f"\nerror: interrupted; {_resume_hint(args, argv)}", file=sys.stderr)
-        return 130
-    except (ValueError, RuntimeError) as e:  # RunFolderBusy is a RuntimeError
-        print(f"error: {e}", file=sys.stderr)
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+        print(f"\nerror: {what}; {_resume_hint(args, argv)}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except (MemoryError, ValueError, RuntimeError) as e:  # RunFolderBusy is a RuntimeError
+        if _out_of_memory(e):
+            sizes = getattr(args, "batch_sizes", None) or getattr(args, "batch_size", None)
+            flag = "--batch-sizes" if hasattr(args, "batch_sizes") else "--batch-size"
+            kept = f"; results so far are kept in {args.out}" if args.command in _OUT_FOLDER else ""
+            print(f"error: out of memory at {flag} {sizes}: this machine cannot hold it; use a smaller "
+                  f"{flag}{kept}", file=sys.stderr)
+        else:
+            print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # FileNotFoundError, PermissionError, read-only disk ... name the file
-        where = f" ({e.filename})" if e.filename else ""
-        print(f"error: {type(e).__name__}: {e.strerror or e}{where}", file=sys.stderr)
+    except OSError as e:  # FileNotFoundError, PermissionError, a full disk ... name the file
+        where = e.filename or getattr(args, "out", None)
+        where = f" ({where})" if where else ""
+        print(f"error: {type(e).__name__}: {e.strerror or e}{where}; {_resume_hint(args, argv)}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,12 @@ wnids (``n01440764`` -> 0), the order every ImageNet-1k classifier head uses.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import re
+import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 import importlib.util
@@ -46,7 +49,14 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpeg", ".jpg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+#: Photos PIL decodes without its decompression-bomb guard; larger ones are refused as
+#: corrupt. PIL's own limit (~179 MP) refuses real 400-megapixel panoramas.
+MAX_PIXELS: int = 1_000_000_000
+#: Photos above this size (PIL's own warning threshold) are named in a warning.
+WARN_PIXELS: int = 89_478_485
+# Errors with an errno that no retry can mend: the entry is not a readable file at all.
+_FINAL_ERRNOS = frozenset({errno.ELOOP, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG})
 _WNID_RE = re.compile(r"^n\d{8}$")
 _EXPECTED_LAYOUT = "<root>/val/<wnid>/<image>.JPEG or <root>/<wnid>/<image>.JPEG (wnid like n01440764)"
 
@@ -140,8 +150,11 @@ def _split_folder(root: Path) -> Path:
 
 
 def _is_image(p: Path) -> bool:
-    # Hidden files are skipped: macOS '._x.JPEG' resource forks look like images but are not.
-    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    """Whether ``p`` is listed as a photo. Hidden files are skipped (macOS '._x.JPEG'
+    resource forks look like images but are not). An entry with an image suffix that is not
+    a regular file (a symlink loop, a folder named x.JPEG) is listed too: reading it fails
+    and the run names it in its bad-images list instead of dropping it without a word."""
+    return not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def scan_imagenet_folder(root: str | Path) -> list[Sample]:
@@ -156,8 +169,14 @@ def scan_imagenet_folder(root: str | Path) -> list[Sample]:
     root = Path(root).expanduser()
     split = _split_folder(root)
     entries = _listdir(split, "image folder")
-    subdirs = sorted(d for d in entries if d.is_dir() and not d.name.startswith("."))
+    subdirs = sorted(d for d in entries if d.is_dir() and not d.name.startswith(".")
+                     and d.suffix.lower() not in IMAGE_EXTENSIONS)
     known = _wnid_to_index()
+    broken = sorted(d.name for d in entries if not d.exists() and _WNID_RE.match(d.name))
+    if broken:
+        # A class folder that is a dangling link or a link loop: say so, do not drop it silently.
+        _log.warning("%s: %d class folder(s) cannot be opened (broken or looping links), skipped: %s",
+                     split, len(broken), ", ".join(broken[:5]))
 
     if not any(_WNID_RE.match(d.name) for d in subdirs):
         loose = [p for p in entries if _is_image(p)]
@@ -180,13 +199,20 @@ def scan_imagenet_folder(root: str | Path) -> list[Sample]:
         )
 
     samples: list[Sample] = []
-    empty = 0
+    empty: list[str] = []
+    other: list[str] = []
     for d in subdirs:
-        files = sorted((p for p in _listdir(d, "class folder") if _is_image(p)), key=lambda p: p.name)
+        listed = _listdir(d, "class folder")
+        files = sorted((p for p in listed if _is_image(p)), key=lambda p: p.name)
+        other += [f"{d.name}/{p.name}" for p in listed if not p.name.startswith(".") and not _is_image(p)]
         for p in files:
             _check_name(p)
-        empty += not files
+        if not files:
+            empty.append(d.name)
         samples.extend(Sample(path=p, label=known[d.name], wnid=d.name) for p in files)
+    if other:
+        _log.warning("%s: %d file(s) are not photos (%s) and are not used: %s", split, len(other),
+                     ", ".join(sorted(IMAGE_EXTENSIONS)), ", ".join(other[:5]) + (" ..." if len(other) > 5 else ""))
 
     if not samples:
         raise ValueError(
@@ -196,16 +222,52 @@ def scan_imagenet_folder(root: str | Path) -> list[Sample]:
     if empty:
         # ImageNet-Mini has classes with very few images; an empty one is legal but worth
         # knowing about when comparing accuracies.
-        _log.warning("%s: %d of %d class folders are empty", split, empty, len(subdirs))
-    _log.info("%s: %d images in %d classes", split, len(samples), len(subdirs) - empty)
+        _log.warning("%s: %d of %d class folders hold no photos: %s", split, len(empty), len(subdirs),
+                     ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else ""))
+    _log.info("%s: %d images in %d classes", split, len(samples), len(subdirs) - len(empty))
     return samples
 
 
 # --------------------------------------------------------------------------- images
+# PIL's size guard is one module-wide number: raise it only while our own open runs.
+_PIL_LIMIT = threading.Lock()
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit greyscale as 8-bit 'L': ``convert('RGB')`` would clip every value
+    above 255 to white."""
+    import numpy as np
+
+    a = np.asarray(im)
+    if im.mode.startswith("I;16") or (im.mode == "I" and a.max(initial=0) > 255):
+        a = a.astype(np.float64) / 257.0  # 0..65535 -> 0..255
+    elif im.mode == "F" and a.max(initial=0) <= 1.0:
+        a = a * 255.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+
+
 def load_image(path: str | Path) -> Image.Image:
-    """Open an image file as an RGB PIL image (gray and RGBA are converted)."""
+    """Open an image file as an RGB PIL image: grey (8 and 16 bit), palette and RGBA are
+    converted; an animated GIF gives its first frame. Photos up to :data:`MAX_PIXELS`
+    load; a larger one raises ``Image.DecompressionBombError`` naming the file."""
+    with _PIL_LIMIT, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        before, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
     # convert() returns a fully loaded copy, so the file handle can be closed at once.
-    with Image.open(path) as im:
+    with im:
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise Image.DecompressionBombError(
+                f"{path}: {w} x {h} = {w * h / 1e6:.0f} megapixels, more than the {MAX_PIXELS / 1e6:.0f} "
+                f"that are read (a decompression bomb, or a photo to shrink first)")
+        if w * h > WARN_PIXELS:
+            _log.warning("%s is a %.0f-megapixel photo: decoding it takes time and memory", path, w * h / 1e6)
+        if im.mode.startswith("I") or im.mode == "F":
+            return _to_8bit(im).convert("RGB")
         return im.convert("RGB")
 
 
@@ -218,7 +280,7 @@ def classify_error(e: BaseException) -> str:
     (UnidentifiedImageError, "image file is truncated", SyntaxError, ValueError,
     DecompressionBombError) carry no errno: the bytes themselves are bad, which is final.
     """
-    if isinstance(e, OSError) and e.errno is not None:
+    if isinstance(e, OSError) and e.errno is not None and e.errno not in _FINAL_ERRNOS:
         return TRANSIENT
     return CORRUPT
 

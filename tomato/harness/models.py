@@ -118,10 +118,22 @@ def check_supported(name: str) -> None:
 
     arch, _ = split_model_name_tag(name)
     if not is_model_in_modules(arch, list(SUPPORTED_MODULES)):
+        module = next((m for m in timm.list_modules() if is_model_in_modules(arch, [m])), "another family")
         raise ValueError(
-            f"model {name!r} is not supported: the harness runs timm Vision Transformers "
-            f"(deit_*, vit_*; e.g. --model {DEFAULT_MODEL} or deit_tiny_patch16_224)"
+            f"model {name!r} is not supported: it comes from timm's {module} module, and the harness runs "
+            f"plain timm Vision Transformers with a patch grid (timm's vision_transformer and deit modules; "
+            f"e.g. --model {DEFAULT_MODEL} or deit_tiny_patch16_224)"
         )
+    # Built on the meta device: no memory, no weights, no download, in well under a second.
+    with torch.device("meta"):
+        skeleton = timm.create_model(arch, pretrained=False)
+    if getattr(skeleton, "cls_token", None) is None:
+        raise ValueError(f"model {name!r} has no class token (it pools its patch tokens or uses registers "
+                         f"only): ToMato keeps the class token out of the merge and classifies from it; choose "
+                         f"a ViT with a class token, e.g. --model {DEFAULT_MODEL}")
+    if getattr(skeleton, "attn_pool", None) is not None:
+        raise ValueError(f"model {name!r} has an attention-pooling head (global_pool='map'), which merging "
+                         f"does not support; choose a ViT with a class token, e.g. --model {DEFAULT_MODEL}")
 
 
 def _check_instance(model: nn.Module, name: str) -> None:

@@ -42,6 +42,7 @@ from .provenance import jsonable
 
 __all__ = [
     "atomic_write_text",
+    "release_refused",
     "check_output_dir",
     "check_output_file",
     "RunFolderBusy",
@@ -274,14 +275,14 @@ class RunStore:
         another process owns it. A folder this call created is removed again when the
         open fails, so a refused run leaves nothing behind.
         """
+        fresh_lock = not (Path(out).expanduser() / LOCK_FILE).exists()
         out, created, lock = claim_folder(out)
         try:
             store = cls._open_locked(out, _normalise_config(config), lock)
             if provenance is not None:
                 store._record_provenance(dict(provenance))
         except BaseException:
-            lock.release()
-            remove_if_created(out, created)
+            release_refused(out, created, lock, fresh_lock)
             raise
         return store
 
@@ -304,12 +305,14 @@ class RunStore:
             bad = _read_csv(out / BAD_FILE)
             log.info("resuming %s: %d rows, %d bad images", out, len(rows), len(bad))
         else:
-            leftovers = [n for n in (PREDICTIONS_FILE, BAD_FILE) if (out / n).exists()]
+            leftovers = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
             if leftovers:
-                # Results without an identity cannot be checked against this config.
+                # Results without an identity cannot be checked against this config, and
+                # files of someone else's must not be replaced or mixed with ours.
+                more = f" and {len(leftovers) - 5} more" if len(leftovers) > 5 else ""
                 raise ValueError(
-                    f"{out} has {leftovers} but no {CONFIG_FILE}; cannot tell which run they "
-                    f"belong to. Choose another --out or delete the folder {out}."
+                    f"{out} holds {', '.join(leftovers[:5])}{more} but no {CONFIG_FILE}: it is not a run "
+                    f"folder of ours, and nothing in it is touched. Choose a new or empty --out."
                 )
             _write_json(config_path, wanted)
             rows, bad = [], []
@@ -436,6 +439,15 @@ def claim_folder(out: Path | str) -> tuple[Path, bool, FileLock]:
     except BaseException:
         remove_if_created(out, created)
         raise
+
+
+def release_refused(out: Path, created: bool, lock: FileLock, fresh_lock: bool) -> None:
+    """Undo a refused claim: release the lock, remove a lock file this claim added, and the
+    folder too if this claim made it, so a refused run leaves the folder as it found it."""
+    lock.release()
+    if fresh_lock and not created:
+        (out / LOCK_FILE).unlink(missing_ok=True)
+    remove_if_created(out, created)
 
 
 def remove_if_created(out: Path, created: bool) -> None:

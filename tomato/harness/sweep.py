@@ -97,12 +97,23 @@ def sweep(
     vs = [parse(v) for v in variants]
     out, created, lock = claim_folder(out)
     try:
+        _check_sweep_folder(out)
         return _sweep(model, weights, vs, samples, out, data_label=data_label, batch_size=batch_size,
                       num_workers=num_workers, device=device, time_runs=time_runs, time_warmup=time_warmup,
                       progress=progress)
     finally:
         lock.release()
         remove_if_created(out, created)  # only if the sweep left nothing in it
+
+
+def _check_sweep_folder(out: Path) -> None:
+    """ValueError when ``out`` holds anything but a sweep's own files and run folders."""
+    ours = {".lock", "sweep.csv", "timing.json"}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours
+                     and not (p.is_dir() and ((p / "config.json").is_file() or not any(p.iterdir()))))
+    if foreign:
+        raise ValueError(f"--out {out} holds files that are not a sweep's ({', '.join(foreign[:5])}); nothing "
+                         f"was touched: choose a new or empty folder")
 
 
 def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], samples: Sequence[data.Sample],

@@ -41,7 +41,7 @@ from .data import class_name, wnid_index
 from .modelcard import CARD_FILE, WEIGHTS_FILE, write_card
 from .recipe import Phase, Recipe
 from .speed import torch_threads
-from .results import atomic_write_text, claim_folder, remove_if_created
+from .results import atomic_write_text, claim_folder, release_refused
 from .trainset import Split, check_splits, decode_split, eval_batches, file_list_sha256, train_batch
 
 __all__ = ["CHECKPOINT_FILE", "train"]
@@ -123,6 +123,7 @@ def _claim(out: Path, config: dict[str, Any]):
     ValueError when it holds anything else (another run, or unrelated files)."""
     import json
 
+    fresh_lock = not (out / ".lock").exists()
     out, created, lock = claim_folder(out)
     try:
         existing = out / CONFIG_FILE
@@ -137,8 +138,7 @@ def _claim(out: Path, config: dict[str, Any]):
                                  f"choose a new or empty folder")
             atomic_write_text(existing, json.dumps(config, indent=2, sort_keys=True) + "\n")
     except BaseException:
-        lock.release()
-        remove_if_created(out, created)
+        release_refused(out, created, lock, fresh_lock)
         raise
     return out, lock
 
