@@ -175,6 +175,7 @@ RULES: dict[str, Rule] = {
     "random_weights": Rule("bool", "use seeded random-init weights when no pretrained ones can be had (NOT accuracy)",
                            _boolean),
     "device": Rule("str", '"cpu", "cuda" or "cuda:N"', _device),
+    "trained_model": Rule("str", "the model trained here: a folder under data/weights/ (or a path to one)", _text),
     "results": Rule("str", "folder of recorded runs, relative to the repository root", _text),
     "runs": Rule("str", "folder where this page's own runs are kept (resumable)", _text),
     "progress": Rule("bool", "show progress bars in long cells", _boolean),

@@ -1,0 +1,278 @@
+"""The paper's Table 1 in miniature, on the model trained here: paired accuracy differences.
+
+Every variant of a sweep is scored on the same val photos, so its difference from the
+unpatched model is *paired*: per photo, each model is right or wrong. This module gives
+each difference a paired 95% bootstrap interval (photos resampled with their pair) and an
+exact McNemar test (the discordant pairs, binomial at 1/2), puts ToMe beside ToMato at equal
+GFLOPs, adds the null baselines at ToMato's per-photo token count from the fidelity record,
+and writes the page's answer from those rows.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..harness import variants
+from . import paper
+from .runs import RecordedRun
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+BOOTSTRAP = 2000
+_NULL_LABELS = {"tomato": "ToMato (fidelity run)", "random_groups": "random groups, ToMato's sizes",
+                "random_keep": "k random tokens kept", "first_keep": "first k tokens kept",
+                "tome": "ToMe, r matching ToMato's tokens"}
+
+
+def paired(base: np.ndarray, other: np.ndarray, seed: int = 0, n_boot: int = BOOTSTRAP) -> dict[str, float]:
+    """Paired difference of two 0/1 correctness vectors of the same photos, in points.
+
+    base, other: (N,) bool -> ``{"diff", "low", "high", "p", "b", "c"}``: mean difference
+    (other - base) x 100, its 95% paired bootstrap interval, the exact McNemar p-value and
+    the discordant counts (b: only base right, c: only other right).
+    """
+    from scipy.stats import binomtest
+
+    base, other = np.asarray(base, bool), np.asarray(other, bool)
+    d = other.astype(np.int8) - base.astype(np.int8)
+    n = len(d)
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1) * 100
+    b, c = int((base & ~other).sum()), int((~base & other).sum())
+    p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+    low, high = np.percentile(boots, [2.5, 97.5])
+    return {"diff": float(d.mean() * 100), "low": float(low), "high": float(high), "p": float(p), "b": b, "c": c}
+
+
+def _correct(run: RecordedRun, spec: str) -> pd.DataFrame:
+    df = run.predictions(spec)
+    return df.set_index("index")[["correct1", "tokens"]]
+
+
+def table(run: RecordedRun, seed: int = 0) -> pd.DataFrame:
+    """One row per variant of ``run``: top-1/top-5, the paired difference from the baseline
+    with its interval and McNemar p, tokens kept (mean, 5th-95th percentile), GFLOPs and
+    the batch-1 speed-up with its interval."""
+    import pandas as pd
+
+    rows = run.rows()
+    base = _correct(run, paper.BASELINE)
+    out = []
+    for _, r in rows.iterrows():
+        pred = _correct(run, r["variant"]).reindex(base.index)
+        d = paired(base["correct1"].to_numpy(), pred["correct1"].to_numpy(), seed)
+        tokens = pred["tokens"].to_numpy(float)
+        out.append({"variant": r["variant"], "label": r["label"], "kind": r["kind"], "top1": r["top1"],
+                    "top5": r["top5"], "d_top1": d["diff"], "d_low": d["low"], "d_high": d["high"], "p": d["p"],
+                    "tokens_mean": float(np.mean(tokens)), "tokens_p5": float(np.percentile(tokens, 5)),
+                    "tokens_p95": float(np.percentile(tokens, 95)),
+                    "cut_pct": 100 * (1 - float(np.mean(tokens)) / paper.NUM_PATCHES), "gflops": r["gflops"],
+                    "speedup": r.get("speedup"), "speedup_low": r.get("speedup_low"),
+                    "speedup_high": r.get("speedup_high"), "n": len(base)})
+    return pd.DataFrame(out)
+
+
+def view(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as the page prints it: short headers, intervals as text."""
+    import pandas as pd
+
+    def ci(v: float, lo: float, hi: float, digits: int = 2, sign: bool = True) -> str:
+        f = f"{{:{'+' if sign else ''}.{digits}f}}"
+        return f"{f.format(v)} [{f.format(lo)}, {f.format(hi)}]"
+
+    return pd.DataFrame({
+        "variant": df["label"], "top-1 %": df["top1"].round(2), "top-5 %": df["top5"].round(2),
+        "Δ top-1 [95% CI]": [ci(*x) for x in zip(df["d_top1"], df["d_low"], df["d_high"])],
+        "McNemar p": [f"{p:.2g}" for p in df["p"]],
+        "tokens after block 0 (p5–p95)": [f"{m:.1f} ({a:.0f}–{b:.0f})" for m, a, b in
+                            zip(df["tokens_mean"], df["tokens_p5"], df["tokens_p95"])],
+        "cut %": df["cut_pct"].round(1), "GFLOPs": df["gflops"].round(3),
+        "speed-up b1 [95% CI]": [ci(s, lo, hi, 3, False) if s == s else "–"
+                                 for s, lo, hi in zip(df["speedup"], df["speedup_low"], df["speedup_high"])],
+    })
+
+
+def equal_flops(df: pd.DataFrame, run: RecordedRun, tolerance: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """Each ToMato point beside the ToMe point of nearest GFLOPs (within ``tolerance``),
+    with the paired difference ToMato - ToMe on the same photos."""
+    import pandas as pd
+
+    tome = df[df["kind"] == "tome"]
+    out = []
+    for _, t in df[df["kind"] == "tomato"].iterrows():
+        if tome.empty:
+            break
+        m = tome.iloc[int((tome["gflops"] - t["gflops"]).abs().argmin())]
+        if abs(m["gflops"] / t["gflops"] - 1) > tolerance:
+            continue
+        a, b = _correct(run, t["variant"]), _correct(run, m["variant"]).reindex(_correct(run, t["variant"]).index)
+        d = paired(b["correct1"].to_numpy(), a["correct1"].to_numpy(), seed)
+        out.append({"tomato": t["label"], "tome": m["label"], "tomato_gflops": t["gflops"], "tome_gflops": m["gflops"],
+                    "tomato_top1": t["top1"], "tome_top1": m["top1"], "diff": d["diff"], "low": d["low"],
+                    "high": d["high"], "p": d["p"]})
+    return pd.DataFrame(out)
+
+
+def nulls(fidelity: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
+    """Top-1 of ToMato, the null baselines and ToMe at ToMato's per-photo token count, from
+    a fidelity record (paired with the unpatched model on the same photos)."""
+    import pandas as pd
+
+    rows = pd.DataFrame(fidelity["rows"])
+    rows["right"] = rows["top1"] == rows["label"]
+    rows["base_right"] = rows["top1_base"] == rows["label"]
+    out = []
+    for (setting, variant), g in rows.groupby(["setting", "variant"], sort=False):
+        d = paired(g["base_right"].to_numpy(), g["right"].to_numpy(), seed)
+        out.append({"setting": setting, "variant": variant, "label": _NULL_LABELS.get(variant, variant),
+                    "top1": 100 * g["right"].mean(), "d_top1": d["diff"], "d_low": d["low"], "d_high": d["high"],
+                    "p": d["p"], "tokens_mean": g["tokens"].mean(), "n": len(g),
+                    "tome_r": g["tome_r"].iloc[0] if "tome_r" in g and g["tome_r"].notna().any() else None})
+    return pd.DataFrame(out)
+
+
+def paper_beside(df: pd.DataFrame, flops: pd.DataFrame) -> pd.DataFrame:
+    """The paper's three Table 1 rows beside ours (DeiT-Ti trained here), plus ToMe at ToMato's FLOPs."""
+    import pandas as pd
+
+    ours = df.set_index("variant")
+    rows = []
+    for row in paper.TABLE1:
+        spec = variants.canonical(row["variant"])
+        mine = ours.loc[spec] if spec in ours.index else None
+        rows.append({"paper (DeiT-B, ImageNet-Mini)": row["model"], "paper top-1": row["top1"],
+                     "paper top-5": row["top5"],
+                     "ours (DeiT-Ti, Imagenette)": mine["label"] if mine is not None else "not run",
+                     "our top-1": mine["top1"] if mine is not None else np.nan,
+                     "our top-5": mine["top5"] if mine is not None else np.nan,
+                     "our Δ top-1 [95% CI]": (f"{mine['d_top1']:+.2f} [{mine['d_low']:+.2f}, {mine['d_high']:+.2f}]"
+                                              if mine is not None and spec != paper.BASELINE else "–")})
+    match = flops[flops["tomato"] == ours.loc[variants.canonical(paper.TOMATO), "label"]] if not flops.empty else flops
+    if not match.empty:
+        m = match.iloc[0]
+        tome = ours[ours["label"] == m["tome"]].iloc[0]
+        rows.append({"paper (DeiT-B, ImageNet-Mini)": "(not in the paper)", "paper top-1": np.nan,
+                     "paper top-5": np.nan, "ours (DeiT-Ti, Imagenette)": f"{m['tome']} (ToMato's GFLOPs)",
+                     "our top-1": tome["top1"], "our top-5": tome["top5"],
+                     "our Δ top-1 [95% CI]": f"{tome['d_top1']:+.2f} [{tome['d_low']:+.2f}, {tome['d_high']:+.2f}]"})
+    return pd.DataFrame(rows)
+
+
+def _setting_spec(setting: str) -> str:
+    """A fidelity setting (``sim=1e-07``, ``keep_ratio=0.7``) as a canonical ToMato spec."""
+    try:
+        return variants.canonical("tomato:" + setting.replace("keep_ratio", "keep"))
+    except ValueError:
+        return setting
+
+
+def _pts(x: float) -> str:
+    return f"{x:+.2f}"
+
+
+def _resolved(low: float, high: float, what: str = "") -> str:
+    if low > 0:
+        return f"higher{what}"
+    if high < 0:
+        return f"lower{what}"
+    return "within the noise"
+
+
+def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = 15.0) -> list[str]:
+    """Lines that answer "does ToMato keep accuracy?", written from the rows."""
+    lines = []
+    ours = df.set_index("variant")
+    base = ours.loc[paper.BASELINE]
+    lines.append(f"The unpatched model: top-1 {base['top1']:.2f}% on {int(base['n']):,} val photos.")
+    spec = variants.canonical(paper.TOMATO)
+    if spec in ours.index:
+        t = ours.loc[spec]
+        lines.append(f"ToMato at the paper's sim=1e-7 cuts {t['cut_pct']:.1f}% of the tokens and changes top-1 by "
+                     f"{_pts(t['d_top1'])} points (95% CI {_pts(t['d_low'])} to {_pts(t['d_high'])}; "
+                     f"{_resolved(t['d_low'], t['d_high'])}).")
+    tomato = df[df["kind"] == "tomato"]
+    if not tomato.empty:
+        near = tomato.iloc[int((tomato["cut_pct"] - target_cut).abs().argmin())]
+        if near["variant"] != spec:
+            lines.append(f"At the paper's token cut (~{target_cut:.0f}%), {near['label']} cuts {near['cut_pct']:.1f}% "
+                         f"and changes top-1 by {_pts(near['d_top1'])} points (95% CI {_pts(near['d_low'])} to "
+                         f"{_pts(near['d_high'])}).")
+    if not flops.empty:
+        parts = [f"{r['tomato']} vs {r['tome']}: {_pts(r['diff'])} [{_pts(r['low'])}, {_pts(r['high'])}]"
+                 for _, r in flops.iterrows()]
+        wins = sum(r["low"] > 0 for _, r in flops.iterrows())
+        losses = sum(r["high"] < 0 for _, r in flops.iterrows())
+        lines.append(f"Against ToMe at equal GFLOPs (within 5%), ToMato's top-1 minus ToMe's, paired, in points: "
+                     + "; ".join(parts) + f". ToMato is ahead in {wins}, behind in {losses}, and within the noise "
+                     f"in {len(flops) - wins - losses} of {len(flops)} pairs.")
+    return lines
+
+
+def plot_figure3(df: pd.DataFrame, null_rows: pd.DataFrame | None = None, *, title: str = "") -> Figure:
+    """Top-1 against GFLOPs (left) and against the batch-1 speed-up (right): ToMe's r sweep,
+    ToMato's sim and keep sweeps as curves, the null baselines as points, the paper's three
+    points on the speed-up axis (relative latency inverted)."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    families = {
+        "ToMe (r sweep)": (df["kind"] == "tome"),
+        "ToMato (sim sweep)": (df["kind"] == "tomato") & df["variant"].str.contains("sim=")
+        & ~df["variant"].str.contains("method="),
+        "ToMato (keep sweep)": (df["kind"] == "tomato") & df["variant"].str.contains("keep"),
+    }
+    styles = {"ToMe (r sweep)": ("tab:green", "s"), "ToMato (sim sweep)": ("tab:red", "o"),
+              "ToMato (keep sweep)": ("tab:purple", "^")}
+    base = df[df["kind"] == "deit"].iloc[0]
+    for axis, x in ((ax, "gflops"), (bx, "speedup")):
+        axis.scatter([base[x]], [base["top1"]], color="black", marker="*", s=120, zorder=5, label="DeiT-Ti (unpatched)")
+        for name, mask in families.items():
+            g = df[mask].sort_values(x)
+            colour, marker = styles[name]
+            axis.plot(g[x], g["top1"], marker=marker, color=colour, label=name, ms=5)
+            if x == "speedup":
+                axis.errorbar(g[x], g["top1"], xerr=[(g[x] - g["speedup_low"]).clip(lower=0),
+                                                     (g["speedup_high"] - g[x]).clip(lower=0)],
+                              fmt="none", ecolor=colour, alpha=0.4)
+        axis.grid(alpha=0.3)
+    if null_rows is not None and not null_rows.empty:
+        # A null baseline keeps ToMato's token count photo by photo: ToMato's GFLOPs.
+        gflops = dict(zip(df["variant"], df["gflops"]))
+        for variant, marker in (("random_groups", "x"), ("random_keep", "+"), ("first_keep", "1")):
+            g = null_rows[null_rows["variant"] == variant]
+            xs = [gflops.get(_setting_spec(s), np.nan) for s in g["setting"]]
+            if not g.empty:
+                ax.scatter(xs, g["top1"], marker=marker, color="tab:brown", s=60, label=_NULL_LABELS[variant])
+    for row in paper.TABLE1[1:]:
+        rel = row["latency_s"] / paper.TABLE1[0]["latency_s"]
+        bx.scatter([1 / rel], [base["top1"] + row["top1"] - paper.TABLE1[0]["top1"]], marker="D",
+                   facecolor="none", edgecolor="tab:blue", s=50)
+        bx.annotate(f"paper: {row['model']}", (1 / rel, base["top1"] + row["top1"] - paper.TABLE1[0]["top1"]),
+                    fontsize=7, xytext=(4, -10), textcoords="offset points", color="tab:blue")
+    ax.set(xlabel="GFLOPs per image (from the tokens each photo kept)", ylabel="val top-1 (%)",
+           title="Top-1 against GFLOPs")
+    bx.set(xlabel="speed-up over the unpatched model, batch 1, this CPU (95% CI)", ylabel="val top-1 (%)",
+           title="Top-1 against speed-up (paper: its drop from DeiT-B)")
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def token_cuts(run: RecordedRun, spec: str) -> np.ndarray:
+    """Per-photo token cut in % of ``spec`` (ToMato's distribution, beside the paper's 8.16–20.92%)."""
+    pred = run.predictions(spec)
+    return 100 * (1 - pred["tokens"].to_numpy(float) / paper.NUM_PATCHES)
+
+
+def cut_sentence(cuts: np.ndarray, label: str) -> str:
+    lo, hi = paper.TOKEN_CUT_SIM_1E7
+    inside = float(np.mean((cuts >= lo) & (cuts <= hi)) * 100)
+    return (f"{label}: per-photo token cut {np.min(cuts):.1f}% to {np.max(cuts):.1f}% (median {np.median(cuts):.1f}%); "
+            f"{inside:.0f}% of the photos fall inside the paper's range {lo}–{hi}%.")
+
