@@ -320,6 +320,14 @@ def write_verdict() -> None:
         raise SystemExit(1)
     (BUILD_DIR / "verdict.md").write_text(proc.stdout, encoding="utf-8")
     log(f"verdict written from data/results -> {rel(BUILD_DIR / 'verdict.md')}")
+    code = ("import sys; from tomato.book.miniature import answer_box; "
+            "sys.stdout.write(answer_box('data/results'))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=kernel_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        log(f"build_book: the answer box could not be written: {proc.stderr.strip().splitlines()[-1:]}")
+        raise SystemExit(1)
+    (BUILD_DIR / "answer.md").write_text(proc.stdout, encoding="utf-8")
+    log(f"answer box written from data/results -> {rel(BUILD_DIR / 'answer.md')}")
 
 
 def build_book(fresh: bool, strict: bool) -> None:

@@ -10,6 +10,7 @@ and writes the page's answer from those rows.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -276,3 +277,55 @@ def cut_sentence(cuts: np.ndarray, label: str) -> str:
     return (f"{label}: per-photo token cut {np.min(cuts):.1f}% to {np.max(cuts):.1f}% (median {np.median(cuts):.1f}%); "
             f"{inside:.0f}% of the photos fall inside the paper's range {lo}–{hi}%.")
 
+
+
+# --------------------------------------------------------------------------- the records
+def sweep_name(model: str) -> str:
+    """The folder under ``data/results`` of the full-val sweep of a model trained here."""
+    return f"imagenette-val_{model}"
+
+
+def fidelity_name(model: str) -> str:
+    """The fidelity record (null baselines) of the full-val study of a model trained here."""
+    return f"fidelity_imagenette-val_{model}.json"
+
+
+def load(results: Path | str, model: str) -> tuple[RecordedRun | None, dict[str, Any] | None]:
+    """The sweep and the fidelity record of ``model`` under ``results`` (None where absent)."""
+    import json
+
+    from .runs import recorded_runs
+
+    results = Path(results)
+    run = next((r for r in recorded_runs(results) if r.name == sweep_name(model)), None)
+    path = results / fidelity_name(model)
+    if not path.is_absolute():
+        from .runs import repo_path
+
+        path = repo_path(path)
+    fid = json.loads(path.read_text()) if path.is_file() else None
+    return run, fid
+
+
+def answer_box(results: Path | str = "data/results", model: str = "deit-tiny-imagenette") -> str:
+    """The introduction's opening box (at most six lines), written from the records."""
+    run, _ = load(results, model)
+    if run is None or paper.BASELINE not in run.variants:
+        return (":::{admonition} In short\n:class: tip\nNo full-val run of the trained model is recorded yet "
+                f"(`data/results/{sweep_name(model)}`); the pages below use what is recorded.\n:::\n")
+    df = table(run)
+    flops = equal_flops(df, run)
+    lines = answer(df, flops)[1:]
+    ours = df.set_index("variant")
+    spec = variants.canonical(paper.TOMATO)
+    if spec in ours.index and ours.loc[spec, "speedup"] == ours.loc[spec, "speedup"]:
+        t = ours.loc[spec]
+        lines.append(f"On this CPU at batch 1 it runs ×{t['speedup']:.3f} (95% CI {t['speedup_low']:.3f}–"
+                     f"{t['speedup_high']:.3f}) as fast as the unpatched model.")
+    lines.append("Not measurable here: DeiT-B on ImageNet (no pretrained weights can be downloaded; "
+                 "`python -m tomato sweep --checkpoint deit_base.pth --data <ImageNet-Mini>/val ...`) and a Jetson "
+                 "board (see the Jetson guide).")
+    body = " ".join(lines[:5])
+    head = (f"On **DeiT-Ti trained here** ([the model](notebooks/00_model.ipynb)), "
+            f"on all {int(df['n'].iloc[0]):,} Imagenette val photos ([the experiment](notebooks/10_trained.ipynb)): ")
+    return f":::{{admonition}} In short\n:class: tip\n{head}{body}\n:::\n"
