@@ -308,26 +308,25 @@ def check_outputs() -> None:
         log(f"build_book: note: sources newer than their executed copies: {', '.join(stale)}")
 
 
+def _write_from_records(name: str, function: str) -> None:
+    """``_build/<name>`` from the recorded runs, by ``tomato.book.<function>('data/results')``."""
+    module, _, func = function.rpartition(".")
+    code = f"import sys; from tomato.book.{module} import {func}; sys.stdout.write({func}('data/results'))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=kernel_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        log(f"build_book: {name} could not be written: {proc.stderr.strip().splitlines()[-1:]}")
+        raise SystemExit(1)
+    (BUILD_DIR / name).write_text(proc.stdout, encoding="utf-8")
+    log(f"{name} written from data/results -> {rel(BUILD_DIR / name)}")
+
+
 def write_verdict() -> None:
-    """``_build/verdict.md`` from the recorded runs (:mod:`tomato.book.verdict`), which
-    the introduction includes: the verdict is written from the records at each build."""
+    """``_build/verdict.md`` (:mod:`tomato.book.verdict`) and ``_build/answer.md``
+    (:func:`tomato.book.miniature.answer_box`) from the recorded runs, which the
+    introduction includes: both are written from the records at each build."""
     BUILD_DIR.mkdir(exist_ok=True)
-    code = ("import sys; from tomato.book.verdict import verdict_markdown; "
-            "sys.stdout.write(verdict_markdown('data/results'))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=kernel_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
-        log(f"build_book: the verdict could not be written: {proc.stderr.strip().splitlines()[-1:]}")
-        raise SystemExit(1)
-    (BUILD_DIR / "verdict.md").write_text(proc.stdout, encoding="utf-8")
-    log(f"verdict written from data/results -> {rel(BUILD_DIR / 'verdict.md')}")
-    code = ("import sys; from tomato.book.miniature import answer_box; "
-            "sys.stdout.write(answer_box('data/results'))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=kernel_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
-        log(f"build_book: the answer box could not be written: {proc.stderr.strip().splitlines()[-1:]}")
-        raise SystemExit(1)
-    (BUILD_DIR / "answer.md").write_text(proc.stdout, encoding="utf-8")
-    log(f"answer box written from data/results -> {rel(BUILD_DIR / 'answer.md')}")
+    _write_from_records("answer.md", "miniature.answer_box")
+    _write_from_records("verdict.md", "verdict.verdict_markdown")
 
 
 def build_book(fresh: bool, strict: bool) -> None:

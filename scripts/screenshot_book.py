@@ -32,6 +32,10 @@ checks run, each named so it can be switched off (``--skip``) or run alone (``--
 ``verdict``
     the first page (the toc's root) has a verdict: a heading, an admonition title or a
     caption containing "Verdict", or an element whose id or class contains "verdict".
+``placeholders``
+    no unfilled format field in the visible text or its inline code, outside code blocks
+    and math (``{device}``, ``{weights.source}``, ``{x:.2f}``): a sentence whose f-prefix
+    was forgotten.
 ``diversity``
     a notebook page that reports top-1 agreement with the baseline also says how varied
     the baseline's predictions are ("Baseline predictions: ...", written by
@@ -59,12 +63,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKS = ("images", "figures", "screenshot", "math", "stderr", "params", "verdict", "diversity")
-BROWSER_CHECKS = {"screenshot", "math", "stderr", "params", "verdict", "diversity"}
+CHECKS = ("images", "figures", "screenshot", "math", "stderr", "params", "verdict", "diversity", "placeholders")
+BROWSER_CHECKS = {"screenshot", "math", "stderr", "params", "verdict", "diversity", "placeholders"}
 # notebook pages allowed to have no figure (the reproduction summary is a table)
 NO_FIGURE_OK = {"07_reproduction"}
 PARAMS_MARKER = "parameters in force"
 VERDICT_MARKER = "verdict"
+# A format field left unfilled in generated prose: "measured on `{device}`".
+PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_.\[\]']*(?:![rsa])?(?::[^{}\s]*)?\}")
 AGREEMENT = re.compile(r"top-1 agreement|agreement with the (baseline|unpatched)|same top-1", re.I)
 DIVERSITY_MARKER = "baseline predictions"
 MIN_PNG_BYTES = 4096
@@ -166,6 +172,7 @@ class Dom:
     """What the checks need from one rendered page (Chromium's ``--dump-dom``)."""
 
     prose: list[str] = field(default_factory=list)          # visible text outside code and math output
+    inline_code: list[str] = field(default_factory=list)    # text of <code> outside <pre> (backticks in prose)
     math_elements: int = 0                                   # elements with class "math"
     math_unrendered: list[str] = field(default_factory=list) # their text when no mjx-container inside
     mjx: int = 0                                             # MathJax output elements
@@ -269,6 +276,9 @@ class _DomParser(HTMLParser):
         if not self._inside(lambda t, c: t in OPAQUE_TAGS or t.startswith("mjx-")):
             if data.strip():
                 self.dom.prose.append(data)
+        elif (self._inside(lambda t, c: t == "code")
+              and not self._inside(lambda t, c: t in OPAQUE_TAGS - {"code"} or t.startswith("mjx-"))):
+            self.dom.inline_code.append(data)
 
 
 def parse_dom(html: str) -> Dom:
@@ -370,6 +380,11 @@ def check_diversity(dom: Dom) -> list[str]:
             f"(no '{DIVERSITY_MARKER.capitalize()}: ...' on the page)"]
 
 
+def check_placeholders(dom: Dom) -> list[str]:
+    found = sorted({m.group(0) for text in dom.prose + dom.inline_code for m in PLACEHOLDER.finditer(text)})
+    return [f"unfilled placeholder(s) in the text: {', '.join(found[:5])}"] if found else []
+
+
 def dom_checks(dom: Dom, page: str, first: bool, source_math: bool, checks: set[str]) -> list[str]:
     """Problems of one rendered page for the enabled ``checks``, each tagged [check]."""
     out: list[str] = []
@@ -384,6 +399,8 @@ def dom_checks(dom: Dom, page: str, first: bool, source_math: bool, checks: set[
         out += [f"[verdict] {p}" for p in check_verdict(dom)]
     if "diversity" in checks and notebook:
         out += [f"[diversity] {p}" for p in check_diversity(dom)]
+    if "placeholders" in checks:
+        out += [f"[placeholders] {p}" for p in check_placeholders(dom)]
     return out
 
 

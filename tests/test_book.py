@@ -173,6 +173,17 @@ def test_stderr_check():
     assert c.check_stderr(dom(out.format('<div class="output stream"><pre>Traceback (most recent call last):</pre></div>')))
 
 
+def test_placeholder_check():
+    # Page 04 once said "Our latency is measured on `{device}`": an f-prefix forgotten.
+    c = checker()
+    dom = c.parse_dom
+    assert c.check_placeholders(dom("<p>Our latency is measured on <code>{device}</code></p>")) == [
+        "unfilled placeholder(s) in the text: {device}"]
+    assert c.check_placeholders(dom("<p>measured on cpu at {x:.2f} ms</p>")) == [
+        "unfilled placeholder(s) in the text: {x:.2f}"]
+    assert c.check_placeholders(dom("<p>sets such as {0, 1} are fine</p><pre>f'{device}'</pre>")) == []
+
+
 def test_params_and_verdict_checks():
     c = checker()
     cap = "<table><caption>Parameters in force</caption><tr><th>name</th></tr></table>"

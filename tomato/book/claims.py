@@ -151,7 +151,7 @@ def explain_differences(run: RecordedRun, *, weights: WeightsInfo, data: Any, de
     items.append(
         f"**Device and protocol.** The paper times a Jetson Nano, {paper.SETUP['latency_protocol']}; "
         "their reports show the model on the Nano's CPU, batch 1, cold runs included (see the paper-latency "
-        "page). Our latency is measured on `{device}` "
+        f"page). Our latency is measured on `{device}` "
         f"({info['cpu_model']}, {info['cpu_count']} cores) as the median after warm-up with the variants "
         "interleaved, so only *ratios* between variants of the same run compare with the paper's "
         "−22.19% / −6.06% (see the timing page); absolute seconds do not.")
