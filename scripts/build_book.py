@@ -234,14 +234,17 @@ def execute(notebooks: list[Path], params: dict, kernel: str, timeout: int | Non
             dst = OUT_DIR / src.name
             t0 = time.perf_counter()
             declared = declared_parameters(src)
-            unused = [k for k in params if k not in declared]
+            # A `notebooks:` mapping in the YAML overrides parameters for one notebook.
+            per_notebook = params.get("notebooks") or {}
+            mine = {**{k: v for k, v in params.items() if k != "notebooks"}, **(per_notebook.get(src.stem) or {})}
+            unused = [k for k in mine if k not in declared]
             if unused:
                 log(f"  {src.name} does not take: {', '.join(unused)}")
             try:
                 pm.execute_notebook(
                     str(src),
                     str(dst),
-                    parameters={k: v for k, v in params.items() if k in declared},
+                    parameters={k: v for k, v in mine.items() if k in declared},
                     kernel_name=kernel,
                     cwd=str(ROOT),
                     progress_bar=False,

@@ -237,7 +237,8 @@ def setup(namespace: MutableMapping[str, Any], *, images: bool = False, show: bo
     if _ONCE_IN_BANNER not in evaluate_log.filters:
         evaluate_log.addFilter(_ONCE_IN_BANNER)
     try:
-        samples = datasets.label_samples(_load_samples(params), weights.classes, model.num_classes, weights.model)
+        with _quiet(datasets.__name__):  # pictures need no labels: smoke photos outside the head are fine
+            samples = datasets.label_samples(_load_samples(params), weights.classes, model.num_classes, weights.model)
     except ValueError as e:
         raise ParameterError([f"error: parameter data = {params.get('data')!r}: {e}"]) from None
     page = Page(params, model, weights, samples, model_title(weights.model, weights.pretrained))

@@ -170,7 +170,7 @@ class Rule:
 RULES: dict[str, Rule] = {
     "model": Rule("str", "timm model name (a DeiT/ViT with a patch grid)", _text),
     "data": Rule("str", '"smoke" (photos bundled with scikit-image) or an ImageNet-style folder', _text),
-    "checkpoint": Rule("Optional[str]", "local weights file (.pth/.safetensors); None: timm's pretrained weights",
+    "checkpoint": Rule("Optional[str]", "weights file (.pth/.safetensors) or a model under data/weights/; None: timm's",
                        _optional_text),
     "random_weights": Rule("bool", "use seeded random-init weights when no pretrained ones can be had (NOT accuracy)",
                            _boolean),

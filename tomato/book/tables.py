@@ -145,10 +145,14 @@ def styled(df: pd.DataFrame, caption: str = "", *, digits: int = 2, formats: Map
         sty = sty.set_caption(caption)
     styles = [
         {"selector": "caption", "props": "caption-side: top; text-align: left; font-weight: bold;"},
-        {"selector": "td", "props": "white-space: normal; vertical-align: top; overflow-wrap: anywhere;"},
+        # Text wraps between words; a number never breaks mid-number (a wide table scrolls).
+        {"selector": "td", "props": "white-space: normal; vertical-align: top; overflow-wrap: break-word;"},
         {"selector": "th", "props": "vertical-align: bottom;"},
         {"selector": "", "props": "font-size: 0.9em;"},
     ]
+    for k, col in enumerate(df.columns, 1):
+        if df[col].dtype.kind in "iuf":
+            styles.append({"selector": f"td:nth-child({k})", "props": "white-space: nowrap;"})
     if widths:
         styles.append({"selector": "", "props": "table-layout: fixed; width: 100%;"})
         for k, col in enumerate(df.columns, 1):
