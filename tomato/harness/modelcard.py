@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ def write_card(out: Path, model: nn.Module, **fields: Any) -> dict[str, Any]:
     weights = out / WEIGHTS_FILE
     tmp = out / f".{WEIGHTS_FILE}.tmp"
     save_file(sd, str(tmp))
+    os.chmod(tmp, 0o644)
     tmp.replace(weights)
     recipe = fields.pop("recipe")
     classes = fields.pop("classes")

@@ -234,6 +234,8 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, threads: int, p
         ckpt_path = out_dir / CHECKPOINT_FILE
         state: dict[str, Any] = (torch.load(ckpt_path, map_location="cpu", weights_only=False)
                                  if ckpt_path.is_file() else {"phase": 0, "epoch": 0, "curve": [], "wall_s": 0.0})
+        # The code that trained the model is the code of the run's first start, not of a resume.
+        state.setdefault("started", started)
         if state.get("done"):
             _log.info("%s: training already complete", out_dir)
         train_set = decode_split(train_files, progress=progress)
@@ -321,7 +323,8 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, threads: int, p
             curve=state["curve"], wall_s=state["wall_s"], skipped=[str(p) for p, _ in skipped],
             data={**{k: config[k] for k in ("data", "train_files_sha256", "val_files_sha256")},
                   "train_images": len(train_set.labels), "val_images": len(val_set.labels)},
-            provenance=provenance.collect(started, threads=threads),
+            provenance=provenance.collect(state["started"], threads=threads,
+                                          card_written_by=started["git"]),
         )
         state["done"] = True
         _save(ckpt_path, state)
