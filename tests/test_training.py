@@ -170,7 +170,7 @@ def test_committed_model_keeps_its_card_top1_on_a_fixed_500_photo_subset(tmp_pat
     assert weights.sha256 == card.raw["weights_sha256"]
     samples = data.label_samples(data.scan_imagenet_folder(IMAGENETTE / "val"), weights.classes,
                                  model.num_classes)
-    subset = [s for i, s in enumerate(samples) if i % 8 == 0][:500]  # every 8th photo: all ten classes
+    subset = [s for c in range(10) for s in [x for x in samples if x.label == c][:50]]  # 50 per class
     assert len(subset) == 500 and len({s.label for s in subset}) == 10
     summary = evaluate(model, weights, "deit", subset, tmp_path / "eval", data_label="imagenette-val-500",
                        batch_size=50, num_workers=0, progress=False)

@@ -61,10 +61,13 @@ def table(run: RecordedRun, seed: int = 0) -> pd.DataFrame:
     import pandas as pd
 
     rows = run.rows()
+    rows = rows[rows["complete"].astype(bool)]  # a variant still being evaluated is not a result yet
     base = _correct(run, paper.BASELINE)
     out = []
     for _, r in rows.iterrows():
         pred = _correct(run, r["variant"]).reindex(base.index)
+        if pred["correct1"].isna().any():
+            raise ValueError(f"{run.name}: {r['variant']} was scored on other photos than the baseline")
         d = paired(base["correct1"].to_numpy(), pred["correct1"].to_numpy(), seed)
         tokens = pred["tokens"].to_numpy(float)
         out.append({"variant": r["variant"], "label": r["label"], "kind": r["kind"], "top1": r["top1"],

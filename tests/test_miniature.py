@@ -1,0 +1,47 @@
+"""Table 1 in miniature: paired differences, equal-GFLOPs pairs, the answer written from rows."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from tomato.book import miniature
+
+
+def test_paired_difference_counts_discordant_photos():
+    base = np.array([1, 1, 1, 0, 0, 1, 0, 1, 1, 1] * 40, bool)
+    other = base.copy()
+    other[:40] = ~other[:40]  # 40 photos flip: 28 right->wrong, 12 wrong->right
+    d = miniature.paired(base, other, seed=0)
+    b, c = int((base & ~other).sum()), int((~base & other).sum())
+    assert (d["b"], d["c"]) == (b, c) and b + c == 40
+    assert d["diff"] == pytest.approx(100 * (c - b) / len(base))
+    assert d["p"] == pytest.approx(binomtest(b, b + c, 0.5).pvalue)
+    assert d["low"] < d["diff"] < d["high"] < 0  # 16 net losses in 400: resolved below 0
+    same = miniature.paired(base, base)
+    assert same["diff"] == same["low"] == same["high"] == 0 and same["p"] == 1.0
+
+
+def _rows() -> pd.DataFrame:
+    def row(variant, label, kind, top1, d, lo, hi, cut, gflops):
+        return {"variant": variant, "label": label, "kind": kind, "top1": top1, "top5": 90.0, "d_top1": d,
+                "d_low": lo, "d_high": hi, "p": 0.5, "tokens_mean": 196 * (1 - cut / 100), "tokens_p5": 0,
+                "tokens_p95": 0, "cut_pct": cut, "gflops": gflops, "speedup": 1.1, "speedup_low": 1.0,
+                "speedup_high": 1.2, "n": 400}
+    return pd.DataFrame([
+        row("deit", "baseline", "deit", 70.0, 0, 0, 0, 0, 1.26),
+        row("tomato:sim=1e-07", "ToMato sim=1e-7", "tomato", 69.5, -0.5, -1.0, 0.1, 7.5, 1.17),
+        row("tomato:sim=1e-15", "ToMato sim=1e-15", "tomato", 68.0, -2.0, -2.8, -1.2, 15.1, 1.07),
+    ])
+
+
+def test_answer_is_written_from_the_rows():
+    flops = pd.DataFrame([{"tomato": "ToMato sim=1e-15", "tome": "ToMe r=8", "diff": -1.5, "low": -2.5,
+                           "high": -0.5, "p": 0.01}])
+    lines = miniature.answer(_rows(), flops)
+    assert lines[0] == "The unpatched model: top-1 70.00% on 400 val photos."
+    assert "sim=1e-7 cuts 7.5% of the tokens and changes top-1 by -0.50 points" in lines[1]
+    assert lines[1].endswith("within the noise).")
+    assert "ToMato sim=1e-15 cuts 15.1% and changes top-1 by -2.00 points" in lines[2]
+    assert "behind in 1" in lines[3] and "ahead in 0" in lines[3]
