@@ -182,6 +182,7 @@ def test_placeholder_check():
     assert c.check_placeholders(dom("<p>measured on cpu at {x:.2f} ms</p>")) == [
         "unfilled placeholder(s) in the text: {x:.2f}"]
     assert c.check_placeholders(dom("<p>sets such as {0, 1} are fine</p><pre>f'{device}'</pre>")) == []
+    assert c.check_placeholders(dom('<p>indexed by <code>f"{sim:.3g}"</code></p>')) == []  # an f-string shown
 
 
 def test_params_and_verdict_checks():

@@ -107,10 +107,10 @@ def sweep(
 
 
 def _check_sweep_folder(out: Path) -> None:
-    """ValueError when ``out`` holds anything but a sweep's own files and run folders."""
+    """ValueError when ``out`` holds files other than a sweep's own (sub-folders are left to
+    the run folders' own check, which refuses one that is not a run of ours)."""
     ours = {".lock", "sweep.csv", "timing.json"}
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours
-                     and not (p.is_dir() and ((p / "config.json").is_file() or not any(p.iterdir()))))
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours and not p.is_dir())
     if foreign:
         raise ValueError(f"--out {out} holds files that are not a sweep's ({', '.join(foreign[:5])}); nothing "
                          f"was touched: choose a new or empty folder")
