@@ -113,7 +113,8 @@ def equal_flops(df: pd.DataFrame, run: RecordedRun, tolerance: float = 0.05, see
         m = tome.iloc[int((tome["gflops"] - t["gflops"]).abs().argmin())]
         if abs(m["gflops"] / t["gflops"] - 1) > tolerance:
             continue
-        a, b = _correct(run, t["variant"]), _correct(run, m["variant"]).reindex(_correct(run, t["variant"]).index)
+        a = _correct(run, t["variant"])
+        b = _correct(run, m["variant"]).reindex(a.index)
         d = paired(b["correct1"].to_numpy(), a["correct1"].to_numpy(), seed)
         out.append({"tomato": t["label"], "tome": m["label"], "tomato_gflops": t["gflops"], "tome_gflops": m["gflops"],
                     "tomato_top1": t["top1"], "tome_top1": m["top1"], "diff": d["diff"], "low": d["low"],

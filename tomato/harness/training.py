@@ -185,7 +185,7 @@ def _run_epoch(model: nn.Module, teacher: nn.Module | None, phase: Phase, train:
             cls, dist = out[0].float(), out[1].float()
             # DeiT's hard-label distillation: half the loss from the labels, half from
             # the teacher's decisions; without a teacher both heads learn the labels.
-            loss = 0.5 * criterion(cls, target) + 0.5 * (F.cross_entropy(dist.float(), hard) if hard is not None
+            loss = 0.5 * criterion(cls, target) + 0.5 * (F.cross_entropy(dist, hard) if hard is not None
                                                          else criterion(dist, target))
         else:
             loss = criterion(out.float(), target)
@@ -236,8 +236,12 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, threads: int, p
                                  if ckpt_path.is_file() else {"phase": 0, "epoch": 0, "curve": [], "wall_s": 0.0})
         # The code that trained the model is the code of the run's first start, not of a resume.
         state.setdefault("started", started)
-        if state.get("done"):
+        card_path = out_dir / CARD_FILE
+        if state.get("done") and card_path.is_file():
+            import json
+
             _log.info("%s: training already complete", out_dir)
+            return json.loads(card_path.read_text())  # nothing to decode or evaluate again
         train_set = decode_split(train_files, progress=progress)
         val_set = decode_split(val_files, progress=progress)
         skipped = train_set.skipped + val_set.skipped
@@ -304,11 +308,6 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, threads: int, p
             if phase.role == "teacher":
                 teacher = model.eval()
 
-        card_path = out_dir / CARD_FILE
-        if card_path.is_file() and state.get("done"):
-            import json
-
-            return json.loads(card_path.read_text())
         # Same keys as the plain 224 px model; dynamic only so a test recipe's smaller
         # final resolution can be evaluated too.
         final = timm.create_model(student_name, pretrained=False, num_classes=num_classes, dynamic_img_size=True)
