@@ -76,7 +76,9 @@ def test_settings_validation():
         (dict(keep_ratio=0.0), "keep_ratio"),
         (dict(keep_ratio=1.01), "keep_ratio"),
         (dict(method="bfs"), "method"),
-        (dict(metric="cosine"), "metric"),
+        (dict(metric="cosines"), "metric"),
+        (dict(block=-1), "block"),
+        (dict(block=1.0), "block"),
         (dict(rule="any"), "rule"),
         (dict(keep_ratio=0.5, tokens=3), "not both"),
     ]:

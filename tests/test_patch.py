@@ -179,15 +179,18 @@ def test_remove_restores_the_model(images):
 def test_bad_settings_fail_at_assignment():
     model = tomato.core.patch.timm(make())
     for name, bad in [("sim", float("nan")), ("sim", -1e-7), ("keep_ratio", 0.0), ("keep_ratio", 2.0),
-                      ("method", "dfs"), ("metric", "cosine"), ("tokens", 0)]:
+                      ("method", "dfs"), ("metric", "cosines"), ("tokens", 0),
+                      ("block", -1), ("block", 12), ("block", 2.0), ("block", True)]:
         with pytest.raises(ValueError):
             setattr(model, name, bad)
     assert model.sim is None and model.keep_ratio is None  # a refused value changes nothing
     model.sim = 1e-7
     model.keep_ratio = 0.9  # a budget replaces the fixed threshold
     assert model.sim is None and model.keep_ratio == 0.9
-    with pytest.raises(ValueError, match="ToMe"):
-        model.r = 2
+    model.r = 2  # on a ToMato model, ToMe's r runs in the blocks after the merge (the hybrid)
+    assert model.r == [2] * 12
+    with pytest.raises(ValueError, match="r"):
+        model.r = -1
 
 
 @pytest.mark.parametrize(

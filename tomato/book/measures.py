@@ -122,7 +122,7 @@ def eval_gflops(run: RecordedRun, dims: Any = None) -> dict[str, float]:
             v = variants.parse(spec)
         except ValueError:
             continue
-        if v.kind == "tomato":
+        if v.kind in ("tomato", "hybrid"):
             if not vr.has_predictions:
                 continue
             tokens = vr.predictions()["tokens"].dropna()

@@ -8,6 +8,10 @@
     logits = model(images)
     tomato.patch.state(model).tokens   # patch tokens each image kept after block 0
 
+    model.block = 3               # beyond the paper: merge after block 3's attention
+    model.metric = "keys"         # ... on ToMe's key cosine instead of the distribution
+    model.r = 4                   # ... then ToMe (r per block) in the blocks after it
+
     tomato.patch.tome(other)      # the ToMe baseline: other.r = 2, a per-block list,
                                   # or an (r, inflection) schedule; other.prop_attn
     tomato.patch.remove(model)    # back to the plain timm model
@@ -39,6 +43,7 @@ _ALLOWED = {
     "method": f"one of {', '.join(visit.METHODS)}",
     "metric": f"one of {', '.join(similarity.METRICS)}",
     "rule": f"one of {', '.join(visit.RULES)}",
+    "block": "an int >= 0 below the model's depth (the block whose attention the merge follows)",
 }
 
 
@@ -46,10 +51,12 @@ _ALLOWED = {
 class State:
     """Everything a patched model keeps between and about forwards.
 
-    Set by the user (through the model's attributes): ``settings`` (ToMato) or ``r``
-    (ToMe, one count per block), and ``prop_attn`` (proportional attention, on by default).
+    Set by the user (through the model's attributes): ``settings`` (ToMato) and ``r``
+    (ToMe, one count per block; on a ToMato model, ToMe in the blocks after ToMato's
+    merge), and ``prop_attn`` (proportional attention, on by default).
     Filled by each forward, for the last batch:
-    ``tokens``: (B,) patch tokens kept after block 0 (ToMato) or after the last block (ToMe);
+    ``tokens``: (B,) patch tokens kept after ToMato's merge or after ToMe's first block;
+    ``merged_block``: the block after whose attention ToMato merged (None: no merge);
     ``sim``: (B,) threshold used per image (ToMato), ``log_sim`` its exact natural log;
     ``labels``: (B, N) group of each patch
     (ToMato's source map); ``source``: (B, T_out, T_in) ToMe's source map when traced;
@@ -82,6 +89,7 @@ class State:
     labels: torch.Tensor | None = None
     source: torch.Tensor | None = None
     tokens_per_block: list[int] = field(default_factory=list)
+    merged_block: int | None = None
     ranges: Callable[[str], ContextManager[None]] | None = None
 
     def reset(self, grid: tuple[int, int]) -> None:
@@ -89,6 +97,7 @@ class State:
         self.grid = grid
         self.size = self.bias = self.bias_of = self.tokens = self.sim = self.log_sim = self.labels = self.source = None
         self.tokens_per_block = []
+        self.merged_block = None
 
 
 def _check(model: nn.Module) -> None:
@@ -131,8 +140,13 @@ def _model_class(base: type) -> type:
             st: State = self._tomato
             st.reset(_grid(self, x))
             x = super().forward_features(x, *args, **kwargs)
-            if st.kind == "tomato":  # every block leaves what block 0's merge left
-                st.tokens_per_block = [x.shape[1]] * len(self.blocks)
+            if st.kind == "tomato" and st.tokens is not None:
+                st.merged_block = st.settings.block
+            if st.kind == "tomato" and not st.r:
+                # Blocks before the merge leave every token; the others what it left.
+                b = st.settings.block if st.tokens is not None else len(self.blocks)
+                full = st.num_prefix_tokens + st.grid[0] * st.grid[1]
+                st.tokens_per_block = [full] * b + [x.shape[1]] * (len(self.blocks) - b)
             return x
 
         def pool(self, x: torch.Tensor, pool_type: str | None = None) -> torch.Tensor:
@@ -172,6 +186,9 @@ def _setting(name: str) -> property:
                 "model.r, or patch it with tomato.core.patch.timm(model)"
             )
         value = _checked_setting(name, value)
+        if name == "block" and value >= len(self.blocks):
+            raise _refused(name, value, f"an int from 0 to {len(self.blocks) - 1} "
+                                        f"(this model has {len(self.blocks)} blocks)")
         trial = pipeline.Settings(**{**self._tomato.settings.__dict__, name: value})
         if name in ("keep_ratio", "tokens") and value is not None:
             # Setting a budget replaces the other budget and any fixed threshold.
@@ -185,6 +202,7 @@ def _setting(name: str) -> property:
         except ValueError:
             raise _refused(name, value, _ALLOWED[name]) from None
         self._tomato.settings = trial
+        _place_merge(self)
 
     return property(get, set_, doc=f"ToMato setting {name!r} (see tomato.core.pipeline.Settings)")
 
@@ -201,7 +219,7 @@ def _checked_setting(name: str, value: Any) -> Any:
     if name in ("sim", "keep_ratio"):
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             return float(value)
-    elif name == "tokens":
+    elif name in ("tokens", "block"):
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return int(value)
     elif isinstance(value, str):
@@ -209,12 +227,16 @@ def _checked_setting(name: str, value: Any) -> Any:
     raise _refused(name, value, _ALLOWED[name])
 
 
+def _place_merge(model: nn.Module) -> None:
+    """Mark the block that merges (``settings.block``) and the blocks after it, where a
+    ToMato model's ``r`` runs ToMe. Bools, not indices, for torch.compile (see below)."""
+    b = model._tomato.settings.block
+    for i, blk in enumerate(model.blocks):
+        blk._tomato_first, blk._tomato_after = i == b, i > b
+
+
 def _set_r(model: nn.Module, r: tome_algo.RSpec) -> None:
-    if model._tomato.kind != "tome":
-        raise ValueError(
-            "model.r is ToMe's setting, but this model is patched with ToMato: set model.sim, "
-            "model.keep_ratio or model.tokens, or patch it with tomato.core.patch.tome(model)"
-        )
+    """ToMe's r per block; on a ToMato model, ToMe in the blocks after ToMato's merge."""
     try:
         model._tomato.r = tome_algo.per_block_r(r, len(model.blocks))
     except ValueError as err:
@@ -273,12 +295,14 @@ def _no_mask(attn_mask: torch.Tensor | None, is_causal: bool) -> None:
 
 
 # One patched class per timm class (cached), shared by all blocks of all models: a
-# ToMato block finds its role from the bool ``self._tomato_first`` (a ToMe block reads its
-# ``r`` by ``self._tomato_index``), so torch.compile does not recompile for twelve classes.
+# ToMato block finds its role from the bools ``self._tomato_first`` (it merges) and
+# ``self._tomato_after`` (it may run ToMe), a ToMe block reads its ``r`` by
+# ``self._tomato_index``, so torch.compile does not recompile for twelve classes.
 @functools.lru_cache(maxsize=None)
 def _tomato_block(base: type) -> type:
     class ToMatoBlock(base):  # type: ignore[misc, valid-type]
-        """Block 0 merges once after attention; later blocks use proportional attention."""
+        """The merge block (0 by default) merges once after attention; later blocks use
+        proportional attention, and run ToMe where the model's ``r`` asks for it."""
 
         def forward(self, x, attn_mask=None, is_causal=False):
             _no_mask(attn_mask, is_causal)
@@ -287,17 +311,25 @@ def _tomato_block(base: type) -> type:
             # constants, so ``index == 0`` would compile each block apart.
             # An empty batch has nothing to merge (and no maximum group count to read).
             merge_here = self._tomato_first and st.settings.active and x.shape[0] > 0
-            need_probs = merge_here and st.settings.metric == "attention"
-            x, a = _attend(self, x, need_probs)
+            r = st.r[self._tomato_index] if st.r and self._tomato_after else 0
+            metric = st.settings.metric
+            x, a = _attend(self, x, need_probs=merge_here and metric == "attention",
+                           need_keys=(merge_here and metric == "keys") or r > 0)
             if merge_here:
                 with _range(self, "tomato.merge"):
-                    step = pipeline.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs)
+                    step = pipeline.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs, a.keys)
                 m = step.merged
                 x, st.size = m.x, m.size
-                _attention_bias(st)  # now, so blocks 1.. all see a ready bias (one compile)
+                _attention_bias(st)  # now, so later blocks all see a ready bias (one compile)
                 st.tokens, st.sim, st.log_sim, st.labels = m.counts, step.sim, step.log_sim, m.labels
-            # tokens_per_block is filled by the model after the blocks: appending here
-            # would make torch.compile guard on the list's length, block by block.
+            elif r > 0:  # ToMe after ToMato; its padding (size 0) never merges into a token
+                assert a.keys is not None
+                with _range(self, "tome.merge"):
+                    x, st.size = tome_algo.merge(tome_algo.match(a.keys, r, st.num_prefix_tokens, st.size), x, st.size)
+            if st.r:  # only then, so that plain ToMato keeps a list torch.compile need not guard
+                st.tokens_per_block.append(x.shape[1])
+            # Otherwise tokens_per_block is filled by the model after the blocks: appending
+            # here would make torch.compile guard on the list's length, block by block.
             return _mlp(self, x)
 
     return ToMatoBlock
@@ -361,7 +393,7 @@ def _apply(model: nn.Module, kind: str, trace_source: bool, prop_attn: bool = Tr
         blk.__class__ = make_block(blk.__class__)
         blk._tomato = state
         blk._tomato_index = i
-        blk._tomato_first = i == 0
+    _place_merge(model)
     return model
 
 
@@ -388,7 +420,7 @@ def remove(model: nn.Module) -> nn.Module:
         raise ValueError("model is not patched")
     for blk, cls in zip(model.blocks, st.block_classes):
         blk.__class__ = cls
-        del blk._tomato, blk._tomato_index, blk._tomato_first
+        del blk._tomato, blk._tomato_index, blk._tomato_first, blk._tomato_after
     model.__class__ = st.model_class
     del model._tomato
     return model

@@ -36,9 +36,11 @@ class Settings:
     sim: threshold on the attention distribution (lower merges more; ``inf``: no merge);
     keep_ratio / tokens: a token budget that picks ``sim`` per image instead;
     method: "faithful" (the paper's visit) or "parallel" (batched, no loop per token);
-    metric: "features" (reference code) or "attention" (the paper's prose);
+    metric: "features" (reference code), "attention" (the paper's prose), or the cosine
+    of the attention "keys" (ToMe's metric) or of the features ("cosine");
     rule: the parallel method's edge rule, "directed" (the faithful partition exactly)
-    or the symmetrised "either" | "both".
+    or the symmetrised "either" | "both";
+    block: the block whose attention the merge follows (0, the paper's, by default).
     """
 
     sim: float | None = None
@@ -47,6 +49,7 @@ class Settings:
     method: str = "faithful"
     metric: str = "features"
     rule: str = "directed"
+    block: int = 0
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -64,6 +67,8 @@ class Settings:
             raise ValueError(f"unknown metric {self.metric!r}; choose one of {similarity.METRICS}")
         if self.rule not in visit.RULES:
             raise ValueError(f"unknown edge rule {self.rule!r}; choose one of {visit.RULES}")
+        if isinstance(self.block, bool) or not isinstance(self.block, int) or self.block < 0:
+            raise ValueError(f"block must be an int >= 0, got {self.block!r}")
 
     @property
     def active(self) -> bool:
@@ -105,15 +110,17 @@ def neighbour_log_scores(
     num_prefix_tokens: int,
     metric: str = "features",
     attn: torch.Tensor | None = None,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Block-0 tokens -> each patch token's scores towards its four neighbours.
 
     x: (B, P + N, C) hidden states after the attention residual; attn: (B, H, T, T), only
-    for ``metric="attention"`` -> (B, N, 4) float64 natural-log scores, ``-inf`` off the
+    for ``metric="attention"``; keys: (B, P + N, c), only for ``metric="keys"``
+    -> (B, N, 4) float64 natural-log scores, ``-inf`` off the
     grid. Threshold tests run on log-probabilities (see
     :func:`tomato.core.similarity.log_distribution`).
     """
-    log_a = similarity.log_distribution(metric, x, num_prefix_tokens, attn)
+    log_a = similarity.log_distribution(metric, x, num_prefix_tokens, attn, keys)
     return visit.neighbour_scores(log_a, grid)
 
 
@@ -205,20 +212,22 @@ def group_tokens(
     grid: Sequence[int],
     num_prefix_tokens: int,
     attn: torch.Tensor | None = None,
+    keys: torch.Tensor | None = None,
 ) -> Grouping:
     """ToMato's grouping, written once: block-0 tokens -> group labels.
 
     log distribution -> neighbour scores -> threshold or budget search -> directed edges
-    -> visit. x: (B, P + N, C); attn: (B, H, T, T) for ``metric="attention"``.
+    -> visit. x: (B, P + N, C); attn: (B, H, T, T) for ``metric="attention"``; keys:
+    (B, P + N, c) for ``metric="keys"``.
     The patched block, the agreement study, the benchmark and the pictures all call this.
     """
     grid = visit.grid_shape(x.shape[1] - num_prefix_tokens, grid)
     if not _fast(settings):
-        scores = neighbour_log_scores(x, grid, num_prefix_tokens, settings.metric, attn)
+        scores = neighbour_log_scores(x, grid, num_prefix_tokens, settings.metric, attn, keys)
         return group_scores(scores, grid, settings)
     # Build the grid's index tables once for the scores, the search and the labelling.
     gi = visit.grid_index(grid, x.shape[1] - num_prefix_tokens, x.device)
-    log_a = similarity.log_distribution(settings.metric, x, num_prefix_tokens, attn)
+    log_a = similarity.log_distribution(settings.metric, x, num_prefix_tokens, attn, keys)
     return _group_fast(visit.neighbour_scores(log_a, grid, gi), grid, settings, gi)
 
 
@@ -228,13 +237,16 @@ def merge_at_once(
     grid: Sequence[int],
     num_prefix_tokens: int,
     attn: torch.Tensor | None = None,
+    keys: torch.Tensor | None = None,
 ) -> Step:
     """Merge block 0's tokens once.
 
     x: (B, P + N, C) hidden states after the attention residual; attn: (B, H, T, T) block
-    0's attention probabilities (only for ``metric="attention"``).
+    0's attention probabilities (only for ``metric="attention"``); keys: (B, P + N, c) its
+    head-averaged keys (only for ``metric="keys"``). The patched model calls this after
+    the attention of block ``settings.block``, whose tokens these then are.
     Returns merged tokens (B, P + G, C) with sizes, labels and counts.
     """
-    g = group_tokens(x, settings, grid, num_prefix_tokens, attn)
+    g = group_tokens(x, settings, grid, num_prefix_tokens, attn, keys)
     merged = merge.merge_groups(x, g.labels, g.counts, num_prefix_tokens, groups=g.groups)
     return Step(merged, g.log_sim.exp(), g.log_sim)

@@ -14,6 +14,18 @@ tokens of block 0 (class/distillation/register tokens set aside):
 
 Neither is symmetric: ``A[i, j] != A[j, i]`` in general, which is why the faithful visit
 tests the *directed* edge ``A[i, j] >= sim`` (see :mod:`tomato.core.visit`).
+
+Two cosine metrics, beyond the paper, to ask whether the distribution is the right score:
+
+``keys`` (ToMe's metric, Bolya et al., ICLR 2023)
+    The cosine similarity of the block's attention keys, averaged over heads.
+
+``cosine``
+    The cosine similarity of the hidden states themselves.
+
+A cosine ``c`` in [-1, 1] is thresholded as the score ``(1 + c) / 2`` in [0, 1], so that
+``sim`` keeps its meaning (an edge where the score is ``>= sim``, lower merges more) and
+every threshold, budget search and visit runs unchanged. These scores are symmetric.
 """
 from __future__ import annotations
 
@@ -22,8 +34,8 @@ from typing import Literal
 
 import torch
 
-Metric = Literal["features", "attention"]
-METRICS: tuple[str, ...] = ("features", "attention")
+Metric = Literal["features", "attention", "keys", "cosine"]
+METRICS: tuple[str, ...] = ("features", "attention", "keys", "cosine")
 
 
 def feature_distribution(x: torch.Tensor) -> torch.Tensor:
@@ -47,6 +59,15 @@ def attention_distribution(attn: torch.Tensor, num_prefix_tokens: int) -> torch.
     a = attn[:, :, p:, p:].float().mean(dim=1)
     # Renormalise: the mass a patch gives to the class token is not a neighbour score.
     return a / a.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(a.dtype).tiny)
+
+
+def cosine_score(f: torch.Tensor) -> torch.Tensor:
+    """The cosine metrics' score ``(1 + cos) / 2`` between all pairs of rows.
+
+    f: (B, N, c) patch features or keys -> (B, N, N) float64 in [0, 1], 1 on the diagonal.
+    """
+    u = torch.nn.functional.normalize(f.double(), dim=-1)
+    return ((1 + u @ u.transpose(-1, -2)) / 2).clamp(0, 1)
 
 
 # log(2**-150): half the smallest positive float32. A probability that float32 rounds to 0
@@ -78,6 +99,7 @@ def log_distribution(
     x: torch.Tensor,
     num_prefix_tokens: int,
     attn: torch.Tensor | None = None,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Like :func:`distribution`, as natural logs: (B, N, N) float64.
 
@@ -91,6 +113,8 @@ def log_distribution(
         f = x[:, num_prefix_tokens:].float()
         z = f @ f.transpose(-1, -2)
         return reference_logs(torch.softmax(z, dim=-1), torch.log_softmax(z.double(), dim=-1))
+    if metric in ("keys", "cosine"):  # float64 throughout: no reference rounding to keep
+        return distribution(metric, x, num_prefix_tokens, attn, keys).log()
     return reference_logs(distribution(metric, x, num_prefix_tokens, attn))
 
 
@@ -99,11 +123,14 @@ def distribution(
     x: torch.Tensor,
     num_prefix_tokens: int,
     attn: torch.Tensor | None = None,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Dispatch on the metric's name.
 
-    x: (B, T, C) all tokens after block 0's attention residual; attn: (B, H, T, T), needed
-    only for ``metric="attention"``. Returns (B, N, N) over the patch tokens.
+    x: (B, T, C) all tokens after the merge block's attention residual; attn: (B, H, T, T),
+    needed only for ``metric="attention"``; keys: (B, T, c) head-averaged attention keys,
+    only for ``metric="keys"``. Returns (B, N, N) over the patch tokens (for the cosine
+    metrics, the score ``(1 + cos) / 2``, not a distribution).
     """
     if metric == "features":
         return feature_distribution(x[:, num_prefix_tokens:])
@@ -111,4 +138,10 @@ def distribution(
         if attn is None:
             raise ValueError("metric='attention' needs the block's attention probabilities")
         return attention_distribution(attn, num_prefix_tokens)
+    if metric == "keys":
+        if keys is None:
+            raise ValueError("metric='keys' needs the block's head-averaged attention keys")
+        return cosine_score(keys[:, num_prefix_tokens:])
+    if metric == "cosine":
+        return cosine_score(x[:, num_prefix_tokens:])
     raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")

@@ -73,12 +73,17 @@ def _output_order(num_tokens: int, num_prefix_tokens: int, device: torch.device)
 
 
 @torch.no_grad()
-def match(keys: torch.Tensor, r: int, num_prefix_tokens: int = 1) -> Matching:
+def match(
+    keys: torch.Tensor, r: int, num_prefix_tokens: int = 1, size: torch.Tensor | None = None
+) -> Matching:
     """Pick the ``r`` merges of one block by bipartite soft matching.
 
     keys: (B, T, c) attention keys averaged over heads; the first ``num_prefix_tokens``
     tokens (class, distillation) are protected. Returns a :class:`Matching` that sends
     the (B, T) tokens to ``T - r`` slots (``r`` capped at ``(T - P) // 2``).
+    size: optional (B, T, 1) token sizes; a size-0 token (ToMato's padding, when ToMe
+    runs after ToMato) is never a partner and leaves last, so each image's real tokens
+    merge as they would in a batch of one.
     """
     b, t, _ = keys.shape
     p = num_prefix_tokens
@@ -93,6 +98,17 @@ def match(keys: torch.Tensor, r: int, num_prefix_tokens: int = 1) -> Matching:
     b_pos = torch.arange(1, t, 2, device=device)
     protected = (a_pos < p)[:, None] | (b_pos < p)[None, :]
     cosine = cosine.masked_fill(protected, -math.inf)
+    order = _output_order(t, p, device).expand(b, t)
+    if size is not None:
+        # Below any cosine (-1) but above the protected tokens (-inf): a pad is nobody's
+        # partner, and leaves (into a real token, with weight 0) only after every real one.
+        pad = size[..., 0] <= 0  # (B, T)
+        free = cosine > -math.inf
+        cosine = cosine.masked_fill((pad[:, 0::2, None] | pad[:, None, 1::2]) & free, -2.0)
+        # Pads go last in the output, so the real tokens keep the positions (and next
+        # block's A/B sides) they would have in a batch of one.
+        rank = torch.empty_like(order[0]).scatter_(0, order[0], torch.arange(t, device=device))
+        order = (rank + pad.long() * t).argsort(dim=1)
 
     # Each A token's best partner (first maximum on ties), then the r strongest edges
     # (stable order on ties, so the lower A position wins).
@@ -101,7 +117,6 @@ def match(keys: torch.Tensor, r: int, num_prefix_tokens: int = 1) -> Matching:
     leaving_pos = a_pos[leaving]  # (B, r) input positions of the tokens that leave
     partner_pos = b_pos[partner.gather(1, leaving)]  # (B, r) where each one goes
 
-    order = _output_order(t, p, device).expand(b, t)
     gone = torch.zeros(b, t, dtype=torch.bool, device=device)
     gone.scatter_(1, leaving_pos, True)
     # Survivors are numbered in output order; the leavers then borrow their partner's slot.
@@ -128,7 +143,8 @@ def merge(
     idx = m.slot.unsqueeze(-1)
     total = x.new_zeros(b, m.out_tokens, c, dtype=acc).scatter_add_(1, idx.expand(b, t, c), x.to(acc) * w)
     new_size = x.new_zeros(b, m.out_tokens, 1, dtype=acc).scatter_add_(1, idx, w)
-    return (total / new_size).to(x.dtype), new_size.to(size.dtype)
+    # A slot of padding alone has size 0: it stays a zero token rather than 0 / 0.
+    return (total / new_size.clamp_min(torch.finfo(acc).tiny)).to(x.dtype), new_size.to(size.dtype)
 
 
 def track_source(

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from . import data, provenance
+from . import data, flops, provenance
 from ..core import patch
 from .models import WeightsInfo
 from .results import RunStore
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def token_stats(model: nn.Module, batch: int) -> tuple[list[int], list[float]]:
-    """Patch tokens leaving block 0, and mean tokens per block, for each image of the
+    """Patch tokens leaving ToMato's merge, and mean tokens per block, for each image of the
     last forward of ``model`` (an unpatched model keeps every token)."""
     st = getattr(model, "_tomato", None)
     n = model.patch_embed.num_patches
@@ -44,7 +44,13 @@ def token_stats(model: nn.Module, batch: int) -> tuple[list[int], list[float]]:
         n = st.grid[0] * st.grid[1]
         return [n] * batch, [float(n + st.num_prefix_tokens)] * batch
     kept = st.tokens.tolist()
-    return kept, [float(k + st.num_prefix_tokens) for k in kept]
+    if st.settings.block == 0 and not any(st.r):
+        return kept, [float(k + st.num_prefix_tokens) for k in kept]
+    # A later merge or ToMe after it: each image's schedule, as its FLOPs count it.
+    dims = flops.dims_of(model)
+    means = [sum(m for _, m in flops.tokens_schedule_tomato(dims, k, st.settings.block, st.r)) / depth
+             for k in kept]
+    return kept, means
 
 
 def samples_digest(samples: Sequence[data.Sample]) -> str:

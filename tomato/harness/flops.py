@@ -168,16 +168,31 @@ def tokens_schedule_tome(dims: ViTDims, r: tome.RSpec) -> Schedule:
     return out
 
 
-def tokens_schedule_tomato(dims: ViTDims, kept_patches: float) -> Schedule:
-    """ToMato: one merge in block 0 between attention and MLP, then a fixed sequence.
+def tokens_schedule_tomato(
+    dims: ViTDims, kept_patches: float, block: int = 0, r: tome.RSpec | None = None
+) -> Schedule:
+    """ToMato: one merge in block ``block`` between attention and MLP (the paper's block 0
+    by default); the blocks after it run on what it kept, less ToMe's ``r`` per block when
+    given (the hybrid: ToMe in the blocks after ToMato's merge).
 
     ``kept_patches`` is the number of patch groups left after the merge (may be a mean
     over images, hence float); prefix tokens are never merged.
     """
     if not 1 <= kept_patches <= dims.num_patches:
         raise ValueError(f"kept_patches must be in [1, {dims.num_patches}], got {kept_patches}")
-    n_kept = dims.num_prefix_tokens + float(kept_patches)
-    return [(float(dims.num_tokens), n_kept)] + [(n_kept, n_kept)] * (dims.depth - 1)
+    if not 0 <= block < dims.depth:
+        raise ValueError(f"block must be in [0, {dims.depth - 1}], got {block}")
+    prefix = dims.num_prefix_tokens
+    rs = tome.per_block_r(r, dims.depth) if r else [0] * dims.depth
+    full = float(dims.num_tokens)
+    n = prefix + float(kept_patches)
+    out: Schedule = [(full, full)] * block + [(full, n)]
+    for r_i in rs[block + 1:]:
+        r_eff = max(0, min(r_i, int(n - prefix) // 2))  # as ToMe's matching caps it
+        n_after = max(n - r_eff, prefix + 1.0)
+        out.append((n, n_after))
+        n = n_after
+    return out
 
 
 def tomato_merge_flops(dims: ViTDims) -> float:

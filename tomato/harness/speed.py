@@ -35,13 +35,14 @@ log = logging.getLogger(__name__)
 
 def variant_flops(dims: flops.ViTDims, variant: Variant, kept_patches: float) -> float:
     """FLOPs of one image through a ViT of shape ``dims`` as ``variant``, keeping
-    ``kept_patches`` patch tokens after block 0 (ToMato; ToMe's schedule is fixed by r)."""
+    ``kept_patches`` patch tokens after ToMato's merge (ToMato and the hybrid; ToMe's
+    schedule is fixed by r)."""
     if variant.kind == "tome":
         return flops.vit_flops(dims, flops.tokens_schedule_tome(dims, variant.get("r", 0)))
-    if variant.kind == "tomato":
+    if variant.kind in ("tomato", "hybrid"):
         kept = min(max(1.0, kept_patches), dims.num_patches)
-        return flops.vit_flops(dims, flops.tokens_schedule_tomato(dims, kept),
-                               extra=flops.tomato_merge_flops(dims))
+        schedule = flops.tokens_schedule_tomato(dims, kept, variant.get("block", 0), variant.get("r"))
+        return flops.vit_flops(dims, schedule, extra=flops.tomato_merge_flops(dims))
     return flops.vit_flops(dims, flops.tokens_schedule_tomato(dims, dims.num_patches))
 
 

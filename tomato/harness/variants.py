@@ -5,7 +5,10 @@
     tomato:sim=1e-7                    ToMato with a fixed threshold
     tomato:keep=0.85                   ToMato keeping at most 85% of the patch tokens
     tomato:tokens=150                  ToMato keeping at most 150 patch tokens
-    tomato:sim=1e-7,method=parallel    any ToMato setting: method, metric, rule
+    tomato:sim=1e-7,method=parallel    any ToMato setting: method, metric, rule, block
+    tomato:keep=0.7,block=3            beyond the paper: merge after block 3's attention
+    tomato:keep=0.7,metric=keys        ... on ToMe's key cosine (or metric=cosine)
+    hybrid:sim=1e-15,r=4               ToMato at block 0, then ToMe r=4 in blocks 1-11
 
 :func:`parse` turns a spec into a :class:`Variant`; ``Variant.apply(model)`` patches a timm
 model in place (undoing any earlier patch), and ``Variant.spec`` is the canonical string
@@ -33,7 +36,7 @@ _BASELINE = {"deit", "none", "base", "baseline", "vit"}
 #: Thresholds the authors profiled for the paper's Figure 3 (values read from its graph).
 PAPER_SIMS: tuple[float, ...] = (1e-2, 1e-3, 5e-4, 1e-7, 1e-20)
 
-_KINDS = ("deit", "tome", "tomato")
+_KINDS = ("deit", "tome", "tomato", "hybrid")
 _SWEPT = ("r", "sim", "keep_ratio", "tokens")
 
 
@@ -44,12 +47,13 @@ def format_number(value: Any) -> str:
                       f"{value:g}")
     return str(value)
 _TOMATO_KEYS = {"sim": float, "keep": float, "keep_ratio": float, "tokens": int,
-                "method": str, "metric": str, "rule": str}
+                "method": str, "metric": str, "rule": str, "block": int}
+_TOMATO_ORDER = ("method", "metric", "rule", "block")  # set before the threshold
 
 
 @dataclass(frozen=True)
 class Variant:
-    """kind: "deit" | "tome" | "tomato"; params: sorted (name, value) pairs."""
+    """kind: "deit" | "tome" | "tomato" | "hybrid"; params: sorted (name, value) pairs."""
 
     kind: str
     params: tuple[tuple[str, Any], ...] = ()
@@ -69,13 +73,16 @@ class Variant:
             return "baseline"
         if self.kind == "tome":
             return f"ToMe r={self.get('r')}"
+        if self.kind == "hybrid":
+            tomato = Variant("tomato", tuple(p for p in self.params if p[0] != "r"))
+            return f"{tomato.label} + ToMe r={self.get('r')}"
         parts = ["ToMato"]
         if self.get("method") not in (None, "faithful"):
             parts.append(str(self.get("method")))
         for key, name in (("sim", "sim"), ("keep_ratio", "keep"), ("tokens", "tokens")):
             if self.get(key) is not None:
                 parts.append(f"{name}={format_number(self.get(key))}")
-        parts += [f"{key}={self.get(key)}" for key in ("metric", "rule") if self.get(key) is not None]
+        parts += [f"{key}={self.get(key)}" for key in ("metric", "rule", "block") if self.get(key) is not None]
         return " ".join(parts)
 
     @property
@@ -100,7 +107,7 @@ class Variant:
     @property
     def family(self) -> str:
         """The plot series: ``deit``, ``tome``, ``tomato`` (fixed sim), ``parallel``,
-        ``keep`` or ``tokens`` (ToMato choosing sim per image)."""
+        ``keep`` or ``tokens`` (ToMato choosing sim per image), ``hybrid``."""
         if self.kind != "tomato":
             return self.kind
         if self.get("method") == "parallel":
@@ -134,13 +141,13 @@ class Variant:
         if self.kind == "tome":
             patch.tome(model)
             model.r = self.get("r", 0)
-        elif self.kind == "tomato":
+        elif self.kind in ("tomato", "hybrid"):
             patch.timm(model)
-            for name, value in self.params:  # method/metric/rule first, then the threshold
-                if name in ("method", "metric", "rule"):
+            for name, value in self.params:  # method/metric/rule/block first, then the threshold
+                if name in _TOMATO_ORDER:
                     setattr(model, name, value)
             for name, value in self.params:
-                if name in ("sim", "keep_ratio", "tokens"):
+                if name in ("sim", "keep_ratio", "tokens", "r"):
                     setattr(model, name, value)
         return model
 
@@ -173,8 +180,17 @@ def parse(spec: str | Variant) -> Variant:
         if r < 0:
             raise ValueError(f"variant {spec!r}: r must be >= 0")
         return Variant("tome", (("r", r),))
-    if kind == "tomato":
+    if kind in ("tomato", "hybrid"):
         params: dict[str, Any] = {}
+        if kind == "hybrid":
+            if "r" not in pairs:
+                raise ValueError(f"variant {spec!r}: the hybrid needs ToMe's r (e.g. hybrid:sim=1e-15,r=4)")
+            try:
+                params["r"] = int(pairs.pop("r"))
+            except ValueError:
+                raise ValueError(f"variant {spec!r}: r must be an integer") from None
+            if params["r"] < 0:
+                raise ValueError(f"variant {spec!r}: r must be >= 0")
         for key, value in pairs.items():
             if key not in _TOMATO_KEYS:
                 raise ValueError(
@@ -188,9 +204,10 @@ def parse(spec: str | Variant) -> Variant:
         budgets = [k for k in ("sim", "keep_ratio", "tokens") if k in params]
         if len(budgets) != 1:
             raise ValueError(f"variant {spec!r}: give exactly one of sim, keep or tokens")
-        pipeline.Settings(**params).validate()  # same errors as setting them on a model
-        return Variant("tomato", tuple(sorted(params.items())))
-    raise ValueError(f"unknown variant kind {kind!r} in {spec!r}; use deit, tome:r=N or tomato:sim=S")
+        pipeline.Settings(**{k: v for k, v in params.items() if k != "r"}).validate()  # as on a model
+        return Variant(kind, tuple(sorted(params.items())))
+    raise ValueError(f"unknown variant kind {kind!r} in {spec!r}; use deit, tome:r=N, tomato:sim=S "
+                     "or hybrid:sim=S,r=N")
 
 
 def canonical(spec: str | Variant) -> str:
