@@ -201,6 +201,8 @@ def parse(spec: str | Variant) -> Variant:
                 params["keep_ratio" if key == "keep" else key] = _TOMATO_KEYS[key](value)
             except ValueError:
                 raise ValueError(f"variant {spec!r}: bad value for {key}: {value!r}") from None
+        if params.get("block") == 0:  # the default: one spec (and one run folder) per model
+            del params["block"]
         budgets = [k for k in ("sim", "keep_ratio", "tokens") if k in params]
         if len(budgets) != 1:
             raise ValueError(f"variant {spec!r}: give exactly one of sim, keep or tokens")
