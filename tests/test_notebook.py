@@ -141,8 +141,9 @@ def test_missing_weights_stop_with_one_line_unless_random_weights(monkeypatch: p
     assert seen["random_fallback"] is False  # never random unless asked
     assert e.value.lines == [
         "error: no pretrained weights for 'deit_base_patch16_224' here (hub unreachable and nothing is cached); "
-        "pass -p checkpoint /path/to/weights.pth, or -p random_weights True to run on seeded random-init "
-        "weights (NOT accuracy)"]
+        "in JupyterLab set checkpoint = \"/path/to/weights.pth\" (or random_weights = True: seeded random-init "
+        "weights, NOT accuracy) in the parameters cell and run all cells again; with papermill pass "
+        "-p checkpoint /path/to/weights.pth (or -p random_weights True)"]
 
 
 def test_executed_copies_link_to_book_pages(tmp_path: Path):
@@ -160,3 +161,26 @@ def test_executed_copies_link_to_book_pages(tmp_path: Path):
     nb = nbformat.read(str(path), as_version=4)
     assert nb.cells[0].source == "see [the method](../method.md) and [the visit](02_visit.ipynb)"
     assert nb.cells[1].outputs[0]["data"]["text/html"] == '<td><a href="03_merge.html">03_merge</a></td>'
+
+
+def test_interactive_runs_keep_apart_from_the_build():
+    """A notebook run in JupyterLab writes its own runs, never the folder `make book` filled."""
+    import yaml
+
+    build = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())["runs"]
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+        found = re.search(r'^runs: str = "([^"]+)"', "".join(cell["source"]), flags=re.M)
+        if found:
+            assert found.group(1) != build, f"{path.name}: its default runs folder is the build's ({build})"
+
+
+def test_paths_outside_the_checkout(tmp_path: Path):
+    """A notebook copied out of the checkout finds the checkout the package came from, and a
+    results folder outside the checkout is printed as it is."""
+    from tomato.book.runs import repo_root, shown
+
+    assert repo_root(tmp_path) == ROOT
+    assert shown(tmp_path / "x.json") == str(tmp_path / "x.json")
+    assert shown(ROOT / "data" / "results") == "data/results"

@@ -27,9 +27,10 @@ def weights_banner(weights: WeightsInfo) -> str:
             f"`{weights.source}` because no pretrained weights can be downloaded where this "
             "page was built. Token merging, token counts, timings and pictures below are real "
             "computations on real photos, but every *accuracy* number from these weights is "
-            "meaningless (chance level) and must not be read as accuracy. Rerun with "
-            "`-p checkpoint /path/to/deit_base_patch16_224.pth` or on an online machine for "
-            "real numbers.")
+            "meaningless (chance level) and must not be read as accuracy. For real numbers, "
+            "give it weights: in JupyterLab set `checkpoint = \"/path/to/deit_base_patch16_224.pth\"` "
+            "in the parameters cell; with papermill pass `-p checkpoint /path/to/...`; or run "
+            "it on an online machine.")
 
 
 def weights_note(pretrained: bool | None) -> str:

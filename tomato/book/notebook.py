@@ -164,8 +164,10 @@ def _load_model(p: dict[str, Any]) -> tuple[nn.Module, WeightsInfo]:
         found = re.match(r"Could not get pretrained weights for .*? \((.*)\)\. To use real weights", first)
         why = found.group(1) if found else first.rstrip(".")
         raise ParameterError([
-            f"error: no pretrained weights for {name!r} here ({why}); pass -p checkpoint /path/to/weights.pth, "
-            "or -p random_weights True to run on seeded random-init weights (NOT accuracy)"]) from None
+            f"error: no pretrained weights for {name!r} here ({why}); in JupyterLab set checkpoint = "
+            "\"/path/to/weights.pth\" (or random_weights = True: seeded random-init weights, NOT accuracy) in the "
+            "parameters cell and run all cells again; with papermill pass -p checkpoint /path/to/weights.pth "
+            "(or -p random_weights True)"]) from None
 
 
 def _load_samples(p: dict[str, Any]) -> list[Sample]:

@@ -33,10 +33,24 @@ def repo_root(start: Path | str | None = None) -> Path:
     (default: the working directory), so notebooks work from ``notebooks/`` in JupyterLab
     and from the root under papermill."""
     here = Path(start or Path.cwd()).resolve()
-    for d in (here, *here.parents):
+    # Above the working directory first; then the checkout this package was installed
+    # from (``pip install -e``), so a notebook copied out of the checkout still finds it.
+    for d in (*(here, *here.parents), Path(__file__).resolve().parents[2]):
         if (d / "_toc.yml").is_file() and (d / "tomato").is_dir():
             return d
-    raise FileNotFoundError(f"no repository root (a folder with _toc.yml) above {here}")
+    raise FileNotFoundError(f"no repository root (a folder with _toc.yml) above {here}, and the tomato package "
+                            "is not installed from a checkout: run the notebook inside the checkout, or install "
+                            "it there with pip install -e .")
+
+
+def shown(path: Path | str) -> str:
+    """``path`` as a page prints it: relative to the repository root when inside it,
+    else as given (a results folder outside the checkout is fine)."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(repo_root()))
+    except (ValueError, FileNotFoundError):
+        return str(p)
 
 
 def repo_path(path: Path | str) -> Path:

@@ -122,6 +122,12 @@ def provenance_table(prov: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([(k, v) for k, v in fields if v not in (None, "", "None")], columns=["field", "value"])
 
 
+def _longest_word(values: Any, header: str) -> int:
+    """Characters of the longest word among a column's cells and its header."""
+    words = " ".join([str(header), *map(str, values)]).split()
+    return max((len(w) for w in words), default=1)
+
+
 def styled(df: pd.DataFrame, caption: str = "", *, digits: int = 2, formats: Mapping[str, str] | None = None,
            hide_index: bool = True, widths: Mapping[str, str] | None = None) -> Any:
     """A pandas Styler for the book: ``digits`` decimals for floats (``formats`` per
@@ -145,8 +151,10 @@ def styled(df: pd.DataFrame, caption: str = "", *, digits: int = 2, formats: Map
         sty = sty.set_caption(caption)
     styles = [
         {"selector": "caption", "props": "caption-side: top; text-align: left; font-weight: bold;"},
-        # Text wraps between words; a number never breaks mid-number (a wide table scrolls).
-        {"selector": "td", "props": "white-space: normal; vertical-align: top; overflow-wrap: break-word;"},
+        # Text wraps between words, never inside one ("paralle l"); a number never breaks,
+        # and a table too wide for its window scrolls instead.
+        {"selector": "td", "props": "white-space: normal; vertical-align: top; overflow-wrap: normal; "
+                                    "word-break: normal;"},
         {"selector": "th", "props": "vertical-align: bottom;"},
         {"selector": "", "props": "font-size: 0.9em;"},
     ]
@@ -154,7 +162,10 @@ def styled(df: pd.DataFrame, caption: str = "", *, digits: int = 2, formats: Map
         if df[col].dtype.kind in "iuf":
             styles.append({"selector": f"td:nth-child({k})", "props": "white-space: nowrap;"})
     if widths:
-        styles.append({"selector": "", "props": "table-layout: fixed; width: 100%;"})
+        # A fixed layout squeezes columns to the window; the minimum width keeps each
+        # column's longest word whole (about 0.6 em a character), so a narrow window scrolls.
+        min_em = sum(_longest_word(df[col], col) * 0.6 + 1.2 for col in df.columns)
+        styles.append({"selector": "", "props": f"table-layout: fixed; width: 100%; min-width: {min_em:.0f}em;"})
         for k, col in enumerate(df.columns, 1):
             if col in widths:
                 styles.append({"selector": f"th:nth-child({k}), td:nth-child({k})",

@@ -51,9 +51,17 @@ def _slider_view(slider: Any, render: Any) -> Any:
     widget capturing a figure: nothing waits on the front end, so headless execution
     (papermill) never blocks on it.
     """
+    import struct
+
     import ipywidgets as widgets
 
-    image = widgets.Image(value=render(slider.value), format="png")
+    png = render(slider.value)
+    width = struct.unpack(">I", png[16:20])[0]  # the PNG's own width (its IHDR chunk)
+    # At its own size, not stretched to the output's width (blurry, and taller than the
+    # window, so that the slider and the picture's lower half never show together).
+    image = widgets.Image(value=png, format="png", layout=widgets.Layout(width=f"{width}px", max_width="100%"))
+    # A track wide enough to move by one step at a time (the sim slider spans 60 decades).
+    slider.layout = widgets.Layout(width=f"{max(width, 480)}px", max_width="100%")
 
     def update(change: Mapping[str, Any]) -> None:
         image.value = render(change["new"])

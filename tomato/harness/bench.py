@@ -147,11 +147,11 @@ def _tokens(name: str, out: Any, patched: nn.Module, n: int, k: int, p: int) -> 
 
 def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int = 5,
         device: str = "cpu", threads: int | None = None, batch_sizes: Sequence[int] = (1,),
-        tokens: int = 138, model: nn.Module | None = None) -> list[Row]:
+        tokens: int = 138, model: nn.Module | None = None, progress: bool = False) -> list[Row]:
     """Time and count everything listed in the module docstring; one Row per measurement
     and batch size. ``model``: an unpatched model already on ``device`` (left unchanged;
     the book passes its page's weights); None loads ``model_name`` with seeded random-init
-    weights."""
+    weights. ``progress``: a bar of the timing rounds of each batch size."""
     if threads:
         torch.set_num_threads(threads)
     plain = model if model is not None else models.load(model_name, pretrained=False, seed=0, device=device)[0]
@@ -172,7 +172,8 @@ def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int =
             with dispatch.count() as c:
                 out = fn()
             counted[name] = (c, _tokens(name, out, patched, n, tokens, p))
-        stats = timing.compare(fns, runs=runs, warmup=warmup, sync=timing.device_sync(device))
+        stats = timing.compare(fns, runs=runs, warmup=warmup, sync=timing.device_sync(device), progress=progress,
+                               desc=f"merge-step benchmark, batch {b}")
         base = stats["forward: unpatched"].median
         for name, s in stats.items():
             c, tok = counted[name]

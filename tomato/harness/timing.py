@@ -200,6 +200,8 @@ def compare(
     clock: Clock = time.perf_counter,
     sync: Sync | None = None,
     interleave: bool = True,
+    progress: bool = False,
+    desc: str = "timing rounds",
 ) -> dict[str, TimingStats]:
     """The robust protocol: time several variants in one run, round-robin by default.
 
@@ -209,7 +211,7 @@ def compare(
     jobs on a shared machine) affect all variants alike, so their *ratios* stay meaningful
     even when absolute times move; round i of two variants also forms a pair for
     :func:`bootstrap_ratio`. With ``interleave=False`` each variant runs to completion in
-    turn (no budget).
+    turn (no budget). ``progress`` shows a bar of the rounds (warm-up included).
     """
     if not fns:
         raise ValueError("compare() needs at least one variant")
@@ -222,10 +224,14 @@ def compare(
             name: measure(fn, runs=runs, warmup=warmup, clock=clock, sync=sync)
             for name, fn in fns.items()
         }
+    from tqdm.auto import tqdm
+
     times: dict[str, list[float]] = {name: [] for name in fns}
+    bar = tqdm(total=warmup + runs, desc=desc, unit="round", disable=not progress, leave=False)
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+        bar.update()
     sync()
     # The budget is wall time, read apart from ``clock`` so an injected clock stays exact.
     start = time.monotonic()
@@ -234,6 +240,8 @@ def compare(
         for name, fn in fns.items():
             times[name].append(_timed_call(fn, clock, sync))
         rounds += 1
+        bar.update()
+    bar.close()
     return {name: TimingStats(t) for name, t in times.items()}
 
 
