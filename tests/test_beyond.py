@@ -142,3 +142,26 @@ def test_variant_applies_block_metric_and_r(images):
     assert (model.block, model.metric, model.keep_ratio, model.r[3]) == (2, "keys", 0.7, 2)
     model(images)
     assert st.merged_block == 2 and st.tokens_per_block[3] == st.tokens_per_block[2] - 2
+
+
+def test_equal_gflops_comparison_interpolates_photo_by_photo():
+    """The reference curve's top-1 at a point's GFLOPs is the per-photo blend of its two
+    neighbours, so the difference stays paired (and no curve is extrapolated)."""
+    import numpy as np
+    import pandas as pd
+
+    from tomato.book import beyond
+
+    n = 40
+    right = {"lo": np.ones(n), "hi": np.zeros(n), "x": np.r_[np.ones(n // 2), np.zeros(n // 2)]}
+
+    class Run:
+        def predictions(self, spec):
+            return pd.DataFrame({"index": np.arange(n)[::-1], "correct1": right[spec][::-1]})
+
+    ref = pd.DataFrame({"variant": ["lo", "hi"], "gflops": [1.0, 3.0]})
+    at = lambda g: beyond.versus_curve(Run(), pd.Series({"variant": "x", "gflops": g}), ref)  # noqa: E731
+    assert at(2.0)["ref_top1"] == pytest.approx(50) and at(2.0)["diff"] == pytest.approx(0)
+    assert at(1.5)["ref_top1"] == pytest.approx(75) and at(1.5)["diff"] == pytest.approx(-25)
+    assert at(1.5)["low"] < -25 < at(1.5)["high"]
+    assert at(0.5) is None and at(3.5) is None

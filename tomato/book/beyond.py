@@ -170,13 +170,14 @@ def answer(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> 
         for against in ("ToMe r sweep", "ToMato keep sweep"):
             q = p[p["against"] == against]
             if not q.empty:
-                parts.append(f"against the {against} at equal GFLOPs the hybrid is {_verdict(q.to_dict('records'))} "
-                             f"({'; '.join(f'{v} {c}' for v, c in zip(q['variant'], q['Δ [95% CI]']))})")
-        return "ToMato then ToMe: " + "; ".join(parts) + "."
+                top = q.loc[q["diff"].idxmax()]
+                parts.append(f"against the {against} it is {_verdict(q.to_dict('records'))} "
+                             f"(best {top['variant']} {top['Δ [95% CI]']})")
+        return "At equal GFLOPs, " + "; ".join(parts) + " points."
     fixed = df[_is(df, "tomato", block=0, metric="features", keep=None, r=None) & df["sim"].notna()]
     budget = df[_is(df, "tomato", block=0, metric="features", sim=None, r=None) & df["keep"].notna()]
     return (f"The token budget against a fixed sim at equal mean GFLOPs: {_verdict(p.to_dict('records'))} "
-            f"({'; '.join(f'{v} {c}' for v, c in zip(p['variant'], p['Δ [95% CI]']))} points). Per-photo tokens "
+            f"(best {best['variant']} {best['Δ [95% CI]']} points). Per-photo tokens "
             f"spread by a standard deviation of {budget['tokens_sd'].median():.1f} under a budget and "
             f"{fixed['tokens_sd'].median():.1f} under a fixed sim (medians over each sweep).")
 
