@@ -57,9 +57,16 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _terminal_signals() -> None:
+    # As a terminal gives them: a suite started in the background by a non-interactive
+    # shell (``make test &``) runs with SIGINT ignored, and children inherit that.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tomato", *args], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_terminal_signals)
 
 
 def run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
