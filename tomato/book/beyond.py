@@ -39,21 +39,20 @@ def sweep_name(model: str) -> str:
 
 def load(results: Path | str, model: str) -> RecordedRun | None:
     """The recorded sweep of ``model`` under ``results`` (None where absent)."""
-    from .runs import recorded_runs
+    from .runs import recorded_run
 
-    return next((r for r in recorded_runs(Path(results)) if r.name == sweep_name(model)), None)
+    return recorded_run(Path(results), sweep_name(model))
 
 
 def table(run: RecordedRun, seed: int = 0) -> pd.DataFrame:
     """:func:`tomato.book.miniature.table` plus what the questions sort by: ``block``,
-    ``metric``, ``keep``, ``sim``, ``r`` and the spread of per-photo tokens (``tokens_sd``)."""
+    ``metric``, ``keep``, ``sim`` and ``r``."""
     df = miniature.table(run, seed)
     parsed = [variants.parse(s) for s in df["variant"]]
     df["block"] = [v.get("block", 0) if v.kind in ("tomato", "hybrid") else None for v in parsed]
     df["metric"] = [v.get("metric", "features") if v.kind in ("tomato", "hybrid") else None for v in parsed]
     for key, name in (("keep_ratio", "keep"), ("sim", "sim"), ("r", "r")):
         df[name] = [v.get(key) for v in parsed]
-    df["tokens_sd"] = [float(np.std(run.predictions(s)["tokens"].to_numpy(float))) for s in df["variant"]]
     return df
 
 
@@ -89,9 +88,7 @@ def versus_curve(run: RecordedRun, row: Any, reference: pd.DataFrame, seed: int 
     w = 1.0 if xs[hi] == xs[lo] else (xs[hi] - g) / (xs[hi] - xs[lo])
     ref = w * _right(run, reference.iloc[lo]["variant"]) + (1 - w) * _right(run, reference.iloc[hi]["variant"])
     d = (_right(run, row["variant"]) - ref) * 100
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), size=(miniature.BOOTSTRAP, len(d)))].mean(axis=1)
-    low, high = np.percentile(boots, [2.5, 97.5])
+    low, high = miniature.bootstrap_interval(d, seed)
     return {"diff": float(d.mean()), "low": float(low), "high": float(high), "ref_top1": float(ref.mean() * 100)}
 
 
@@ -100,6 +97,16 @@ def _is(df: pd.DataFrame, kind: str, **fixed: Any) -> Any:
     for name, value in fixed.items():
         mask &= df[name].isna() if value is None else (df[name] == value)
     return mask
+
+
+def _budget(df: pd.DataFrame) -> Any:
+    """ToMato's keep sweep at block 0 with the paper's distribution."""
+    return _is(df, "tomato", block=0, metric="features", sim=None, r=None)
+
+
+def _fixed_sim(df: pd.DataFrame) -> Any:
+    """ToMato's fixed-sim sweep at block 0 with the paper's distribution."""
+    return _is(df, "tomato", block=0, metric="features", keep=None, r=None) & df["sim"].notna()
 
 
 def _ci(d: dict[str, float]) -> str:
@@ -117,7 +124,7 @@ def pairs(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> p
     import pandas as pd
 
     out = []
-    budget0 = curve(df, _is(df, "tomato", block=0, metric="features", sim=None, r=None))
+    budget0 = curve(df, _budget(df))
     if question == "block":
         for b in BLOCKS[1:]:
             for _, row in df[_is(df, "tomato", block=b, metric="features")].iterrows():
@@ -135,8 +142,8 @@ def pairs(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> p
             out.append((row, "ToMe r sweep", versus_curve(run, row, tome, seed)))
             out.append((row, "ToMato keep sweep", versus_curve(run, row, budget0, seed)))
     elif question == "sim":
-        fixed = curve(df, _is(df, "tomato", block=0, metric="features", keep=None, r=None) & df["sim"].notna())
-        for _, row in df[_is(df, "tomato", block=0, metric="features", sim=None, r=None)].iterrows():
+        fixed = curve(df, _fixed_sim(df))
+        for _, row in df[_budget(df)].iterrows():
             if row["keep"] == row["keep"]:
                 out.append((row, "ToMato fixed-sim sweep", versus_curve(run, row, fixed, seed)))
     else:
@@ -174,8 +181,8 @@ def answer(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> 
                 parts.append(f"against the {against} it is {_verdict(q.to_dict('records'))} "
                              f"(best {top['variant']} {top['Δ [95% CI]']})")
         return "At equal GFLOPs, " + "; ".join(parts) + " points."
-    fixed = df[_is(df, "tomato", block=0, metric="features", keep=None, r=None) & df["sim"].notna()]
-    budget = df[_is(df, "tomato", block=0, metric="features", sim=None, r=None) & df["keep"].notna()]
+    fixed = df[_fixed_sim(df)]
+    budget = df[_budget(df) & df["keep"].notna()]
     return (f"The token budget against a fixed sim at equal mean GFLOPs: {_verdict(p.to_dict('records'))} "
             f"(best {best['variant']} {best['Δ [95% CI]']} points). Per-photo tokens "
             f"spread by a standard deviation of {budget['tokens_sd'].median():.1f} under a budget and "
@@ -206,12 +213,10 @@ def plot(df: pd.DataFrame, question: str, *, title: str = "") -> Figure:
                 series[f"merge after block {b}"] = _is(df, "tomato", block=b, metric="features", sim=None, r=None)
         elif question == "hybrid":
             series = {"ToMe (r sweep)": df["kind"] == "tome",
-                      "ToMato (keep sweep)": _is(df, "tomato", block=0, metric="features", sim=None, r=None),
+                      "ToMato (keep sweep)": _budget(df),
                       "ToMato sim=1e-15 + ToMe (r sweep)": df["kind"] == "hybrid"}
         elif question == "sim":
-            series = {"ToMato, fixed sim": _is(df, "tomato", block=0, metric="features", keep=None, r=None)
-                      & df["sim"].notna(),
-                      "ToMato, token budget (keep)": _is(df, "tomato", block=0, metric="features", sim=None, r=None)}
+            series = {"ToMato, fixed sim": _fixed_sim(df), "ToMato, token budget (keep)": _budget(df)}
         else:
             raise ValueError(f"unknown question {question!r}; choose block, metric, hybrid or sim")
         for name, mask in series.items():

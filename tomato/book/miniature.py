@@ -29,6 +29,15 @@ _NULL_LABELS = {"tomato": "ToMato (fidelity run)", "random_groups": "random grou
                 "tome": "ToMe, r matching ToMato's tokens"}
 
 
+def bootstrap_interval(d: np.ndarray, seed: int = 0, n_boot: int = BOOTSTRAP) -> tuple[float, float]:
+    """95% paired bootstrap interval of ``mean(d)``: d: (N,) per-photo differences, photos
+    resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    low, high = np.percentile(boots, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def paired(base: np.ndarray, other: np.ndarray, seed: int = 0, n_boot: int = BOOTSTRAP) -> dict[str, float]:
     """Paired difference of two 0/1 correctness vectors of the same photos, in points.
 
@@ -40,12 +49,9 @@ def paired(base: np.ndarray, other: np.ndarray, seed: int = 0, n_boot: int = BOO
 
     base, other = np.asarray(base, bool), np.asarray(other, bool)
     d = other.astype(np.int8) - base.astype(np.int8)
-    n = len(d)
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1) * 100
+    low, high = (100 * v for v in bootstrap_interval(d, seed, n_boot))
     b, c = int((base & ~other).sum()), int((~base & other).sum())
     p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
-    low, high = np.percentile(boots, [2.5, 97.5])
     return {"diff": float(d.mean() * 100), "low": float(low), "high": float(high), "p": float(p), "b": b, "c": c}
 
 
@@ -72,7 +78,7 @@ def table(run: RecordedRun, seed: int = 0) -> pd.DataFrame:
         tokens = pred["tokens"].to_numpy(float)
         out.append({"variant": r["variant"], "label": r["label"], "kind": r["kind"], "top1": r["top1"],
                     "top5": r["top5"], "d_top1": d["diff"], "d_low": d["low"], "d_high": d["high"], "p": d["p"],
-                    "tokens_mean": float(np.mean(tokens)), "tokens_p5": float(np.percentile(tokens, 5)),
+                    "tokens_mean": float(np.mean(tokens)), "tokens_sd": float(np.std(tokens)), "tokens_p5": float(np.percentile(tokens, 5)),
                     "tokens_p95": float(np.percentile(tokens, 95)),
                     "cut_pct": 100 * (1 - float(np.mean(tokens)) / paper.NUM_PATCHES), "gflops": r["gflops"],
                     "speedup": r.get("speedup"), "speedup_low": r.get("speedup_low"),
@@ -298,10 +304,10 @@ def load(results: Path | str, model: str) -> tuple[RecordedRun | None, dict[str,
     """The sweep and the fidelity record of ``model`` under ``results`` (None where absent)."""
     import json
 
-    from .runs import recorded_runs
+    from .runs import recorded_run
 
     results = Path(results)
-    run = next((r for r in recorded_runs(results) if r.name == sweep_name(model)), None)
+    run = recorded_run(results, sweep_name(model))
     path = results / fidelity_name(model)
     if not path.is_absolute():
         from .runs import repo_path

@@ -324,6 +324,11 @@ def _is_run_dir(d: Path) -> bool:
     return False
 
 
+def recorded_run(root: Path | str, name: str) -> RecordedRun | None:
+    """The recorded run folder ``name`` under ``root`` (None where absent)."""
+    return next((r for r in recorded_runs(root) if r.name == name), None)
+
+
 def recorded_runs(root: Path | str = "data/results") -> list[RecordedRun]:
     """Every result folder under ``root`` (``root`` included, relative paths against the
     repository root): one holding ``sweep.csv`` or sub-folders with ``summary.json`` (or

@@ -152,6 +152,17 @@ class Variant:
         return model
 
 
+def _parse_r(spec: str, text: str) -> int:
+    """ToMe's r from a spec's text (ToMe and the hybrid): an int >= 0."""
+    try:
+        r = int(text)
+    except ValueError:
+        raise ValueError(f"variant {spec!r}: r must be an integer") from None
+    if r < 0:
+        raise ValueError(f"variant {spec!r}: r must be >= 0")
+    return r
+
+
 def parse(spec: str | Variant) -> Variant:
     """Parse a spec string (see the module docstring); ValueError on anything unknown."""
     if isinstance(spec, Variant):
@@ -173,24 +184,13 @@ def parse(spec: str | Variant) -> Variant:
     if kind == "tome":
         if set(pairs) != {"r"}:
             raise ValueError(f"variant {spec!r}: ToMe takes exactly one parameter, r (e.g. tome:r=2)")
-        try:
-            r = int(pairs["r"])
-        except ValueError:
-            raise ValueError(f"variant {spec!r}: r must be an integer") from None
-        if r < 0:
-            raise ValueError(f"variant {spec!r}: r must be >= 0")
-        return Variant("tome", (("r", r),))
+        return Variant("tome", (("r", _parse_r(spec, pairs["r"])),))
     if kind in ("tomato", "hybrid"):
         params: dict[str, Any] = {}
         if kind == "hybrid":
             if "r" not in pairs:
                 raise ValueError(f"variant {spec!r}: the hybrid needs ToMe's r (e.g. hybrid:sim=1e-15,r=4)")
-            try:
-                params["r"] = int(pairs.pop("r"))
-            except ValueError:
-                raise ValueError(f"variant {spec!r}: r must be an integer") from None
-            if params["r"] < 0:
-                raise ValueError(f"variant {spec!r}: r must be >= 0")
+            params["r"] = _parse_r(spec, pairs.pop("r"))
         for key, value in pairs.items():
             if key not in _TOMATO_KEYS:
                 raise ValueError(
