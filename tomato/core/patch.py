@@ -8,6 +8,8 @@
     logits = model(images)
     tomato.patch.state(model).tokens   # patch tokens each image kept after block 0
 
+    model.tokens, model.static = 138, True   # exactly 138 tokens per image: no host sync,
+                                             # for torch.compile, CUDA graphs and ONNX
     model.block = 3               # beyond the paper: merge after block 3's attention
     model.metric = "keys"         # ... on ToMe's key cosine instead of the distribution
     model.r = 4                   # ... then ToMe (r per block) in the blocks after it
@@ -44,6 +46,7 @@ _ALLOWED = {
     "metric": f"one of {', '.join(similarity.METRICS)}",
     "rule": f"one of {', '.join(visit.RULES)}",
     "block": "an int >= 0 below the model's depth (the block whose attention the merge follows)",
+    "static": "True or False (True: exactly the budget's k tokens per image; needs tokens or keep_ratio)",
 }
 
 
@@ -58,6 +61,9 @@ class State:
     ``tokens``: (B,) patch tokens kept after ToMato's merge or after ToMe's first block;
     ``merged_block``: the block after whose attention ToMato merged (None: no merge);
     ``sim``: (B,) threshold used per image (ToMato), ``log_sim`` its exact natural log;
+    ``exact``: (B,) bool, static mode with the parallel method only: whether the budget
+    search was confirmed exact (False only on pathological grids, where the image kept
+    fewer tokens than the non-static mode would);
     ``labels``: (B, N) group of each patch
     (ToMato's source map); ``source``: (B, T_out, T_in) ToMe's source map when traced;
     ``tokens_per_block``: token count leaving each block (padded count for ToMato batches).
@@ -86,6 +92,7 @@ class State:
     tokens: torch.Tensor | None = None
     sim: torch.Tensor | None = None
     log_sim: torch.Tensor | None = None
+    exact: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     source: torch.Tensor | None = None
     tokens_per_block: list[int] = field(default_factory=list)
@@ -95,7 +102,8 @@ class State:
     def reset(self, grid: tuple[int, int]) -> None:
         """Forget the last forward's tensors; called as each forward starts."""
         self.grid = grid
-        self.size = self.bias = self.bias_of = self.tokens = self.sim = self.log_sim = self.labels = self.source = None
+        self.size = self.bias = self.bias_of = self.tokens = self.sim = self.log_sim = None
+        self.exact = self.labels = self.source = None
         self.tokens_per_block = []
         self.merged_block = None
 
@@ -199,7 +207,11 @@ def _setting(name: str) -> property:
             trial.keep_ratio = trial.tokens = None
         try:
             trial.validate()
-        except ValueError:
+        except ValueError as err:
+            if str(err) == pipeline.STATIC_NEEDS_BUDGET:
+                then = ("set model.tokens or model.keep_ratio first" if name == "static"
+                        else "set model.static = False first")
+                raise ValueError(f"model.{name} = {value!r} is not allowed here: {err}; {then}") from None
             raise _refused(name, value, _ALLOWED[name]) from None
         self._tomato.settings = trial
         _place_merge(self)
@@ -222,6 +234,9 @@ def _checked_setting(name: str, value: Any) -> Any:
     elif name in ("tokens", "block"):
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return int(value)
+    elif name == "static":
+        if isinstance(value, bool):
+            return value
     elif isinstance(value, str):
         return value
     raise _refused(name, value, _ALLOWED[name])
@@ -322,6 +337,7 @@ def _tomato_block(base: type) -> type:
                 x, st.size = m.x, m.size
                 _attention_bias(st)  # now, so later blocks all see a ready bias (one compile)
                 st.tokens, st.sim, st.log_sim, st.labels = m.counts, step.sim, step.log_sim, m.labels
+                st.exact = step.exact
             elif r > 0:  # ToMe after ToMato; its padding (size 0) never merges into a token
                 assert a.keys is not None
                 with _range(self, "tome.merge"):

@@ -17,6 +17,12 @@ exactly by reachability; the check that the pick fits the budget and the candida
 does not is read in the same sync. Only if that check fails does the bisection
 :func:`tomato.core.budget.search_sim` run (one sync per step), so the result always
 equals the faithful visit's.
+
+With ``static=True`` (a token budget of k) the merged sequence is always ``P + k`` long:
+each image's groups, then padding of size 0. Nothing is read back, so the parallel
+directed chain makes no host sync at all and its shapes are fixed by the settings, as
+CUDA graphs, ``torch.compile(fullgraph=True)`` and ONNX export need; the bracket check
+becomes a per-image flag (``exact``) instead of a fallback.
 """
 from __future__ import annotations
 
@@ -27,6 +33,13 @@ from typing import Sequence
 import torch
 
 from . import budget, merge, similarity, visit
+
+
+#: Why a static model refuses a fixed ``sim`` (said the same way by every caller).
+STATIC_NEEDS_BUDGET = (
+    "static mode keeps exactly k tokens per image, so it needs a token budget "
+    "(tokens or keep_ratio), not a fixed sim"
+)
 
 
 @dataclass
@@ -40,7 +53,10 @@ class Settings:
     of the attention "keys" (ToMe's metric) or of the features ("cosine");
     rule: the parallel method's edge rule, "directed" (the faithful partition exactly)
     or the symmetrised "either" | "both";
-    block: the block whose attention the merge follows (0, the paper's, by default).
+    block: the block whose attention the merge follows (0, the paper's, by default);
+    static: with a token budget of k, every image leaves the merge with exactly k tokens
+    (its groups, then size-0 padding), so shapes do not depend on the photos and the
+    parallel directed chain makes no host sync at all (see :func:`merge_at_once`).
     """
 
     sim: float | None = None
@@ -50,6 +66,7 @@ class Settings:
     metric: str = "features"
     rule: str = "directed"
     block: int = 0
+    static: bool = False
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -69,6 +86,10 @@ class Settings:
             raise ValueError(f"unknown edge rule {self.rule!r}; choose one of {visit.RULES}")
         if isinstance(self.block, bool) or not isinstance(self.block, int) or self.block < 0:
             raise ValueError(f"block must be an int >= 0, got {self.block!r}")
+        if not isinstance(self.static, bool):
+            raise ValueError(f"static must be True or False, got {self.static!r}")
+        if self.static and self.keep_ratio is None and self.tokens is None:
+            raise ValueError(STATIC_NEEDS_BUDGET)
 
     @property
     def active(self) -> bool:
@@ -89,6 +110,9 @@ class Grouping:
     counts: torch.Tensor
     log_sim: torch.Tensor
     groups: int | None = None  # ``counts.max()`` when already read on the host
+    # Static mode, parallel directed: (B,) bool, whether the budget search's bracket was
+    # confirmed exactly (then the grouping is the non-static mode's; see _group_fast).
+    exact: torch.Tensor | None = None
 
 
 @dataclass
@@ -102,6 +126,7 @@ class Step:
     merged: merge.Merged
     sim: torch.Tensor
     log_sim: torch.Tensor
+    exact: torch.Tensor | None = None
 
 
 def neighbour_log_scores(
@@ -178,15 +203,23 @@ def _group_fast(
             torch.full((b,), math.inf, dtype=torch.float64, device=scores.device))
         edges = visit.log_edges(scores, log_sim.view(b, 1, 1)) & gi.on_grid
         labels, counts = visit.relabel_by_root(visit.reach_roots(edges, gi))
+        if settings.static:  # the image already fits: n tokens, nothing to read back
+            return Grouping(labels, counts, log_sim, n, exact=torch.ones_like(counts, dtype=torch.bool))
         # The forward's one host sync: the padded group count.
         return Grouping(labels, counts, log_sim, int(counts.amax()))
-    log_sim, above = budget.search_parallel(scores, gi, k)
+    rounds = budget.STATIC_PROBE_ROUNDS if settings.static else None  # static cannot fall back
+    log_sim, above = budget.search_parallel(scores, gi, k, rounds)
     # One exact labelling of the pick and of the next larger candidate, as one batch:
     # the pick must fit and the one above must not (budget.search_parallel).
     both = torch.stack([log_sim, above]).view(2, b, 1, 1)
     edges = (visit.log_edges(scores.unsqueeze(0), both) & gi.on_grid).view(2 * b, n, 4)
     labels, counts = visit.relabel_by_root(visit.reach_roots(edges, gi))
     labels, counts, counts_above = labels[:b], counts[:b], counts[b:]
+    if settings.static:
+        # No sync: the length is k, and the pick always fits (its probe over-counted). A
+        # bracket the probes missed would keep fewer tokens than the exact search; such
+        # images are flagged, not fixed, since fixing them needs the host.
+        return Grouping(labels, counts, log_sim, k, exact=counts_above > k)
     # The forward's one host sync: the padded group count, with the check of the bracket.
     groups, ok = torch.stack([counts.amax(), (counts_above > k).all().long()]).tolist()
     if not ok:  # the probes missed (a pathological grid): the exact search, synced per step
@@ -245,8 +278,12 @@ def merge_at_once(
     0's attention probabilities (only for ``metric="attention"``); keys: (B, P + N, c) its
     head-averaged keys (only for ``metric="keys"``). The patched model calls this after
     the attention of block ``settings.block``, whose tokens these then are.
-    Returns merged tokens (B, P + G, C) with sizes, labels and counts.
+    Returns merged tokens (B, P + G, C) with sizes, labels and counts; G is the largest
+    group count of the batch, or the budget k exactly with ``settings.static``.
     """
     g = group_tokens(x, settings, grid, num_prefix_tokens, attn, keys)
-    merged = merge.merge_groups(x, g.labels, g.counts, num_prefix_tokens, groups=g.groups)
-    return Step(merged, g.log_sim.exp(), g.log_sim)
+    groups = g.groups
+    if settings.static:  # pad every image to the budget: shapes fixed by the settings alone
+        groups = _budget(x.shape[1] - num_prefix_tokens, settings)
+    merged = merge.merge_groups(x, g.labels, g.counts, num_prefix_tokens, groups=groups)
+    return Step(merged, g.log_sim.exp(), g.log_sim, g.exact)

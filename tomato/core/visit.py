@@ -144,7 +144,9 @@ def neighbour_scores(
     return s.masked_fill(~gi.on_grid, float("-inf"))
 
 
-def log_edges(scores: torch.Tensor, log_sim: torch.Tensor) -> torch.Tensor:
+def log_edges(
+    scores: torch.Tensor, log_sim: torch.Tensor, probs: torch.Tensor | None = None
+) -> torch.Tensor:
     """The threshold test on natural-log scores, decided like the reference code.
 
     scores: (..., N, 4) float64 logs of probabilities; log_sim: broadcastable to it.
@@ -154,11 +156,14 @@ def log_edges(scores: torch.Tensor, log_sim: torch.Tensor) -> torch.Tensor:
     probability gets that probability back exactly, so the decision is the reference's.
     Below float32 underflow (``float32(sim) == 0``) it compares the logs instead, which
     keeps an order where every probability would be 0. Monotone in ``log_sim``.
-    Off-grid entries (``-inf``) must be masked by the caller.
+    Off-grid entries (``-inf``) must be masked by the caller. ``probs``: the float32
+    ``exp(scores)`` when the caller already holds it (tests of many thresholds at once).
     """
-    p = scores.exp().float()
+    p = scores.exp().float() if probs is None else probs
     s = log_sim.exp().float()
-    return torch.where(s > 0, p >= s, scores >= log_sim)
+    # Where s == 0, p >= s always holds and the logs decide; where s > 0, p >= s does.
+    # (Written without a boolean where, which ONNX Runtime does not implement.)
+    return (p >= s) & ((s > 0) | (scores >= log_sim))
 
 
 def directed_edges(
@@ -344,6 +349,22 @@ def runs(edges: torch.Tensor, grid: tuple[int, int]) -> Runs:
                 along_h[..., DOWN] - cut[..., DOWN], along_h[..., UP])
 
 
+def _cummin(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Prefix minimum of ``x`` along ``dim`` (``cummin``'s values).
+
+    ONNX has no cummin, so while exporting this is a log-step (Hillis-Steele) scan:
+    ``ceil(log2(n))`` exact minimums with the tensor shifted by 1, 2, 4 ... (each position
+    below the shift takes itself). Eager and compiled runs keep the one cummin kernel,
+    which on a CPU is far faster than any masked formulation."""
+    if not torch.onnx.is_in_onnx_export():
+        return x.cummin(dim).values
+    n, s = x.shape[dim], 1
+    while s < n:
+        x = torch.minimum(x, torch.cat([x.narrow(dim, 0, s), x.narrow(dim, 0, n - s)], dim))
+        s *= 2
+    return x
+
+
 def _scan_round(lab: torch.Tensor, r: Runs) -> torch.Tensor:
     """One round: min-scans along the straight runs right, left, down and up, then two
     pointer jumps (my label's label is an ancestor of my ancestor, so mine too).
@@ -351,10 +372,10 @@ def _scan_round(lab: torch.Tensor, r: Runs) -> torch.Tensor:
     m, n = lab.shape
     h, w = r.right.shape[1:]
     x = lab.view(m, h, w)
-    x = (x - r.right).cummin(2).values + r.right
-    x = (x + r.left).flip(2).cummin(2).values.flip(2) - r.left
-    x = (x - r.down).cummin(1).values + r.down
-    x = (x + r.up).flip(1).cummin(1).values.flip(1) - r.up
+    x = _cummin(x - r.right, 2) + r.right
+    x = _cummin((x + r.left).flip(2), 2).flip(2) - r.left
+    x = _cummin(x - r.down, 1) + r.down
+    x = _cummin((x + r.up).flip(1), 1).flip(1) - r.up
     lab = x.reshape(m, n)
     lab = lab.gather(1, lab)
     return lab.gather(1, lab)
@@ -414,12 +435,12 @@ def reach_roots(edges: torch.Tensor, index: GridIndex) -> torch.Tensor:
     grid, under 0.4% of a DeiT-B forward), buys a labelling with no convergence check.
     """
     m, n, _ = edges.shape
+    # Out of place throughout, so that torch.export (ONNX) sees a functional graph.
     a = torch.zeros(m, n, n + 1, device=edges.device)
-    a.scatter_(2, index.target.expand(m, n, 4), edges.float())
-    r = a[:, :, :n]
-    r.diagonal(dim1=1, dim2=2).fill_(1.0)
+    a = a.scatter(2, index.target.expand(m, n, 4), edges.float())
+    r = torch.maximum(a[:, :, :n], torch.eye(n, device=edges.device))
     for _ in range(max(0, (n - 2).bit_length())):
-        r = (r @ r).clamp_max_(1.0)
+        r = (r @ r).clamp_max(1.0)
     return r.argmax(dim=1)
 
 

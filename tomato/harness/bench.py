@@ -13,6 +13,12 @@ measurement also gets its aten-op and host-sync counts (:mod:`tomato.harness.dis
   token budget; plus a *reference-style* loop that, like the authors' code, recurses in
   Python with one torch op per token (batch 1 only: the reference handles one image).
 
+:func:`static_run` is the deployment benchmark (issue 22): the unpatched model, the
+keep-first-``k`` oracle and ToMato in static mode, each eager, compiled
+(``fullgraph=True``), under ONNX Runtime and CUDA-graphed (on CUDA), all in one
+interleaved run per batch size, each ratio against the unpatched model *under the same
+treatment*.
+
 Random-init weights are fine for speed (the FLOPs do not depend on the values), but their
 features merge differently from a trained model's. :func:`record` writes the rows with
 their provenance under ``data/results``.
@@ -30,7 +36,7 @@ import torch
 from torch import nn
 
 from ..core import patch, pipeline, probe, similarity
-from . import data, dispatch, models, provenance, timing
+from . import data, deploy, dispatch, models, provenance, timing
 from .results import atomic_write_text
 
 
@@ -77,12 +83,6 @@ class Row:
     syncs: int | None = None  # host syncs of one call
 
 
-def _keep_first(k: int, num_prefix: int) -> Callable[..., torch.Tensor]:
-    def hook(module: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
-        return out[:, : num_prefix + k]
-    return hook
-
-
 def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int) -> dict[str, Callable[[], Any]]:
     p = plain.num_prefix_tokens
 
@@ -97,7 +97,7 @@ def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int
         return f
 
     def oracle() -> Any:
-        handle = plain.blocks[0].register_forward_hook(_keep_first(k, p))
+        handle = plain.blocks[0].register_forward_hook(deploy.keep_first_hook(k, p))
         try:
             with torch.inference_mode():
                 return plain(images)
@@ -179,6 +179,85 @@ def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int =
             c, tok = counted[name]
             rows.append(Row(name, s.median * 1e3, s.iqr * 1e3, s.median / base, tok, b,
                             str(device), c.ops, c.syncs))
+    return rows
+
+
+#: The treatments :func:`static_run` knows, in the order it times them.
+TREATMENTS = ("eager", "compiled", "onnxruntime", "cuda-graph")
+
+
+def _treated(treatment: str, model: nn.Module, images: torch.Tensor, workdir: Path, label: str,
+             threads: int | None) -> Callable[[], Any]:
+    """One forward of ``model`` on ``images`` under ``treatment``, ready to time."""
+    if treatment == "eager":
+        def eager() -> Any:
+            with torch.inference_mode():
+                return model(images)
+        return eager
+    if treatment == "compiled":
+        fn = deploy.compiled(model)
+
+        def comp() -> Any:
+            with torch.inference_mode():
+                return fn(images)
+        return comp
+    if treatment == "onnxruntime":
+        path = deploy.export_onnx(model, images, workdir / f"{label}-b{images.shape[0]}.onnx")
+        run_onnx, arr = deploy.onnx_runner(path, threads), images.cpu().numpy()
+        return lambda: run_onnx(arr)
+    if treatment == "cuda-graph":
+        return deploy.cuda_graphed(model, images)
+    raise ValueError(f"unknown treatment {treatment!r}; choose from {', '.join(TREATMENTS)}")
+
+
+def static_run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int = 5,
+               device: str = "cpu", threads: int | None = None, batch_sizes: Sequence[int] = (1, 8, 64),
+               tokens: int = 138, treatments: Sequence[str] = ("eager", "onnxruntime"),
+               model: nn.Module | None = None, progress: bool = False) -> list[Row]:
+    """Time the static-shape paths (see the module docstring); one Row per model,
+    treatment and batch size, ``ratio`` against the unpatched model of the same treatment.
+    Eager rows also carry their op and sync counts; the static ToMato row's ``tokens`` is
+    the mean of the real groups (the sequence is always ``tokens`` long)."""
+    import tempfile
+
+    unknown = [t for t in treatments if t not in TREATMENTS]
+    if unknown:
+        raise ValueError(f"unknown treatment {unknown[0]!r}; choose from {', '.join(TREATMENTS)}")
+    if "cuda-graph" in treatments and torch.device(device).type != "cuda":
+        raise ValueError("the cuda-graph treatment needs --device cuda")
+    if threads:
+        torch.set_num_threads(threads)
+    plain = model if model is not None else models.load(model_name, pretrained=False, seed=0, device=device)[0]
+    variants = {"unpatched": plain, f"oracle keeps first {tokens}": deploy.keep_first(plain, tokens),
+                f"tomato tokens={tokens}, static": deploy.static_tomato(plain, tokens)}
+    tf = data.transform_for(plain)
+    photos = torch.stack([tf(data.load_image(s.path)) for s in data.smoke_samples()]).to(device)
+    n = plain.patch_embed.grid_size[0] * plain.patch_embed.grid_size[1]
+    rows: list[Row] = []
+    for b in batch_sizes:
+        images = photos[torch.arange(b) % len(photos)].contiguous()
+        with tempfile.TemporaryDirectory(prefix="tomato-static-") as tmp:
+            fns = {f"{t}: {label}": _treated(t, m, images, Path(tmp), f"{i}", threads)
+                   for t in treatments for i, (label, m) in enumerate(variants.items())}
+            counted: dict[str, tuple[int | None, int | None, float]] = {}
+            for name, fn in fns.items():
+                fn()  # warm (and compile) before counting and timing
+                label = name.split(": ", 1)[1]
+                tok = float(n) if label == "unpatched" else float(tokens)
+                if label.startswith("tomato"):
+                    tok = float(patch.state(variants[label]).tokens.double().mean())
+                if name.startswith("eager"):
+                    with dispatch.count() as c:
+                        fn()
+                    counted[name] = (c.ops, c.syncs, tok)
+                else:
+                    counted[name] = (None, None, tok)
+            stats = timing.compare(fns, runs=runs, warmup=warmup, sync=timing.device_sync(device),
+                                   progress=progress, desc=f"static-shape benchmark, batch {b}")
+        for name, st in stats.items():
+            base = stats[f"{name.split(': ', 1)[0]}: unpatched"].median
+            ops, syncs, tok = counted[name]
+            rows.append(Row(name, st.median * 1e3, st.iqr * 1e3, st.median / base, tok, b, str(device), ops, syncs))
     return rows
 
 

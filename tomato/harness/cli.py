@@ -185,17 +185,26 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     started = provenance.start()
-    rows = bench.run(args.model, runs=args.runs, warmup=args.warmup, device=args.device, threads=args.threads,
-                     batch_sizes=args.batch_sizes, tokens=args.tokens)
-    info = provenance.collect(started, model=args.model, weights="random-init:seed=0")
+    name = args.model if args.model or args.checkpoint else models.DEFAULT_MODEL
+    model, weights = models.load(name, checkpoint=args.checkpoint, pretrained=False, seed=0, device=args.device)
+    common = dict(runs=args.runs, warmup=args.warmup, device=args.device, threads=args.threads,
+                  batch_sizes=args.batch_sizes, tokens=args.tokens, model=model, progress=not args.quiet)
+    if args.static:
+        rows = bench.static_run(weights.model, treatments=args.treatments, **common)
+    else:
+        rows = bench.run(weights.model, **common)
+    info = provenance.collect(started, model=weights.model, weights=weights.source)
     batches = ", ".join(str(b) for b in args.batch_sizes)
-    header = (f"{args.model}, batch {batches}, {args.device}, torch threads={info['machine'].get('torch_threads')}, "
+    header = (f"{weights.model} ({weights.source}), batch {batches}, {args.device}, "
+              f"torch threads={info['machine'].get('torch_threads')}, "
               f"cpu={info['cpu_model']}, commit={info['git']['commit'][:10]}, {info['date_utc']}")
     print(bench.format_rows(rows, header))
     if args.out:
-        bench.record(rows, args.out, started=started, model=args.model, weights="random-init:seed=0", device=args.device,
-                     batch_sizes=list(args.batch_sizes), tokens=args.tokens, runs=args.runs,
-                     warmup=args.warmup, threads=args.threads)
+        extra = dict(treatments=list(args.treatments)) if args.static else {}
+        bench.record(rows, args.out, started=started, model=weights.model, weights=weights.source,
+                     weights_sha256=weights.sha256, device=args.device, batch_sizes=list(args.batch_sizes),
+                     tokens=args.tokens, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                     static=args.static, **extra)
         print(f"wrote {args.out}")
     return 0
 
@@ -285,13 +294,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="merge-step micro-benchmark vs an unpatched forward")
-    p.add_argument("--model", default=models.DEFAULT_MODEL)
+    p.add_argument("--model", default=None,
+                   help=f"timm model name (default: the checkpoint's model card, else {models.DEFAULT_MODEL})")
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1], help="batch sizes to time")
     p.add_argument("--tokens", type=int, default=138, help="patch tokens the budgeted variants keep")
+    p.add_argument("--checkpoint", default=None,
+                   help="weights to time (default: seeded random init, which times the same)")
+    p.add_argument("--static", action="store_true",
+                   help="the static-shape benchmark: unpatched, keep-first-k oracle and static ToMato "
+                        "under each --treatments")
+    p.add_argument("--treatments", nargs="+", default=["eager", "onnxruntime"], choices=bench.TREATMENTS,
+                   help="with --static: how each model runs (default: eager onnxruntime)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", default=None, help="write rows + provenance to this JSON file")
     p.set_defaults(func=cmd_bench)
     return parser

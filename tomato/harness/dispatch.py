@@ -48,16 +48,25 @@ _HOST_METHODS = ("tolist", "cpu", "numpy")
 
 @dataclass
 class Counts:
-    """ops: aten operations; syncs: host syncs; by_op / by_sync: the breakdown by name."""
+    """ops: aten operations; syncs: host syncs; views: the ops among them that only
+    re-describe a tensor (``unsqueeze``, ``expand``, ...: no kernel); by_op / by_sync:
+    the breakdown by name."""
 
     ops: int = 0
     syncs: int = 0
     by_op: Counter = field(default_factory=Counter)
     by_sync: Counter = field(default_factory=Counter)
+    views: int = 0
+
+    @property
+    def kernels(self) -> int:
+        """Ops that may launch a kernel: all but the views."""
+        return self.ops - self.views
 
     def __sub__(self, other: "Counts") -> "Counts":
         return Counts(self.ops - other.ops, self.syncs - other.syncs,
-                      self.by_op - other.by_op, self.by_sync - other.by_sync)
+                      self.by_op - other.by_op, self.by_sync - other.by_sync,
+                      self.views - other.views)
 
 
 class _Mode(TorchDispatchMode):
@@ -68,6 +77,7 @@ class _Mode(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func.overloadpacket)
         self.counts.ops += 1
+        self.counts.views += int(func.is_view)
         self.counts.by_op[name] += 1
         if name in _SYNC_OPS:
             self.counts.syncs += 1
