@@ -33,3 +33,25 @@ def test_core_modules_are_listed_in_the_core_docstring() -> None:
     modules = {p.stem for p in (ROOT / "tomato" / "core").glob("*.py") if p.stem != "__init__"}
     doc = tomato.core.__doc__ or ""
     assert all(f"\n{m} " in doc for m in modules), sorted(m for m in modules if f"\n{m} " not in doc)
+
+
+def test_ruff_finds_no_unused_or_undefined_names() -> None:
+    # pyflakes' rules (unused imports and variables, undefined names, names in __all__
+    # that do not exist), configured in pyproject.toml.
+    pytest.importorskip("ruff")
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise",
+                          "tomato", "tests", "scripts", "benchmarks"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_core_modules_declare_their_public_names() -> None:
+    import importlib
+
+    for p in sorted((ROOT / "tomato" / "core").glob("*.py")):
+        if p.stem == "__init__":
+            continue
+        module = importlib.import_module(f"tomato.core.{p.stem}")
+        names = getattr(module, "__all__", None)
+        assert names, f"tomato.core.{p.stem} has no __all__"
+        assert all(hasattr(module, n) for n in names), p.stem

@@ -265,7 +265,6 @@ def test_tome_r0_equals_unpatched_and_r_tokens_leave_each_block(name, images):
 def test_tome_keeps_class_and_distillation_tokens_in_place(images):
     model = make("deit_tiny_distilled_patch16_224")
     x = model.patch_embed(images[:1])
-    cls, dist = model.cls_token, model.dist_token
     tomato.core.patch.tome(model, trace_source=True)
     model.r = 16
     model(images[:1])

@@ -1,7 +1,6 @@
 """The ToMe baseline (tomato.core.tome) on small inputs worked out by hand."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import timm

@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tomato.core import budget, visit
+from tomato.core import budget, propagation, visit
 from tomato.core.visit import DOWN, LEFT, RIGHT, UP
 
 
@@ -381,13 +381,13 @@ def monkeypatch_rounds(monkeypatch):
 def test_propagation_settles_exactly(case, rounds):
     edges, grid = case
     gi = visit.grid_index(grid, edges.shape[1])
-    lab, settled = visit.propagate(edges, gi, rounds)
+    lab, settled = propagation.propagate(edges, gi, rounds)
     truth = visit.min_ancestors(edges, grid)
     # Settled rows are exact; unsettled ones only ever sit above the truth (over-count).
     assert torch.equal(lab[settled], truth[settled])
     assert (lab >= truth).all()
-    assert torch.equal(visit.settle(edges, gi, lab, settled), truth)
-    assert torch.equal(visit.min_ancestors_by_rounds(edges, grid), truth)
+    assert torch.equal(propagation.settle(edges, gi, lab, settled), truth)
+    assert torch.equal(propagation.min_ancestors_by_rounds(edges, grid), truth)
 
 
 def reference_visit(a: torch.Tensor, sim: float, grid: tuple[int, int]) -> list[int]:

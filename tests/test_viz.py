@@ -11,7 +11,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from tomato.core import merge, tome
 from tomato.book import grids, pictures, plots, studies, widgets
-from tomato.harness import variants
 from tomato import visit  # noqa: E402
 
 

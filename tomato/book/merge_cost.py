@@ -12,7 +12,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable
 
 from .tables import machine_short
 
@@ -59,9 +59,10 @@ class BenchRecord:
         return where + (f", {self.threads} threads" if self.device == "cpu" and self.threads else "")
 
 
-def read_record(path: Path | str) -> BenchRecord | None:
-    """The record at ``path``, or None when it is not a merge-step benchmark (unreadable,
-    or no row named ``merge step: ...``)."""
+def read_record(path: Path | str, prefix: str = _MERGE) -> BenchRecord | None:
+    """The record at ``path``, or None when it is not a benchmark of the kind ``prefix``
+    names (unreadable, or no row named ``merge step: ...``; the static-shape records of
+    :mod:`tomato.book.launch` pass ``"eager: "``)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -71,7 +72,7 @@ def read_record(path: Path | str) -> BenchRecord | None:
     if not isinstance(rows, list):
         return None
     rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("name"), str)]
-    if not any(r["name"].startswith(_MERGE) for r in rows):
+    if not any(r["name"].startswith(prefix) for r in rows):
         return None
     prov = data.get("provenance")
     return BenchRecord(path, rows, prov if isinstance(prov, dict) else {})

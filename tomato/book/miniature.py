@@ -217,7 +217,7 @@ def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = 15.0) -> l
                  for _, r in flops.iterrows()]
         wins = sum(r["low"] > 0 for _, r in flops.iterrows())
         losses = sum(r["high"] < 0 for _, r in flops.iterrows())
-        lines.append(f"Against ToMe at equal GFLOPs (within 5%), ToMato's top-1 minus ToMe's, paired, in points: "
+        lines.append("Against ToMe at equal GFLOPs (within 5%), ToMato's top-1 minus ToMe's, paired, in points: "
                      + "; ".join(parts) + f". ToMato is ahead in {wins}, behind in {losses}, and within the noise "
                      f"in {len(flops) - wins - losses} of {len(flops)} pairs.")
     return lines

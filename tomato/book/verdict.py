@@ -217,7 +217,7 @@ def _run_facts(run: RecordedRun, diversity_below: bool = False) -> list[str]:
                  for s, r in rows]
         n_timed = (run.timing_config or {}).get("images")
         on = f"the {n_timed} timed photos" if n_timed else "the timed photos"
-        facts.append(f"**Latency against tokens kept** (speed-up over DeiT-B, median"
+        facts.append("**Latency against tokens kept** (speed-up over DeiT-B, median"
                      + (" with its 95% bootstrap interval" if ci else "") + ", batch 1, on "
                      f"{machine_short(run.provenance)}; tokens are those {on} kept): " + "; ".join(parts) + ".")
     return facts

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = ["AttentionOut", "size_bias", "is_supported", "forward"]
+
 
 @dataclass
 class AttentionOut:

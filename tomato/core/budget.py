@@ -26,7 +26,9 @@ from typing import Sequence
 
 import torch
 
-from . import visit
+from . import propagation, visit
+
+__all__ = ["PROBE_ROUNDS", "STATIC_PROBE_ROUNDS", "budget_tokens", "search_sim", "search_parallel"]
 
 # Label-propagation rounds of the probe labellings of search_parallel's two levels. An
 # unsettled labelling only over-counts groups, so too few rounds can cost a fallback to
@@ -111,7 +113,7 @@ def search_parallel(
     score joins every grid edge: one group) and ``lo`` does not (``-1``: ``sim = inf``).
     Each round probes ``K - 1`` positions spread over ``(lo, hi]`` and keeps the tightest
     bracket; two rounds shrink ``V <= K**2`` candidates to adjacent positions. Probes are
-    labelled by ``rounds`` rounds of :func:`tomato.core.visit.propagate`, which can only
+    labelled by ``rounds`` rounds of :func:`tomato.core.propagation.propagate`, which can only
     over-count groups, so a probe that seems to fit does fit: only ``lo`` can be wrong,
     which is what the caller's exact check catches. ``rounds``: rounds per level
     (default :data:`PROBE_ROUNDS`).
@@ -130,7 +132,7 @@ def search_parallel(
         pos = lo + (steps * (hi - lo) + k - 1) // k  # (B, K-1): lo + ceil(m (hi - lo) / K)
         thr = cand.gather(1, pos).view(b, k - 1, 1, 1)
         edges = visit.log_edges(scores.unsqueeze(1), thr, p) & index.on_grid
-        lab, _ = visit.propagate(edges.view(b * (k - 1), n, 4), index, r, start, check=False)
+        lab, _ = propagation.propagate(edges.view(b * (k - 1), n, 4), index, r, start, check=False)
         fits = (lab == index.me).sum(dim=1).view(b, k - 1) <= budget
         hi = torch.minimum(hi, torch.where(fits, pos, v).amin(dim=1, keepdim=True))
         last = torch.where(fits | (pos > hi), -1, pos).amax(dim=1, keepdim=True)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+__all__ = ["Merged", "merge_groups", "padding_mask", "unmerge"]
+
 
 @dataclass
 class Merged:

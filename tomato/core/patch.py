@@ -35,6 +35,8 @@ from torch import nn
 
 from . import attention, pipeline, similarity, visit, tome as tome_algo
 
+__all__ = ["State", "timm", "tome", "remove", "state"]
+
 _SETTINGS = tuple(f.name for f in fields(pipeline.Settings))
 
 #: What each ToMato setting accepts, for the one-line error a bad value gets.
@@ -442,9 +444,17 @@ def remove(model: nn.Module) -> nn.Module:
     return model
 
 
-def state(model: nn.Module) -> State:
-    """The patched model's :class:`State` (settings and the last forward's statistics)."""
+_UNSET: Any = object()
+
+
+def state(model: nn.Module, default: Any = _UNSET) -> State:
+    """The patched model's :class:`State` (settings and the last forward's statistics).
+
+    On a model that is not patched: ``default`` when given (``state(model, None)`` asks
+    "is it patched?"), else ValueError."""
     st = getattr(model, "_tomato", None)
     if st is None:
+        if default is not _UNSET:
+            return default
         raise ValueError("model is not patched: call tomato.core.patch.timm(model) first")
     return st

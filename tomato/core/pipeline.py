@@ -34,6 +34,11 @@ import torch
 
 from . import budget, merge, similarity, visit
 
+__all__ = [
+    "STATIC_NEEDS_BUDGET", "Settings", "Grouping", "Step", "neighbour_log_scores",
+    "choose_log_sim", "labels_at", "group_scores", "group_tokens", "merge_at_once",
+]
+
 
 #: Why a static model refuses a fixed ``sim`` (said the same way by every caller).
 STATIC_NEEDS_BUDGET = (

@@ -8,6 +8,8 @@ from torch import nn
 
 from . import attention, similarity
 
+__all__ = ["Block0", "block0"]
+
 
 @dataclass
 class Block0:

@@ -34,6 +34,11 @@ from typing import Literal
 
 import torch
 
+__all__ = [
+    "METRICS", "feature_distribution", "attention_distribution", "cosine_score", "reference_logs",
+    "log_distribution", "distribution",
+]
+
 Metric = Literal["features", "attention", "keys", "cosine"]
 METRICS: tuple[str, ...] = ("features", "attention", "keys", "cosine")
 

@@ -43,6 +43,8 @@ from typing import Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
+__all__ = ["Matching", "match", "merge", "track_source", "per_block_r"]
+
 #: What ToMe users pass as ``r``: one count for every block, a count per block, or a
 #: ``(r, inflection)`` schedule.
 RSpec = Union[int, Sequence[int], Tuple[int, float]]

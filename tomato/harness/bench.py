@@ -11,7 +11,8 @@ measurement also gets its aten-op and host-sync counts (:mod:`tomato.harness.dis
 * the merge step alone (:func:`tomato.core.pipeline.merge_at_once`, the code the patched
   block runs) on the batch's block-0 features: parallel and faithful, fixed ``sim`` and
   token budget; plus a *reference-style* loop that, like the authors' code, recurses in
-  Python with one torch op per token (batch 1 only: the reference handles one image).
+  Python with one torch op per token (:func:`tomato.core.reference.merge`; batch 1 only: the
+  reference handles one image).
 
 :func:`static_run` is the deployment benchmark (issue 22): the unpatched model, the
 keep-first-``k`` oracle and ToMato in static mode, each eager, compiled
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -35,39 +35,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..core import patch, pipeline, probe, similarity
+from ..core import patch, pipeline, probe, reference
 from . import data, deploy, dispatch, models, provenance, timing
 from .results import atomic_write_text
-
-
-def reference_style_merge(x: torch.Tensor, sim: float, grid: tuple[int, int], num_prefix: int) -> torch.Tensor:
-    """The authors' structure: recursive Python visit, one torch op per token and test.
-
-    x: (1, T, C) -> (1, P + G, C). Used only as the baseline the faithful visit must beat.
-    """
-    h, w = grid
-    p = x[0, num_prefix:]
-    a = similarity.feature_distribution(p[None])[0]
-    n = p.shape[0]
-    visited = torch.zeros(n, dtype=torch.bool)
-    groups: list[list[int]] = []
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 4 * n))
-
-    def visit_(i: int, group: list[int]) -> None:
-        visited[i] = True
-        group.append(i)
-        r, c = divmod(i, w)
-        for j, ok in ((i - 1, c > 0), (i + 1, c < w - 1), (i - w, r > 0), (i + w, r < h - 1)):
-            if ok and not visited[j] and a[i, j] >= sim:
-                visit_(j, group)
-
-    for i in range(n):
-        if not visited[i]:
-            g: list[int] = []
-            visit_(i, g)
-            groups.append(g)
-    merged = torch.stack([p[g].mean(dim=0) for g in groups])
-    return torch.cat([x[0, :num_prefix], merged])[None]
 
 
 @dataclass
@@ -128,7 +98,7 @@ def _merge_steps(x: torch.Tensor, grid: tuple[int, int], p: int, k: int) -> dict
                     return pipeline.merge_at_once(x, cfg, grid, p)
             fns[f"merge step: {method}, {label}"] = f
     if x.shape[0] == 1:
-        fns["merge step: reference-style loop, sim=1e-7"] = lambda: reference_style_merge(x, 1e-7, grid, p)
+        fns["merge step: reference-style loop, sim=1e-7"] = lambda: reference.merge(x, 1e-7, grid, p)
     return fns
 
 

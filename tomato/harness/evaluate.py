@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def token_stats(model: nn.Module, batch: int) -> tuple[list[int], list[float]]:
     """Patch tokens leaving ToMato's merge, and mean tokens per block, for each image of the
     last forward of ``model`` (an unpatched model keeps every token)."""
-    st = getattr(model, "_tomato", None)
+    st = patch.state(model, None)
     n = model.patch_embed.num_patches
     depth = len(model.blocks)
     if st is None or not st.tokens_per_block:
@@ -137,7 +137,7 @@ def _run(model: nn.Module, weights: WeightsInfo, variant: Variant, samples: Sequ
             images_done += len(indices)
             top5 = logits.float().topk(min(5, logits.shape[-1]), dim=-1).indices.cpu()
             kept, per_block = token_stats(model, len(indices))
-            st = getattr(model, "_tomato", None)
+            st = patch.state(model, None)
             has_sim = st is not None and st.log_sim is not None
             sims = st.sim.tolist() if has_sim else [None] * len(indices)
             log10 = (st.log_sim / math.log(10)).tolist() if has_sim else [None] * len(indices)

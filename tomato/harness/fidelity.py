@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Outputs", "plain_outputs", "grouped_outputs", "patched_outputs", "cosine", "kl_divergence",
     "random_group_labels", "keep_groups", "random_keep", "first_keep", "tome_r_for_tokens",
-    "prediction_diversity", "compare_batch", "run", "record", "summarise", "format_summary", "spread", "main", "NULLS",
+    "prediction_diversity", "compare_batch", "run", "record", "summarise", "format_summary", "spread", "NULLS",
 ]
 
 NULLS = ("random_groups", "random_keep", "first_keep")
@@ -70,7 +70,7 @@ def _head(model: nn.Module, x: torch.Tensor, size: torch.Tensor | None) -> tuple
 
 
 def _check_plain(model: nn.Module) -> None:
-    if hasattr(model, "_tomato"):
+    if patch.state(model, None) is not None:
         raise ValueError("pass the plain timm model: fidelity patches and unpatches it itself "
                          "(call tomato.core.patch.remove(model) first)")
 

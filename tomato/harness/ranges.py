@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..core import patch
+
 __all__ = ["Binding", "find_binding", "nvtx_range", "StageTimes", "paper_ranges", "STAGE_NAMES"]
 
 #: Stage names the patched blocks pass to ``State.ranges`` -> the authors' range names.
@@ -148,7 +150,7 @@ def paper_ranges(model: nn.Module, stages: StageTimes) -> Iterator[StageTimes]:
     re-patching replaces the state that holds the hook.
     """
     handles = _hook(model.patch_embed, EMBED_RANGE, stages)
-    st = getattr(model, "_tomato", None)
+    st = patch.state(model, None)
     for blk in model.blocks:
         handles += _hook(blk, BLOCK_RANGE, stages)
         if st is None:

@@ -38,7 +38,7 @@ from torch import nn
 
 from . import provenance
 from .data import class_name, wnid_index
-from .modelcard import CARD_FILE, WEIGHTS_FILE, write_card
+from .modelcard import CARD_FILE, write_card
 from .recipe import Phase, Recipe
 from .speed import torch_threads
 from .results import atomic_write_text, claim_folder, release_refused

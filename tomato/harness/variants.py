@@ -136,7 +136,7 @@ class Variant:
 
     def apply(self, model: nn.Module) -> nn.Module:
         """Patch ``model`` in place for this variant and return it."""
-        if hasattr(model, "_tomato"):
+        if patch.state(model, None) is not None:
             patch.remove(model)
         if self.kind == "tome":
             patch.tome(model)
