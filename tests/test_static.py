@@ -184,3 +184,16 @@ def test_static_bench_rows_pair_each_treatment_with_its_own_baseline():
     assert by["eager: tomato tokens=138, static"].syncs == 0
     with pytest.raises(ValueError, match="needs --device cuda"):
         bench.static_run(model=model, treatments=("cuda-graph",))
+
+
+@pytest.mark.slow  # two inductor compilations
+def test_keep_first_oracle_cuts_under_every_treatment():
+    torch.manual_seed(0)
+    model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
+    oracle = deploy.keep_first(model, 20)
+    x = _photos(model, 2)
+    with torch.inference_mode():
+        want = model.forward_head(model.norm(model.blocks[1:](model.blocks[0](
+            model._pos_embed(model.patch_embed(x)))[:, :21])))
+        torch.testing.assert_close(oracle(x), want)
+        torch.testing.assert_close(deploy.compiled(oracle)(x), want, rtol=1e-4, atol=1e-4)

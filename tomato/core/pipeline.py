@@ -235,10 +235,13 @@ def _group_fast(
     return Grouping(labels, counts, log_sim, groups)
 
 
-def group_scores(scores: torch.Tensor, grid: Sequence[int], settings: Settings) -> Grouping:
-    """Threshold (or budget search) then visit, from neighbour scores (B, N, 4)."""
+def group_scores(
+    scores: torch.Tensor, grid: Sequence[int], settings: Settings, index: visit.GridIndex | None = None
+) -> Grouping:
+    """Threshold (or budget search) then visit, from neighbour scores (B, N, 4); ``index``:
+    the grid's tables when the caller built them (the parallel directed chain reuses them)."""
     if _fast(settings):
-        return _group_fast(scores, grid, settings)
+        return _group_fast(scores, grid, settings, index)
     log_sim = choose_log_sim(scores, grid, settings)
     labels, counts = labels_at(scores, grid, log_sim, settings.method, settings.rule)
     return Grouping(labels, counts, log_sim)
@@ -259,14 +262,12 @@ def group_tokens(
     (B, P + N, c) for ``metric="keys"``.
     The patched block, the agreement study, the benchmark and the pictures all call this.
     """
-    grid = visit.grid_shape(x.shape[1] - num_prefix_tokens, grid)
-    if not _fast(settings):
-        scores = neighbour_log_scores(x, grid, num_prefix_tokens, settings.metric, attn, keys)
-        return group_scores(scores, grid, settings)
-    # Build the grid's index tables once for the scores, the search and the labelling.
-    gi = visit.grid_index(grid, x.shape[1] - num_prefix_tokens, x.device)
+    n = x.shape[1] - num_prefix_tokens
+    grid = visit.grid_shape(n, grid)
+    # The grid's index tables, built once for the scores, the search and the labelling.
+    gi = visit.grid_index(grid, n, x.device)
     log_a = similarity.log_distribution(settings.metric, x, num_prefix_tokens, attn, keys)
-    return _group_fast(visit.neighbour_scores(log_a, grid, gi), grid, settings, gi)
+    return group_scores(visit.neighbour_scores(log_a, grid, gi), grid, settings, gi)
 
 
 def merge_at_once(

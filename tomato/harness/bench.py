@@ -51,6 +51,7 @@ class Row:
     device: str = "cpu"
     ops: int | None = None  # aten ops of one call
     syncs: int | None = None  # host syncs of one call
+    max_diff: float | None = None  # static bench: largest |logit - eager logit| of the same model
 
 
 def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int) -> dict[str, Callable[[], Any]]:
@@ -206,13 +207,27 @@ def static_run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup
     rows: list[Row] = []
     for b in batch_sizes:
         images = photos[torch.arange(b) % len(photos)].contiguous()
+        if "compiled" in treatments:
+            # Three models of one class per batch size would soon pass dynamo's recompile
+            # limit (8 per code object), past which it runs eager without a word.
+            torch._dynamo.reset()
         with tempfile.TemporaryDirectory(prefix="tomato-static-") as tmp:
             fns = {f"{t}: {label}": _treated(t, m, images, Path(tmp), f"{i}", threads)
                    for t in treatments for i, (label, m) in enumerate(variants.items())}
+            with torch.inference_mode():
+                reference = {label: m(images).float().cpu() for label, m in variants.items()}
             counted: dict[str, tuple[int | None, int | None, float]] = {}
+            diffs: dict[str, float] = {}
             for name, fn in fns.items():
-                fn()  # warm (and compile) before counting and timing
                 label = name.split(": ", 1)[1]
+                # Warm (and compile) before counting and timing, and check the treatment
+                # computes what eager does: a stale compiled graph or a wrong export would
+                # otherwise time the wrong model.
+                got = torch.as_tensor(fn()).float().cpu()
+                want = reference[label]
+                diffs[name] = float((got - want).abs().max())
+                if diffs[name] > 1e-3 * max(1.0, float(want.abs().max())):
+                    raise RuntimeError(f"{name}: logits differ from eager by {diffs[name]:.3g}")
                 tok = float(n) if label == "unpatched" else float(tokens)
                 if label.startswith("tomato"):
                     tok = float(patch.state(variants[label]).tokens.double().mean())
@@ -227,7 +242,8 @@ def static_run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup
         for name, st in stats.items():
             base = stats[f"{name.split(': ', 1)[0]}: unpatched"].median
             ops, syncs, tok = counted[name]
-            rows.append(Row(name, st.median * 1e3, st.iqr * 1e3, st.median / base, tok, b, str(device), ops, syncs))
+            rows.append(Row(name, st.median * 1e3, st.iqr * 1e3, st.median / base, tok, b, str(device), ops, syncs,
+                            diffs[name]))
     return rows
 
 

@@ -46,11 +46,23 @@ def keep_first_hook(k: int, num_prefix: int) -> Callable[..., torch.Tensor]:
     return hook
 
 
-def keep_first(model: nn.Module, tokens: int, copy_model: bool = True) -> nn.Module:
-    """The oracle: ``model`` (a copy unless ``copy_model=False``) whose block 0 hands on
-    only the prefix tokens and the first ``tokens`` patch tokens. (B, 3, H, W) -> logits."""
-    m = copy.deepcopy(model) if copy_model else model
-    m.blocks[0].register_forward_hook(keep_first_hook(tokens, m.num_prefix_tokens))
+class _KeepFirst(nn.Module):
+    """Block 0, then only its prefix tokens and first ``k`` patch tokens. A module rather
+    than a forward hook, so that torch.compile and torch.export both see the cut."""
+
+    def __init__(self, block: nn.Module, k: int, num_prefix: int) -> None:
+        super().__init__()
+        self.block, self.keep = block, num_prefix + k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)[:, : self.keep]
+
+
+def keep_first(model: nn.Module, tokens: int) -> nn.Module:
+    """The oracle: a copy of ``model`` whose block 0 hands on only the prefix tokens and
+    the first ``tokens`` patch tokens. (B, 3, H, W) -> logits."""
+    m = copy.deepcopy(model)
+    m.blocks[0] = _KeepFirst(m.blocks[0], tokens, m.num_prefix_tokens)
     return m
 
 
