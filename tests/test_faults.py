@@ -282,10 +282,10 @@ def test_numbers_out_of_range_are_refused(tmp_path, capsys, no_compute):
     assert line == "error: --batch-sizes 0: must be an integer >= 1"
     line = refused(["agree", "--model", TINY, "--random-weights", "--sims", "-1", "--out",
                     str(tmp_path / "a.json")], capsys)
-    assert line.startswith("error: --sims -1.0: sim must be >= 0")
+    assert line.startswith("error: --sims -1.0: sim must be a number >= 0")
     line = refused(["agree", "--model", TINY, "--random-weights", "--keep", "1.5", "--out",
                     str(tmp_path / "a.json")], capsys)
-    assert line.startswith("error: --keep 1.5: keep_ratio must be in (0, 1]")
+    assert line.startswith("error: --keep 1.5: keep_ratio must be a number in (0, 1]")
     line = refused(eval_args(tmp_path, tmp_path / "o", batch=0), capsys)
     assert line == "error: --batch-size 0: must be an integer >= 1"
     assert list(tmp_path.iterdir()) == []

@@ -298,3 +298,27 @@ def test_probe_sees_what_block0_merges(images):
     model(images)
     st = tomato.core.patch.state(model)
     assert torch.equal(st.labels, expected.labels) and torch.equal(st.tokens, expected.counts)
+
+
+@pytest.mark.parametrize("name, value", [("sim", -1.0), ("keep_ratio", 1.5), ("tokens", 0)])
+def test_every_surface_refuses_a_setting_in_the_cores_words(name, value):
+    # One validator per setting (tomato.core.pipeline.check_setting): the model's
+    # attribute, a variant spec, the CLI's checks and a notebook parameter say the same.
+    from tomato.book import parameters
+    from tomato.core import pipeline
+    from tomato.harness import cli, variants
+
+    words = pipeline.ALLOWED[name].replace(" or None", "")
+    said = []
+    model = tomato.core.patch.timm(make("deit_tiny_patch16_224"))
+    for attempt in (lambda: setattr(model, name, value),
+                    lambda: variants.parse(f"tomato:{name}={value}"),
+                    lambda: cli._tomato_setting(name)(f"--{name}", [value])):
+        with pytest.raises(ValueError) as e:
+            attempt()
+        said.append(str(e.value))
+    if name in parameters.RULES:
+        with pytest.raises(parameters.Invalid) as e:
+            parameters.check(name, value)
+        said.append(str(e.value))
+    assert all(words in s for s in said), said

@@ -69,16 +69,15 @@ def _optional_text(value: Any) -> str | None:
     return _text(value)
 
 
-def _between(lo: float, hi: float, *, low_open: bool, what: str) -> Callable[[Any], float]:
+def _tomato(name: str) -> Callable[[Any], float]:
+    """A ToMato setting, checked by the core's one validator in the core's words."""
+    from ..core import pipeline
+
     def convert(value: Any) -> float:
         try:
-            v = _number(value)
-        except Invalid:
-            raise Invalid(what) from None
-        if math.isnan(v) or v > hi or v < lo or (low_open and v == lo):
-            raise Invalid(what)
-        return v
-
+            return pipeline.check_setting(name, _number(value))
+        except ValueError:
+            raise Invalid(pipeline.ALLOWED[name].replace(" or None", "")) from None
     return convert
 
 
@@ -181,10 +180,10 @@ RULES: dict[str, Rule] = {
     "progress": Rule("bool", "show progress bars in long cells", _boolean),
     "image_index": Rule("int", "which photo is drawn (0 is the first of data)", _at_least(0, "an integer >= 0")),
     "token": Rule("Tuple[int, int]", "(row, col) on the patch grid of the token whose distribution is drawn", _pair),
-    "sim": Rule("float", "ToMato's threshold on the attention distribution, in (0, 1]; lower merges more",
-                _between(0.0, 1.0, low_open=True, what="a number in (0, 1], e.g. 1e-7")),
+    "sim": Rule("float", "ToMato's threshold on the attention distribution, >= 0; lower merges more",
+                _tomato("sim")),
     "keep_ratio": Rule("float", "token budget: share of patch tokens kept, in (0, 1]; sim is chosen per image",
-                       _between(0.0, 1.0, low_open=True, what="a number in (0, 1], e.g. 0.5")),
+                       _tomato("keep_ratio")),
     "tome_r": Rule("int", "ToMe's tokens merged per block, for the side-by-side pictures",
                    _at_least(0, "an integer >= 0")),
     "tome_r_extra": Rule("int", "a second ToMe r drawn beside the paper's (0: none)",

@@ -26,31 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ContextManager
 
 import torch
 from torch import nn
 
-from . import attention, pipeline, similarity, visit, tome as tome_algo
+from . import attention, pipeline, tome as tome_algo
 
 __all__ = ["State", "timm", "tome", "remove", "state"]
 
 _SETTINGS = tuple(f.name for f in fields(pipeline.Settings))
-
-#: What each ToMato setting accepts, for the one-line error a bad value gets.
-_ALLOWED = {
-    "sim": "a number >= 0 (lower merges more; inf: no merging) or None",
-    "keep_ratio": "a number in (0, 1] (fraction of patch tokens to keep) or None",
-    "tokens": "an int >= 1 (patch tokens to keep) or None",
-    "method": f"one of {', '.join(visit.METHODS)}",
-    "metric": f"one of {', '.join(similarity.METRICS)}",
-    "rule": f"one of {', '.join(visit.RULES)}",
-    "block": "an int >= 0 below the model's depth (the block whose attention the merge follows)",
-    "static": "True or False (True: exactly the budget's k tokens per image; needs tokens or keep_ratio)",
-}
-
 
 @dataclass
 class State:
@@ -195,7 +181,10 @@ def _setting(name: str) -> property:
                 f"model.{name} is a ToMato setting, but this model is patched with ToMe: set "
                 "model.r, or patch it with tomato.core.patch.timm(model)"
             )
-        value = _checked_setting(name, value)
+        try:
+            value = pipeline.check_setting(name, value)
+        except ValueError:
+            raise _refused(name, value, pipeline.ALLOWED[name]) from None
         if name == "block" and value >= len(self.blocks):
             raise _refused(name, value, f"an int from 0 to {len(self.blocks) - 1} "
                                         f"(this model has {len(self.blocks)} blocks)")
@@ -214,7 +203,7 @@ def _setting(name: str) -> property:
                 then = ("set model.tokens or model.keep_ratio first" if name == "static"
                         else "set model.static = False first")
                 raise ValueError(f"model.{name} = {value!r} is not allowed here: {err}; {then}") from None
-            raise _refused(name, value, _ALLOWED[name]) from None
+            raise _refused(name, value, pipeline.ALLOWED[name]) from None
         self._tomato.settings = trial
         _place_merge(self)
 
@@ -223,25 +212,6 @@ def _setting(name: str) -> property:
 
 def _refused(name: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"model.{name} = {value!r} is not allowed: {name} must be {allowed}")
-
-
-def _checked_setting(name: str, value: Any) -> Any:
-    """``value`` for ToMato setting ``name`` with its type checked (ranges are checked by
-    :meth:`pipeline.Settings.validate`); bools are refused where a number is expected."""
-    if value is None and name in ("sim", "keep_ratio", "tokens"):
-        return None
-    if name in ("sim", "keep_ratio"):
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return float(value)
-    elif name in ("tokens", "block"):
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return int(value)
-    elif name == "static":
-        if isinstance(value, bool):
-            return value
-    elif isinstance(value, str):
-        return value
-    raise _refused(name, value, _ALLOWED[name])
 
 
 def _place_merge(model: nn.Module) -> None:

@@ -27,15 +27,16 @@ becomes a per-image flag (``exact``) instead of a fallback.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
+import numbers
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
 
 import torch
 
 from . import budget, merge, similarity, visit
 
 __all__ = [
-    "STATIC_NEEDS_BUDGET", "Settings", "Grouping", "Step", "neighbour_log_scores",
+    "ALLOWED", "check_setting", "STATIC_NEEDS_BUDGET", "Settings", "Grouping", "Step", "neighbour_log_scores",
     "choose_log_sim", "labels_at", "group_scores", "group_tokens", "merge_at_once",
 ]
 
@@ -45,6 +46,57 @@ STATIC_NEEDS_BUDGET = (
     "static mode keeps exactly k tokens per image, so it needs a token budget "
     "(tokens or keep_ratio), not a fixed sim"
 )
+
+
+#: What each ToMato setting accepts: the one wording the model's attributes, the variant
+#: specs, the CLI and the notebooks' parameters all use for a refused value.
+ALLOWED = {
+    "sim": "a number >= 0 (lower merges more; inf: no merging) or None",
+    "keep_ratio": "a number in (0, 1] (fraction of patch tokens to keep) or None",
+    "tokens": "an int >= 1 (patch tokens to keep) or None",
+    "method": f"one of {', '.join(visit.METHODS)}",
+    "metric": f"one of {', '.join(similarity.METRICS)}",
+    "rule": f"one of {', '.join(visit.RULES)}",
+    "block": "an int >= 0 below the model's depth (the block whose attention the merge follows)",
+    "static": "True or False (True: exactly the budget's k tokens per image; needs tokens or keep_ratio)",
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """``value`` for ToMato setting ``name``, typed (``float`` for sim and keep_ratio,
+    ``int`` for tokens and block; a bool is never a number) and checked on its own;
+    ValueError ``"<name> must be <ALLOWED[name]>, got <value>"`` otherwise. The one
+    validator of each setting: :meth:`Settings.validate` adds the checks of combinations."""
+    ok: bool
+    if name not in ALLOWED:
+        raise ValueError(f"unknown ToMato setting {name!r}; the settings are {', '.join(ALLOWED)}")
+    if value is None and name in ("sim", "keep_ratio", "tokens"):
+        return None
+    if name == "sim":
+        ok = _is_number(value) and not math.isnan(value) and value >= 0
+        value = float(value) if ok else value
+    elif name == "keep_ratio":
+        ok = _is_number(value) and 0 < value <= 1
+        value = float(value) if ok else value
+    elif name in ("tokens", "block"):
+        ok = _is_int(value) and value >= (1 if name == "tokens" else 0)
+        value = int(value) if ok else value
+    elif name == "static":
+        ok = isinstance(value, bool)
+    else:
+        choices = {"method": visit.METHODS, "metric": similarity.METRICS, "rule": visit.RULES}[name]
+        ok = isinstance(value, str) and value in choices
+    if not ok:
+        raise ValueError(f"{name} must be {ALLOWED[name]}, got {value!r}")
+    return value
 
 
 @dataclass
@@ -74,25 +126,12 @@ class Settings:
     static: bool = False
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad setting."""
-        if self.sim is not None:
-            if isinstance(self.sim, bool) or not isinstance(self.sim, (int, float)):
-                raise ValueError(f"sim must be a number >= 0, got {self.sim!r}")
-            visit.check_sim(self.sim)
+        """Raise ValueError naming the first bad setting (:func:`check_setting`), then
+        the first bad combination."""
+        for f in fields(self):
+            check_setting(f.name, getattr(self, f.name))
         if self.keep_ratio is not None and self.tokens is not None:
             raise ValueError("set keep_ratio or tokens, not both")
-        if self.keep_ratio is not None or self.tokens is not None:
-            budget.budget_tokens(10**6, self.keep_ratio, self.tokens)
-        if self.method not in visit.METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {visit.METHODS}")
-        if self.metric not in similarity.METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}; choose one of {similarity.METRICS}")
-        if self.rule not in visit.RULES:
-            raise ValueError(f"unknown edge rule {self.rule!r}; choose one of {visit.RULES}")
-        if isinstance(self.block, bool) or not isinstance(self.block, int) or self.block < 0:
-            raise ValueError(f"block must be an int >= 0, got {self.block!r}")
-        if not isinstance(self.static, bool):
-            raise ValueError(f"static must be True or False, got {self.static!r}")
         if self.static and self.keep_ratio is None and self.tokens is None:
             raise ValueError(STATIC_NEEDS_BUDGET)
 
