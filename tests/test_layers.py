@@ -55,3 +55,9 @@ def test_core_modules_declare_their_public_names() -> None:
         names = getattr(module, "__all__", None)
         assert names, f"tomato.core.{p.stem} has no __all__"
         assert all(hasattr(module, n) for n in names), p.stem
+
+
+def test_mypy_strict_passes_on_the_core() -> None:
+    pytest.importorskip("mypy")
+    out = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -7,6 +7,7 @@ tokens have size 0, so ``log 0 = -inf`` masks them for free.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ def size_bias(size: torch.Tensor | None) -> torch.Tensor | None:
     return None if size is None else size.log()[:, None, None, :, 0]
 
 
-def is_supported(attn: nn.Module) -> bool:
+def is_supported(attn: Any) -> bool:
     """Whether ``attn`` is timm's plain fused-qkv ``Attention`` that we know how to run."""
     return all(hasattr(attn, a) for a in ("qkv", "proj", "num_heads", "scale")) and isinstance(
         attn.qkv, nn.Linear
@@ -44,7 +45,7 @@ def is_supported(attn: nn.Module) -> bool:
 
 
 def forward(
-    attn: nn.Module,
+    attn: Any,
     x: torch.Tensor,
     size: torch.Tensor | None = None,
     need_probs: bool = False,

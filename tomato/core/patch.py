@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, TypeVar, overload
 
 import torch
 from torch import nn
@@ -35,6 +35,10 @@ from torch import nn
 from . import attention, pipeline, tome as tome_algo
 
 __all__ = ["State", "timm", "tome", "remove", "state"]
+
+#: A timm model or block: mypy types an ``nn.Module``'s submodules and attributes as
+#: ``Tensor | Module``, so the patch's helpers take timm's modules untyped.
+Timm = Any
 
 _SETTINGS = tuple(f.name for f in fields(pipeline.Settings))
 
@@ -96,7 +100,7 @@ class State:
         self.merged_block = None
 
 
-def _check(model: nn.Module) -> None:
+def _check(model: Timm) -> None:
     """Raise ValueError unless ``model`` is a timm ViT we can patch."""
     from timm.models.vision_transformer import Block, VisionTransformer
 
@@ -120,19 +124,19 @@ def _check(model: nn.Module) -> None:
             )
 
 
-def _grid(model: nn.Module, images: torch.Tensor) -> tuple[int, int]:
+def _grid(model: Timm, images: torch.Tensor) -> tuple[int, int]:
     pe = model.patch_embed
     if getattr(model, "dynamic_img_size", False):
-        return tuple(pe.dynamic_feat_size(images.shape[-2:]))  # type: ignore[return-value]
-    return tuple(pe.grid_size)  # type: ignore[return-value]
+        return tuple(pe.dynamic_feat_size(images.shape[-2:]))
+    return tuple(pe.grid_size)
 
 
 @functools.lru_cache(maxsize=None)
 def _model_class(base: type) -> type:
-    class Patched(base):  # type: ignore[misc, valid-type]
+    class Patched(base):  # type: ignore[misc]
         """A timm VisionTransformer whose forward resets the merge state first."""
 
-        def forward_features(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        def forward_features(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
             st: State = self._tomato
             st.reset(_grid(self, x))
             x = super().forward_features(x, *args, **kwargs)
@@ -149,19 +153,21 @@ def _model_class(base: type) -> type:
             size = self._tomato.size
             kind = self.global_pool if pool_type is None else pool_type
             if size is None or kind != "avg":
-                return super().pool(x, pool_type)
+                pooled: torch.Tensor = super().pool(x, pool_type)
+                return pooled
             # Average pooling must weigh each merged token by the patches it stands for
             # (and ignore size-0 padding), or merging would shift the pooled feature.
             p = 0 if self.pool_include_prefix else self.num_prefix_tokens
             w = size[:, p:]
-            return (x[:, p:] * w).sum(dim=1) / w.sum(dim=1)
+            mean: torch.Tensor = (x[:, p:] * w).sum(dim=1) / w.sum(dim=1)
+            return mean
 
     for name in _SETTINGS:
         setattr(Patched, name, _setting(name))
-    Patched.r = property(  # type: ignore[attr-defined]
+    Patched.r = property(
         lambda self: self._tomato.r, _set_r, doc="ToMe: tokens merged in each block (a list)"
     )
-    Patched.prop_attn = property(  # type: ignore[attr-defined]
+    Patched.prop_attn = property(
         lambda self: self._tomato.prop_attn, _set_prop_attn,
         doc="Proportional attention: log(size) added to the attention logits (default True)",
     )
@@ -172,10 +178,10 @@ def _model_class(base: type) -> type:
 def _setting(name: str) -> property:
     """A model attribute (``model.sim`` ...) that validates as soon as it is set."""
 
-    def get(self: nn.Module):
+    def get(self: Timm) -> Any:
         return getattr(self._tomato.settings, name)
 
-    def set_(self: nn.Module, value: Any) -> None:
+    def set_(self: Timm, value: Any) -> None:
         if self._tomato.kind != "tomato":
             raise ValueError(
                 f"model.{name} is a ToMato setting, but this model is patched with ToMe: set "
@@ -214,7 +220,7 @@ def _refused(name: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"model.{name} = {value!r} is not allowed: {name} must be {allowed}")
 
 
-def _place_merge(model: nn.Module) -> None:
+def _place_merge(model: Timm) -> None:
     """Mark the block that merges (``settings.block``) and the blocks after it, where a
     ToMato model's ``r`` runs ToMe. Bools, not indices, for torch.compile (see below)."""
     b = model._tomato.settings.block
@@ -222,7 +228,7 @@ def _place_merge(model: nn.Module) -> None:
         blk._tomato_first, blk._tomato_after = i == b, i > b
 
 
-def _set_r(model: nn.Module, r: tome_algo.RSpec) -> None:
+def _set_r(model: Timm, r: tome_algo.RSpec) -> None:
     """ToMe's r per block; on a ToMato model, ToMe in the blocks after ToMato's merge."""
     try:
         model._tomato.r = tome_algo.per_block_r(r, len(model.blocks))
@@ -230,7 +236,7 @@ def _set_r(model: nn.Module, r: tome_algo.RSpec) -> None:
         raise ValueError(f"model.{err}") from None
 
 
-def _set_prop_attn(model: nn.Module, on: Any) -> None:
+def _set_prop_attn(model: Timm, on: Any) -> None:
     if not isinstance(on, bool):
         raise _refused("prop_attn", on, "True or False")
     model._tomato.prop_attn = on
@@ -256,13 +262,14 @@ def _bias_for(st: State) -> torch.Tensor | None:
     return attention.size_bias((st.size > 0).to(st.size.dtype))
 
 
-def _range(block: nn.Module, name: str) -> ContextManager[None]:
+def _range(block: Timm, name: str) -> ContextManager[None]:
     """The model's optional profiling range around a stage (see ``State.ranges``)."""
     ranges = block._tomato.ranges
     return contextlib.nullcontext() if ranges is None else ranges(name)
 
 
-def _attend(block: nn.Module, x: torch.Tensor, need_probs: bool = False, need_keys: bool = False):
+def _attend(block: Timm, x: torch.Tensor, need_probs: bool = False, need_keys: bool = False
+            ) -> tuple[torch.Tensor, attention.AttentionOut]:
     bias = _attention_bias(block._tomato)
     with _range(block, "attention"):
         a = attention.forward(
@@ -271,9 +278,10 @@ def _attend(block: nn.Module, x: torch.Tensor, need_probs: bool = False, need_ke
         return x + block.drop_path1(block.ls1(a.x)), a
 
 
-def _mlp(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _mlp(block: Timm, x: torch.Tensor) -> torch.Tensor:
     with _range(block, "mlp"):
-        return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+        out: torch.Tensor = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+        return out
 
 
 def _no_mask(attn_mask: torch.Tensor | None, is_causal: bool) -> None:
@@ -287,11 +295,12 @@ def _no_mask(attn_mask: torch.Tensor | None, is_causal: bool) -> None:
 # ``self._tomato_index``, so torch.compile does not recompile for twelve classes.
 @functools.lru_cache(maxsize=None)
 def _tomato_block(base: type) -> type:
-    class ToMatoBlock(base):  # type: ignore[misc, valid-type]
+    class ToMatoBlock(base):  # type: ignore[misc]
         """The merge block (0 by default) merges once after attention; later blocks use
         proportional attention, and run ToMe where the model's ``r`` asks for it."""
 
-        def forward(self, x, attn_mask=None, is_causal=False):
+        def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                    is_causal: bool = False) -> torch.Tensor:
             _no_mask(attn_mask, is_causal)
             st: State = self._tomato
             # A bool, not the index: torch.compile treats int attributes of a module as
@@ -325,10 +334,11 @@ def _tomato_block(base: type) -> type:
 
 @functools.lru_cache(maxsize=None)
 def _tome_block(base: type) -> type:
-    class ToMeBlock(base):  # type: ignore[misc, valid-type]
+    class ToMeBlock(base):  # type: ignore[misc]
         """Merges ``r`` tokens by bipartite soft matching after attention, every block."""
 
-        def forward(self, x, attn_mask=None, is_causal=False):
+        def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                    is_causal: bool = False) -> torch.Tensor:
             _no_mask(attn_mask, is_causal)
             st: State = self._tomato
             r = st.r[self._tomato_index] if st.r else 0
@@ -347,7 +357,7 @@ def _tome_block(base: type) -> type:
     return ToMeBlock
 
 
-def _apply(model: nn.Module, kind: str, trace_source: bool, prop_attn: bool = True) -> nn.Module:
+def _apply(model: Timm, kind: str, trace_source: bool, prop_attn: bool = True) -> Timm:
     st: State | None = getattr(model, "_tomato", None)
     if st is not None:
         names = {"tomato": "ToMato", "tome": "ToMe"}
@@ -388,7 +398,8 @@ def _apply(model: nn.Module, kind: str, trace_source: bool, prop_attn: bool = Tr
 def timm(model: nn.Module) -> nn.Module:
     """Patch a timm ViT with ToMato in place (returns it). Merging starts once
     ``model.sim``, ``model.keep_ratio`` or ``model.tokens`` is set."""
-    return _apply(model, "tomato", trace_source=False)
+    patched: nn.Module = _apply(model, "tomato", trace_source=False)
+    return patched
 
 
 def tome(model: nn.Module, trace_source: bool = False, prop_attn: bool = True) -> nn.Module:
@@ -398,7 +409,8 @@ def tome(model: nn.Module, trace_source: bool = False, prop_attn: bool = True) -
     :func:`tomato.core.tome.per_block_r`); ``trace_source`` records in
     ``state(model).source`` which patches each token holds; ``prop_attn`` switches
     proportional attention (also ``model.prop_attn``)."""
-    return _apply(model, "tome", trace_source, prop_attn)
+    patched: nn.Module = _apply(model, "tome", trace_source, prop_attn)
+    return patched
 
 
 def remove(model: nn.Module) -> nn.Module:
@@ -406,7 +418,8 @@ def remove(model: nn.Module) -> nn.Module:
     st: State | None = getattr(model, "_tomato", None)
     if st is None:
         raise ValueError("model is not patched")
-    for blk, cls in zip(model.blocks, st.block_classes):
+    blocks: Timm = model.blocks
+    for blk, cls in zip(blocks, st.block_classes):
         blk.__class__ = cls
         del blk._tomato, blk._tomato_index, blk._tomato_first, blk._tomato_after
     model.__class__ = st.model_class
@@ -415,14 +428,19 @@ def remove(model: nn.Module) -> nn.Module:
 
 
 _UNSET: Any = object()
+_T = TypeVar("_T")
 
 
-def state(model: nn.Module, default: Any = _UNSET) -> State:
+@overload
+def state(model: nn.Module) -> State: ...
+@overload
+def state(model: nn.Module, default: _T) -> State | _T: ...
+def state(model: nn.Module, default: Any = _UNSET) -> Any:
     """The patched model's :class:`State` (settings and the last forward's statistics).
 
     On a model that is not patched: ``default`` when given (``state(model, None)`` asks
     "is it patched?"), else ValueError."""
-    st = getattr(model, "_tomato", None)
+    st: State | None = getattr(model, "_tomato", None)
     if st is None:
         if default is not _UNSET:
             return default

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
 
 from . import attention, similarity
 
@@ -27,7 +27,7 @@ class Block0:
 
 
 @torch.inference_mode()
-def block0(model: nn.Module, images: torch.Tensor) -> Block0:
+def block0(model: Any, images: torch.Tensor) -> Block0:
     """Run a timm ViT up to block 0's attention residual. images: (B, 3, H, W)."""
     x = model.patch_embed(images)
     grid = tuple(x.shape[1:3]) if x.ndim == 4 else tuple(model.patch_embed.grid_size)

@@ -138,11 +138,15 @@ def settle(
     """Finish a labelling that :func:`propagate` left unsettled (pathological grids only):
     more rounds, one host sync per batch of rounds, until nothing changes."""
     while not bool(settled.all()):
-        lab, settled = propagate(edges, index, ROUNDS, lab)
+        lab, flags = propagate(edges, index, ROUNDS, lab)
+        assert flags is not None  # propagate checks unless told not to
+        settled = flags
     return lab
 
 
 def min_ancestors_by_rounds(edges: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
     """:func:`tomato.core.visit.min_ancestors` by label propagation (:func:`propagate`, then :func:`settle`)."""
     gi = grid_index(grid, edges.shape[1], edges.device)
-    return settle(edges, gi, *propagate(edges, gi))
+    lab, settled = propagate(edges, gi)
+    assert settled is not None
+    return settle(edges, gi, lab, settled)

@@ -83,7 +83,7 @@ def check_sim(sim: float | torch.Tensor) -> None:
         raise ValueError(f"sim must be >= 0 (scores are probabilities), got {sim}")
 
 
-def _raw_neighbours(h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _raw_neighbours(h: int, w: int, device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor]:
     idx = torch.arange(h * w, device=device)
     row, col = idx // w, idx % w
     nbr = torch.stack([idx - 1, idx + 1, idx - w, idx + w], dim=1)
