@@ -6,7 +6,7 @@ visit enters each neighbour j (left, right, up, down) with ``A[i, j] >= sim`` th
 group holds yet; each group becomes the mean of its members. Like the authors' code this
 recurses in Python with one torch op per test, which is why it is slow (the benchmark's
 "reference-style loop") and why it is here: the rest of the core computes exactly this,
-batched, and ``tests/test_reference.py`` holds :func:`tomato.core.pipeline.merge_at_once`
+batched, and ``tests/core/test_reference.py`` holds :func:`tomato.core.pipeline.merge_at_once`
 equal to it.
 """
 from __future__ import annotations

@@ -22,7 +22,7 @@ import torch
 from tomato.harness import data, models
 from tomato.harness.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = "deit_tiny_patch16_224"
 FILES = ("config.json", "predictions.csv", "bad_images.csv")
 N_IMAGES = 16

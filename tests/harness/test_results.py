@@ -157,7 +157,7 @@ def test_kill_midway_then_resume_equals_one_shot(tmp_path: Path) -> None:
     first = RunStore.open(tmp_path / "two", CONFIG)
     first.append(rows[:3])
     first.append(rows[3:5])
-    first.close()  # the run stops: only the files survive (tests/test_faults.py kills a real process)
+    first.close()  # the run stops: only the files survive (tests/harness/test_faults.py kills a real process)
     resumed = RunStore.open(tmp_path / "two", CONFIG)
     todo = [r for r in rows if r["index"] not in resumed.done]
     assert [r["index"] for r in todo] == [5, 6, 7, 8, 9]

@@ -9,7 +9,7 @@ import pytest
 
 from tomato.book import merge_cost, parameters, verdict
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "data" / "results"
 
 

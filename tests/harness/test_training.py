@@ -15,7 +15,7 @@ from PIL import Image
 
 from tomato.harness import cli, data, modelcard, models, recipe, trainset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGENETTE = ROOT.parent / "shared" / "imagenette"
 WNIDS = ["n01440764", "n02102040"]
 

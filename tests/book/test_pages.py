@@ -10,7 +10,7 @@ import pytest
 
 from tomato.book import pictures
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cells(name: str, kind: str) -> list[str]:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from tomato.harness import data
 
-REAL_VAL = Path(__file__).resolve().parents[2] / "shared" / "imagenet-sample" / "val"
+REAL_VAL = Path(__file__).resolve().parents[3] / "shared" / "imagenet-sample" / "val"
 
 # A few real wnids spread over the index range.
 WNIDS = ["n01440764", "n02123045", "n07920052"]

@@ -10,7 +10,7 @@ import pytest
 
 from tomato.book import notebook, parameters
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = [pytest.param(p, id=p.stem) for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
 
 

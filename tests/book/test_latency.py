@@ -226,7 +226,7 @@ def test_recorded_paper_runs_warn_by_their_own_load() -> None:
 
     from tomato.book import latency
 
-    records = latency.recorded_timings(Path(__file__).resolve().parents[1] / "data" / "results", "paper")
+    records = latency.recorded_timings(Path(__file__).resolve().parents[2] / "data" / "results", "paper")
     assert records
     for path, record in records:
         prov = record.get("provenance") or {}

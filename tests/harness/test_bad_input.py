@@ -20,7 +20,7 @@ import tomato
 from tomato.core import budget
 from tomato.harness import cli, data, results, sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _errors(capsys) -> list[str]:
