@@ -128,6 +128,7 @@ def static_view(df: pd.DataFrame) -> pd.DataFrame:
                     "ToMato ops": tom["ops"], "syncs": tom["syncs"]})
     view = pd.DataFrame(out, columns=["weights", "batch", "treatment", "unpatched ms", "oracle x", "ToMato x",
                                       "ToMato / oracle", "ToMato ops", "syncs"])
+    view = view.astype({"ToMato ops": "Int64", "syncs": "Int64"})
     return view.astype({"ToMato ops": object, "syncs": object}).where(view.notna(), None)
 
 
