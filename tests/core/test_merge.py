@@ -70,7 +70,7 @@ def test_settings_validation():
     import pytest
 
     for bad, match in [
-        (dict(sim=float("nan")), "NaN"),
+        (dict(sim=float("nan")), "got nan"),
         (dict(sim=-1.0), ">= 0"),
         (dict(sim="1e-7"), "number"),
         (dict(keep_ratio=0.0), "keep_ratio"),

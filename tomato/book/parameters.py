@@ -180,7 +180,7 @@ RULES: dict[str, Rule] = {
     "progress": Rule("bool", "show progress bars in long cells", _boolean),
     "image_index": Rule("int", "which photo is drawn (0 is the first of data)", _at_least(0, "an integer >= 0")),
     "token": Rule("Tuple[int, int]", "(row, col) on the patch grid of the token whose distribution is drawn", _pair),
-    "sim": Rule("float", "ToMato's threshold on the attention distribution, >= 0; lower merges more",
+    "sim": Rule("float", "ToMato's threshold on the attention distribution, 0 or more; lower merges more",
                 _tomato("sim")),
     "keep_ratio": Rule("float", "token budget: share of patch tokens kept, in (0, 1]; sim is chosen per image",
                        _tomato("keep_ratio")),

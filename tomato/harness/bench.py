@@ -99,7 +99,7 @@ def _merge_steps(x: torch.Tensor, grid: tuple[int, int], p: int, k: int) -> dict
                     return pipeline.merge_at_once(x, cfg, grid, p)
             fns[f"merge step: {method}, {label}"] = f
     if x.shape[0] == 1:
-        fns["merge step: reference-style loop, sim=1e-7"] = lambda: reference.merge(x, 1e-7, grid, p)
+        fns["merge step: reference-style loop, sim=1e-7"] = lambda: reference.merge(x, 1e-7, grid, p)[0]
     return fns
 
 
