@@ -6,7 +6,6 @@ threshold merges different numbers of tokens per image, and batches really pad.
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 
@@ -23,9 +22,6 @@ def images() -> torch.Tensor:
     return x
 
 
-def make(name: str = "deit_tiny_patch16_224") -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(name).eval()
 
 
 def reference(model: torch.nn.Module, images: torch.Tensor, settings: pipeline.Settings) -> torch.Tensor:
@@ -46,9 +42,9 @@ def reference(model: torch.nn.Module, images: torch.Tensor, settings: pipeline.S
 
 @torch.no_grad()
 @pytest.mark.parametrize("block,metric", [(0, "features"), (3, "keys"), (6, "features")])
-def test_the_merge_follows_the_attention_of_its_block(images, block, metric):
-    plain = make()
-    model = tomato.core.patch.timm(make())
+def test_the_merge_follows_the_attention_of_its_block(vit, images, block, metric):
+    plain = vit()
+    model = tomato.core.patch.timm(vit())
     model.metric, model.block, model.keep_ratio = metric, block, 0.6
     settings = tomato.core.patch.state(model).settings
     assert torch.allclose(model(images), reference(plain, images, settings), atol=1e-5)
@@ -58,8 +54,8 @@ def test_the_merge_follows_the_attention_of_its_block(images, block, metric):
 
 
 @torch.no_grad()
-def test_block_zero_is_the_default_and_the_paper(images):
-    model = tomato.core.patch.timm(make())
+def test_block_zero_is_the_default_and_the_paper(vit, images):
+    model = tomato.core.patch.timm(vit())
     model.sim = 1e-3
     before = model(images)
     assert model.block == 0
@@ -72,14 +68,14 @@ def test_block_zero_is_the_default_and_the_paper(images):
     assert tomato.core.patch.state(model).merged_block is None  # no merge, no block
 
 
-def test_block_bad_values_say_one_line():
-    model = tomato.core.patch.timm(make())
+def test_block_bad_values_say_one_line(vit):
+    model = tomato.core.patch.timm(vit())
     for bad in (-1, 12, 1.5, True, "2", None):
         with pytest.raises(ValueError, match=r"^model\.block = .* is not allowed: block must be an int") as err:
             model.block = bad
         assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="ToMato setting"):
-        tomato.core.patch.tome(make()).block = 1
+        tomato.core.patch.tome(vit()).block = 1
 
 
 @torch.no_grad()
@@ -95,9 +91,9 @@ def test_cosine_metrics_score_half_one_plus_cosine(images):
 
 
 @torch.no_grad()
-def test_hybrid_pads_do_not_leak_between_images(images):
+def test_hybrid_pads_do_not_leak_between_images(vit, images):
     """A batch whose images keep different token counts equals each image on its own."""
-    model = tomato.core.patch.timm(make())
+    model = tomato.core.patch.timm(vit())
     model.sim, model.r = 1e-3, 4
     batch = model(images)
     st = tomato.core.patch.state(model)
@@ -108,15 +104,15 @@ def test_hybrid_pads_do_not_leak_between_images(images):
 
 
 @torch.no_grad()
-def test_hybrid_without_tomato_merge_is_tome_after_block_zero(images):
-    hybrid = tomato.core.patch.timm(make())
+def test_hybrid_without_tomato_merge_is_tome_after_block_zero(vit, images):
+    hybrid = tomato.core.patch.timm(vit())
     hybrid.sim, hybrid.r = float("inf"), 4  # ToMato's merge keeps every token
-    tome = tomato.core.patch.tome(make())
+    tome = tomato.core.patch.tome(vit())
     tome.r = [0] + [4] * 11
     assert torch.allclose(hybrid(images), tome(images), atol=1e-5)
 
 
-def test_hybrid_variant_and_its_flops():
+def test_hybrid_variant_and_its_flops(vit):
     v = variants.parse("hybrid:sim=1e-15,r=4")
     assert v.spec == "hybrid:r=4,sim=1e-15" and v.label == "ToMato sim=1e-15 + ToMe r=4"
     assert variants.parse("tomato:keep=0.7,block=0").spec == "tomato:keep_ratio=0.7"
@@ -125,7 +121,7 @@ def test_hybrid_variant_and_its_flops():
                 "tomato:keep=0.7,block=-1", "tomato:keep=0.7,block=x"):
         with pytest.raises(ValueError, match="variant|block"):
             variants.parse(bad)
-    dims = flops.dims_of(make())
+    dims = flops.dims_of(vit())
     late = flops.tokens_schedule_tomato(dims, 100, block=3)
     assert late[:3] == [(197.0, 197.0)] * 3 and late[3] == (197.0, 101.0) and late[4] == (101.0, 101.0)
     hyb = flops.tokens_schedule_tomato(dims, 100, r=4)
@@ -135,8 +131,8 @@ def test_hybrid_variant_and_its_flops():
 
 
 @torch.no_grad()
-def test_variant_applies_block_metric_and_r(images):
-    model = make()
+def test_variant_applies_block_metric_and_r(vit, images):
+    model = vit()
     variants.parse("hybrid:keep=0.7,metric=keys,block=2,r=2").apply(model)
     st = tomato.core.patch.state(model)
     assert (model.block, model.metric, model.keep_ratio, model.r[3]) == (2, "keys", 0.7, 2)

@@ -197,11 +197,11 @@ def test_verdict_on_the_recorded_benchmarks():
     assert cost.count("`bench_") == len(clauses) and ".txt" not in cost
 
 
-def test_the_benchmark_times_the_model_it_is_given(monkeypatch: pytest.MonkeyPatch):
-    timm = pytest.importorskip("timm")
+def test_the_benchmark_times_the_model_it_is_given(vit, monkeypatch: pytest.MonkeyPatch):
+    pytest.importorskip("timm")
     from tomato.harness import bench, models
 
-    model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
+    model = vit("deit_tiny_patch16_224")
     monkeypatch.setattr(models, "load", lambda *a, **k: pytest.fail("loaded a model"))
     seen = {}
 

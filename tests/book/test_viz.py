@@ -103,9 +103,9 @@ def test_labels_from_tome_source_matches_real_tome_merges():
     assert torch.equal(source[:, :, 1:].sum(dim=1), torch.ones(b, 16))
 
 
-def test_to_display_round_trips_a_normalised_image():
+def test_to_display_round_trips_a_normalised_image(vit):
     timm = pytest.importorskip("timm")
-    model = timm.create_model("deit_tiny_patch16_224", pretrained=False)
+    model = vit("deit_tiny_patch16_224")
     cfg = timm.data.resolve_model_data_config(model)
     rgb = torch.rand(3, 32, 32)
     mean = torch.tensor(cfg["mean"]).view(3, 1, 1)
@@ -195,12 +195,11 @@ def test_sliders_build_headless():
         assert picture.value != before
 
 
-def test_log10_distribution_matches_the_probabilities_where_representable():
-    timm = pytest.importorskip("timm")
+def test_log10_distribution_matches_the_probabilities_where_representable(vit):
+    pytest.importorskip("timm")
     from tomato.core import probe
 
-    torch.manual_seed(0)
-    model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
+    model = vit("deit_tiny_patch16_224")
     b0 = probe.block0(model, torch.randn(1, 3, 224, 224))
     for metric in ("features", "attention"):
         logs = studies.log10_distribution(b0, metric)

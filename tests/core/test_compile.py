@@ -11,9 +11,8 @@ timm = pytest.importorskip("timm")
 
 
 @pytest.mark.slow  # about two minutes of inductor compilation on a 2-core CPU
-def test_compiled_patched_model_matches_eager():
-    torch.manual_seed(0)
-    model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
+def test_compiled_patched_model_matches_eager(vit):
+    model = vit("deit_tiny_patch16_224")
     tf = data.transform_for(model)
     images = torch.stack([tf(data.load_image(s.path)) for s in data.smoke_samples()[:2]])
     tomato.patch.timm(model)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 
 import pytest
-import timm
 import torch
 
 import tomato
@@ -16,15 +15,12 @@ def images() -> torch.Tensor:
     return torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
 
 
-def make(name: str = "deit_tiny_patch16_224", **kwargs) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(name, **kwargs).eval()
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("name", ["deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224"])
-def test_no_merge_equals_unpatched(name, images):
-    model = make(name)
+def test_no_merge_equals_unpatched(vit, name, images):
+    model = vit(name)
     ref = model(images)
     tomato.core.patch.timm(model)
     assert torch.allclose(model(images), ref, atol=1e-5)  # not yet configured: no merging
@@ -34,8 +30,8 @@ def test_no_merge_equals_unpatched(name, images):
 
 
 @torch.no_grad()
-def test_merging_changes_tokens_and_output(images):
-    model = tomato.core.patch.timm(make())
+def test_merging_changes_tokens_and_output(vit, images):
+    model = tomato.core.patch.timm(vit())
     ref = model(images)
     model.sim = 0.0
     out = model(images)
@@ -57,8 +53,8 @@ def test_merging_changes_tokens_and_output(images):
         dict(sim=1e-20, prop_attn=False),  # padding stays masked without proportional attention
     ],
 )
-def test_batched_equals_per_image(config, images):
-    model = tomato.core.patch.timm(make())
+def test_batched_equals_per_image(vit, config, images):
+    model = tomato.core.patch.timm(vit())
     for k, v in config.items():
         setattr(model, k, v)
     out = model(images)
@@ -71,8 +67,8 @@ def test_batched_equals_per_image(config, images):
 
 
 @torch.no_grad()
-def test_budget_keeps_at_most_the_budget(images):
-    model = tomato.core.patch.timm(make())
+def test_budget_keeps_at_most_the_budget(vit, images):
+    model = tomato.core.patch.timm(vit())
     model.keep_ratio = 0.5
     model(images)
     st = tomato.core.patch.state(model)
@@ -81,8 +77,8 @@ def test_budget_keeps_at_most_the_budget(images):
 
 
 @torch.no_grad()
-def test_attention_metric_runs_and_uses_probabilities(images):
-    model = tomato.core.patch.timm(make())
+def test_attention_metric_runs_and_uses_probabilities(vit, images):
+    model = tomato.core.patch.timm(vit())
     model.metric = "attention"
     model.sim = 1.0 / 196  # random-init attention is near uniform
     model(images)
@@ -91,8 +87,8 @@ def test_attention_metric_runs_and_uses_probabilities(images):
 
 
 @torch.no_grad()
-def test_explicit_attention_path_equals_fused():
-    model = make()
+def test_explicit_attention_path_equals_fused(vit):
+    model = vit()
     x = torch.randn(2, 197, 192)
     attn = model.blocks[0].attn
     size = torch.rand(2, 197, 1) + 0.5
@@ -104,8 +100,8 @@ def test_explicit_attention_path_equals_fused():
     assert torch.allclose(attention.forward(attn, x).x, attn(x), atol=1e-5)
 
 
-def test_precomputed_bias_equals_sizes_and_keys_are_optional():
-    model = make()
+def test_precomputed_bias_equals_sizes_and_keys_are_optional(vit):
+    model = vit()
     x = torch.randn(2, 197, 192)
     attn = model.blocks[0].attn
     size = torch.rand(2, 197, 1) + 0.5
@@ -119,10 +115,10 @@ def test_precomputed_bias_equals_sizes_and_keys_are_optional():
 
 
 @torch.no_grad()
-def test_one_patched_class_per_timm_class(images):
+def test_one_patched_class_per_timm_class(vit, images):
     # torch.compile guards on a block's class: blocks that share one patched class (and
     # branch on their index) compile once, where twelve distinct classes recompiled.
-    a, b = make(), make()
+    a, b = vit(), vit()
     tomato.core.patch.timm(a)
     tomato.core.patch.timm(b)
     classes = {type(blk) for blk in [*a.blocks, *b.blocks]}
@@ -145,8 +141,8 @@ def test_one_patched_class_per_timm_class(images):
         ("deit_tiny_patch16_224", {"img_size": (224, 160)}, (14, 10)),
     ],
 )
-def test_other_grids(name, kwargs, grid):
-    model = make(name, **kwargs)
+def test_other_grids(vit, name, kwargs, grid):
+    model = vit(name, **kwargs)
     h, w = model.patch_embed.img_size
     x = torch.randn(2, 3, h, w)
     ref = model(x)
@@ -161,8 +157,8 @@ def test_other_grids(name, kwargs, grid):
 
 
 @torch.no_grad()
-def test_remove_restores_the_model(images):
-    model = make()
+def test_remove_restores_the_model(vit, images):
+    model = vit()
     cls, block_cls = type(model), type(model.blocks[0])
     ref = model(images)
     tomato.core.patch.timm(model)
@@ -176,8 +172,8 @@ def test_remove_restores_the_model(images):
         tomato.core.patch.remove(model)
 
 
-def test_bad_settings_fail_at_assignment():
-    model = tomato.core.patch.timm(make())
+def test_bad_settings_fail_at_assignment(vit):
+    model = tomato.core.patch.timm(vit())
     for name, bad in [("sim", float("nan")), ("sim", -1e-7), ("keep_ratio", 0.0), ("keep_ratio", 2.0),
                       ("method", "dfs"), ("metric", "cosines"), ("tokens", 0),
                       ("block", -1), ("block", 12), ("block", 2.0), ("block", True)]:
@@ -207,15 +203,15 @@ def test_bad_settings_fail_at_assignment():
         ("prop_attn", 1, "prop_attn must be True or False"),
     ],
 )
-def test_bad_tomato_settings_name_attribute_value_and_what_is_allowed(name, value, allowed):
-    model = tomato.core.patch.timm(make())
+def test_bad_tomato_settings_name_attribute_value_and_what_is_allowed(vit, name, value, allowed):
+    model = tomato.core.patch.timm(vit())
     with pytest.raises(ValueError, match=rf"^model\.{name} = {re.escape(repr(value))} is not allowed: {allowed}"):
         setattr(model, name, value)
 
 
 @pytest.mark.parametrize("value", [2.5, -1, "2", True, (2, 3), [1, 2.0]])
-def test_bad_tome_r_names_attribute_value_and_what_is_allowed(value):
-    model = tomato.core.patch.tome(make())
+def test_bad_tome_r_names_attribute_value_and_what_is_allowed(vit, value):
+    model = tomato.core.patch.tome(vit())
     with pytest.raises(ValueError, match=rf"^model\.r = {re.escape(repr(value))} is not allowed: r must be an int >= 0"):
         model.r = value
     assert model.r == []  # a refused value changes nothing
@@ -223,19 +219,19 @@ def test_bad_tome_r_names_attribute_value_and_what_is_allowed(value):
         model.sim = 1e-7
 
 
-def test_unsupported_models_are_refused():
+def test_unsupported_models_are_refused(vit):
     with pytest.raises(ValueError, match="not a timm VisionTransformer"):
         tomato.core.patch.timm(torch.nn.Linear(3, 3))
-    no_cls = make("vit_tiny_patch16_224", class_token=False, global_pool="avg")
+    no_cls = vit("vit_tiny_patch16_224", class_token=False, global_pool="avg")
     with pytest.raises(ValueError, match="class token"):
         tomato.core.patch.timm(no_cls)
     with pytest.raises(ValueError, match="not a timm VisionTransformer"):
-        tomato.core.patch.tome(timm.create_model("resnet18"))
+        tomato.core.patch.tome(vit("resnet18"))
 
 
 @torch.no_grad()
-def test_avg_pool_models_weigh_tokens_by_size():
-    model = make("vit_tiny_patch16_224", global_pool="avg")
+def test_avg_pool_models_weigh_tokens_by_size(vit):
+    model = vit("vit_tiny_patch16_224", global_pool="avg")
     x = torch.randn(2, 3, 224, 224)
     ref = model(x)
     tomato.core.patch.timm(model)
@@ -248,8 +244,8 @@ def test_avg_pool_models_weigh_tokens_by_size():
 
 @torch.no_grad()
 @pytest.mark.parametrize("name", ["deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224"])
-def test_tome_r0_equals_unpatched_and_r_tokens_leave_each_block(name, images):
-    model = make(name)
+def test_tome_r0_equals_unpatched_and_r_tokens_leave_each_block(vit, name, images):
+    model = vit(name)
     ref = model(images)
     tomato.core.patch.tome(model)
     assert torch.allclose(model(images), ref, atol=1e-5)
@@ -262,8 +258,8 @@ def test_tome_r0_equals_unpatched_and_r_tokens_leave_each_block(name, images):
 
 
 @torch.no_grad()
-def test_tome_keeps_class_and_distillation_tokens_in_place(images):
-    model = make("deit_tiny_distilled_patch16_224")
+def test_tome_keeps_class_and_distillation_tokens_in_place(vit, images):
+    model = vit("deit_tiny_distilled_patch16_224")
     x = model.patch_embed(images[:1])
     tomato.core.patch.tome(model, trace_source=True)
     model.r = 16
@@ -275,8 +271,8 @@ def test_tome_keeps_class_and_distillation_tokens_in_place(images):
 
 
 @torch.no_grad()
-def test_tome_source_trace(images):
-    model = tomato.core.patch.tome(make(), trace_source=True)
+def test_tome_source_trace(vit, images):
+    model = tomato.core.patch.tome(vit(), trace_source=True)
     model.r = 8
     model(images[:1])
     src = tomato.core.patch.state(model).source
@@ -285,10 +281,10 @@ def test_tome_source_trace(images):
 
 
 @torch.no_grad()
-def test_probe_sees_what_block0_merges(images):
+def test_probe_sees_what_block0_merges(vit, images):
     from tomato.core import pipeline, probe
 
-    model = make()
+    model = vit()
     b0 = probe.block0(model, images)
     assert b0.grid == (14, 14) and b0.attn.shape == (3, 3, 197, 197)
     settings = pipeline.Settings(sim=1e-20)
@@ -301,7 +297,7 @@ def test_probe_sees_what_block0_merges(images):
 
 
 @pytest.mark.parametrize("name, value", [("sim", -1.0), ("keep_ratio", 1.5), ("tokens", 0)])
-def test_every_surface_refuses_a_setting_in_the_cores_words(name, value):
+def test_every_surface_refuses_a_setting_in_the_cores_words(vit, name, value):
     # One validator per setting (tomato.core.pipeline.check_setting): the model's
     # attribute, a variant spec, the CLI's checks and a notebook parameter say the same.
     from tomato.book import parameters
@@ -310,7 +306,7 @@ def test_every_surface_refuses_a_setting_in_the_cores_words(name, value):
 
     words = pipeline.ALLOWED[name].replace(" or None", "")
     said = []
-    model = tomato.core.patch.timm(make("deit_tiny_patch16_224"))
+    model = tomato.core.patch.timm(vit("deit_tiny_patch16_224"))
     for attempt in (lambda: setattr(model, name, value),
                     lambda: variants.parse(f"tomato:{name}={value}"),
                     lambda: cli._tomato_setting(name)(f"--{name}", [value])):

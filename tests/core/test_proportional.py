@@ -9,16 +9,12 @@ MLP and norms work token by token).
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 
 import tomato
 from tomato.core import merge
 
 
-def make(name: str, **kwargs) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(name, **kwargs).eval()
 
 
 def compact_and_expanded(b: int, p: int, n: int, c: int, seed: int = 0):
@@ -59,29 +55,29 @@ def plain_forward(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         ("vit_tiny_patch16_224", {"global_pool": "avg"}),  # + size-weighted average pooling
     ],
 )
-def test_a_token_of_size_s_acts_like_s_copies(kind, name, kwargs):
-    plain = make(name, **kwargs)
+def test_a_token_of_size_s_acts_like_s_copies(vit, kind, name, kwargs):
+    plain = vit(name, **kwargs)
     x, size, expanded = compact_and_expanded(3, plain.num_prefix_tokens, 24, plain.embed_dim)
     ref = torch.cat([plain_forward(plain, e) for e in expanded])
-    model = getattr(tomato.core.patch, kind)(make(name, **kwargs))
+    model = getattr(tomato.core.patch, kind)(vit(name, **kwargs))
     out = patched_forward(model, x, size)
     assert torch.allclose(out, ref, atol=2e-5), (out - ref).abs().max()
     # The same tokens with every size 1 are a different input: the check can fail.
     assert not torch.allclose(patched_forward(model, x, torch.ones_like(size)), ref, atol=1e-3)
 
 
-def test_prop_attn_off_ignores_sizes_in_attention():
-    plain = make("deit_tiny_patch16_224")
+def test_prop_attn_off_ignores_sizes_in_attention(vit):
+    plain = vit("deit_tiny_patch16_224")
     x, size, _ = compact_and_expanded(2, 1, 24, plain.embed_dim)
-    model = tomato.core.patch.tome(make("deit_tiny_patch16_224"), prop_attn=False)
+    model = tomato.core.patch.tome(vit("deit_tiny_patch16_224"), prop_attn=False)
     assert torch.allclose(patched_forward(model, x, size), plain_forward(plain, x), atol=2e-5)
 
 
 @torch.no_grad()
-def test_avg_pool_of_merged_tokens_equals_pool_of_unmerged_tokens():
+def test_avg_pool_of_merged_tokens_equals_pool_of_unmerged_tokens(vit):
     """After a real merge (with size-0 padding: the images keep different group counts),
     the patched pool equals timm's pool of the tokens before merging."""
-    model = make("vit_tiny_patch16_224", global_pool="avg")
+    model = vit("vit_tiny_patch16_224", global_pool="avg")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 1 + 16, model.embed_dim, generator=g)
     labels = torch.tensor([[0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3], [0] * 8 + [1] * 7 + [2]])

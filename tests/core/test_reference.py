@@ -31,9 +31,8 @@ def test_random_features(seed):
     assert groups == sorted(groups, reverse=True) and groups[-1] == 1  # lower sim merges more
 
 
-def test_real_block0_features():
-    torch.manual_seed(0)
-    model = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False).eval()
+def test_real_block0_features(vit):
+    model = vit("deit_tiny_distilled_patch16_224")
     tf = data.transform_for(model)
     with torch.inference_mode():
         for s in data.smoke_samples()[:3]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 
 import pytest
-import timm
 import torch
 
 import tomato
@@ -141,14 +140,11 @@ def test_per_block_r_refuses_what_tome_does_not_take(bad):
 # ---------------------------------------------------------------- on a model
 
 
-def make(name: str = "deit_tiny_patch16_224") -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(name).eval()
 
 
 @torch.no_grad()
-def test_model_r_takes_a_schedule_and_a_short_list():
-    model = tomato.core.patch.tome(make())
+def test_model_r_takes_a_schedule_and_a_short_list(vit):
+    model = tomato.core.patch.tome(vit())
     x = torch.randn(1, 3, 224, 224)
     model.r = (8, -1)
     model(x)
@@ -165,8 +161,8 @@ def test_model_r_takes_a_schedule_and_a_short_list():
 
 
 @torch.no_grad()
-def test_prop_attn_switch():
-    model = tomato.core.patch.tome(make(), prop_attn=False)
+def test_prop_attn_switch(vit):
+    model = tomato.core.patch.tome(vit(), prop_attn=False)
     x = torch.randn(2, 3, 224, 224)
     assert model.prop_attn is False
     model.r = 8
@@ -175,10 +171,10 @@ def test_prop_attn_switch():
     with_ = model(x)
     assert not torch.allclose(without, with_, atol=1e-4)  # sizes reach the attention
     model.r = 0  # no merge, every size 1: the switch changes nothing
-    assert torch.allclose(model(x), make()(x), atol=1e-5)
+    assert torch.allclose(model(x), vit()(x), atol=1e-5)
     model.prop_attn = False
-    assert torch.allclose(model(x), make()(x), atol=1e-5)
+    assert torch.allclose(model(x), vit()(x), atol=1e-5)
     with pytest.raises(ValueError, match=r"model.prop_attn = 1 is not allowed: prop_attn must be True or False"):
         model.prop_attn = 1
     with pytest.raises(ValueError, match="prop_attn"):
-        tomato.core.patch.tome(make(), prop_attn="yes")
+        tomato.core.patch.tome(vit(), prop_attn="yes")

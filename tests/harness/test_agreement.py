@@ -31,14 +31,12 @@ def test_opposite_trivial_partitions_disagree():
     assert adjusted_rand_index(torch.arange(5), torch.zeros(5)) == pytest.approx(0.0)
 
 
-def test_method_agreement_on_real_photos():
-    import timm
+def test_method_agreement_on_real_photos(vit):
 
     from tomato.harness import data
     from tomato.harness.agreement import method_agreement
 
-    torch.manual_seed(0)
-    model = timm.create_model("deit_tiny_patch16_224").eval()
+    model = vit("deit_tiny_patch16_224")
     samples = data.smoke_samples()[:3]
     rows = method_agreement(model, samples, sims=(float("inf"), 0.0), keep_ratios=(0.5,), progress=False)
     assert len(rows) == 9

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import timm
 import torch
 from PIL import Image
 
@@ -51,9 +50,8 @@ def test_16_bit_greyscale_png_is_not_white(tmp_path):
 
 
 # 3 ------------------------------------------------------------------ budget per image
-def test_the_faithful_budget_search_reads_each_image_alone():
-    torch.manual_seed(0)
-    model = timm.create_model("deit_tiny_patch16_224").eval()
+def test_the_faithful_budget_search_reads_each_image_alone(vit):
+    model = vit("deit_tiny_patch16_224")
     tomato.patch.timm(model)
     model.keep_ratio = 0.5
     x = torch.randn(3, 3, 224, 224)
@@ -176,8 +174,8 @@ def test_a_full_disk_names_the_folder_and_keeps_the_results(tmp_path):
 
 
 # 7 ------------------------------------------------------------------ Python API edges
-def test_api_edges():
-    model = timm.create_model("deit_tiny_patch16_224").eval()
+def test_api_edges(vit):
+    model = vit("deit_tiny_patch16_224")
     tomato.patch.timm(model)
     model.sim = 1e-7
     with torch.no_grad():

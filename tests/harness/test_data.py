@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import timm
 import torch
 from PIL import Image
 from timm.data import create_transform
@@ -247,10 +246,10 @@ def _steps(transform) -> list:
     return list(transform.transforms)
 
 
-def test_transform_paper_protocol_deit_base():
+def test_transform_paper_protocol_deit_base(vit):
     from torchvision import transforms as T
 
-    model = timm.create_model("deit_base_patch16_224", pretrained=False)
+    model = vit("deit_base_patch16_224")
     steps = _steps(data.transform_for(model))
     resize = next(s for s in steps if isinstance(s, T.Resize))
     crop = next(s for s in steps if isinstance(s, T.CenterCrop))
@@ -264,10 +263,10 @@ def test_transform_paper_protocol_deit_base():
     assert out.shape == (3, 224, 224)
 
 
-def test_transform_timm_cfg_crop():
+def test_transform_timm_cfg_crop(vit):
     from torchvision import transforms as T
 
-    model = timm.create_model("deit_tiny_patch16_224", pretrained=False)
+    model = vit("deit_tiny_patch16_224")
     resize = next(s for s in _steps(data.transform_for(model, crop_pct=None)) if isinstance(s, T.Resize))
     assert resize.size == int(224 / model.pretrained_cfg["crop_pct"])
 

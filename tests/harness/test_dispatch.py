@@ -33,9 +33,8 @@ OUTSIDE_MERGE_OPS = 8
 
 
 @pytest.fixture(scope="module")
-def model_and_images():
-    torch.manual_seed(0)
-    model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
+def model_and_images(vit):
+    model = vit("deit_tiny_patch16_224")
     tf = data.transform_for(model)
     photos = [tf(data.load_image(s.path)) for s in data.smoke_samples()[:4]]
     return model, torch.stack(photos)

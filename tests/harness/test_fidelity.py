@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import timm
 import torch
 
 from tomato.core import attention, merge, probe
@@ -14,10 +13,10 @@ IMG = 96  # 6 x 6 patch grid: fast on CPU, still a grid with interior tokens
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(vit):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        m = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=IMG)
+        m = vit("deit_tiny_patch16_224", img_size=IMG)
     return m.eval()
 
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 
 from tomato.harness.flops import (
@@ -83,13 +82,12 @@ def test_tome_schedule_caps_r_and_never_drops_below_prefix_plus_one() -> None:
 
 
 @pytest.mark.parametrize("r", [[4, 2], (8, -1), (8, 1), (8, 0)])
-def test_tome_schedule_follows_what_the_patched_model_runs(r) -> None:
+def test_tome_schedule_follows_what_the_patched_model_runs(vit, r) -> None:
     # Short lists and (r, inflection) schedules: the FLOPs count the tokens that leave
     # each block of a ToMe-patched model given the same model.r.
     import tomato
 
-    torch.manual_seed(0)
-    model = timm.create_model("deit_tiny_patch16_224").eval()
+    model = vit("deit_tiny_patch16_224")
     tomato.core.patch.tome(model)
     model.r = r
     with torch.no_grad():
@@ -131,8 +129,8 @@ def test_vit_flops_needs_one_entry_per_block() -> None:
         vit_flops(DEIT_B, [(197.0, 197.0)])
 
 
-def test_dims_of_timm_deit_tiny() -> None:
-    model = timm.create_model("deit_tiny_patch16_224", pretrained=False)
+def test_dims_of_timm_deit_tiny(vit) -> None:
+    model = vit("deit_tiny_patch16_224")
     d = dims_of(model)
     assert (d.embed_dim, d.depth, d.num_heads, d.num_patches) == (192, 12, 3, 196)
     assert d.mlp_ratio == 4.0 and d.hidden_dim == 768
@@ -151,8 +149,8 @@ def test_dims_of_timm_deit_tiny() -> None:
     assert vit_flops(d, unpatched(d)) == pytest.approx(expected_blocks + pe + head, rel=1e-12)
 
 
-def test_dims_of_distilled_has_two_prefix_tokens() -> None:
-    model = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False)
+def test_dims_of_distilled_has_two_prefix_tokens(vit) -> None:
+    model = vit("deit_tiny_distilled_patch16_224")
     d = dims_of(model)
     assert d.num_prefix_tokens == 2 and d.num_tokens == 198
     assert tokens_schedule_tome(d, 2)[0] == (198, 196)

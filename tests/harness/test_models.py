@@ -10,7 +10,6 @@ from pathlib import Path
 
 import huggingface_hub.constants as hf_constants
 import pytest
-import timm
 import torch
 from safetensors.torch import save_file
 
@@ -34,9 +33,9 @@ def offline_hub(monkeypatch, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def source_model() -> torch.nn.Module:
+def source_model(vit) -> torch.nn.Module:
     torch.manual_seed(123)
-    return timm.create_model(NAME, pretrained=False).eval()
+    return vit(NAME)
 
 
 def _same_params(a: torch.nn.Module, b: torch.nn.Module) -> bool:

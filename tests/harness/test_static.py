@@ -25,17 +25,21 @@ def _photos(model: torch.nn.Module, n: int = 3) -> torch.Tensor:
     return torch.stack([tf(data.load_image(s.path)) for s in data.smoke_samples()[:n]])
 
 
-def _tied_model(name: str, **kwargs) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False, **kwargs).eval()
-    with torch.no_grad():
-        model.pos_embed.zero_()  # identical patches give identical tokens: scores tie
-    return model
+@pytest.fixture(scope="session")
+def tied(vit):
+    """``vit`` with the position embedding zeroed: identical patches give identical
+    tokens, so their scores tie."""
+    def make(name: str = "deit_tiny_patch16_224", **kwargs) -> torch.nn.Module:
+        model = vit(name, **kwargs)
+        with torch.no_grad():
+            model.pos_embed.zero_()
+        return model
+    return make
 
 
 @pytest.fixture(scope="module")
-def batch():
-    model = _tied_model("deit_tiny_patch16_224")
+def batch(tied):
+    model = tied("deit_tiny_patch16_224")
     photos = _photos(model)
     flat = torch.full_like(photos[:1], 0.3)
     return torch.cat([flat, photos])
@@ -47,8 +51,8 @@ def batch():
     ("deit_tiny_patch16_224", {"global_pool": "avg"}),
     ("deit_tiny_distilled_patch16_224", {}),
 ])
-def test_static_logits_equal_unpadded_budget_mode(batch, method, name, kwargs):
-    model = _tied_model(name, **kwargs)
+def test_static_logits_equal_unpadded_budget_mode(tied, batch, method, name, kwargs):
+    model = tied(name, **kwargs)
     tomato.patch.timm(model)
     model.method, model.tokens = method, K
     with torch.inference_mode():
@@ -65,8 +69,8 @@ def test_static_logits_equal_unpadded_budget_mode(batch, method, name, kwargs):
         assert bool(st.exact.all())
 
 
-def test_static_forward_makes_no_host_sync_and_fixed_ops(batch):
-    model = _tied_model("deit_tiny_patch16_224")
+def test_static_forward_makes_no_host_sync_and_fixed_ops(tied, batch):
+    model = tied("deit_tiny_patch16_224")
     tomato.patch.timm(model)
     model.method, model.tokens, model.static = "parallel", 138, True
     other = batch.flip(0).clone()  # other photos in another order
@@ -79,13 +83,13 @@ def test_static_forward_makes_no_host_sync_and_fixed_ops(batch):
     assert four.ops == one.ops and four.by_op == one.by_op
 
 
-def test_a_missed_bracket_is_flagged_not_hidden(batch, monkeypatch):
+def test_a_missed_bracket_is_flagged_not_hidden(tied, batch, monkeypatch):
     # Without propagation rounds the probes over-count, the bracket misses on real
     # photos, and static mode (which cannot fall back) must say so per image.
     from tomato.core import budget
 
     monkeypatch.setattr(budget, "STATIC_PROBE_ROUNDS", (0, 0))
-    model = _tied_model("deit_tiny_patch16_224")
+    model = tied("deit_tiny_patch16_224")
     tomato.patch.timm(model)
     model.method, model.tokens = "parallel", K
     with torch.inference_mode():
@@ -104,8 +108,8 @@ def test_a_missed_bracket_is_flagged_not_hidden(batch, monkeypatch):
     assert torch.equal(st.tokens[~missed], exact_tokens[~missed])
 
 
-def test_static_needs_a_budget():
-    model = tomato.patch.timm(timm.create_model("deit_tiny_patch16_224", pretrained=False))
+def test_static_needs_a_budget(vit):
+    model = tomato.patch.timm(vit("deit_tiny_patch16_224"))
     with pytest.raises(ValueError, match="set model.tokens or model.keep_ratio first"):
         model.static = True
     model.keep_ratio = 0.7
@@ -120,10 +124,10 @@ def test_static_needs_a_budget():
 
 
 @pytest.mark.slow  # about a minute of inductor compilation on a 2-core CPU
-def test_fullgraph_compile_once_per_batch_size(batch):
+def test_fullgraph_compile_once_per_batch_size(tied, batch):
     import torch._dynamo
 
-    model = _tied_model("deit_tiny_patch16_224")
+    model = tied("deit_tiny_patch16_224")
     tomato.patch.timm(model)
     model.method, model.tokens, model.static = "parallel", K, True
     torch._dynamo.reset()
@@ -138,11 +142,11 @@ def test_fullgraph_compile_once_per_batch_size(batch):
     torch.testing.assert_close(second, eager.flip(0), rtol=1e-4, atol=1e-4)
 
 
-def test_onnx_runtime_logits_equal_eager(batch, tmp_path):
+def test_onnx_runtime_logits_equal_eager(tied, batch, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     assert ort
-    model = _tied_model("deit_tiny_patch16_224")
+    model = tied("deit_tiny_patch16_224")
     tomato.patch.timm(model)
     model.method, model.tokens, model.static = "parallel", K, True
     path = deploy.export_onnx(model, batch, tmp_path / "static.onnx")
@@ -156,8 +160,8 @@ def test_onnx_runtime_logits_equal_eager(batch, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
-def test_cuda_graph_replay_equals_eager(batch):
-    model = _tied_model("deit_tiny_patch16_224").cuda()
+def test_cuda_graph_replay_equals_eager(tied, batch):
+    model = tied("deit_tiny_patch16_224").cuda()
     tomato.patch.timm(model)
     model.method, model.tokens, model.static = "parallel", K, True
     images = batch.cuda()
@@ -167,12 +171,11 @@ def test_cuda_graph_replay_equals_eager(batch):
     torch.testing.assert_close(replay(), eager, rtol=1e-4, atol=1e-4)
 
 
-def test_static_bench_rows_pair_each_treatment_with_its_own_baseline():
+def test_static_bench_rows_pair_each_treatment_with_its_own_baseline(vit):
     pytest.importorskip("onnxruntime")
     from tomato.harness import bench
 
-    torch.manual_seed(0)
-    model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
+    model = vit("deit_tiny_patch16_224")
     rows = bench.static_run(model=model, runs=2, warmup=1, batch_sizes=(2,), tokens=138,
                             treatments=("eager", "onnxruntime"))
     by = {r.name: r for r in rows}
@@ -187,9 +190,8 @@ def test_static_bench_rows_pair_each_treatment_with_its_own_baseline():
 
 
 @pytest.mark.slow  # two inductor compilations
-def test_keep_first_oracle_cuts_under_every_treatment():
-    torch.manual_seed(0)
-    model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
+def test_keep_first_oracle_cuts_under_every_treatment(vit):
+    model = vit("deit_tiny_patch16_224")
     oracle = deploy.keep_first(model, 20)
     x = _photos(model, 2)
     with torch.inference_mode():

@@ -10,14 +10,12 @@ import pytest
 import torch
 
 from tomato.harness import timing
+from tomato.harness.machine import NOT_A_JETSON, jetson_info, machine_info
 from tomato.harness.timing import (
-    NOT_A_JETSON,
     TimingStats,
     bootstrap_ratio,
     compare,
     device_sync,
-    jetson_info,
-    machine_info,
     mean_difference,
     measure,
     paper_forwards,

@@ -112,7 +112,7 @@ def explain_differences(run: RecordedRun, *, weights: WeightsInfo, data: Any, de
                         others: Sequence[RecordedRun] = ()) -> str:
     """A numbered Markdown list: why ``run``'s numbers (and ``others``') differ from the
     paper's, with the numbers that show it (agreement, token cuts, ToMe's count, machine)."""
-    from ..harness import timing
+    from ..harness import machine
 
     def cut_text(r: RecordedRun) -> str:
         vr = r.variants.get(paper.TOMATO)
@@ -121,7 +121,7 @@ def explain_differences(run: RecordedRun, *, weights: WeightsInfo, data: Any, de
         lo, hi, mean = tokens_cut_range(vr.predictions())
         return f"{r.name}: {lo:.1f}–{hi:.1f}% (mean {mean:.1f}%) over {vr.stats()['n_images']} images"
 
-    info = timing.machine_info()
+    info = machine.machine_info()
     agree = prediction_agreement(run)
     agree = dict(zip(agree["variant"], agree["top1_agreement"]))
     n = run.provenance.get("n_images")

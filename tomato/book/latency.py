@@ -140,7 +140,7 @@ def protocol_support() -> str:
 
 def machine_load(provenance: Mapping[str, Any]) -> tuple[list[float], int] | None:
     """The load averages over 1/5/15 min and the CPU count a record's provenance holds
-    (under ``machine``, as :func:`tomato.harness.timing.machine_info` writes them), or None
+    (under ``machine``, as :func:`tomato.harness.machine.machine_info` writes them), or None
     when either is missing."""
     machine = provenance.get("machine") or {}
     load = machine.get("load_average_1_5_15_min", provenance.get("load_average_1_5_15_min"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import timing
+from . import machine
 
 __all__ = ["git_commit", "start", "collect", "jsonable"]
 
@@ -104,14 +104,14 @@ def collect(started: Mapping[str, Any] | None = None, **fields: Any) -> dict[str
     record cannot silently misreport its environment.
     """
     snapshot = dict(started) if started is not None else start()
-    machine = timing.machine_info()
+    here = machine.machine_info()
     auto: dict[str, Any] = {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
-        "timm": machine.get("timm", UNKNOWN),
-        "gpu_name": machine.get("cuda_device"),
-        "cpu_model": machine.get("cpu_model"),
-        "machine": machine,
+        "timm": here.get("timm", UNKNOWN),
+        "gpu_name": here.get("cuda_device"),
+        "cpu_model": here.get("cpu_model"),
+        "machine": here,
         "git": snapshot["git"],
         "started_utc": snapshot["started_utc"],
         "date_utc": _now(),
