@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["static_records", "launch_table", "launch_sentence", "static_table", "static_view", "static_sentences"]
 
 _FORWARD = "forward: "
-_UNPATCHED, _ORACLE, _TOMATO = "unpatched", "oracle keeps first", "tomato tokens="
+_UNPATCHED = "unpatched"
 
 
 def static_records(results: Path | str) -> list[BenchRecord]:
@@ -108,6 +108,26 @@ def static_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
     return df
 
 
+def _role(model: str) -> str:
+    """A static record's model label -> "unpatched", "oracle" or "tomato"."""
+    return model.split(" ", 1)[0]
+
+
+def _pairs(df: pd.DataFrame) -> list[dict]:
+    """One dict per record, batch and treatment of :func:`static_table` that holds all
+    three models: the group's keys, its weights and machine, and its unpatched, oracle
+    and tomato rows (as dicts)."""
+    out = []
+    for (record, batch, treatment), g in df.groupby(["record", "batch", "treatment"], sort=False):
+        by = {_role(m): r for m, r in zip(g["model"], g.to_dict("records"))}
+        if {_UNPATCHED, "oracle", "tomato"} <= set(by):
+            out.append({"record": record, "batch": batch, "treatment": treatment,
+                        "weights": str(g["weights"].iloc[0]), "machine": g["machine"].iloc[0],
+                        "base": by[_UNPATCHED], "oracle": by["oracle"], "tomato": by["tomato"],
+                        "ratio": by["tomato"]["median ms"] / by["oracle"]["median ms"]})
+    return out
+
+
 def static_view(df: pd.DataFrame) -> pd.DataFrame:
     """:func:`static_table` for the page, one line per record, batch and treatment.
 
@@ -116,26 +136,23 @@ def static_view(df: pd.DataFrame) -> pd.DataFrame:
     treatment), ToMato / oracle, ToMato ops and syncs (eager only)."""
     import pandas as pd
 
-    out = []
-    for (record, batch, treatment), g in df.groupby(["record", "batch", "treatment"], sort=False):
-        by = {m.split(",")[0].split(" ")[0]: r for m, r in zip(g["model"], g.to_dict("records"))}
-        base, orc, tom = by.get(_UNPATCHED), by.get("oracle"), by.get("tomato")
-        if base is None or orc is None or tom is None:
-            continue
-        out.append({"weights": _weights_name(str(g["weights"].iloc[0])).split(" (")[0], "batch": batch,
-                    "treatment": treatment, "unpatched ms": base["median ms"], "oracle x": orc["x unpatched"],
-                    "ToMato x": tom["x unpatched"], "ToMato / oracle": tom["median ms"] / orc["median ms"],
-                    "ToMato ops": tom["ops"], "syncs": tom["syncs"]})
+    out = [{"weights": _weights_name(p["weights"], short=True), "batch": p["batch"], "treatment": p["treatment"],
+            "unpatched ms": p["base"]["median ms"], "oracle x": p["oracle"]["x unpatched"],
+            "ToMato x": p["tomato"]["x unpatched"], "ToMato / oracle": p["ratio"],
+            "ToMato ops": p["tomato"]["ops"], "syncs": p["tomato"]["syncs"]} for p in _pairs(df)]
     view = pd.DataFrame(out, columns=["weights", "batch", "treatment", "unpatched ms", "oracle x", "ToMato x",
                                       "ToMato / oracle", "ToMato ops", "syncs"])
     view = view.astype({"ToMato ops": "Int64", "syncs": "Int64"})
     return view.astype({"ToMato ops": object, "syncs": object}).where(view.notna(), None)
 
 
-def _weights_name(weights: str) -> str:
+def _weights_name(weights: str, short: bool = False) -> str:
+    """How the page names a record's weights; ``short`` leaves out the weights' own label."""
     if weights.startswith("random-init"):
-        return f"random-init DeiT-B (`{weights}`)"
-    return f"the model trained here (`{Path(weights.split(':', 1)[-1]).parent.name}`)"
+        name, label = "random-init DeiT-B", weights
+    else:
+        name, label = "the model trained here", Path(weights.split(":", 1)[-1]).parent.name
+    return name if short else f"{name} (`{label}`)"
 
 
 def static_sentences(df: pd.DataFrame) -> str:
@@ -145,31 +162,31 @@ def static_sentences(df: pd.DataFrame) -> str:
         return ("No static-shape record yet: `python -m tomato bench --static --out "
                 "data/results/bench-static_NAME.json` adds one.")
     lines = []
-    for record, part in df.groupby("record", sort=False):
-        head = f"**{_weights_name(part['weights'].iloc[0])}** on {part['machine'].iloc[0]} (`{record}`)"
-        cells = []
-        for treatment, t in part.groupby("treatment", sort=False):
-            per = []
-            for batch, b in t.groupby("batch"):
-                tom = b[b["model"].str.startswith(_TOMATO)]
-                orc = b[b["model"].str.startswith(_ORACLE)]
-                if tom.empty or orc.empty:
-                    continue
-                ratio = tom["median ms"].iloc[0] / orc["median ms"].iloc[0]
-                per.append(f"batch {batch}: x{tom['x unpatched'].iloc[0]:.2f} against the oracle's "
-                           f"x{orc['x unpatched'].iloc[0]:.2f} (ToMato / oracle {ratio:.2f})")
-            if per:
-                cells.append(f"{treatment}, " + "; ".join(per))
-        lines.append(f"- {head}, static ToMato's time as a share of the unpatched model's under the same "
-                     "treatment: " + ". ".join(cells) + ".")
-        eager = part[(part["treatment"] == "eager") & part["ops"].notna()]
-        base = eager[eager["model"] == _UNPATCHED]
-        tom = eager[eager["model"].str.startswith(_TOMATO)]
-        if not base.empty and not tom.empty:
-            ops, b_ops = sorted({int(o) for o in tom["ops"]}), int(base["ops"].iloc[0])
-            syncs = sorted({int(x) for x in tom["syncs"]})
+    pairs = _pairs(df)
+    for record in dict.fromkeys(p["record"] for p in pairs):
+        mine = [p for p in pairs if p["record"] == record]
+        cells: dict[str, list[str]] = {}
+        for p in sorted(mine, key=lambda p: p["batch"]):
+            cells.setdefault(p["treatment"], []).append(
+                f"batch {p['batch']}: x{p['tomato']['x unpatched']:.2f} against the oracle's "
+                f"x{p['oracle']['x unpatched']:.2f} (ToMato / oracle {p['ratio']:.2f})")
+        order = list(dict.fromkeys(p["treatment"] for p in mine))
+        lines.append(f"- **{_weights_name(mine[0]['weights'])}** on {mine[0]['machine']} (`{record}`), static "
+                     "ToMato's time as a share of the unpatched model's under the same treatment: "
+                     + ". ".join(f"{t}, " + "; ".join(cells[t]) for t in order) + ".")
+        eager = [p for p in mine if p["treatment"] == "eager" and not _missing(p["tomato"]["ops"])]
+        if eager:
+            ops = sorted({int(p["tomato"]["ops"]) for p in eager})
+            b_ops = int(eager[0]["base"]["ops"])
+            syncs = sorted({int(p["tomato"]["syncs"]) for p in eager})
             lines.append(f"- Eager, the static forward dispatches {'-'.join(str(o) for o in ops)} aten ops against "
                          f"the unpatched {b_ops} (+{ops[-1] - b_ops}) and "
                          f"{_syncs(syncs[0]) if len(syncs) == 1 else str(syncs) + ' host syncs'} at every batch size "
-                         f"recorded ({', '.join(str(b) for b in sorted(tom['batch']))}).")
+                         f"recorded ({', '.join(str(p['batch']) for p in eager)}).")
     return "\n".join(lines)
+
+
+def _missing(value: object) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))

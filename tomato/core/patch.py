@@ -42,6 +42,7 @@ Timm = Any
 
 _SETTINGS = tuple(f.name for f in fields(pipeline.Settings))
 
+
 @dataclass
 class State:
     """Everything a patched model keeps between and about forwards.

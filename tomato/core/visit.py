@@ -42,11 +42,10 @@ from typing import Literal, Sequence
 import torch
 
 __all__ = [
-    "LEFT", "RIGHT", "UP", "DOWN", "RULES", "METHODS", "grid_shape", "check_sim", "neighbours", "GridIndex", "grid_index",
-    "neighbour_scores", "log_edges", "directed_edges", "faithful", "faithful_order",
-    "undirected_edges", "components", 
-    "reach_roots", "min_ancestors", "relabel_by_root", "parallel",
-    "group",
+    "LEFT", "RIGHT", "UP", "DOWN", "RULES", "METHODS", "grid_shape", "check_sim", "neighbours",
+    "GridIndex", "grid_index", "neighbour_scores", "log_edges", "directed_edges", "faithful",
+    "faithful_order", "undirected_edges", "components", "reach_roots", "min_ancestors",
+    "relabel_by_root", "parallel", "group",
 ]
 
 LEFT, RIGHT, UP, DOWN = 0, 1, 2, 3

@@ -55,8 +55,6 @@ class Row:
 
 
 def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int) -> dict[str, Callable[[], Any]]:
-    p = plain.num_prefix_tokens
-
     def run(model: nn.Module, **settings: Any) -> Callable[[], Any]:
         def f() -> Any:
             for name, value in settings.items():
@@ -67,14 +65,6 @@ def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int
                 return model(images)
         return f
 
-    def oracle() -> Any:
-        handle = plain.blocks[0].register_forward_hook(deploy.keep_first_hook(k, p))
-        try:
-            with torch.inference_mode():
-                return plain(images)
-        finally:
-            handle.remove()
-
     tome = copy.deepcopy(plain)
     patch.tome(tome)
     return {
@@ -83,7 +73,7 @@ def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int
         "forward: tomato sim=1e-7, parallel": run(patched, sim=1e-7, method="parallel"),
         "forward: tomato sim=1e-7, faithful": run(patched, sim=1e-7, method="faithful"),
         f"forward: tomato tokens={k}, parallel": run(patched, tokens=k, method="parallel"),
-        f"forward: oracle keeps first {k}": oracle,
+        f"forward: oracle keeps first {k}": run(deploy.keep_first(plain, k)),
         "forward: tome r=8": run(tome, r=8),
     }
 

@@ -17,9 +17,8 @@ first ``k`` patch tokens after block 0 (the cost floor of any model that keeps `
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,9 +26,7 @@ from torch import nn
 
 from ..core import patch
 
-__all__ = ["static_tomato", "keep_first", "keep_first_hook", "compiled", "cuda_graphed", "export_onnx", "onnx_runner"]
-
-log = logging.getLogger(__name__)
+__all__ = ["static_tomato", "keep_first", "compiled", "cuda_graphed", "export_onnx", "onnx_runner"]
 
 
 def static_tomato(model: nn.Module, tokens: int, method: str = "parallel") -> nn.Module:
@@ -37,13 +34,6 @@ def static_tomato(model: nn.Module, tokens: int, method: str = "parallel") -> nn
     m = patch.timm(copy.deepcopy(model))
     m.method, m.tokens, m.static = method, tokens, True
     return m
-
-
-def keep_first_hook(k: int, num_prefix: int) -> Callable[..., torch.Tensor]:
-    """A forward hook for block 0: hand on the prefix tokens and the first ``k`` patches."""
-    def hook(module: nn.Module, args: Any, out: torch.Tensor) -> torch.Tensor:
-        return out[:, : num_prefix + k]
-    return hook
 
 
 class _KeepFirst(nn.Module):
