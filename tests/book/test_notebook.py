@@ -184,3 +184,15 @@ def test_paths_outside_the_checkout(tmp_path: Path):
     assert repo_root(tmp_path) == ROOT
     assert shown(tmp_path / "x.json") == str(tmp_path / "x.json")
     assert shown(ROOT / "data" / "results") == "data/results"
+
+
+def test_parameters_cells_are_made_from_the_rules():
+    """Every notebook's parameters cell is what parameters.cell renders from RULES (types and
+    help in one place; python -m tomato.book.parameters --write notebooks/*.ipynb remakes them)."""
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = [c for c in json.loads(nb.read_text())["cells"] if "parameters" in c["metadata"].get("tags", [])]
+        assert len(cells) == 1, nb.name
+        source = "".join(cells[0]["source"])
+        assert source == parameters.cell(parameters.declared(source)), nb.name
+    with pytest.raises(ValueError, match="no rule"):
+        parameters.cell([("simm", "1e-7")])

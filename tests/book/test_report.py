@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tomato.book import claims, display, figures, measures, paper, tables
+from tomato.harness import speed
 from tomato.book import runs as book_runs
 from tomato.harness.results import RunStore
 from tomato.harness.sweep import COLUMNS, slug
@@ -73,7 +74,7 @@ def run_dir(tmp_path: Path) -> Path:
          "ideal_speedup": 1.15},
     ]
     (run / "timing.json").write_text(json.dumps({
-        "config": {"variants": ["deit", "tome:r=2", "tomato:sim=1e-07"], "runs": 10},
+        "config": {"protocol": "robust", "variants": ["deit", "tome:r=2", "tomato:sim=1e-07"], "runs": 10},
         "rows": timing_rows, "provenance": {**prov("2026-01-03T00:00:00+00:00"),
                                             "variants": ["deit", "tome:r=2", "tomato:sim=1e-07"]}}))
     return run
@@ -298,9 +299,10 @@ def test_run_folder_pick_and_ratios(run_dir: Path, tmp_path: Path, monkeypatch: 
 
 def test_save_timing_round_trip(tmp_path: Path):
     rows = [{"variant": "deit", "batch_size": 1, "median_s": 0.5}]
-    path = display.save_timing(tmp_path / "t" / "timing.json", rows, {"variants": ["deit"], "runs": 3})
+    config = {"protocol": "robust", "variants": ["deit"], "runs": 3}
+    path = speed.save_timing(tmp_path / "t" / "timing.json", rows, config)
     stored = json.loads(path.read_text())
-    assert stored["rows"] == rows and stored["config"] == {"variants": ["deit"], "runs": 3}
+    assert stored["rows"] == rows and stored["config"] == config
     assert stored["provenance"]["runs"] == 3 and "torch" in stored["provenance"]
 
 
@@ -389,8 +391,8 @@ def test_verdict_is_written_from_the_records(run_dir: Path):
     from tomato.book import verdict
 
     (run_dir.parent / "agreement_x.json").write_text(json.dumps({"rows": [
-        {"index": 0, "setting": "sim=1e-07", "same_directed": True},
-        {"index": 1, "setting": "sim=1e-07", "same_directed": False}]}))
+        {"index": 0, "setting": "sim=1e-07", "same_directed": True, "ari_either": 1.0},
+        {"index": 1, "setting": "sim=1e-07", "same_directed": False, "ari_either": 0.9}], "provenance": {}}))
     text = verdict.verdict_markdown(run_dir.parent)
     assert text.startswith("## Verdict of this build")
     assert "removed 5.1–20.9% of the patch tokens per photo (mean 12.2%, 10 photos of `sample_run`)" in text
@@ -410,10 +412,11 @@ def test_verdict_reads_fidelity_and_dispatch_records(tmp_path: Path):
         "baseline": {"n": 10, "distinct": 2, "entropy_bits": 0.5, "max_entropy_bits": 3.32, "top_share": 0.9,
                      "degenerate": True},
         "summary": [{"setting": "sim=1e-07", "variant": "tomato", "tokens_mean": 150.0, "kl_mean": 0.001},
-                    {"setting": "sim=1e-07", "variant": "random_groups", "tokens_mean": 150.0, "kl_mean": 0.03}]}))
+                    {"setting": "sim=1e-07", "variant": "random_groups", "tokens_mean": 150.0, "kl_mean": 0.03}],
+        "provenance": {}}))
     (tmp_path / "bench_x.json").write_text(json.dumps({"rows": [
         {"name": "merge step: parallel, sim=1e-7", "batch": 1, "ops": 102, "syncs": 1},
-        {"name": "merge step: parallel, sim=1e-7", "batch": 8, "ops": 999, "syncs": 9}]}))
+        {"name": "merge step: parallel, sim=1e-7", "batch": 8, "ops": 999, "syncs": 9}], "provenance": {}}))
     text = verdict.verdict_markdown(tmp_path)
     assert "predicts 2 distinct classes over 10 photos" in text and "**degenerate**" in text
     assert "ToMato 0.001 nats against random groups of the same sizes 0.03" in text
@@ -429,7 +432,8 @@ def test_verdict_opens_with_a_plain_answer(run_dir: Path):
         "baseline": {"n": 10, "distinct": 9, "entropy_bits": 3.1, "max_entropy_bits": 3.32, "top_share": 0.2,
                      "degenerate": False},
         "summary": [{"setting": "sim=1e-07", "variant": v, "tokens_mean": 150.0, "kl_mean": kl, "tome_r": r}
-                    for v, kl, r in (("tomato", 0.001, None), ("random_groups", 0.03, None), ("tome", 0.001, 3))]}))
+                    for v, kl, r in (("tomato", 0.001, None), ("random_groups", 0.03, None), ("tome", 0.001, 3))],
+        "provenance": {}}))
     (results / "robust_gpu.json").write_text(json.dumps({
         "config": {"protocol": "robust", "device": "cuda"},
         "provenance": {"gpu_name": "Test GPU", "git": {"commit": "abcdef123456"}},

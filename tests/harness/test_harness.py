@@ -231,7 +231,8 @@ def test_cli_bench_flags_reach_bench(tmp_path, capsys, monkeypatch):
 
     def fake_run(model_name, **kw):
         seen.update(kw)
-        return [bench.Row(name="forward", median_ms=1.0, iqr_ms=0.1, ratio=1.0, batch=b) for b in kw["batch_sizes"]]
+        return [bench.Row(name="merge step: parallel, tokens=100", median_ms=1.0, iqr_ms=0.1, ratio=1.0, batch=b)
+                for b in kw["batch_sizes"]]
 
     monkeypatch.setattr(bench, "run", fake_run)
     out = tmp_path / "bench.json"

@@ -1,17 +1,12 @@
 """What a notebook page says about its own run: the weights banner, short weight notes
 for captions, how far an agreement figure can be trusted (the baseline's prediction
-diversity), a warning when timing is too noisy to read, and keeping a notebook's timing
-with the machine it ran on (:func:`save_timing`).
+diversity) and a warning when timing is too noisy to read.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping
 
-from ..harness import provenance
 from ..harness.models import WeightsInfo
-from ..harness.results import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -96,15 +91,3 @@ def timing_noise(rows: pd.DataFrame, threshold: float = 0.2) -> str:
             f"(median over variants {100 * rel.median():.0f}%), so differences between variants below "
             "are within the noise and their ratios are not reliable. The machine was probably busy with "
             "other work; re-time on an idle machine (e.g. `python -m tomato time ...`) with more runs.")
-
-
-def save_timing(path: Path | str, rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> Path:
-    """Write timing rows as ``timing.json`` (``config``, ``rows``, ``provenance``), the
-    format :func:`tomato.harness.sweep.sweep` writes, so a notebook's measurement is kept with the
-    machine it ran on. Returns the file's path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"config": dict(config), "rows": list(rows), "provenance": provenance.collect(**config)}
-    atomic_write_text(path, json.dumps(provenance.jsonable(record), indent=2) + "\n")
-    return path
-

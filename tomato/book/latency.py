@@ -4,12 +4,11 @@ runs is written from that run's recorded configuration (:func:`tomato.harness.sp
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..harness import speed
-from . import profiles
+from . import profiles, runs
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -232,17 +231,9 @@ def ratio_table(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> pd.DataF
 
 
 def recorded_timings(results: Path | str, protocol: str) -> list[tuple[Path, dict[str, Any]]]:
-    """Every ``*.json`` record directly under ``results`` (``python -m tomato time --out``)
+    """Every timing record directly under ``results`` (``python -m tomato time --out``)
     whose config names ``protocol`` ("paper" or "robust")."""
-    out = []
-    for path in sorted(Path(results).glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and (record.get("config") or {}).get("protocol") == protocol:
-            out.append((path, record))
-    return out
+    return [(p, r) for p, r in runs.records("timing", results) if r["config"]["protocol"] == protocol]
 
 
 def merge_share_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:

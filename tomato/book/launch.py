@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from .merge_cost import BenchRecord, read_record
+from .merge_cost import BenchRecord, bench_records
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -25,8 +25,7 @@ _UNPATCHED = "unpatched"
 
 def static_records(results: Path | str) -> list[BenchRecord]:
     """Every static-shape benchmark ``bench-static_*.json`` directly under ``results``."""
-    found = (read_record(p, prefix="eager: ") for p in sorted(Path(results).glob("bench-static_*.json")))
-    return [r for r in found if r is not None]
+    return bench_records(results, "static")
 
 
 def launch_table(records: Iterable[BenchRecord], batch: int = 1) -> pd.DataFrame:

@@ -7,13 +7,13 @@ the page's table, figure and sentences (:func:`table_view`, :func:`plot_shares`,
 """
 from __future__ import annotations
 
-import json
 import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from . import runs
 from .tables import machine_short
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,29 +59,22 @@ class BenchRecord:
         return where + (f", {self.threads} threads" if self.device == "cpu" and self.threads else "")
 
 
-def read_record(path: Path | str, prefix: str = _MERGE) -> BenchRecord | None:
-    """The record at ``path``, or None when it is not a benchmark of the kind ``prefix``
-    names (unreadable, or no row named ``merge step: ...``; the static-shape records of
-    :mod:`tomato.book.launch` pass ``"eager: "``)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    rows = data.get("rows") if isinstance(data, dict) else None
-    if not isinstance(rows, list):
-        return None
-    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("name"), str)]
-    if not any(r["name"].startswith(prefix) for r in rows):
-        return None
-    prov = data.get("provenance")
-    return BenchRecord(path, rows, prov if isinstance(prov, dict) else {})
+def read_record(path: Path | str, of: str = "bench") -> BenchRecord | None:
+    """The record at ``path``, or None when it is not a benchmark of kind ``of`` (``"bench"``,
+    the merge step; ``"static"``, the static-shape records of :mod:`tomato.book.launch`)."""
+    data = runs.record(of, path)
+    return None if data is None else _bench(Path(path), data)
 
 
-def bench_records(results: Path | str) -> list[BenchRecord]:
-    """Every merge-step benchmark ``bench_*.json`` directly under ``results``, by file name."""
-    found = (read_record(p) for p in sorted(Path(results).glob("bench_*.json")))
-    return [r for r in found if r is not None]
+def _bench(path: Path, data: dict[str, Any]) -> BenchRecord:
+    rows = [r for r in data["rows"] if isinstance(r, dict) and isinstance(r.get("name"), str)]
+    return BenchRecord(path, rows, data["provenance"])
+
+
+def bench_records(results: Path | str, of: str = "bench") -> list[BenchRecord]:
+    """Every benchmark of kind ``of`` directly under ``results`` (``bench_*.json`` for the
+    merge step, ``bench-static_*.json`` for ``"static"``), by file name."""
+    return [_bench(p, data) for p, data in runs.records(of, results)]
 
 
 def records_table(records: Iterable[BenchRecord]) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..harness import variants
 from . import paper
-from .runs import RecordedRun
+from .runs import RecordedRun, record, recorded_run
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -302,19 +302,7 @@ def fidelity_name(model: str) -> str:
 
 def load(results: Path | str, model: str) -> tuple[RecordedRun | None, dict[str, Any] | None]:
     """The sweep and the fidelity record of ``model`` under ``results`` (None where absent)."""
-    import json
-
-    from .runs import recorded_run
-
-    results = Path(results)
-    run = recorded_run(results, sweep_name(model))
-    path = results / fidelity_name(model)
-    if not path.is_absolute():
-        from .runs import repo_path
-
-        path = repo_path(path)
-    fid = json.loads(path.read_text()) if path.is_file() else None
-    return run, fid
+    return recorded_run(results, sweep_name(model)), record("fidelity", Path(results) / fidelity_name(model))
 
 
 def answer_box(results: Path | str = "data/results", model: str = "deit-tiny-imagenette") -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -168,46 +169,39 @@ class Rule:
 #: Every parameter a notebook of this book may declare.
 RULES: dict[str, Rule] = {
     "model": Rule("str", "timm model name (a DeiT/ViT with a patch grid)", _text),
-    "data": Rule("str", '"smoke" (photos bundled with scikit-image) or an ImageNet-style folder', _text),
-    "checkpoint": Rule("Optional[str]", "weights file (.pth/.safetensors) or a model under data/weights/; None: timm's",
-                       _optional_text),
-    "random_weights": Rule("bool", "use seeded random-init weights when no pretrained ones can be had (NOT accuracy)",
-                           _boolean),
+    "data": Rule("str", '"smoke" (scikit-image photos) or an ImageNet-style folder', _text),
+    "checkpoint": Rule("Optional[str]", "weights file, or a model under data/weights/; None: timm's", _optional_text),
+    "random_weights": Rule("bool", "seeded random-init weights if none (NOT accuracy)", _boolean),
     "device": Rule("str", '"cpu", "cuda" or "cuda:N"', _device),
-    "trained_model": Rule("str", "the model trained here: a folder under data/weights/ (or a path to one)", _text),
-    "results": Rule("str", "folder of recorded runs, relative to the repository root", _text),
-    "runs": Rule("str", "folder where this page's own runs are kept (resumable)", _text),
+    "trained_model": Rule("str", "the model trained here: a folder under data/weights/", _text),
+    "results": Rule("str", "folder of recorded runs (relative to the repository)", _text),
+    "runs": Rule("str", "this page's own runs, resumable (the build: _build/runs)", _text),
     "progress": Rule("bool", "show progress bars in long cells", _boolean),
     "image_index": Rule("int", "which photo is drawn (0 is the first of data)", _at_least(0, "an integer >= 0")),
-    "token": Rule("Tuple[int, int]", "(row, col) on the patch grid of the token whose distribution is drawn", _pair),
-    "sim": Rule("float", "ToMato's threshold on the attention distribution, 0 or more; lower merges more",
-                _tomato("sim")),
-    "keep_ratio": Rule("float", "token budget: share of patch tokens kept, in (0, 1]; sim is chosen per image",
-                       _tomato("keep_ratio")),
-    "tome_r": Rule("int", "ToMe's tokens merged per block, for the side-by-side pictures",
-                   _at_least(0, "an integer >= 0")),
-    "tome_r_extra": Rule("int", "a second ToMe r drawn beside the paper's (0: none)",
-                         _at_least(0, "an integer >= 0")),
+    "token": Rule("Tuple[int, int]", "(row, col) of the token whose distribution is drawn", _pair),
+    "sim": Rule("float", "ToMato's threshold, 0 or more; lower merges more", _tomato("sim")),
+    "keep_ratio": Rule("float", "token budget: share of patch tokens kept, in (0, 1]", _tomato("keep_ratio")),
+    "tome_r": Rule("int", "ToMe's tokens merged per block (the paper's: 2)", _at_least(0, "an integer >= 0")),
+    "tome_r_extra": Rule("int", "a second ToMe r drawn beside the paper's (0: none)", _at_least(0, "an integer >= 0")),
     "max_images": Rule("int", "use at most this many images of data", _at_least(1, "an integer >= 1")),
     "batch_size": Rule("int", "evaluation batch size (results do not depend on it)", _at_least(1, "an integer >= 1")),
-    "time_runs": Rule("int", "timed rounds per variant (robust protocol)", _at_least(1, "an integer >= 1")),
+    "time_runs": Rule("int", "timed rounds per variant, at least (robust protocol)", _at_least(1, "an integer >= 1")),
     "warmup": Rule("int", "untimed rounds per variant before the timed ones", _at_least(0, "an integer >= 0")),
-    "budget_s": Rule("Optional[float]", "keep timing rounds until this many seconds have passed (None: no budget)",
-                     _optional_seconds),
+    "budget_s": Rule("Optional[float]", "time rounds until this many seconds (None: no budget)", _optional_seconds),
     "timing_images": Rule("int", "photos the timed calls rotate through", _at_least(1, "an integer >= 1")),
-    "paper_image": Rule("int", "which photo of data is the one picture (0 is the first)",
-                        _at_least(0, "an integer >= 0")),
-    "paper_forwards": Rule("int", "forwards per variant at batch 1, no warm-up", _at_least(1, "an integer >= 1")),
-    "paper_threads": Rule("Optional[int]", "torch CPU threads; None: torch's default", _optional_count),
-    "batch_sizes": Rule("List[int]", "batch sizes of the throughput plot", _int_list),
-    "throughput_runs": Rule("int", "timed forwards per variant and batch size in the throughput plot",
+    "paper_image": Rule("int", "the one picture: its index in data (0 is the first)", _at_least(0, "an integer >= 0")),
+    "paper_forwards": Rule("int", "forwards per variant at batch 1, no warm-up (paper: 11)",
                             _at_least(1, "an integer >= 1")),
+    "paper_threads": Rule("Optional[int]", "torch CPU threads (the Nano has 4); None: torch's default",
+                           _optional_count),
+    "batch_sizes": Rule("List[int]", "batch sizes of the throughput plot", _int_list),
+    "throughput_runs": Rule("int", "timed forwards per variant and batch (throughput)",
+                             _at_least(1, "an integer >= 1")),
     "bench_batch_sizes": Rule("List[int]", "batch sizes of the live merge-step benchmark", _int_list),
     "bench_runs": Rule("int", "timed rounds of the live merge-step benchmark", _at_least(1, "an integer >= 1")),
-    "bench_warmup": Rule("int", "untimed rounds of the live merge-step benchmark before the timed ones",
-                         _at_least(0, "an integer >= 0")),
-    "bench_threads": Rule("Optional[int]", "torch CPU threads of the live benchmark; None: torch's default",
-                          _optional_count),
+    "bench_warmup": Rule("int", "untimed rounds of the live benchmark before the timed ones",
+                          _at_least(0, "an integer >= 0")),
+    "bench_threads": Rule("Optional[int]", "CPU threads of the live benchmark; None: torch's default", _optional_count),
 }
 
 _PLAIN = {"float": _number, "int": _integer, "bool": _boolean, "str": _text}
@@ -225,3 +219,62 @@ def check(name: str, value: Any, annotation: Any = None) -> Any:
         return convert(value)
     except Invalid as e:
         raise Invalid(f"error: parameter {name} = {value!r}: expected {e}") from None
+
+
+# --------------------------------------------------------------------------- the parameters cells
+#: The widest a line of a notebook's code may be (what JupyterLab shows without scrolling).
+LINE = 100
+_DECLARED = re.compile(r"^(?P<name>\w+)\s*:\s*\"?[\w\[\], ]+\"?\s*=\s*(?P<value>.*?)\s*(#.*)?$")
+
+
+def declared(source: str) -> list[tuple[str, str]]:
+    """(name, value as written) of each declaration in a parameters cell, in order."""
+    found = (_DECLARED.match(line) for line in source.splitlines())
+    return [(m["name"], m["value"]) for m in found if m]
+
+
+def cell(values: list[tuple[str, str]]) -> str:
+    """The source of a parameters cell declaring ``values`` ((name, value as Python text),
+    in order): ``name: type = value  # help``, type and help from :data:`RULES`, the
+    comments aligned. ValueError for a name without a rule or a line over :data:`LINE`."""
+    decls = []
+    for name, value in values:
+        if name not in RULES:
+            raise ValueError(f"parameter {name!r} has no rule in tomato.book.parameters.RULES")
+        kind = RULES[name].type
+        decls.append(f"{name}: {kind if kind in _PLAIN else repr(kind).replace(chr(39), chr(34))} = {value}")
+    width = max(map(len, decls)) + 2
+    lines = [f"{d:<{width}}# {RULES[name].help}" for d, (name, _) in zip(decls, values)]
+    long = [line for line in lines if len(line) > LINE]
+    if long:
+        raise ValueError(f"parameter line over {LINE} characters: {long[0]!r}; shorten its rule's help")
+    return "\n".join(lines)
+
+
+def _rewrite(paths: list[str], write: bool) -> int:
+    """Make (``write``) or check each notebook's parameters cell from :data:`RULES`."""
+    import json
+    from pathlib import Path
+
+    stale = []
+    for path in map(Path, paths):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        for c in nb["cells"]:
+            if "parameters" not in c.get("metadata", {}).get("tags", []):
+                continue
+            want = cell(declared("".join(c["source"])))
+            if "".join(c["source"]).rstrip("\n") != want:
+                stale.append(str(path))
+                c["source"] = (want + "\n").splitlines(keepends=True)
+                c["source"][-1] = c["source"][-1].rstrip("\n")
+        if write and str(path) in stale:
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if stale and not write:
+        sys.stderr.write(f"error: parameters cells not made from RULES: {', '.join(stale)} "
+                         "(python -m tomato.book.parameters --write notebooks/*.ipynb)\n")
+    return 1 if stale and not write else 0
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    sys.exit(_rewrite([a for a in args if a != "--write"], "--write" in args))

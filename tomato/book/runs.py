@@ -1,7 +1,10 @@
 """Reading recorded runs: where results live and what a results folder holds.
 
 Nothing here runs a model: it reads what :mod:`tomato.harness.evaluate`,
-:mod:`tomato.harness.sweep` and :mod:`tomato.harness.speed` wrote.
+:mod:`tomato.harness.sweep` and :mod:`tomato.harness.speed` wrote. It is the book's one
+reader of ``data/results``: :func:`records` / :func:`record` read the JSON records of each
+kind (:mod:`tomato.harness.records`: timing, bench, static, fidelity, agreement) and the
+recorded run folders below are read here too.
 
 :func:`recorded_runs` finds every folder under a root that holds a ``sweep.csv`` or
 per-variant run folders (``*/summary.json``, or ``*/config.json`` + ``predictions.csv``
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from ..harness import records as schema
 from ..harness import variants
 from ..harness.models import WeightsInfo
 from . import paper
@@ -68,6 +72,28 @@ def run_folder(runs: Path | str, kind: str, weights: WeightsInfo, data: Any) -> 
         text = "_".join(Path(text).parts[-2:])
     tag = re.sub(r"[^A-Za-z0-9.\-]+", "-", text).strip("-") or "data"
     return repo_path(runs) / f"{kind}_{weights.model}_{tag}_{weights.sha256[:8]}"
+
+
+def _results(root: Path | str) -> Path:
+    """``root`` against the repository root when relative (as given when there is none)."""
+    root = Path(root)
+    if root.is_absolute():
+        return root
+    try:
+        return repo_path(root)
+    except FileNotFoundError:
+        return root.resolve()
+
+
+def records(of: str, root: Path | str = "data/results") -> list[tuple[Path, dict[str, Any]]]:
+    """Every JSON record of kind ``of`` (see :data:`tomato.harness.records.KINDS`) directly
+    under ``root``, as (path, record) sorted by file name; a stray file is skipped."""
+    return schema.find(of, _results(root))
+
+
+def record(of: str, path: Path | str) -> dict[str, Any] | None:
+    """The record of kind ``of`` at ``path`` (relative: against the repository root), or None."""
+    return schema.read(of, _results(path))
 
 
 def _read_json(path: Path) -> Any:
@@ -306,9 +332,9 @@ def _load_run(path: Path, root: Path) -> RecordedRun:
             run.sweep = pd.read_csv(sweep_csv)
         except (OSError, ValueError, pd.errors.EmptyDataError):
             run.sweep = None
-    timing = _read_json(path / "timing.json")
-    if isinstance(timing, dict):
-        run.timing = list(timing.get("rows") or [])
+    timing = schema.read("timing", path / "timing.json")
+    if timing is not None:
+        run.timing = list(timing["rows"])
         run.timing_config = timing.get("config")
         run.timing_provenance = timing.get("provenance")
     return run
@@ -334,16 +360,21 @@ def recorded_runs(root: Path | str = "data/results") -> list[RecordedRun]:
     repository root): one holding ``sweep.csv`` or sub-folders with ``summary.json`` (or
     ``config.json`` + ``predictions.csv``: a run in progress). Sorted by path; an absent
     ``root`` gives an empty list."""
-    root = Path(root)
-    if not root.is_absolute():
-        try:
-            root = repo_path(root)
-        except FileNotFoundError:
-            root = root.resolve()
+    root = _results(root)
     if not root.is_dir():
         return []
     dirs = [root, *sorted(p for p in root.rglob("*") if p.is_dir() and not p.name.startswith("."))]
     return [_load_run(d, root) for d in dirs if _is_run_dir(d)]
+
+
+def recorded_variant(root: Path | str, spec: str, weights_sha256: str | None = None) -> VariantRun | None:
+    """The recorded evaluation of variant ``spec`` under ``root`` with the most photos,
+    among the runs of the weights ``weights_sha256`` when any holds it (else of any
+    weights: check :attr:`VariantRun.config`); None when no run holds ``spec``."""
+    spec = variants.canonical(spec)
+    found = [r.variants[spec] for r in recorded_runs(root) if spec in r.variants]
+    same = [v for v in found if weights_sha256 and v.config.get("weights_sha256") == weights_sha256]
+    return max(same or found, key=lambda v: v.stats().get("n_images") or 0, default=None)
 
 
 def predictions_of(source: Any) -> dict[str, pd.DataFrame]:

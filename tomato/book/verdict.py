@@ -8,7 +8,6 @@ introduction includes it, and the reproduction summary shows it too.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,7 +16,7 @@ from . import paper
 from .latency import recorded_timings
 from .measures import eval_gflops, prediction_agreement, tokens_cut_range
 from .merge_cost import BenchRecord, bench_records, merge_table, paper_mode, pct
-from .runs import RecordedRun, pick_table1_run, recorded_runs, repo_path
+from .runs import RecordedRun, pick_table1_run, recorded_runs, records, repo_path
 from .tables import machine_short
 
 #: The commands that settle what a build without pretrained weights or a Jetson cannot.
@@ -31,11 +30,8 @@ FIDELITY_COMMAND = ("python -m tomato fidelity --data /data/imagenet-mini/val --
 
 def _parallel_exactness(results: Path) -> str | None:
     """'the parallel visit gave the faithful groups on k of n ...' from an agreement study."""
-    for path in sorted(results.glob("agreement_*.json")):
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+    for path, rec in records("agreement", results)[:1]:
+        rows = rec["rows"]
         same = sum(bool(r.get("same_directed")) for r in rows)
         images = len({r.get("index") for r in rows})
         settings = sorted({str(r.get("setting")) for r in rows})
@@ -225,16 +221,8 @@ def _run_facts(run: RecordedRun, diversity_below: bool = False) -> list[str]:
 
 def _best_fidelity(results: Path) -> tuple[Path, dict] | None:
     """The fidelity record with the most photos under ``results``."""
-    best = None
-    for path in sorted(results.glob("fidelity_*.json")):
-        try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-            n = int(rec["baseline"]["n"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if best is None or n > best[1]["baseline"]["n"]:
-            best = (path, rec)
-    return best
+    found = records("fidelity", results)
+    return max(found, key=lambda pr: int(pr[1]["baseline"]["n"]), default=None)
 
 
 def _in_short(run: RecordedRun | None, results: Path, best: tuple[Path, dict] | None) -> str:

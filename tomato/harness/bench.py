@@ -27,7 +27,6 @@ their provenance under ``data/results``.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -36,8 +35,7 @@ import torch
 from torch import nn
 
 from ..core import patch, pipeline, probe, reference
-from . import data, deploy, dispatch, models, provenance, timing
-from .results import atomic_write_text
+from . import data, deploy, dispatch, models, provenance, records, timing
 
 
 @dataclass
@@ -254,9 +252,5 @@ def format_rows(rows: list[Row], header: str = "") -> str:
 
 def record(rows: list[Row], out: str | Path, **fields: Any) -> Path:
     """Write rows + provenance as JSON (``{"rows": [...], "provenance": {...}}``)."""
-    out = Path(out)
-    info = provenance.collect(**fields)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps({"rows": [asdict(r) for r in rows], "provenance": provenance.jsonable(info)},
-                                      indent=1) + "\n")
-    return out
+    of = "static" if any(r.name.startswith("eager: ") for r in rows) else "bench"
+    return records.write(of, out, {"rows": [asdict(r) for r in rows], "provenance": provenance.collect(**fields)})

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Sequence
 
 from ..core import pipeline
-from . import agreement, bench, data, fidelity, models, provenance, speed, sweep
+from . import agreement, bench, data, fidelity, models, provenance, records, speed, sweep
 from .evaluate import evaluate
 from .outputs import check_output_dir, check_output_file
-from .results import atomic_write_text
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -102,8 +101,7 @@ def cmd_time(args: argparse.Namespace) -> int:
         record = {"config": config, "rows": rows, "summary": summary,
                   "provenance": provenance.collect(started, **config)}
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.out), json.dumps(provenance.jsonable(record), indent=2) + "\n")
+        records.write("timing", args.out, record)
     print(speed.describe(config))
     if args.protocol == "paper":
         specs = [r["variant"] for r in summary]
@@ -151,8 +149,7 @@ def cmd_agree(args: argparse.Namespace) -> int:
     record = {"rows": rows, "provenance": provenance.collect(
         started, model=weights.model, weights_source=weights.source, weights_sha256=weights.sha256, data=label,
         n_images=len(samples), sims=args.sims, keep_ratios=args.keep, metric=args.metric)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out), json.dumps(provenance.jsonable(record), indent=2) + "\n")
+    records.write("agreement", args.out, record)
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["setting"], []).append(r)
@@ -176,8 +173,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
     rec = fidelity.record(weights.model, model, weights.source, weights.sha256, samples, label, args.sims,
                           args.keep, args.null_seed, args.batch_size, not args.no_tome, progress=not args.quiet)
     rec["provenance"]["seconds"] = round(time.perf_counter() - t0, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out), json.dumps(rec, indent=1) + "\n")
+    records.write("fidelity", args.out, rec)
     print(fidelity.format_summary(rec))
     print(f"wrote {args.out} in {rec['provenance']['seconds']} s")
     return 0

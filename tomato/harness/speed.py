@@ -275,3 +275,13 @@ def describe(config: Mapping[str, Any]) -> str:
         return f"Robust protocol (ours): {body}; medians, with 95% bootstrap intervals on speed-ups."
     # Records from before the protocol was stored: say only what they hold.
     return f"Interleaved timing (an older record that names no protocol): {body}; medians."
+
+
+def save_timing(path: Path | str, rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> Path:
+    """Write timing rows as a timing record (``config``, ``rows``, ``provenance``), the
+    kind ``python -m tomato time`` and a sweep write, so a notebook's measurement is kept
+    with the machine it ran on. Returns the file's path."""
+    from . import provenance, records
+
+    record = {"config": dict(config), "rows": list(rows), "provenance": provenance.collect(**config)}
+    return records.write("timing", path, record)

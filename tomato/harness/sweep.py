@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import re
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from . import data, provenance
+from . import data, provenance, records
 from .evaluate import evaluate
 from .models import WeightsInfo
 from .results import atomic_write_text, claim_folder, remove_if_created
@@ -135,18 +134,17 @@ def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], sample
                      "data": data_label, "images": len(images), "batch_size": 1}
     timing_path = out / "timing.json"
     timed = None
-    if timing_path.exists():
-        stored = json.loads(timing_path.read_text())
-        if stored.get("config") == timing_config:
-            timed = stored["rows"]
-            log.info("reusing timing run in %s", timing_path)
+    stored = records.read("timing", timing_path)
+    if stored is not None and stored["config"] == timing_config:
+        timed = stored["rows"]
+        log.info("reusing timing run in %s", timing_path)
     if timed is None:
         started = provenance.start()  # the code and commit as the timing starts
         timed = measure_variants(model, vs, images, runs=time_runs, warmup=time_warmup,
                                  device=device, progress=progress)
         record = {"config": timing_config, "rows": timed,
                   "provenance": provenance.collect(started, **timing_config)}
-        atomic_write_text(timing_path, json.dumps(provenance.jsonable(record), indent=2) + "\n")
+        records.write("timing", timing_path, record)
     by_spec = {r["variant"]: r for r in timed}
     # FLOPs from the tokens each variant kept over the whole evaluation, not only over
     # the few images that were timed.
