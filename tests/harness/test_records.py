@@ -30,6 +30,8 @@ def test_write_refuses_a_record_not_of_its_kind_and_writes_nothing(tmp_path: Pat
     path = tmp_path / "robust_x.json"
     with pytest.raises(ValueError, match="a timing record needs config, rows, provenance"):
         records.write("timing", path, {"rows": [], "provenance": {}})
+    with pytest.raises(ValueError, match="an agreement record needs rows, provenance"):
+        records.write("agreement", path, {"provenance": {}})
     with pytest.raises(ValueError, match="no record kind 'timings'"):
         records.write("timings", path, {"rows": []})
     assert not path.exists()

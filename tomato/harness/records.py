@@ -4,16 +4,16 @@ one reader.
 An evaluation run is a folder (:mod:`tomato.harness.results`) and the trained model has its
 card (:mod:`tomato.harness.modelcard`); every other run is one JSON file of a *kind*:
 
-=============  ===========================  ==========================================
+=============  ============================  ==========================================
 kind           file name under the root      written by
-=============  ===========================  ==========================================
-``timing``     ``*.json`` / ``timing.json``  ``python -m tomato time`` (protocol ``paper``
+=============  ============================  ==========================================
+``timing``     ``*.json``, ``timing.json``   ``python -m tomato time`` (protocol ``paper``
                                              or ``robust``), a sweep, a notebook's live run
 ``bench``      ``bench_*.json``              ``python -m tomato bench`` (the merge step)
 ``static``     ``bench-static_*.json``       ``python -m tomato bench --static``
 ``fidelity``   ``fidelity_*.json``           ``python -m tomato fidelity``
 ``agreement``  ``agreement_*.json``          ``python -m tomato agree``
-=============  ===========================  ==========================================
+=============  ============================  ==========================================
 
 :func:`write` checks a record against its kind before it replaces the file atomically;
 :func:`read` returns None for a file that is not of the kind (unreadable, or missing a
@@ -99,7 +99,8 @@ def write(of: str | Kind, path: Path | str, record: Mapping[str, Any]) -> Path:
     k, path = kind(of), Path(path)
     data = jsonable(dict(record))
     if not k.accepts(data):
-        raise ValueError(f"a {k.name} record needs {', '.join(k.keys)} and provenance; got {', '.join(data)}")
+        article = "an" if k.name[0] in "aeiou" else "a"
+        raise ValueError(f"{article} {k.name} record needs {', '.join(k.keys)}; got {', '.join(data)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     return path
