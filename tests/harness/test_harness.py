@@ -243,6 +243,19 @@ def test_cli_bench_flags_reach_bench(tmp_path, capsys, monkeypatch):
     assert [r["batch"] for r in rec["rows"]] == [1, 3] and rec["provenance"]["tokens"] == 100
 
 
+def test_cli_static_bench_writes_a_static_record(tmp_path, monkeypatch):
+    from tomato.harness import bench, records
+
+    def fake_static(model_name, **kw):
+        return [bench.Row(name="eager: unpatched", median_ms=1.0, iqr_ms=0.1, ratio=1.0, batch=1)]
+
+    monkeypatch.setattr(bench, "static_run", fake_static)
+    out = tmp_path / "bench-static_x.json"
+    assert main(["bench", "--static", "--model", TINY, "--batch-sizes", "1", "--tokens", "100", "--runs", "2",
+                 "--out", str(out)]) == 0
+    assert records.find("static", tmp_path) == [(out, records.read("static", out))]
+
+
 def test_timing_batches_rotate_through_every_image():
     images = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 3, 2, 2)
     got = [b[:, 0, 0, 0].tolist() for b in speed.batches(images, 2)]

@@ -241,8 +241,9 @@ def cell(values: list[tuple[str, str]]) -> str:
     for name, value in values:
         if name not in RULES:
             raise ValueError(f"parameter {name!r} has no rule in tomato.book.parameters.RULES")
-        kind = RULES[name].type
-        decls.append(f"{name}: {kind if kind in _PLAIN else repr(kind).replace(chr(39), chr(34))} = {value}")
+        kind = RULES[name].type  # quoted unless a builtin: the cell does not import typing
+        shown = kind if kind in _PLAIN else f'"{kind}"'
+        decls.append(f"{name}: {shown} = {value}")
     width = max(map(len, decls)) + 2
     lines = [f"{d:<{width}}# {RULES[name].help}" for d, (name, _) in zip(decls, values)]
     long = [line for line in lines if len(line) > LINE]
@@ -259,15 +260,17 @@ def _rewrite(paths: list[str], write: bool) -> int:
     stale = []
     for path in map(Path, paths):
         nb = json.loads(path.read_text(encoding="utf-8"))
+        changed = False
         for c in nb["cells"]:
             if "parameters" not in c.get("metadata", {}).get("tags", []):
                 continue
             want = cell(declared("".join(c["source"])))
-            if "".join(c["source"]).rstrip("\n") != want:
-                stale.append(str(path))
-                c["source"] = (want + "\n").splitlines(keepends=True)
-                c["source"][-1] = c["source"][-1].rstrip("\n")
-        if write and str(path) in stale:
+            if "".join(c["source"]) != want:
+                changed = True
+                c["source"] = want.splitlines(keepends=True)
+        if changed:
+            stale.append(str(path))
+        if write and changed:
             path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     if stale and not write:
         sys.stderr.write(f"error: parameters cells not made from RULES: {', '.join(stale)} "

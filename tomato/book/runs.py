@@ -335,8 +335,8 @@ def _load_run(path: Path, root: Path) -> RecordedRun:
     timing = schema.read("timing", path / "timing.json")
     if timing is not None:
         run.timing = list(timing["rows"])
-        run.timing_config = timing.get("config")
-        run.timing_provenance = timing.get("provenance")
+        run.timing_config = timing["config"]
+        run.timing_provenance = timing["provenance"]
     return run
 
 

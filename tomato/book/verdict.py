@@ -30,14 +30,15 @@ FIDELITY_COMMAND = ("python -m tomato fidelity --data /data/imagenet-mini/val --
 
 def _parallel_exactness(results: Path) -> str | None:
     """'the parallel visit gave the faithful groups on k of n ...' from an agreement study."""
-    for path, rec in records("agreement", results)[:1]:
-        rows = rec["rows"]
-        same = sum(bool(r.get("same_directed")) for r in rows)
-        images = len({r.get("index") for r in rows})
-        settings = sorted({str(r.get("setting")) for r in rows})
-        return (f"the parallel visit (rule `directed`) gave exactly the faithful visit's groups in {same} of "
-                f"{len(rows)} cases ({images} photos × {', '.join(settings)}; `{path.name}`)")
-    return None
+    found = records("agreement", results)
+    if not found:
+        return None
+    path, rows = found[0][0], found[0][1]["rows"]
+    same = sum(bool(r.get("same_directed")) for r in rows)
+    images = len({r.get("index") for r in rows})
+    settings = sorted({str(r.get("setting")) for r in rows})
+    return (f"the parallel visit (rule `directed`) gave exactly the faithful visit's groups in {same} of "
+            f"{len(rows)} cases ({images} photos × {', '.join(settings)}; `{path.name}`)")
 
 
 def _merge_cost(records: Sequence[BenchRecord]) -> str | None:

@@ -250,7 +250,7 @@ def format_rows(rows: list[Row], header: str = "") -> str:
     return "\n".join(lines)
 
 
-def record(rows: list[Row], out: str | Path, **fields: Any) -> Path:
-    """Write rows + provenance as JSON (``{"rows": [...], "provenance": {...}}``)."""
-    of = "static" if any(r.name.startswith("eager: ") for r in rows) else "bench"
+def record(rows: list[Row], out: str | Path, of: str = "bench", **fields: Any) -> Path:
+    """Write rows + provenance as a record of kind ``of`` (``"bench"``, or ``"static"`` for
+    :func:`static_run`'s rows): ``{"rows": [...], "provenance": {...}}``."""
     return records.write(of, out, {"rows": [asdict(r) for r in rows], "provenance": provenance.collect(**fields)})

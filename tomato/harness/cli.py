@@ -197,7 +197,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(bench.format_rows(rows, header))
     if args.out:
         extra = dict(treatments=list(args.treatments)) if args.static else {}
-        bench.record(rows, args.out, started=started, model=weights.model, weights=weights.source,
+        bench.record(rows, args.out, "static" if args.static else "bench", started=started,
+                     model=weights.model, weights=weights.source,
                      weights_sha256=weights.sha256, device=args.device, batch_sizes=list(args.batch_sizes),
                      tokens=args.tokens, runs=args.runs, warmup=args.warmup, threads=args.threads,
                      static=args.static, **extra)
