@@ -39,7 +39,7 @@ checks run, each named so it can be switched off (``--skip``) or run alone (``--
 ``diversity``
     a notebook page that reports top-1 agreement with the baseline also says how varied
     the baseline's predictions are ("Baseline predictions: ...", written by
-    ``tomato.book.display.diversity_note``): agreement with a degenerate classifier is cheap.
+    ``tomato.book.notes.diversity_note``): agreement with a degenerate classifier is cheap.
 
 Chromium (Debian's ``chromium``; ``--chromium PATH`` for another) runs headless with a
 throw-away profile, every host name resolving to nothing and a proxy to a closed port,

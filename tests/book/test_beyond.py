@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import tomato
 from tomato.core import attention, pipeline, similarity
-from tomato.harness import flops, speed, variants
+from tomato.harness import flops, variants
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +126,8 @@ def test_hybrid_variant_and_its_flops(vit):
     assert late[:3] == [(197.0, 197.0)] * 3 and late[3] == (197.0, 101.0) and late[4] == (101.0, 101.0)
     hyb = flops.tokens_schedule_tomato(dims, 100, r=4)
     assert [m for _, m in hyb][:3] == [101.0, 97.0, 93.0]
-    base = speed.variant_flops(dims, variants.parse("tomato:sim=1e-15"), 100)
-    assert speed.variant_flops(dims, v, 100) < base < speed.variant_flops(dims, variants.parse("tomato:sim=1e-15,block=3"), 100)
+    base = flops.variant_flops(dims, variants.parse("tomato:sim=1e-15"), 100)
+    assert flops.variant_flops(dims, v, 100) < base < flops.variant_flops(dims, variants.parse("tomato:sim=1e-15,block=3"), 100)
 
 
 @torch.no_grad()

@@ -174,17 +174,17 @@ def test_ratio_table_uses_paired_round_times() -> None:
 
 
 def test_paper_reports_transcribed_and_compared() -> None:
-    from tomato.book import profiles
+    from tomato.book import paper
 
-    means = {r["report"]: r["mean_s"] for r in profiles.report_rows()}
+    means = {r["report"]: r["mean_s"] for r in paper.report_rows()}
     # The shared facts file's "mean 0-10" column, to its three decimals.
     assert means == pytest.approx({"ToMato_r_10-20": 9.974, "ToMato_sim0.0005": 10.722, "ToMato_sim0.001": 10.735,
                                    "ToMato_sim0.01": 10.926, "test (ddefb3d)": 10.213}, abs=6e-4)
-    assert all(len(r.forwards) == 11 for r in profiles.REPORTS)
-    assert all(0.030 < r.merge_share < 0.034 for r in profiles.REPORTS)  # "about 3.0-3.4%"
-    pairs = profiles.pairwise()
+    assert all(len(r.forwards) == 11 for r in paper.REPORTS)
+    assert all(0.030 < r.merge_share < 0.034 for r in paper.REPORTS)  # "about 3.0-3.4%"
+    pairs = paper.pairwise()
     assert len(pairs) == 10 and all(p["ci_low"] <= p["diff"] <= p["ci_high"] for p in pairs)
-    gap = profiles.table1_gap()
+    gap = paper.table1_gap()
     assert gap["gap_s"] == pytest.approx(10.9445 - 10.2804)
 
 
@@ -247,11 +247,11 @@ def test_summary_column_names_the_reference_variant() -> None:
 
 
 def test_report_sentences_are_written_from_the_reports(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tomato.book import latency, profiles
+    from tomato.book import latency, paper
 
-    fake = (profiles.Report("a", (1.0, 3.0), 20.0, 20.0), profiles.Report("b", (4.0, 4.0), 40.0, 40.0))
-    monkeypatch.setattr(profiles, "REPORTS", fake)
-    monkeypatch.setattr(profiles, "PAPER_TABLE1_S", {"DeiT-B": 10.0, "ToMe-B": 8.0, "ToMato-B": 7.5})
+    fake = (paper.Report("a", (1.0, 3.0), 20.0, 20.0), paper.Report("b", (4.0, 4.0), 40.0, 40.0))
+    monkeypatch.setattr(paper, "REPORTS", fake)
+    monkeypatch.setattr(paper, "PAPER_TABLE1_S", {"DeiT-B": 10.0, "ToMe-B": 8.0, "ToMato-B": 7.5})
     overview = latency.reports_overview()
     assert "2 reports" in overview and "1.0–4.0 s" in overview and "2.00–4.00 s" in overview
     assert "20–40 ms" in overview and "1.0–1.0%" in overview  # 20 ms of 2 s, 40 ms of 4 s

@@ -228,19 +228,19 @@ def test_shares_print_two_significant_digits():
 
 
 def test_launch_table_reads_time_per_op_from_the_cuda_record():
-    from tomato.book import launch
+    from tomato.book import merge_cost
 
-    df = launch.launch_table(merge_cost.bench_records(RESULTS))
+    df = merge_cost.launch_table(merge_cost.bench_records(RESULTS))
     if df.empty:
         pytest.skip("no CUDA merge-step record")
     # Launch-bound: every forward of the H100 record costs about the same per op.
     assert df["us per op"].max() / df["us per op"].min() < 1.5
-    text = launch.launch_sentence(df)
+    text = merge_cost.launch_sentence(df)
     assert "µs per aten op" in text and "227 ops" in text and "{" not in text
 
 
 def test_static_view_pairs_each_treatment_with_its_own_unpatched_model(tmp_path):
-    from tomato.book import launch
+    from tomato.book import merge_cost
 
     rows = []
     for t, base in (("eager", 10.0), ("onnxruntime", 8.0)):
@@ -251,11 +251,11 @@ def test_static_view_pairs_each_treatment_with_its_own_unpatched_model(tmp_path)
         r["ops"] = r["syncs"] = None  # only eager rows are counted
     (tmp_path / "bench-static_x.json").write_text(json.dumps({"rows": rows, "provenance": _provenance("cpu", 2)}))
     (tmp_path / "bench_not-static.json").write_text(json.dumps({"rows": rows[:1], "provenance": {}}))
-    records = launch.static_records(tmp_path)
+    records = merge_cost.static_records(tmp_path)
     assert [r.path.name for r in records] == ["bench-static_x.json"]
-    view = launch.static_view(launch.static_table(records))
+    view = merge_cost.static_view(merge_cost.static_table(records))
     assert list(view["treatment"]) == ["eager", "onnxruntime"]
     assert view["ToMato / oracle"].round(2).tolist() == [1.1, 1.1]
     assert view["syncs"].tolist() == [0, None]
-    text = launch.static_sentences(launch.static_table(records))
+    text = merge_cost.static_sentences(merge_cost.static_table(records))
     assert "random-init DeiT-B" in text and "(ToMato / oracle 1.10)" in text and "+423" in text

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 from pathlib import Path
 
@@ -108,7 +109,8 @@ def test_links_work_in_jupyterlab_and_in_the_book(path: Path):
             continue
         assert (path.parent / target).exists(), f"{target} from notebooks/"
         in_book = build_book.book_link(target)
-        where = ROOT / "book" / "notebooks" / in_book
+        # normpath: book/notebooks/ itself is made by the build, "../x.md" needs only book/x.md
+        where = Path(os.path.normpath(ROOT / "book" / "notebooks" / in_book))
         # the executed copies of the notebooks are written next to it by the build
         assert where.exists() or (ROOT / "notebooks" / Path(in_book).name).exists(), f"{in_book} from book/notebooks/"
 
@@ -123,6 +125,28 @@ def test_notebook_code_parses_as_python_3_8(path: Path):
             source = "".join(cell["source"])
             ast.parse(source, feature_version=(3, 8))
             assert not re.search(r"\}\s*\|\s*\{", source), "dict | dict needs Python 3.9"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS)
+def test_a_page_reads_in_jupyterlab(path: Path):
+    """At most five book modules per page (the page's own runs come through its Page), and
+    every code line within 100 characters."""
+    import ast
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    book: set[str] = set()
+    for cell in code:
+        for node in ast.walk(ast.parse("".join(cell["source"]))):
+            if isinstance(node, ast.ImportFrom) and node.module == "tomato.book":
+                book |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tomato.book."):
+                book.add(node.module.split(".")[2])
+            elif isinstance(node, ast.Import):
+                book |= {a.name.split(".")[2] for a in node.names if a.name.startswith("tomato.book.")}
+    assert len(book) <= 5, sorted(book)
+    long = [line for cell in code for line in "".join(cell["source"]).splitlines() if len(line) > 100]
+    assert not long, long[:3]
 
 
 def test_missing_weights_stop_with_one_line_unless_random_weights(monkeypatch: pytest.MonkeyPatch):

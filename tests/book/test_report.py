@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tomato.book import claims, display, figures, measures, paper, tables
+from tomato.book import claims, notes, figures, measures, paper, tables
 from tomato.harness import speed
 from tomato.book import runs as book_runs
 from tomato.harness.results import RunStore
@@ -273,9 +273,9 @@ def test_repo_path_and_banner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert book_runs.repo_path("data/results") == tmp_path.resolve() / "data" / "results"
     from tomato.harness.models import WeightsInfo
 
-    text = display.weights_banner(WeightsInfo("m", "random-init:seed=0", False, "0" * 64))
+    text = notes.weights_banner(WeightsInfo("m", "random-init:seed=0", False, "0" * 64))
     assert "random-init" in text and "meaningless" in text
-    assert display.weights_note(True) == "" and "NOT accuracy" in display.weights_note(False)
+    assert notes.weights_note(True) == "" and "NOT accuracy" in notes.weights_note(False)
 
 
 def test_run_folder_pick_and_ratios(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -308,13 +308,13 @@ def test_save_timing_round_trip(tmp_path: Path):
 
 def test_timing_noise():
     clean = pd.DataFrame({"median_s": [1.0, 0.8], "iqr_s": [0.05, 0.1]})
-    assert display.timing_noise(clean) == ""
+    assert notes.timing_noise(clean) == ""
     noisy = pd.DataFrame({"median_s": [1.0, 0.8], "iqr_s": [0.05, 0.4]})
-    assert "reaches 50% of the median" in display.timing_noise(noisy)
-    assert "not reliable" in display.timing_noise(noisy)
-    with_ci = display.timing_noise(noisy.assign(speedup_low=0.9, speedup_high=1.1))
+    assert "reaches 50% of the median" in notes.timing_noise(noisy)
+    assert "not reliable" in notes.timing_noise(noisy)
+    with_ci = notes.timing_noise(noisy.assign(speedup_low=0.9, speedup_high=1.1))
     assert "Spread of single rounds" in with_ci and "interval excludes 1" in with_ci and "not reliable" not in with_ci
-    assert display.timing_noise(pd.DataFrame({"median_s": [1.0]})) == ""
+    assert notes.timing_noise(pd.DataFrame({"median_s": [1.0]})) == ""
 
 
 def test_eval_gflops(run_dir: Path):
@@ -322,7 +322,7 @@ def test_eval_gflops(run_dir: Path):
 
     [run] = book_runs.recorded_runs(run_dir)
     g = measures.eval_gflops(run)
-    d = measures.DEIT_B_DIMS
+    d = flops.DEIT_B
     assert g["deit"] == pytest.approx(35.127656, rel=1e-6)  # 2 x 17.56 GMACs
     assert g["tome:r=2"] == pytest.approx(flops.vit_flops(d, flops.tokens_schedule_tome(d, 2)) / 1e9)
     kept = [186, 155, 176, 170, 180, 160, 175, 165, 185, 168]
@@ -478,3 +478,62 @@ def test_verdict_names_the_records_that_counted_differently(tmp_path: Path):
            "differing: parallel, tokens=138: 349 ops, 1 host sync on Test H100 GPU." in text
     bench("bench_b.json", 348, "cuda")
     assert "differing" not in verdict.verdict_markdown(tmp_path)
+
+
+# --------------------------------------------------------------------------- what pages call
+def test_reproduction_sources_lend_this_builds_timing_only_when_needed(run_dir: Path, tmp_path: Path):
+    [timed] = book_runs.recorded_runs(run_dir)
+    chosen = claims.reproduction_sources([timed], [], [])
+    assert (chosen.table, chosen.tradeoff, chosen.timing_rows, chosen.used) == (timed, timed, None, [timed])
+    assert "latencies from" not in chosen.sentence() and "`sample_run`" in chosen.sentence()
+    assert claims.reproduction_sources([timed], [timed], []).timing_rows is None  # timed: lends none
+    untimed_dir = tmp_path / "results" / "untimed"
+    for spec in ("deit", "tome:r=2", "tomato:sim=1e-7"):
+        write_variant(untimed_dir, spec, BASE_TOP1, [196] * 10)
+    [untimed] = book_runs.recorded_runs(untimed_dir)
+    chosen = claims.reproduction_sources([untimed], [timed], [])
+    assert chosen.table is untimed and chosen.timing_rows is not None and chosen.used == [untimed, timed]
+    assert "latencies from **`sample_run`**" in chosen.sentence()
+    assert claims.reproduction_sources([untimed], [], [timed]).tradeoff is timed
+    assert claims.reproduction_sources([], [], [timed]) is None
+
+
+def test_same_tokens_and_sweep_rows(run_dir: Path):
+    tokens = [186, 155, 176, 170, 180, 160, 175, 165, 185, 168]
+    tokens[0] = 185  # the parallel visit differs on one photo
+    tomato = list(BASE_TOP1)
+    tomato[3], tomato[4] = 0, 1
+    write_variant(run_dir, "tomato:sim=1e-7,method=parallel", tomato, tokens)
+    [run] = book_runs.recorded_runs(run_dir)
+    assert measures.same_tokens(run) == {"run": "sample_run", "images": 10, "same token count": 9,
+                                         "same top-1": 10}
+    assert measures.same_tokens(run, b="tomato:keep=0.5") is None
+    from tomato.harness import flops
+
+    rows = measures.sweep_rows(run, flops.DEIT_B, "deit_base_patch16_224")
+    assert "top1_agreement" in rows and rows["gflops_eval"].notna().all()
+    assert "gflops_eval" not in measures.sweep_rows(run, flops.DEIT_B, "vit_small_patch16_224")
+
+
+def test_run_notes_say_how_it_was_timed_and_weigh_the_baseline(run_dir: Path):
+    [run] = book_runs.recorded_runs(run_dir)
+    text = notes.run_notes(run)
+    assert text.startswith("Robust protocol (ours)") and "**Baseline predictions:**" in text
+    assert "Noisy timing" not in text
+    noisy = run.rows().assign(iqr_s=run.rows()["median_s"])
+    assert "Noisy timing" in notes.run_notes(run, noisy)
+
+
+def test_a_page_finds_its_own_runs(run_dir: Path, tmp_path: Path):
+    from tomato.book.notebook import Page
+    from tomato.harness.models import WeightsInfo
+
+    w = WeightsInfo("deit_base_patch16_224", "random-init:seed=0", False, "ab" * 32)
+    params = {"results": str(run_dir.parent), "runs": str(tmp_path / "mine"), "data": "smoke"}
+    page = Page(params, model=None, weights=w, samples=[], who="random-init DeiT-B")
+    assert page.run_folder("accuracy") == book_runs.run_folder(tmp_path / "mine", "accuracy", w, "smoke")
+    assert page.run_folder("x", data="other").name.endswith("_other_abababab")
+    assert [r.name for r in page.recorded_runs()] == ["sample_run"]
+    assert [p.name for p, _ in page.records("timing")] == []  # a run's timing.json is inside its folder
+    assert page.record("timing", run_dir / "timing.json")["config"]["protocol"] == "robust"
+    assert page.recorded_variant("tome:r=2").config["variant"] == "tome:r=2"

@@ -1,4 +1,4 @@
-"""Figure 3 in the paper's setting (tomato.book.tradeoff, figures.plot_tradeoff_panels,
+"""Figure 3 in the paper's setting (tomato.book.measures, figures.plot_tradeoff_panels,
 figures.place_labels) and the baseline's diversity beside agreement figures."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.text import Annotation, Text  # noqa: E402
 
-from tomato.book import display, figures, measures, paper, tradeoff  # noqa: E402
+from tomato.book import notes, figures, measures, paper  # noqa: E402
 
 
 def sweep_rows() -> pd.DataFrame:
@@ -33,7 +33,7 @@ def sweep_rows() -> pd.DataFrame:
 
 
 def test_paper_points_are_table1_relative_to_deit():
-    pp = tradeoff.paper_points().set_index("variant")
+    pp = measures.paper_points().set_index("variant")
     assert pp.loc[paper.BASELINE, "rel_latency"] == 1.0
     assert pp.loc[paper.TOMATO, "rel_latency"] == pytest.approx(10.2804 / 13.2132)
     assert pp.loc[paper.TOME, "rel_latency"] == pytest.approx(10.9445 / 13.2132)
@@ -41,11 +41,11 @@ def test_paper_points_are_table1_relative_to_deit():
 
 
 def test_relative_latency_inverts_the_speedup_and_its_interval():
-    df = tradeoff.relative_latency(sweep_rows()).set_index("variant")
+    df = measures.relative_latency(sweep_rows()).set_index("variant")
     r = df.loc["tome:r=8"]
     assert r["rel_latency"] == pytest.approx(1 / 1.22)
     assert (r["rel_low"], r["rel_high"]) == (pytest.approx(1 / 1.30), pytest.approx(1 / 1.10))
-    bare = tradeoff.relative_latency(sweep_rows().drop(columns=["speedup_low", "speedup_high"]))
+    bare = measures.relative_latency(sweep_rows().drop(columns=["speedup_low", "speedup_high"]))
     assert bare["rel_low"].isna().all()
 
 
@@ -53,17 +53,17 @@ def test_equal_flops_pairs_are_one_per_tome_point():
     rows = pd.concat([sweep_rows(), pd.DataFrame([  # the parallel visit lands on sim=1e-7's point
         {"variant": "tomato:method=parallel,sim=1e-07", "speedup": 1.05, "top1_agreement": 99.2,
          "gflops_eval": 32.5, "tokens_mean": 180.7}])], ignore_index=True).assign(n=1000)
-    pairs = {p["tome"]: p for p in tradeoff.equal_flops_pairs(rows)}
+    pairs = {p["tome"]: p for p in measures.equal_flops_pairs(rows)}
     assert sorted(pairs) == ["tome:r=2", "tome:r=8"]  # each ToMe point once, the twin ToMato point once
     assert pairs["tome:r=2"]["tomato"] == "tomato:sim=1e-07"
     assert pairs["tome:r=8"]["tomato"] == "tomato:keep_ratio=0.7" and pairs["tome:r=8"]["tomato_value"] == 93.2
     assert pairs["tome:r=8"]["tome_n"] == 1000
-    assert tradeoff.equal_flops_pairs(rows, tolerance=0.01) == []
+    assert measures.equal_flops_pairs(rows, tolerance=0.01) == []
 
 
 def test_conclusion_is_written_from_the_rows():
     rows = sweep_rows().assign(n=1000)
-    text = tradeoff.conclusion(rows, pretrained=False, where="this run")
+    text = measures.conclusion(rows, pretrained=False, where="this run")
     assert "0.778 of DeiT-B's latency" in text and "0.828" in text  # the paper, from Table 1
     assert f"{1 / 1.04:.3f} (95% interval {1 / 1.12:.3f}–{1 / 0.97:.3f}), not resolved" in text
     assert "ToMato keep=0.7's, 0.800 (95% interval 0.769–0.833), faster than the baseline" in text
@@ -74,19 +74,19 @@ def test_conclusion_is_written_from_the_rows():
     assert "cannot be checked" in text and "timed on images" not in text
     # Change the record, and the sentences follow it.
     rows.loc[rows["variant"] == "tomato:keep_ratio=0.7", ["top1_agreement", "tokens_timed"]] = [99.8, 120.0]
-    text = tradeoff.conclusion(rows, pretrained=False)
+    text = measures.conclusion(rows, pretrained=False)
     assert "ToMe keeps more agreement in 1 of 2 pairs, ToMato in 1" in text
     assert "timed on images that kept 120.0 tokens after block 0 on average, against 137.9" in text
-    trained = tradeoff.conclusion(sweep_rows(), pretrained=True)
+    trained = measures.conclusion(sweep_rows(), pretrained=True)
     assert "cannot be checked" not in trained and "top-1 runs from" in trained
-    assert "does not record whether" in tradeoff.conclusion(sweep_rows(), pretrained=None)
-    assert "holds no rows" in tradeoff.conclusion(sweep_rows().iloc[:0], pretrained=False)
+    assert "does not record whether" in measures.conclusion(sweep_rows(), pretrained=None)
+    assert "holds no rows" in measures.conclusion(sweep_rows().iloc[:0], pretrained=False)
 
 
 def test_a_bound_near_one_is_not_rounded_onto_it():
     row = {"rel_latency": 1.05, "rel_low": 1.0046, "rel_high": 1.097}
-    assert tradeoff._resolved(row) == "slower than the baseline"
-    assert tradeoff._ratio(row) == "1.050 (95% interval 1.005–1.097)"
+    assert measures._resolved(row) == "slower than the baseline"
+    assert measures._ratio(row) == "1.050 (95% interval 1.005–1.097)"
 
 
 def _labels(ax) -> list[Text]:
@@ -137,16 +137,16 @@ def test_diversity_goes_beside_every_agreement_figure(tmp_path):
     div = measures.baseline_diversity(preds)
     assert (div["n"], div["distinct"], div["classes_seen"], div["degenerate"]) == (10, 3, 10, True)
     assert div["top_share"] == pytest.approx(0.8)
-    note = display.diversity_note(div)
+    note = notes.diversity_note(div)
     assert note.startswith("> **Warning: degenerate classifier.**") and "3 distinct top-1 classes over 10" in note
     assert "the images cover 10 classes" in note and "Flagged because one class takes 80.0%" in note
     unlabelled = measures.baseline_diversity({k: v.assign(label=-1) for k, v in preds.items()})
     assert not unlabelled["labelled"]
-    assert "true classes are not recorded" in display.diversity_note(unlabelled)
+    assert "true classes are not recorded" in notes.diversity_note(unlabelled)
     ax = figures.plot_agreement(measures.prediction_agreement(preds), diversity=div)
     assert any("DEGENERATE" in t.get_text() for t in ax.texts)
     varied = {k: v.assign(top1=range(10)) for k, v in preds.items()}
     ok = measures.baseline_diversity(varied)
-    assert not ok["degenerate"] and "Warning" not in display.diversity_note(ok)
+    assert not ok["degenerate"] and "Warning" not in notes.diversity_note(ok)
     assert measures.baseline_diversity({"tome:r=2": preds["tome:r=2"]}) is None
     plt.close("all")

@@ -10,7 +10,7 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tomato.core import merge, tome
-from tomato.book import grids, pictures, plots, studies, widgets
+from tomato.book import plots, pictures, studies
 from tomato import visit  # noqa: E402
 
 
@@ -133,7 +133,7 @@ def test_token_map_and_flood_fill_frames_return_figures():
     edges = visit.directed_edges(visit.neighbour_scores(a, (4, 4)), 0.1)[0]
     order, labels = visit.faithful_order(edges, (4, 4))
     assert sorted(order) == list(range(16))
-    fig = grids.flood_fill_frames(order, labels, (4, 4), n_frames=6, edges=edges, cols=3)
+    fig = plots.flood_fill_frames(order, labels, (4, 4), n_frames=6, edges=edges, cols=3)
     assert len([ax for ax in fig.axes if ax.axison]) == 6
 
 
@@ -186,7 +186,7 @@ def test_sliders_build_headless():
     torch.manual_seed(0)
     scores = visit.neighbour_scores(torch.log_softmax(torch.randn(1, 16, 16) * 3, -1), (4, 4))[0]
     image = np.random.default_rng(0).uniform(size=(16, 16, 3))
-    for make, other in ((widgets.sim_slider, 1e-1), (widgets.keep_slider, 0.25)):
+    for make, other in ((pictures.sim_slider, 1e-1), (pictures.keep_slider, 0.25)):
         box = make(image, scores, (4, 4))
         slider, picture = box.children
         before = picture.value
@@ -213,10 +213,10 @@ def test_log10_distribution_matches_the_probabilities_where_representable(vit):
 def test_frame_slider_works_without_a_kernel():
     img = np.random.default_rng(0).random((32, 32, 3))
     scores = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
-    frames = widgets.keep_frames(img, scores, (4, 4), [1.0, 0.5, 0.25], title="t")
+    frames = pictures.keep_frames(img, scores, (4, 4), [1.0, 0.5, 0.25], title="t")
     assert [label for label, _ in frames] == ["keep = 1.00", "keep = 0.50", "keep = 0.25"]
     assert all(png.startswith(b"\x89PNG") for _, png in frames)
-    html = widgets.frame_slider(frames, "keep", start=1)
+    html = pictures.frame_slider(frames, "keep", start=1)
     assert html.count("<img ") == 3 and html.count("display:block") == 1
     assert 'type="range" min="0" max="2"' in html and 'value="1"' in html and "<output>keep = 0.50</output>" in html
     assert "<script" not in html  # an inline handler: nothing for a sanitiser to strip as a script block
@@ -235,7 +235,7 @@ def test_frame_slider_moves_in_a_real_browser(tmp_path):
         pytest.skip("no Chromium")
     img = np.random.default_rng(0).random((32, 32, 3))
     scores = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
-    html = widgets.frame_slider(widgets.keep_frames(img, scores, (4, 4), [1.0, 0.5, 0.25]), "keep", start=0)
+    html = pictures.frame_slider(pictures.keep_frames(img, scores, (4, 4), [1.0, 0.5, 0.25]), "keep", start=0)
     page = tmp_path / "page.html"
     page.write_text(f"<html><body>{html}<script>var s = document.querySelector('input[type=range]'); "
                     "s.value = 2; s.dispatchEvent(new Event('input'));</script></body></html>")

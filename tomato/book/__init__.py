@@ -2,22 +2,26 @@
 core, never the other way round.
 
 Notebook setup
-    :mod:`~tomato.book.notebook` (the one call every notebook starts with),
-    :mod:`~tomato.book.parameters` (what each notebook parameter means and allows).
+    :mod:`~tomato.book.notebook` (the one call every notebook starts with, and the page's
+    own runs), :mod:`~tomato.book.parameters` (what each notebook parameter means and allows).
 The paper and our runs
-    :mod:`~tomato.book.paper` (the paper's numbers and claims),
+    :mod:`~tomato.book.paper` (the paper's numbers, claims and decoded profiles),
     :mod:`~tomato.book.runs` (reading recorded runs), :mod:`~tomato.book.measures`
-    (agreement, token cuts, FLOPs, latency changes), :mod:`~tomato.book.claims`
-    (Table 1 beside ours, one verdict per claim), :mod:`~tomato.book.verdict` (the
-    build's verdict), :mod:`~tomato.book.tables`
-    (provenance and result tables), :mod:`~tomato.book.display` (banners and notes),
-    :mod:`~tomato.book.figures` (results plots), :mod:`~tomato.book.profiles` and
-    :mod:`~tomato.book.latency` (the latency pages).
+    (agreement, token cuts, FLOPs, latency changes, Figure 3's reading),
+    :mod:`~tomato.book.claims` (Table 1 beside ours, one verdict per claim, the runs behind
+    them), :mod:`~tomato.book.verdict` (the build's verdict).
+Text, tables and figures
+    :mod:`~tomato.book.notes` (banners and notes), :mod:`~tomato.book.tables`
+    (provenance and result tables), :mod:`~tomato.book.figures` (results plots).
+Pages of their own
+    :mod:`~tomato.book.latency` (the latency pages), :mod:`~tomato.book.merge_cost` (the
+    merge step's cost, launch-bound devices, static mode), :mod:`~tomato.book.trained`
+    (the model trained here), :mod:`~tomato.book.miniature` (Table 1 in miniature),
+    :mod:`~tomato.book.beyond` (past the paper).
 Walk-through pictures
-    :mod:`~tomato.book.pictures` (photos and token groups), :mod:`~tomato.book.plots`
-    (score histograms, token counts), :mod:`~tomato.book.grids` (hand-made grids),
-    :mod:`~tomato.book.studies` (small studies of the pipeline), :mod:`~tomato.book.widgets`
-    (live and pre-drawn sliders).
+    :mod:`~tomato.book.pictures` (photos, token groups and sliders), :mod:`~tomato.book.plots`
+    (score histograms, token counts, hand-made grids), :mod:`~tomato.book.studies` (small
+    studies of the pipeline).
 
 Variant names and order come from :mod:`tomato.harness.variants`; every grouping goes
 through :mod:`tomato.core.pipeline`.

@@ -16,7 +16,7 @@ from ..harness import variants
 from ..harness.models import WeightsInfo
 from . import paper
 from .measures import latency_changes, prediction_agreement, tokens_cut_range, tome_token_cut, tomato_single_merge
-from .runs import RecordedRun
+from .runs import RecordedRun, pick_table1_run
 from .tables import is_jetson, machine_short
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,6 +78,12 @@ def table1(ours: pd.DataFrame, agreement: pd.DataFrame | None = None, *, extra: 
             "ours top-1 agreement with baseline %": agree.get(spec, nan),
         })
     return pd.DataFrame(records)
+
+
+def table1_of(run: RecordedRun) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`table1_views` of :func:`table1` on ``run``'s rows and its agreement with the
+    baseline: (accuracy, latency and tokens)."""
+    return table1_views(table1(run.rows(), prediction_agreement(run)))
 
 
 def table1_views(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -360,3 +366,46 @@ def reproduction_summary(run: RecordedRun | None, tradeoff: RecordedRun | None =
         out.append({"Item": claim["item"], "Paper": claim["paper"], "Ours": ours, "Status": status,
                     "Reason": reason})
     return pd.DataFrame(out, columns=["Item", "Paper", "Ours", "Status", "Reason"])
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The runs behind the reproduction page. ``table`` gives Table 1's values;
+    ``timing_rows`` its latencies when ``table`` was not timed (taken from ``embedded``,
+    this build's own run); ``tradeoff`` gives Figure 3; ``used`` lists each run once."""
+
+    table: RecordedRun
+    tradeoff: RecordedRun
+    embedded: RecordedRun | None
+    timing_rows: pd.DataFrame | None
+    used: list[RecordedRun]
+
+    def sentence(self) -> str:
+        """Which run each part of the summary comes from (Markdown)."""
+        prov = self.table.provenance
+        text = (f"Values from **`{self.table.name}`** ({self.table.status}; {prov.get('n_images')} images "
+                f"of `{prov.get('data')}`, weights `{prov.get('weights_source')}`)")
+        if self.timing_rows is not None and self.embedded is not None:
+            text += f"; latencies from **`{self.embedded.name}`**"
+        return text + f"; Figure 3 from **`{self.tradeoff.name}`**."
+
+
+def reproduction_sources(recorded: Sequence[RecordedRun], embedded: Sequence[RecordedRun],
+                         tradeoff: Sequence[RecordedRun]) -> Sources | None:
+    """Choose the runs of the reproduction page: Table 1 from the recorded run with the
+    most photos (:func:`tomato.book.runs.pick_table1_run`), else from this build's own run
+    among ``embedded``, whose latencies also stand in when the recorded run was not timed;
+    Figure 3 from the Table-1 run among ``tradeoff`` (this build's sweep), else from Table
+    1's run. None when neither ``recorded`` nor ``embedded`` holds the three Table-1 variants."""
+    table_run, embedded_run = pick_table1_run(recorded), pick_table1_run(embedded)
+    source = table_run or embedded_run
+    if source is None:
+        return None
+    used, timing_rows = [source], None
+    if not source.timing and embedded_run is not None and embedded_run.timing:
+        timing_rows = embedded_run.rows()
+        used.append(embedded_run)
+    figure3 = pick_table1_run(tradeoff) or source
+    if all(figure3 is not u for u in used):
+        used.append(figure3)
+    return Sources(source, figure3, embedded_run, timing_rows, used)

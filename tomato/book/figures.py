@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..harness import variants
-from . import paper
-from . import tradeoff
-from .display import diversity_line, weights_note
+from . import measures, paper
+from .notes import diversity_line, weights_note
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
+
+    from .runs import RecordedRun
 
 
 _COLORS = {"deit": "black", "tome": "tab:blue", "tomato": "tab:red", "parallel": "tab:purple",
@@ -131,7 +132,7 @@ def plot_tradeoff(rows: pd.DataFrame, y: str = "top1", ax: Axes | None = None, *
                   legend: bool = True, annotate: bool = True) -> Axes:
     """Figure 3's axes: ``y`` (default top-1) against latency ``x``; ToMe's points joined
     in order of r, ToMato's in order of sim, plus the parallel and keep-ratio variants and
-    the baseline as a star. With ``x="rel_latency"`` (:func:`tomato.book.tradeoff.relative_latency`)
+    the baseline as a star. With ``x="rel_latency"`` (:func:`tomato.book.measures.relative_latency`)
     the bootstrap interval is drawn as a horizontal bar. Points are labelled with their
     parameter (:func:`place_labels`; with ``annotate=False`` the caller places them after
     its layout is final)."""
@@ -264,6 +265,15 @@ def plot_agreement(agreement: pd.DataFrame, ax: Axes | None = None, *,
     return ax
 
 
+def plot_run_agreement(run: RecordedRun, *, title: str) -> Axes | None:
+    """:func:`plot_agreement` of ``run``'s recorded predictions, with its baseline's
+    prediction diversity under the axis; None when fewer than two variants hold predictions."""
+    agreement = measures.prediction_agreement(run)
+    if len(agreement) < 2:
+        return None
+    return plot_agreement(agreement, title=title, diversity=measures.baseline_diversity(run))
+
+
 def _diversity_color(diversity: Mapping[str, Any] | None) -> str:
     """Red for a degenerate baseline, grey otherwise."""
     return "darkred" if diversity and diversity["degenerate"] else "dimgrey"
@@ -294,7 +304,7 @@ def plot_tradeoff_panels(rows: pd.DataFrame, *, pretrained: bool | None, title: 
     """
     import matplotlib.pyplot as plt
 
-    df = tradeoff.relative_latency(rows)
+    df = measures.relative_latency(rows)
 
     def has(*cols: str) -> bool:
         return all(c in df for c in cols) and bool(df[list(cols)].notna().all(axis=1).any())
@@ -304,7 +314,7 @@ def plot_tradeoff_panels(rows: pd.DataFrame, *, pretrained: bool | None, title: 
     timed = has("rel_latency", y)
     fig, axes = plt.subplots(2, 2, figsize=(10, 9)) if timed else plt.subplots(1, 2, figsize=(10, 4.6))
     axes = list(axes.flat)
-    pp = tradeoff.paper_points()
+    pp = measures.paper_points()
     pax = axes[0]
     for _, r in pp.iterrows():
         fam = _family(r["variant"])

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..harness import speed
-from . import profiles, runs
+from . import paper, runs
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -55,7 +55,7 @@ def reports_table() -> pd.DataFrame:
     """The authors' five reports: mean, mean of forwards 1-10, median, sd, range, merge step."""
     import pandas as pd
 
-    r = pd.DataFrame(profiles.report_rows())
+    r = pd.DataFrame(paper.report_rows())
     return pd.DataFrame({
         "report": r["report"], "forwards": r["forwards"], "mean s": r["mean_s"],
         "mean s (1-10)": r["mean_after_first_s"], "median s": r["median_s"], "sd s": r["sd_s"],
@@ -67,7 +67,7 @@ def pairwise_table(seed: int = 0) -> pd.DataFrame:
     """Every pair of reports: difference of mean forwards, its bootstrap 95% interval, Welch's t, df, p."""
     import pandas as pd
 
-    p = pd.DataFrame(profiles.pairwise(seed))
+    p = pd.DataFrame(paper.pairwise(seed))
     return pd.DataFrame({"report a": p["a"], "report b": p["b"], "a − b s": p["diff"],
                          "95% CI low": p["ci_low"], "95% CI high": p["ci_high"], "Welch t": p["t"],
                          "df": p["df"], "p": p["p"]})
@@ -75,11 +75,11 @@ def pairwise_table(seed: int = 0) -> pd.DataFrame:
 
 def gap_sentences(seed: int = 0) -> str:
     """Markdown: Table 1's gaps against the reports' within-run and between-run spread,
-    written from the numbers in :mod:`tomato.book.profiles`."""
-    pairs = profiles.pairwise(seed)
+    written from the numbers in :mod:`tomato.book.paper`."""
+    pairs = paper.pairwise(seed)
     distinct = [p for p in pairs if p["ci_low"] > 0 or p["ci_high"] < 0]
-    tome = profiles.table1_gap("ToMe-B", "ToMato-B")
-    deit = profiles.table1_gap("DeiT-B", "ToMato-B")
+    tome = paper.table1_gap("ToMe-B", "ToMato-B")
+    deit = paper.table1_gap("DeiT-B", "ToMato-B")
     spread = tome["report_means_range_s"]
     lines = [
         f"- **Within one report** the 11 forwards have a pooled sd of {tome['pooled_sd_s']:.2f} s, so the mean of "
@@ -102,8 +102,8 @@ def gap_sentences(seed: int = 0) -> str:
 
 def reports_overview() -> str:
     """Markdown: how long the authors' forwards and merge steps took, as ranges over the
-    reports (:func:`tomato.book.profiles.spread`)."""
-    s = profiles.spread()
+    reports (:func:`tomato.book.paper.spread`)."""
+    s = paper.spread()
     return (f"In the {s['reports']:.0f} reports a single forward took {s['forward_min_s']:.1f}–"
             f"{s['forward_max_s']:.1f} s (report means {s['mean_min_s']:.2f}–{s['mean_max_s']:.2f} s); the merge "
             f"step (range `ToME` in block 0) took a median of {s['merge_min_ms']:.0f}–{s['merge_max_ms']:.0f} ms "
@@ -112,9 +112,9 @@ def reports_overview() -> str:
 
 def spread_sentence() -> str:
     """Markdown: the reports' spread within a run beside Table 1's ToMe-B − ToMato-B gap
-    (:func:`tomato.book.profiles.spread`, :func:`tomato.book.profiles.table1_gap`)."""
-    s = profiles.spread()
-    gap = profiles.table1_gap("ToMe-B", "ToMato-B")["gap_s"]
+    (:func:`tomato.book.paper.spread`, :func:`tomato.book.paper.table1_gap`)."""
+    s = paper.spread()
+    gap = paper.table1_gap("ToMe-B", "ToMato-B")["gap_s"]
     return (f"Within one report a forward lies up to {s['max_deviation_s']:.2f} s from its report's mean, and the "
             f"reports' standard deviations range from {s['sd_min_s']:.2f} to {s['sd_max_s']:.2f} s; Table 1's "
             f"ToMe-B and ToMato-B differ by {gap:.2f} s.")
@@ -123,14 +123,14 @@ def spread_sentence() -> str:
 def protocol_support() -> str:
     """Markdown bullet: what one run per model of the paper's protocol can claim, Table 1's
     two gaps set against the spread of the authors' report means."""
-    spread = profiles.table1_gap()["report_means_range_s"]
+    spread = paper.table1_gap()["report_means_range_s"]
 
     def clause(a: str, b: str) -> str:
-        g = profiles.table1_gap(a, b)
-        pct = 100 * g["gap_s"] / profiles.PAPER_TABLE1_S[a]
+        g = paper.table1_gap(a, b)
+        pct = 100 * g["gap_s"] / paper.PAPER_TABLE1_S[a]
         verdict = "is within" if abs(g["gap_s"]) < spread else "exceeds"
         return (f"a gap the size of {a} vs {b} ({g['gap_s']:.2f} s, {pct:.1f}% of {a}'s "
-                f"{profiles.PAPER_TABLE1_S[a]:.2f} s) {verdict}")
+                f"{paper.PAPER_TABLE1_S[a]:.2f} s) {verdict}")
     return ("- **The paper's protocol** reproduces *how* Table 1 was measured. Its per-forward spread within "
             "one run, and the drift between runs shown in section 2, bound what one run per model can claim: "
             f"{clause('ToMe-B', 'ToMato-B')} the {spread:.2f} s that separate the means of the authors' "
@@ -242,7 +242,7 @@ def merge_share_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.Dat
     import pandas as pd
 
     out = [{"source": f"paper: {r['report']}", "merge ms": r["merge_ms"], "forward s": r["median_s"],
-            "merge % of forward": 100 * r["merge_share"]} for r in profiles.report_rows()]
+            "merge % of forward": 100 * r["merge_share"]} for r in paper.report_rows()]
     for name, rows in runs.items():
         for s in speed.paper_summary(rows):
             if s["merge_ms"] > 0:
@@ -267,11 +267,11 @@ def plot_forwards(runs: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str
         ax.plot(k + rng.uniform(-0.15, 0.15, v.size), v, "o", ms=3, color=color, alpha=0.8)
 
     names, rel = [], []
-    for k, r in enumerate(profiles.REPORTS):
+    for k, r in enumerate(paper.REPORTS):
         strip(axes[0], k, r.forwards, "tab:red")
         names.append(f"paper: {r.name}")
         rel.append(100 * (np.asarray(r.forwards) / np.mean(r.forwards) - 1))
-    axes[0].set_xticks(range(len(profiles.REPORTS)), [r.name for r in profiles.REPORTS], rotation=30,
+    axes[0].set_xticks(range(len(paper.REPORTS)), [r.name for r in paper.REPORTS], rotation=30,
                        ha="right", fontsize=7)
     axes[0].set_ylabel("seconds per forward")
     axes[0].set_title("the paper's reports (Nano CPU)", fontsize=9)
@@ -285,7 +285,7 @@ def plot_forwards(runs: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str
     axes[1].set_yscale("log")  # our runs differ by machine far more than within a run
     axes[1].set_title("ours, paper protocol (log scale)", fontsize=9)
     for k, v in enumerate(rel):
-        strip(axes[2], k, v, "tab:red" if k < len(profiles.REPORTS) else "tab:blue")
+        strip(axes[2], k, v, "tab:red" if k < len(paper.REPORTS) else "tab:blue")
     axes[2].axhline(0, color="grey", lw=0.8)
     axes[2].set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
     axes[2].set_ylabel("% from the run's mean")

@@ -1,5 +1,6 @@
 """Measures computed from recorded runs: agreement with the baseline, how diverse the
-baseline's predictions are, token cuts, FLOPs, latency changes.
+baseline's predictions are, token cuts, FLOPs, latency changes, and Figure 3's points
+relative to DeiT-B with the sentence that reads them (:func:`conclusion`).
 
 Nothing here runs a model. :func:`prediction_agreement` is the proxy random weights
 cannot spoil: how often each variant's top-1 equals the unpatched model's top-1 on the
@@ -7,11 +8,11 @@ same image (how much merging perturbs the network). pandas is imported inside fu
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..harness import flops, variants
 from ..harness.fidelity import prediction_diversity
-from ..harness.speed import variant_flops
 from . import paper
 from .runs import RecordedRun, predictions_of, read_predictions
 
@@ -94,8 +95,8 @@ def tome_token_cut(r: int, depth: int = 12, num_patches: int = paper.NUM_PATCHES
                    num_prefix_tokens: int = 1) -> tuple[float, float]:
     """ToMe with ``r``: (% of patch tokens gone after the last block, mean % fewer tokens
     per block than the unmerged model), from :func:`tomato.harness.flops.tokens_schedule_tome`."""
-    dims = flops.ViTDims(embed_dim=768, depth=depth, num_heads=12, mlp_ratio=4.0, patch_size=16,
-                         num_patches=num_patches, num_prefix_tokens=num_prefix_tokens)
+    dims = dataclasses.replace(flops.DEIT_B, depth=depth, num_patches=num_patches,
+                               num_prefix_tokens=num_prefix_tokens)
     sched = flops.tokens_schedule_tome(dims, r)
     final = 100.0 * (dims.num_tokens - sched[-1][1]) / num_patches
     mean_tokens = sum(m for _, m in sched) / depth
@@ -103,19 +104,14 @@ def tome_token_cut(r: int, depth: int = 12, num_patches: int = paper.NUM_PATCHES
     return final, mean_cut
 
 
-#: Shape of DeiT-B/16 at 224x224 (what the paper runs), for FLOPs without building the model.
-DEIT_B_DIMS = flops.ViTDims(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, patch_size=16,
-                            num_patches=paper.NUM_PATCHES, num_prefix_tokens=1)
-
-
 def eval_gflops(run: RecordedRun, dims: Any = None) -> dict[str, float]:
     """Mean GFLOPs per image of every variant of ``run`` over the images it evaluated,
     from each image's kept tokens (``predictions.csv``) via
-    :func:`tomato.harness.speed.variant_flops`. ``dims``: a :class:`tomato.harness.flops.ViTDims`
-    (default :data:`DEIT_B_DIMS`). ``sweep.csv``'s ``gflops`` is the FLOPs at the mean
+    :func:`tomato.harness.flops.variant_flops`. ``dims``: a :class:`tomato.harness.flops.ViTDims`
+    (default :data:`tomato.harness.flops.DEIT_B`). ``sweep.csv``'s ``gflops`` is the FLOPs at the mean
     token count; this is the mean of each image's FLOPs, which differs slightly because
     attention is quadratic in the tokens."""
-    dims = dims or DEIT_B_DIMS
+    dims = dims or flops.DEIT_B
     out: dict[str, float] = {}
     for spec, vr in run.variants.items():
         try:
@@ -129,10 +125,10 @@ def eval_gflops(run: RecordedRun, dims: Any = None) -> dict[str, float]:
             if tokens.empty:
                 continue
             # Mean over images of each image's FLOPs (attention is quadratic in tokens).
-            per = {k: variant_flops(dims, v, float(k)) for k in tokens.unique()}
+            per = {k: flops.variant_flops(dims, v, float(k)) for k in tokens.unique()}
             f = float(tokens.map(per).mean())
         else:
-            f = variant_flops(dims, v, dims.num_patches)
+            f = flops.variant_flops(dims, v, dims.num_patches)
         out[spec] = f / 1e9
     return out
 
@@ -146,6 +142,30 @@ def add_eval_gflops(rows: pd.DataFrame, run: RecordedRun, dims: Any = None) -> p
     base = g.get(variants.canonical(paper.BASELINE))
     df["ideal_speedup_eval"] = [base / v if base and v == v else float("nan") for v in df["gflops_eval"]]
     return df
+
+
+def sweep_rows(run: RecordedRun, dims: Any = None, model: str | None = None) -> pd.DataFrame:
+    """``run``'s rows with its agreement with the baseline, and with FLOPs over all its
+    images (:func:`add_eval_gflops`) when ``dims`` is given and the run's model is ``model``
+    (FLOPs need the run's own shape; ``model`` None: any)."""
+    rows = run.rows().merge(prediction_agreement(run), on="variant", how="left")
+    if dims is not None and (model is None or run.provenance.get("model") == model):
+        rows = add_eval_gflops(rows, run, dims)
+    return rows
+
+
+def same_tokens(run: RecordedRun, a: str = paper.TOMATO,
+                b: str = "tomato:sim=1e-7,method=parallel") -> dict[str, Any] | None:
+    """Photo by photo, whether variants ``a`` and ``b`` of ``run`` (the faithful and the
+    parallel visit) kept the same number of tokens and gave the same top-1: run, images,
+    same token count, same top-1. None when ``run`` lacks either."""
+    a, b = variants.canonical(a), variants.canonical(b)
+    if a not in run.variants or b not in run.variants:
+        return None
+    m = run.predictions(a).merge(run.predictions(b), on="index", suffixes=("_f", "_p"))
+    return {"run": run.name, "images": len(m),
+            "same token count": int((m["tokens_f"] == m["tokens_p"]).sum()),
+            "same top-1": int((m["top1_f"] == m["top1_p"]).sum())}
 
 
 def latency_changes(rows: pd.DataFrame, column: str = "median_s", baseline: str = paper.BASELINE,
@@ -182,3 +202,181 @@ def tomato_single_merge(run: RecordedRun | None) -> bool | None:
     tpb = pd.to_numeric(df["tokens_per_block"], errors="coerce")
     return bool(((tpb - (df["tokens"] + prefix)).abs() < 1e-6).all())
 
+
+# Figure 3 in the paper's setting ------------------------------------------------------------------
+# Figure 3 of the paper, in its own setting: accuracy against latency *relative to DeiT-B*.
+#
+# The paper plots top-1 against latency on a Jetson Nano for ToMe sweeping ``r`` and ToMato
+# sweeping ``sim``. Absolute seconds do not transfer between machines, ratios to the
+# unpatched model timed in the same run do, so every latency here is divided by the
+# baseline's: the paper's Table 1 points from its printed seconds, ours from one interleaved
+# timing run (with the paired bootstrap interval of the speed-up when it was recorded).
+#
+# :func:`conclusion` writes the page's reading of the figure from those rows: nothing in it
+# is typed. pandas is imported inside functions.
+
+#: Families whose points are ToMato (fixed sim, parallel visit, or sim chosen per image).
+TOMATO_FAMILIES = ("tomato", "parallel", "keep", "tokens")
+#: Two variants are "at equal FLOPs" when their GFLOPs differ by at most this fraction.
+EQUAL_FLOPS = 0.10
+
+
+def paper_points() -> pd.DataFrame:
+    """The paper's Table 1 as Figure 3 points: ``variant``, ``label``, ``top1``, ``top5``,
+    ``latency_s`` and ``rel_latency`` (latency / DeiT-B's latency, both on the Nano)."""
+    import pandas as pd
+
+    base = paper.TABLE1_BY_VARIANT[paper.BASELINE]["latency_s"]
+    return pd.DataFrame([{"variant": r["variant"], "label": r["model"], "top1": r["top1"], "top5": r["top5"],
+                          "latency_s": r["latency_s"], "rel_latency": r["latency_s"] / base}
+                         for r in paper.TABLE1])
+
+
+def relative_latency(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` plus ``rel_latency`` (variant median / baseline median = 1 / speed-up) and,
+    when the speed-up's bootstrap interval was recorded, ``rel_low`` / ``rel_high``
+    (its reciprocal bounds; NaN otherwise)."""
+    import pandas as pd
+
+    df = rows.copy()
+    nan = float("nan")
+    speed = pd.to_numeric(df.get("speedup", pd.Series(nan, index=df.index)), errors="coerce")
+    df["rel_latency"] = 1.0 / speed
+    for out, col in (("rel_low", "speedup_high"), ("rel_high", "speedup_low")):
+        df[out] = 1.0 / pd.to_numeric(df[col], errors="coerce") if col in df else nan
+    return df
+
+
+def equal_flops_pairs(rows: pd.DataFrame, column: str = "top1_agreement",
+                      tolerance: float = EQUAL_FLOPS) -> list[dict[str, Any]]:
+    """Each ToMe variant with the ToMato variant nearest in GFLOPs, when within ``tolerance``
+    of each other: one pair per ToMe point, so no point is counted twice. ToMato variants
+    that land on the same point (the faithful and parallel visits of one ``sim``) count
+    once, the first in variant order. Keys: ``tome``, ``tomato`` (specs), their GFLOPs,
+    ``column`` values and image counts ``n`` (None when not given). Uses ``gflops_eval``
+    (mean over evaluated images) when present."""
+    import pandas as pd
+
+    g = "gflops_eval" if "gflops_eval" in rows else "gflops"
+    if g not in rows or column not in rows:
+        return []
+    df = rows.dropna(subset=[g, column]).copy()
+    df = df.set_index("variant", drop=False).loc[variants.order(list(df["variant"]))]
+    fam = df["variant"].map(lambda s: variants.parse(s).family)
+    tome = df[fam == "tome"]
+    tomato = df[fam.isin(TOMATO_FAMILIES)].drop_duplicates(subset=[g, column])
+    pairs = []
+    for _, b in tome.iterrows():
+        if tomato.empty:
+            break
+        a = tomato.loc[(pd.to_numeric(tomato[g]) - float(b[g])).abs().idxmin()]
+        if abs(float(b[g]) - float(a[g])) <= tolerance * max(float(a[g]), float(b[g])):
+            pairs.append({"tome": b["variant"], "tomato": a["variant"],
+                          "tome_gflops": float(b[g]), "tomato_gflops": float(a[g]),
+                          "tome_value": float(b[column]), "tomato_value": float(a[column]),
+                          "tome_n": int(b["n"]) if "n" in b and b["n"] == b["n"] else None,
+                          "tomato_n": int(a["n"]) if "n" in a and a["n"] == a["n"] else None})
+    return pairs
+
+
+def _changed(value: float, n: int | None) -> str:
+    """``99.3%`` or ``99.3% (7 of 1,000 images changed)`` for an agreement value."""
+    if not n:
+        return f"{value:.1f}%"
+    return f"{value:.1f}% ({round((100.0 - value) / 100.0 * n):,} of {n:,} images changed)"
+
+
+def _ratio(row: Mapping[str, Any]) -> str:
+    """``0.944`` or ``0.944 (95% interval 0.812-1.080)``: three decimals, so that a bound
+    near 1 does not round onto it and contradict :func:`_resolved`."""
+    text = f"{row['rel_latency']:.3f}"
+    lo, hi = row.get("rel_low"), row.get("rel_high")
+    if lo == lo and hi == hi and lo is not None and hi is not None:  # not NaN
+        text += f" (95% interval {lo:.3f}–{hi:.3f})"
+    return text
+
+
+def _timed_on(row: Mapping[str, Any], tolerance: float = 0.05) -> str:
+    """A note when the timed images kept another token count than the evaluated ones
+    (latency comes from a few timed images, agreement and FLOPs from every image)."""
+    timed, mean = row.get("tokens_timed"), row.get("tokens_mean")
+    if timed is None or mean is None or timed != timed or mean != mean or not mean:
+        return ""
+    if abs(float(timed) - float(mean)) <= tolerance * float(mean):
+        return ""
+    return (f" (timed on images that kept {float(timed):.1f} tokens after block 0 on average, against "
+            f"{float(mean):.1f} over every evaluated image)")
+
+
+def _resolved(row: Mapping[str, Any]) -> str:
+    """Whether the interval of a relative latency excludes 1."""
+    lo, hi = row.get("rel_low"), row.get("rel_high")
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return "no interval recorded"
+    if hi < 1.0:
+        return "faster than the baseline"
+    if lo > 1.0:
+        return "slower than the baseline"
+    return "not resolved from the baseline"
+
+
+def conclusion(rows: pd.DataFrame, *, pretrained: bool | None, where: str = "this run") -> str:
+    """Markdown bullets reading Figure 3 from ``rows`` (a sweep's rows merged with
+    :func:`tomato.book.measures.prediction_agreement`, optionally with ``gflops_eval``)
+    beside the paper's Table 1. Every number comes from ``rows`` or from the paper.
+    ``pretrained``: True (trained weights), False (random-init) or None (not recorded)."""
+    pp = paper_points().set_index("variant")
+    base_top1 = pp.loc[paper.BASELINE, "top1"]
+    tomato_p, tome_p = pp.loc[paper.TOMATO], pp.loc[paper.TOME]
+    lines = [f"- **The paper** (Jetson Nano, trained DeiT-B, Table 1): ToMato-B runs at "
+             f"{tomato_p['rel_latency']:.3f} of DeiT-B's latency and ToMe-B at {tome_p['rel_latency']:.3f}, "
+             f"for {tomato_p['top1'] - base_top1:+.2f} and {tome_p['top1'] - base_top1:+.2f} top-1 points."]
+    if rows.empty:
+        return "\n".join(lines + [f"- **{where}** holds no rows."])
+    df = relative_latency(rows)
+    df["variant"] = [variants.canonical(s) for s in df["variant"]]
+    is_tomato = df["variant"].map(lambda s: variants.parse(s).family in TOMATO_FAMILIES).astype(bool)
+    timed = df.dropna(subset=["rel_latency"]).set_index("variant")
+    shown = [s for s in (paper.TOMATO, paper.TOME) if s in timed.index]
+    if shown:
+        parts = [f"{variants.label(s)} at {_ratio(timed.loc[s])}, {_resolved(timed.loc[s])}{_timed_on(timed.loc[s])}"
+                 for s in shown]
+        lines.append(f"- **{where}**, latency relative to its baseline: " + "; ".join(parts) + ".")
+        fastest = df[is_tomato].dropna(subset=["rel_latency"]).set_index("variant")
+        if not fastest.empty:
+            best = fastest["rel_latency"].idxmin()
+            lines.append(f"- The lowest ToMato latency here is {variants.label(best)}'s, "
+                         f"{_ratio(fastest.loc[best])}, {_resolved(fastest.loc[best])}{_timed_on(fastest.loc[best])}. "
+                         "(The smallest of several noisy ratios flatters its winner.)")
+    else:
+        lines.append(f"- **{where}** has no timing of the paper's variants.")
+    y = "top1" if pretrained else "top1_agreement"
+    what = "top-1" if pretrained else "top-1 agreement with the baseline"
+    if y in df:
+        tom = df[is_tomato].dropna(subset=[y])
+        if len(tom) > 1:
+            lo, hi = tom.loc[tom[y].idxmin()], tom.loc[tom[y].idxmax()]
+            lines.append(f"- Across its {len(tom)} ToMato points, {what} runs from {lo[y]:.1f}% "
+                         f"({variants.label(lo['variant'])}) to {hi[y]:.1f}% ({variants.label(hi['variant'])}).")
+    if not pretrained and "top1_agreement" in df:
+        pairs = sorted(equal_flops_pairs(df), key=lambda p: p["tome_gflops"])
+        if pairs:
+            tome_more = sum(p["tome_value"] > p["tomato_value"] for p in pairs)
+            tomato_more = sum(p["tome_value"] < p["tomato_value"] for p in pairs)
+            tied = len(pairs) - tome_more - tomato_more
+            each = "; ".join(f"{variants.label(p['tome'])} {_changed(p['tome_value'], p['tome_n'])} at "
+                             f"{p['tome_gflops']:.1f} GFLOPs vs {variants.label(p['tomato'])} "
+                             f"{_changed(p['tomato_value'], p['tomato_n'])} at {p['tomato_gflops']:.1f}"
+                             for p in pairs)
+            lines.append(f"- At about equal FLOPs (within {EQUAL_FLOPS:.0%}; each ToMe point with its nearest "
+                         f"ToMato point), ToMe keeps more agreement in {tome_more} of {len(pairs)} pairs, ToMato "
+                         f"in {tomato_more}{f', {tied} tied' if tied else ''}: {each}.")
+    if pretrained is False:
+        lines.append("- With random-init weights the paper's reading (\"accuracy changes little as latency "
+                     "falls\") cannot be checked: it needs trained DeiT-B on ImageNet data. The ratios and token "
+                     "counts above are measured on this machine with these untrained weights; trained weights "
+                     "keep other token counts, so their ratios would differ too.")
+    elif pretrained is None:
+        lines.append("- The run does not record whether its weights were trained, so its agreement and top-1 "
+                     "cannot be read as accuracy.")
+    return "\n".join(lines)

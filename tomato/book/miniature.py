@@ -289,7 +289,7 @@ def cut_sentence(cuts: np.ndarray, label: str) -> str:
 
 
 
-# --------------------------------------------------------------------------- the records
+# the records -------------------------------------------------------------------------------------
 def sweep_name(model: str) -> str:
     """The folder under ``data/results`` of the full-val sweep of a model trained here."""
     return f"imagenette-val_{model}"

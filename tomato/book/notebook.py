@@ -35,9 +35,10 @@ from ..harness import models
 from ..harness.data import Sample
 from ..harness.models import WeightsInfo
 from . import parameters
-from .display import weights_banner
+from .notes import weights_banner
 from .pictures import model_title, to_display
-from .runs import repo_path
+from . import runs
+from .runs import RecordedRun, VariantRun, repo_path
 
 
 class ParameterError(Exception):
@@ -81,6 +82,34 @@ class Page:
     def path(self, name: str) -> Path:
         """A folder parameter (``results``, ``runs``) resolved against the repository root."""
         return repo_path(self.params[name])
+
+    def run_folder(self, kind: str, data: Any = None) -> Path:
+        """This page's own resumable folder for a ``kind`` of run, named by the model, the
+        data (default: the ``data`` parameter) and the weights: :func:`runs.run_folder`."""
+        data = self.params.get("data") if data is None else data
+        return runs.run_folder(self.params["runs"], kind, self.weights, data)
+
+    def recorded_runs(self, root: Path | str | None = None) -> list[RecordedRun]:
+        """The evaluation runs under ``root`` (default: the ``results`` parameter)."""
+        return runs.recorded_runs(self.path("results") if root is None else root)
+
+    def records(self, of: str) -> list[tuple[Path, dict[str, Any]]]:
+        """Every JSON record of kind ``of`` under the ``results`` folder, as (path, record)."""
+        return runs.records(of, self.path("results"))
+
+    def record(self, of: str, path: Path | str) -> dict[str, Any] | None:
+        """The record of kind ``of`` at ``path``, or None."""
+        return runs.record(of, path)
+
+    def recorded_variant(self, spec: str) -> VariantRun | None:
+        """The recorded evaluation of ``spec`` under ``results`` with the most photos,
+        preferring runs of this page's own weights (:func:`runs.recorded_variant`)."""
+        return runs.recorded_variant(self.path("results"), spec, self.weights.sha256)
+
+    @staticmethod
+    def shown(path: Path | str) -> str:
+        """``path`` as a page prints it (relative to the repository when inside it)."""
+        return runs.shown(path)
 
 
 class _OnceInBanner(logging.Filter):

@@ -221,7 +221,7 @@ def check(name: str, value: Any, annotation: Any = None) -> Any:
         raise Invalid(f"error: parameter {name} = {value!r}: expected {e}") from None
 
 
-# --------------------------------------------------------------------------- the parameters cells
+# the parameters cells ----------------------------------------------------------------------------
 #: The widest a line of a notebook's code may be (what JupyterLab shows without scrolling).
 LINE = 100
 _DECLARED = re.compile(r"^(?P<name>\w+)\s*:\s*\"?[\w\[\], ]+\"?\s*=\s*(?P<value>.*?)\s*(#.*)?$")

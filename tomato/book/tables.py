@@ -195,3 +195,11 @@ def sweep_view(rows: pd.DataFrame) -> pd.DataFrame:
         "timed tokens": num("tokens_timed"), "GFLOPs": num(g), "ideal ×": num(ideal),
     })
 
+
+def paper_setup() -> pd.DataFrame:
+    """The paper's experimental setting (:data:`tomato.book.paper.SETUP`): field, value."""
+    import pandas as pd
+
+    from .paper import SETUP
+
+    return pd.DataFrame(list(SETUP.items()), columns=["field", "value"])

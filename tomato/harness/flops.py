@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
 import torch.nn as nn
 
 from ..core import tome
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .variants import Variant
 
 __all__ = [
     "FLOPS_PER_MAC",
@@ -29,6 +32,9 @@ __all__ = [
     "tokens_schedule_tome",
     "tokens_schedule_tomato",
     "tomato_merge_flops",
+    "DEIT_B",
+    "variant_flops",
+    "model_flops",
 ]
 
 #: One multiply-accumulate = one multiply + one add.
@@ -76,6 +82,11 @@ class ViTDims:
             return self.patch_size * self.patch_size
         h, w = self.patch_size
         return h * w
+
+
+#: Shape of DeiT-B/16 at 224x224 (what the paper runs), for FLOPs without building the model.
+DEIT_B = ViTDims(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, patch_size=16,
+                 num_patches=196, num_prefix_tokens=1)
 
 
 def dims_of(model: nn.Module) -> ViTDims:
@@ -203,3 +214,21 @@ def tomato_merge_flops(dims: ViTDims) -> float:
     """
     n = dims.num_patches
     return 2.0 * n * n * dims.embed_dim
+
+
+def variant_flops(dims: ViTDims, variant: Variant, kept_patches: float) -> float:
+    """FLOPs of one image through a ViT of shape ``dims`` as ``variant``, keeping
+    ``kept_patches`` patch tokens after ToMato's merge (ToMato and the hybrid; ToMe's
+    schedule is fixed by r)."""
+    if variant.kind == "tome":
+        return vit_flops(dims, tokens_schedule_tome(dims, variant.get("r", 0)))
+    if variant.kind in ("tomato", "hybrid"):
+        kept = min(max(1.0, kept_patches), dims.num_patches)
+        schedule = tokens_schedule_tomato(dims, kept, variant.get("block", 0), variant.get("r"))
+        return vit_flops(dims, schedule, extra=tomato_merge_flops(dims))
+    return vit_flops(dims, tokens_schedule_tomato(dims, dims.num_patches))
+
+
+def model_flops(model: nn.Module, variant: Variant, kept_patches: float) -> float:
+    """:func:`variant_flops` for ``model``'s own shape."""
+    return variant_flops(dims_of(model), variant, kept_patches)

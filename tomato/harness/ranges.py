@@ -1,11 +1,11 @@
-"""NVTX ranges for Nsight Systems, named as in the ToMato authors' own profiles.
+"""NVTX ranges for Nsight Systems, named as in the ToMato authors' own paper.
 
 The authors timed the paper's latency with ``nsys profile`` on a Jetson Nano's CPU and
 wrapped every forward in an NVTX range ``Forward i``; inside it each block is a
 ``decoder`` range holding ``attention`` and ``feed forward``, the patch embedding is
 ``patch embedding``, and the merge step in block 0 is ``ToME`` (decoded from their
 reports in the ToMato reference repository, commit da7519793de2; see
-:mod:`tomato.book.profiles`). :func:`paper_ranges` puts the same names on a timm ViT here,
+:mod:`tomato.book.paper`). :func:`paper_ranges` puts the same names on a timm ViT here,
 so a report of ours can be read side by side with theirs.
 
 A CPU run needs an NVTX binding that does not go through CUDA: the ``nvtx`` package

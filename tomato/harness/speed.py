@@ -33,24 +33,6 @@ from .variants import Variant, parse
 log = logging.getLogger(__name__)
 
 
-def variant_flops(dims: flops.ViTDims, variant: Variant, kept_patches: float) -> float:
-    """FLOPs of one image through a ViT of shape ``dims`` as ``variant``, keeping
-    ``kept_patches`` patch tokens after ToMato's merge (ToMato and the hybrid; ToMe's
-    schedule is fixed by r)."""
-    if variant.kind == "tome":
-        return flops.vit_flops(dims, flops.tokens_schedule_tome(dims, variant.get("r", 0)))
-    if variant.kind in ("tomato", "hybrid"):
-        kept = min(max(1.0, kept_patches), dims.num_patches)
-        schedule = flops.tokens_schedule_tomato(dims, kept, variant.get("block", 0), variant.get("r"))
-        return flops.vit_flops(dims, schedule, extra=flops.tomato_merge_flops(dims))
-    return flops.vit_flops(dims, flops.tokens_schedule_tomato(dims, dims.num_patches))
-
-
-def theoretical_flops(model: nn.Module, variant: Variant, kept_patches: float) -> float:
-    """:func:`variant_flops` for ``model``'s own shape."""
-    return variant_flops(flops.dims_of(model), variant, kept_patches)
-
-
 def batches(images: torch.Tensor, size: int) -> list[torch.Tensor]:
     """Every distinct batch of ``size`` consecutive images, cycling through ``images``.
 
@@ -116,10 +98,10 @@ def measure_variants(
             kept[v.spec] = sum(counts) / len(counts)
         stats = timing.compare(fns, runs=runs, warmup=warmup, budget_s=budget_s, clock=clock, sync=sync)
         base = vs[0].spec
-        base_flops = theoretical_flops(model, vs[0], kept[base])
+        base_flops = flops.model_flops(model, vs[0], kept[base])
         for v in vs:
             s = stats[v.spec]
-            f = theoretical_flops(model, v, kept[v.spec])
+            f = flops.model_flops(model, v, kept[v.spec])
             # speed-up = base / variant, so its interval is the inverse of the ratio's.
             lo, hi = timing.bootstrap_ratio(s.times, stats[base].times)
             rows.append({

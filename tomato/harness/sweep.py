@@ -21,9 +21,10 @@ from torch import nn
 
 from . import data, provenance, records
 from .evaluate import evaluate
+from .flops import model_flops
 from .models import WeightsInfo
 from .results import atomic_write_text, claim_folder, remove_if_created
-from .speed import measure_variants, theoretical_flops
+from .speed import measure_variants
 from .variants import PAPER_SIMS, Variant, parse
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,11 @@ def sweep(
     out, created, lock = claim_folder(out)
     try:
         _check_sweep_folder(out)
-        return _sweep(model, weights, vs, samples, out, data_label=data_label, batch_size=batch_size,
-                      num_workers=num_workers, device=device, time_runs=time_runs, time_warmup=time_warmup,
-                      progress=progress)
+        # The evaluation's own keywords go through unchanged: one signature, evaluate's.
+        evaluation = dict(data_label=data_label, batch_size=batch_size, num_workers=num_workers,
+                          device=device, progress=progress)
+        return _sweep(model, weights, vs, samples, out, evaluation, time_runs=time_runs,
+                      time_warmup=time_warmup)
     finally:
         lock.release()
         remove_if_created(out, created)  # only if the sweep left nothing in it
@@ -116,14 +119,12 @@ def _check_sweep_folder(out: Path) -> None:
 
 
 def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], samples: Sequence[data.Sample],
-           out: Path, *, data_label: str, batch_size: int, num_workers: int, device: str | torch.device,
-           time_runs: int, time_warmup: int, progress: bool) -> list[dict[str, Any]]:
+           out: Path, evaluation: dict[str, Any], *, time_runs: int, time_warmup: int) -> list[dict[str, Any]]:
     """The body of :func:`sweep`, run while ``out`` is locked."""
+    device, data_label = evaluation["device"], evaluation["data_label"]
     summaries = {}
     for v in vs:
-        summaries[v.spec] = evaluate(model, weights, v, samples, out / slug(v), data_label=data_label,
-                                     batch_size=batch_size, num_workers=num_workers, device=device,
-                                     progress=progress)
+        summaries[v.spec] = evaluate(model, weights, v, samples, out / slug(v), **evaluation)
 
     # The config says everything a page writes about this timing (speed.describe); a
     # stored timing is reused only when it was made exactly so.
@@ -141,14 +142,14 @@ def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], sample
     if timed is None:
         started = provenance.start()  # the code and commit as the timing starts
         timed = measure_variants(model, vs, images, runs=time_runs, warmup=time_warmup,
-                                 device=device, progress=progress)
+                                 device=device, progress=evaluation["progress"])
         record = {"config": timing_config, "rows": timed,
                   "provenance": provenance.collect(started, **timing_config)}
         records.write("timing", timing_path, record)
     by_spec = {r["variant"]: r for r in timed}
     # FLOPs from the tokens each variant kept over the whole evaluation, not only over
     # the few images that were timed.
-    base_flops = theoretical_flops(model, vs[0], summaries[vs[0].spec]["tokens_mean"])
+    base_flops = model_flops(model, vs[0], summaries[vs[0].spec]["tokens_mean"])
 
     rows = []
     for v in vs:
@@ -162,7 +163,7 @@ def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], sample
                                      "speedup_high")},
             "tokens_timed": t.get("tokens_mean"),
         })
-        flops = theoretical_flops(model, v, s["tokens_mean"])
+        flops = model_flops(model, v, s["tokens_mean"])
         rows[-1].update(gflops=flops / 1e9, ideal_speedup=base_flops / flops)
     _write_csv(out / "sweep.csv", rows, COLUMNS)
     return rows

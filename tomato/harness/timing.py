@@ -11,7 +11,7 @@ The two protocols, kept apart on purpose (:mod:`tomato.harness.speed` runs them 
     bootstrap interval.
 ``paper`` (the authors') -- :func:`paper_forwards`
     What the ToMato authors' script did for the paper's latency, as decoded from their
-    Nsight Systems reports (:mod:`tomato.book.profiles`): one picture, 11 forwards at
+    Nsight Systems reports (:mod:`tomato.book.paper`): one picture, 11 forwards at
     batch 1 on the Jetson Nano's CPU, no warm-up, each forward in an NVTX range
     ``Forward i``; the paper's number is the mean per forward.
 

@@ -1,6 +1,7 @@
 """What a notebook page says about its own run: the weights banner, short weight notes
 for captions, how far an agreement figure can be trusted (the baseline's prediction
-diversity) and a warning when timing is too noisy to read.
+diversity), a warning when timing is too noisy to read, and :func:`run_notes`, all of
+these for one recorded run.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from ..harness.models import WeightsInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+    from .runs import RecordedRun
 
 
 def weights_banner(weights: WeightsInfo) -> str:
@@ -91,3 +94,22 @@ def timing_noise(rows: pd.DataFrame, threshold: float = 0.2) -> str:
             f"(median over variants {100 * rel.median():.0f}%), so differences between variants below "
             "are within the noise and their ratios are not reliable. The machine was probably busy with "
             "other work; re-time on an idle machine (e.g. `python -m tomato time ...`) with more runs.")
+
+
+def baseline_note(run: RecordedRun) -> str:
+    """:func:`diversity_note` of ``run``'s baseline predictions."""
+    from .measures import baseline_diversity
+
+    return diversity_note(baseline_diversity(run))
+
+
+def run_notes(run: RecordedRun, rows: pd.DataFrame | None = None) -> str:
+    """How far ``run``'s numbers can be read, as Markdown paragraphs: how it was timed, a
+    noise warning for its timing ``rows`` (default: the run's own rows), and with random-init
+    weights how varied the baseline's predictions are. Empty when there is nothing to say."""
+    from ..harness.speed import describe
+
+    rows = run.rows() if rows is None else rows
+    parts = [describe(run.timing_config) if run.timing_config else "", timing_noise(rows),
+             "" if run.pretrained else baseline_note(run)]
+    return "\n\n".join(p for p in parts if p)
