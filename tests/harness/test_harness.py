@@ -278,3 +278,14 @@ def test_sweep_refuses_a_folder_in_use_and_leaves_no_new_folder(tiny, image_fold
     with pytest.raises(ValueError, match="boom"):
         sweep.sweep(model, weights, ["deit"], image_folder, tmp_path / "new", data_label="tmp")
     assert not (tmp_path / "new").exists()
+
+
+def test_sweep_takes_evaluates_keywords_and_refuses_others_before_any_folder(tiny, image_folder, tmp_path):
+    model, weights = tiny
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")  # a folder a sweep would refuse: not reached
+    with pytest.raises(TypeError, match="batchsize"):
+        sweep.sweep(model, weights, ["deit"], image_folder, tmp_path / "mine", data_label="tmp", batchsize=4)
+    with pytest.raises(TypeError, match="data_label"):
+        sweep.sweep(model, weights, ["deit"], image_folder, tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]

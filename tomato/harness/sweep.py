@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import inspect
 import logging
 import re
 from pathlib import Path
@@ -81,26 +82,23 @@ def sweep(
     samples: Sequence[data.Sample],
     out: Path | str,
     *,
-    data_label: str,
-    batch_size: int = 32,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
     time_runs: int = 10,
     time_warmup: int = 2,
-    progress: bool = True,
+    **evaluation: Any,
 ) -> list[dict[str, Any]]:
     """Evaluate and time ``variants``; returns the rows written to ``out/sweep.csv``.
 
-    ``out`` is locked for the whole sweep (a second sweep into it gets RunFolderBusy);
-    each variant's run folder below it has its own lock.
+    ``evaluation``: the keywords of :func:`tomato.harness.evaluate.evaluate` (``data_label``,
+    ``batch_size``, ``device``, ``progress``, ...), the same for every variant; the timing
+    runs on the same device. ``out`` is locked for the whole sweep (a second sweep into it
+    gets RunFolderBusy); each variant's run folder below it has its own lock.
     """
     vs = [parse(v) for v in variants]
+    # One signature, evaluate's: a missing or unknown keyword is refused before any folder is made.
+    inspect.signature(evaluate).bind(model, weights, None, samples, out, **evaluation)
     out, created, lock = claim_folder(out)
     try:
         _check_sweep_folder(out)
-        # The evaluation's own keywords go through unchanged: one signature, evaluate's.
-        evaluation = dict(data_label=data_label, batch_size=batch_size, num_workers=num_workers,
-                          device=device, progress=progress)
         return _sweep(model, weights, vs, samples, out, evaluation, time_runs=time_runs,
                       time_warmup=time_warmup)
     finally:
@@ -121,7 +119,7 @@ def _check_sweep_folder(out: Path) -> None:
 def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], samples: Sequence[data.Sample],
            out: Path, evaluation: dict[str, Any], *, time_runs: int, time_warmup: int) -> list[dict[str, Any]]:
     """The body of :func:`sweep`, run while ``out`` is locked."""
-    device, data_label = evaluation["device"], evaluation["data_label"]
+    device, data_label = evaluation.get("device", "cpu"), evaluation["data_label"]
     summaries = {}
     for v in vs:
         summaries[v.spec] = evaluate(model, weights, v, samples, out / slug(v), **evaluation)
@@ -142,7 +140,7 @@ def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], sample
     if timed is None:
         started = provenance.start()  # the code and commit as the timing starts
         timed = measure_variants(model, vs, images, runs=time_runs, warmup=time_warmup,
-                                 device=device, progress=evaluation["progress"])
+                                 device=device, progress=evaluation.get("progress", True))
         record = {"config": timing_config, "rows": timed,
                   "provenance": provenance.collect(started, **timing_config)}
         records.write("timing", timing_path, record)
