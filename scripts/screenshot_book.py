@@ -32,6 +32,11 @@ checks run, each named so it can be switched off (``--skip``) or run alone (``--
 ``verdict``
     the first page (the toc's root) has a verdict: a heading, an admonition title or a
     caption containing "Verdict", or an element whose id or class contains "verdict".
+``tables``
+    every table as Chromium lays it out at ``--width``: wider than its column only inside
+    a container that scrolls, no cell whose text runs out of it (headers that collide),
+    no number broken across lines (``scripts/table_layout.js``, injected into a copy of
+    the page next to it, measures them).
 ``placeholders``
     no unfilled format field in the visible text or its inline code, outside code blocks
     and math (``{device}``, ``{weights.source}``, ``{x:.2f}``): a sentence whose f-prefix
@@ -50,6 +55,7 @@ Needs Pillow and PyYAML (both in the book environment).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -60,11 +66,15 @@ import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKS = ("images", "figures", "screenshot", "math", "stderr", "params", "verdict", "diversity", "placeholders")
-BROWSER_CHECKS = {"screenshot", "math", "stderr", "params", "verdict", "diversity", "placeholders"}
+CHECKS = ("images", "figures", "screenshot", "math", "stderr", "params", "verdict", "diversity", "placeholders",
+          "tables")
+BROWSER_CHECKS = {"screenshot", "math", "stderr", "params", "verdict", "diversity", "placeholders", "tables"}
+LAYOUT_JS = Path(__file__).with_name("table_layout.js")
+LAYOUT_ID = "tomato-layout"
 # notebook pages allowed to have no figure (the reproduction summary is a table)
 NO_FIGURE_OK = {"07_reproduction"}
 PARAMS_MARKER = "parameters in force"
@@ -183,6 +193,7 @@ class Dom:
     headings: list[str] = field(default_factory=list)
     labelled: list[str] = field(default_factory=list)       # admonition titles, captions
     ids_classes: list[str] = field(default_factory=list)
+    layout: list[str] | None = None                          # table problems; None: not measured
 
 
 class _DomParser(HTMLParser):
@@ -202,6 +213,9 @@ class _DomParser(HTMLParser):
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         cls = set((a.get("class") or "").split())
+        if a.get("id") == LAYOUT_ID:
+            self.dom.layout = json.loads(a.get("data-problems") or "[]")
+            return
         for v in (a.get("id") or "", a.get("class") or ""):
             if v:
                 self.dom.ids_classes.append(v)
@@ -387,6 +401,12 @@ def check_placeholders(dom: Dom) -> list[str]:
     return [f"unfilled placeholder(s) in the text: {', '.join(found[:5])}"] if found else []
 
 
+def check_tables(dom: Dom) -> list[str]:
+    if dom.layout is None:
+        return ["the tables were not measured (scripts/table_layout.js did not run)"]
+    return list(dom.layout)
+
+
 def dom_checks(dom: Dom, page: str, first: bool, source_math: bool, checks: set[str]) -> list[str]:
     """Problems of one rendered page for the enabled ``checks``, each tagged [check]."""
     out: list[str] = []
@@ -403,6 +423,8 @@ def dom_checks(dom: Dom, page: str, first: bool, source_math: bool, checks: set[
         out += [f"[diversity] {p}" for p in check_diversity(dom)]
     if "placeholders" in checks:
         out += [f"[placeholders] {p}" for p in check_placeholders(dom)]
+    if "tables" in checks:
+        out += [f"[tables] {p}" for p in check_tables(dom)]
     return out
 
 
@@ -456,9 +478,10 @@ def screenshot(chromium: str, url: str, png: Path, profile: Path, width: int, he
     return None
 
 
-def dump_dom(chromium: str, url: str, profile: Path, budget_ms: int, timeout: float) -> tuple[str | None, str]:
+def dump_dom(chromium: str, url: str, profile: Path, budget_ms: int, timeout: float,
+             width: int = 1280, height: int = 2000) -> tuple[str | None, str]:
     """The page's DOM after its scripts ran (offline), or (None, error)."""
-    cmd = chromium_cmd(chromium, profile, budget_ms) + ["--dump-dom", url]
+    cmd = chromium_cmd(chromium, profile, budget_ms) + [f"--window-size={width},{height}", "--dump-dom", url]
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -467,6 +490,24 @@ def dump_dom(chromium: str, url: str, profile: Path, budget_ms: int, timeout: fl
         tail = "\n".join(proc.stderr.strip().splitlines()[-3:])
         return None, f"chromium --dump-dom failed (exit {proc.returncode}): {tail}"
     return proc.stdout, ""
+
+
+@contextlib.contextmanager
+def measured(html: Path, tables: bool) -> Iterator[str]:
+    """The URL to dump: with ``tables``, a copy of the page beside it (its relative links
+    still resolve) with scripts/table_layout.js injected, removed afterwards."""
+    if not tables:
+        yield html.resolve().as_uri()
+        return
+    copy = html.with_name(f".{html.stem}.layout.html")
+    text = html.read_text(encoding="utf-8")
+    script = f"<script>{LAYOUT_JS.read_text(encoding='utf-8')}</script>"
+    at = text.rfind("</body>")
+    copy.write_text(text[:at] + script + text[at:] if at >= 0 else text + script, encoding="utf-8")
+    try:
+        yield copy.resolve().as_uri()
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def blank_reason(png: Path) -> str | None:
@@ -568,7 +609,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     shot = f", screenshot {png.stat().st_size // 1024} KB in {time.perf_counter() - t0:.1f}s"
             if chromium is not None and checks & (BROWSER_CHECKS - {"screenshot"}):
-                dom_html, err = dump_dom(chromium, url, Path(profile), args.budget_ms, args.timeout)
+                with measured(html, "tables" in checks) as dom_url:
+                    dom_html, err = dump_dom(chromium, dom_url, Path(profile), args.budget_ms, args.timeout,
+                                             args.width, args.height)
                 if dom_html is None:
                     notes.append(f"[browser] {err}")
                 else:

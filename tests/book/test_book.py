@@ -221,8 +221,18 @@ def mini_book(tmp_path: Path, mathjax_src: str, good: bool) -> Path:
     table = ("<table><caption>Parameters in force</caption><tr><th>sim</th></tr></table>" if good else "")
     log = "" if good else '<div class="cell_output"><div class="output stderr"><pre>Could not get weights</pre></div></div>'
     math = r'<span class="math notranslate nohighlight">\(x^2\)</span>'
+    # a table may be wider than its column inside a container that scrolls; not spilling
+    # out of the column, nor with a word running out of its cell or a number broken
+    tables = ('<div style="overflow-x:auto"><table style="width:3000px"><tr><td>scrolls</td></tr></table></div>'
+              if good else
+              '<table style="width:3000px"><caption>Too wide</caption><tr><td>x</td></tr></table>'
+              '<table style="table-layout:fixed;width:300px"><caption>Spills</caption><tr>'
+              '<td style="width:40px">load_average_1_5_15_min</td><td>y</td></tr></table>'
+              '<table style="width:30px"><caption>Broken</caption><tr>'
+              '<td style="word-break:break-all">123456789.123456</td></tr></table>'
+              '<p>Measured on <code>{device}</code>.</p>')
     for page, body in (("book/intro", f"<h1>Intro</h1>{verdict}<p>Let {math} be.</p>"),
-                       ("book/notebooks/01_x", f"<h1>Notebook</h1>{table}{log}{agree}<p>Scores {math}.</p>")):
+                       ("book/notebooks/01_x", f"<h1>Notebook</h1>{table}{log}{agree}{tables}<p>Scores {math}.</p>")):
         (html / f"{page}.html").write_text(f"<!DOCTYPE html><html><head>{head}</head><body>{body}</body></html>")
     return html
 
@@ -262,16 +272,21 @@ def test_checker_passes_a_good_offline_book(tmp_path: Path):
 
 def test_checker_fails_each_missing_feature(tmp_path: Path):
     """A CDN MathJax (networking blocked), a stderr log, no parameter table, no verdict, agreement
-    without the baseline's diversity."""
+    without the baseline's diversity, a literal ``{device}``, tables that spill out of the column,
+    out of a cell, or break a number."""
     chromium_or_skip()
     need("yaml")
     html = mini_book(tmp_path, "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js", good=False)
     proc = run_checker(tmp_path, html)
     assert proc.returncode == 1, proc.stdout
-    for check in ("math", "stderr", "params", "verdict", "diversity"):
+    for check in ("math", "stderr", "params", "verdict", "diversity", "placeholders"):
         assert f"[{check}]" in proc.stdout, (check, proc.stdout)
+    for problem in ("table wider than its column", "1 cell(s) whose text runs out of the cell",
+                    "1 number(s) broken across lines"):
+        assert problem in proc.stdout, (problem, proc.stdout)
     # each check can be switched off on its own
-    proc = run_checker(tmp_path, html, "math", "stderr", "params", "verdict", "diversity")
+    proc = run_checker(tmp_path, html, "math", "stderr", "params", "verdict", "diversity", "placeholders",
+                       "tables")
     assert proc.returncode == 0, proc.stdout
     proc = run_checker(tmp_path, html, "stderr", "params", "verdict", "diversity")
     assert proc.returncode == 1 and "[math]" in proc.stdout and "[params]" not in proc.stdout

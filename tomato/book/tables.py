@@ -122,10 +122,16 @@ def provenance_table(prov: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([(k, v) for k, v in fields if v not in (None, "", "None")], columns=["field", "value"])
 
 
-def _longest_word(values: Any, header: str) -> int:
-    """Characters of the longest word among a column's cells and its header."""
+#: Words up to this long are never broken; a longer one (a run name, a path) breaks where
+#: it must rather than run into the next cell.
+WHOLE_WORD = 24
+
+
+def _min_em(values: Any, header: str) -> float:
+    """Width in em that keeps a column's longest word (at most :data:`WHOLE_WORD`
+    characters, about 0.6 em each) whole, with the cell's padding."""
     words = " ".join([str(header), *map(str, values)]).split()
-    return max((len(w) for w in words), default=1)
+    return min(max((len(w) for w in words), default=1), WHOLE_WORD) * 0.6 + 1.2
 
 
 def styled(df: pd.DataFrame, caption: str = "", *, digits: int = 2, formats: Mapping[str, str] | None = None,
@@ -151,9 +157,9 @@ def styled(df: pd.DataFrame, caption: str = "", *, digits: int = 2, formats: Map
         sty = sty.set_caption(caption)
     styles = [
         {"selector": "caption", "props": "caption-side: top; text-align: left; font-weight: bold;"},
-        # Text wraps between words, never inside one ("paralle l"); a number never breaks,
-        # and a table too wide for its window scrolls instead.
-        {"selector": "td", "props": "white-space: normal; vertical-align: top; overflow-wrap: normal; "
+        # Text wraps between words, never inside one ("paralle l") unless the word alone is
+        # wider than its column; a number never breaks, and a table too wide for its window scrolls.
+        {"selector": "td", "props": "white-space: normal; vertical-align: top; overflow-wrap: break-word; "
                                     "word-break: normal;"},
         {"selector": "th", "props": "vertical-align: bottom;"},
         {"selector": "", "props": "font-size: 0.9em;"},
@@ -162,14 +168,15 @@ def styled(df: pd.DataFrame, caption: str = "", *, digits: int = 2, formats: Map
         if df[col].dtype.kind in "iuf":
             styles.append({"selector": f"td:nth-child({k})", "props": "white-space: nowrap;"})
     if widths:
-        # A fixed layout squeezes columns to the window; the minimum width keeps each
-        # column's longest word whole (about 0.6 em a character), so a narrow window scrolls.
-        min_em = sum(_longest_word(df[col], col) * 0.6 + 1.2 for col in df.columns)
-        styles.append({"selector": "", "props": f"table-layout: fixed; width: 100%; min-width: {min_em:.0f}em;"})
+        # A fixed layout squeezes columns to the window; each column's minimum keeps its
+        # longest word whole, and so the table's, so a narrow window scrolls.
+        min_em = {col: _min_em(df[col], col) for col in df.columns}
+        styles.append({"selector": "", "props": "table-layout: fixed; width: 100%; "
+                                                f"min-width: {sum(min_em.values()):.0f}em;"})
         for k, col in enumerate(df.columns, 1):
             if col in widths:
                 styles.append({"selector": f"th:nth-child({k}), td:nth-child({k})",
-                               "props": f"width: {widths[col]};"})
+                               "props": f"width: max({widths[col]}, {min_em[col]:.1f}em);"})
     return sty.set_table_styles(styles, overwrite=False)
 
 
