@@ -186,6 +186,17 @@ def test_prediction_diversity():
     assert skewed["top_share"] == pytest.approx(0.2) and skewed["degenerate"]  # one class > 10%
     few = fidelity.prediction_diversity([i % 4 for i in range(100)], list(range(100)))
     assert few["degenerate"]  # 4 distinct classes for 100 classes seen (and 25% each)
+    # a ten-class head (Imagenette): its top class taking 12% is no sign of collapse, 25% is
+    labels = [i % 10 for i in range(100)]
+    ten = fidelity.prediction_diversity([0, 0] + [i % 10 for i in range(98)], labels)
+    assert ten["top_share"] == pytest.approx(0.12) and not ten["degenerate"]
+    lopsided = fidelity.prediction_diversity([0] * 25 + [1 + i % 9 for i in range(75)], labels)
+    assert lopsided["degenerate"] and "more than 20%" in lopsided["reasons"][0]
+    # a record written under the old rule (top class over 10%, whatever the head) is read by today's
+    old = {"n": 3925, "distinct": 10, "top_share": 0.12, "classes_seen": 10, "degenerate": True,
+           "reasons": ["one class takes 12.0% of the predictions (more than 10%)"]}
+    assert fidelity.degenerate_reasons(old) == []
+    assert fidelity.degenerate_reasons({"degenerate": True}) == ["recorded as degenerate"]
     with pytest.raises(ValueError):
         fidelity.prediction_diversity([])
 

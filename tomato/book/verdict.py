@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..harness import variants
+from ..harness.fidelity import degenerate_reasons
 from . import paper
 from .latency import recorded_timings
 from .measures import eval_gflops, prediction_agreement, tokens_cut_range
@@ -123,7 +124,7 @@ def _fidelity(best: tuple[Path, dict] | None) -> list[str]:
              f"over {base['n']} photos (entropy {base['entropy_bits']:.2f} of {base['max_entropy_bits']:.2f} bits; "
              f"one class takes {100 * base['top_share']:.0f}%)"
              + (": **degenerate**, so agreement with it is cheap; read the drift below instead."
-                if base.get("degenerate") else ".")]
+                if degenerate_reasons(base) else ".")]
     by_setting: dict[str, dict[str, dict]] = {}
     for row in rec["summary"]:
         by_setting.setdefault(row["setting"], {})[row["variant"]] = row

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -233,8 +233,10 @@ def prediction_diversity(
     ``max_entropy_bits`` (log2 of min(n, classes seen)), ``top_class``, ``top_share``,
     ``classes_seen`` (distinct true labels, or n without labels), ``labelled`` (whether
     true labels were given), ``degenerate``: True when the top class takes more than
-    ``max(max_share, 1/n)`` of the predictions or the distinct predictions are fewer than
-    ``min_distinct`` x classes seen, and ``reasons`` (which of the two tripped, in words).
+    ``max(max_share, 2 / classes seen)`` of the predictions (twice its share were the
+    classes even: a ten-class head's top class may take 12%, a 1000-class head's not 30%)
+    or the distinct predictions are fewer than ``min_distinct`` x classes seen, and
+    ``reasons`` (which of the two tripped, in words).
     Agreement with such a classifier costs little, so every agreement figure should carry
     this flag.
     """
@@ -246,23 +248,37 @@ def prediction_diversity(
     shares = [c / n for c in counts.values()]
     entropy = -sum(s * math.log2(s) for s in shares)
     seen = len(set(int(t) for t in true_labels)) if true_labels is not None else n
-    top_share = top / n
-    reasons = []
-    if top_share > max(max_share, 1.0 / n):
-        reasons.append(f"one class takes {top_share:.1%} of the predictions (more than {max(max_share, 1.0 / n):.0%})")
-    if len(counts) < min_distinct * seen:
-        reasons.append(f"{len(counts)} distinct predictions for {seen} "
-                       + ("classes" if true_labels is not None else "images")
-                       + f" (fewer than {min_distinct:.0%} of them)")
-    return {
+    out = {
         "n": n, "distinct": len(counts), "entropy_bits": entropy,
         "max_entropy_bits": math.log2(max(1, min(n, seen))),
-        "top_class": top_class, "top_share": top_share, "classes_seen": seen,
-        "labelled": true_labels is not None, "degenerate": bool(reasons), "reasons": reasons,
+        "top_class": top_class, "top_share": top / n, "classes_seen": seen,
+        "labelled": true_labels is not None,
     }
+    reasons = degenerate_reasons(out, max_share, min_distinct)
+    return {**out, "degenerate": bool(reasons), "reasons": reasons}
 
 
-# --------------------------------------------------------------------------- study
+def degenerate_reasons(diversity: Mapping[str, Any], max_share: float = 0.10,
+                       min_distinct: float = 0.10) -> list[str]:
+    """Why the predictions described by ``diversity`` (the keys of
+    :func:`prediction_diversity`) are degenerate, in words; empty when they are not. The one
+    statement of the rule, so a record written under an older rule is read by today's."""
+    seen = diversity.get("classes_seen", diversity.get("n"))
+    if seen is None or "top_share" not in diversity or "distinct" not in diversity:
+        # Too little recorded to apply the rule: keep the record's own verdict.
+        return list(diversity.get("reasons") or (["recorded as degenerate"] if diversity.get("degenerate") else []))
+    share, distinct = diversity["top_share"], diversity["distinct"]
+    reasons = []
+    limit = max(max_share, 2.0 / seen)
+    if share > limit:
+        reasons.append(f"one class takes {share:.1%} of the predictions (more than {limit:.0%})")
+    if distinct < min_distinct * seen:
+        reasons.append(f"{distinct} distinct predictions for {seen} "
+                       + ("classes" if diversity.get("labelled", True) else "images")
+                       + f" (fewer than {min_distinct:.0%} of them)")
+    return reasons
+
+
 def _rows(name: str, setting: str, base: Outputs, out: Outputs, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     cos, kl = cosine(base.features, out.features), kl_divergence(base.logits, out.logits)
     agree = base.logits.argmax(-1) == out.logits.argmax(-1)
