@@ -24,8 +24,8 @@ Steps
    unknown parameter names. Links to the book's chapters, written
    ``(../book/NAME.md)`` so that they work in JupyterLab from ``notebooks/``, are
    rewritten to ``(../NAME.md)`` in the executed copy under ``book/notebooks/``.
-2. The verdict of the build is written from ``data/results`` to ``_build/verdict.md``
-   (:mod:`tomato.book.verdict`), where ``book/intro.md`` includes it.
+2. The short verdict of the build is written from ``data/results`` to ``_build/answer.md``
+   (:func:`tomato.book.miniature.answer_box`), where ``book/intro.md`` includes it.
 3. ``jupyter-book build .`` (Jupyter Book 1.x, run with this very interpreter) turns
    ``_toc.yml`` into ``_build/html``.  Notebook execution is off in ``_config.yml``:
    papermill has already run them.  Math is typeset by MathJax 3 served from the book
@@ -324,12 +324,11 @@ def _write_from_records(name: str, function: str) -> None:
 
 
 def write_verdict() -> None:
-    """``_build/verdict.md`` (:mod:`tomato.book.verdict`) and ``_build/answer.md``
-    (:func:`tomato.book.miniature.answer_box`) from the recorded runs, which the
-    introduction includes: both are written from the records at each build."""
+    """``_build/answer.md`` (:func:`tomato.book.miniature.answer_box`), the short verdict
+    the introduction includes, written from the recorded runs at each build (the whole
+    verdict, :mod:`tomato.book.verdict`, is on the reproduction page)."""
     BUILD_DIR.mkdir(exist_ok=True)
     _write_from_records("answer.md", "miniature.answer_box")
-    _write_from_records("verdict.md", "verdict.verdict_markdown")
 
 
 def build_book(fresh: bool, strict: bool) -> None:

@@ -45,3 +45,19 @@ def test_answer_is_written_from_the_rows():
     assert lines[1].endswith("within the noise).")
     assert "ToMato sim=1e-15 cuts 15.1% and changes top-1 by -2.00 points" in lines[2]
     assert "behind in 1" in lines[3] and "ahead in 0" in lines[3]
+
+
+def test_the_opening_box_is_six_lines_from_the_rows():
+    flops = pd.DataFrame([{"tomato": "ToMato sim=1e-7", "tome": "ToMe r=2", "diff": 0.2, "low": -0.2,
+                           "high": 0.6, "p": 0.3},
+                          {"tomato": "ToMato sim=1e-15", "tome": "ToMe r=8", "diff": -1.5, "low": -2.5,
+                           "high": -0.5, "p": 0.01}])
+    text = miniature.box(_rows(), flops)
+    lines = text.splitlines()
+    assert lines[0] == ":::{admonition} Verdict, in short" and lines[-1] == ":::"
+    body = lines[2:-1]
+    assert len(body) <= 6 and "top-1 70.0%" in body[0] and "all 400 Imagenette val photos" in body[0]
+    assert "7.5% fewer tokens; top-1 -0.50 points (95% CI -1.00 to +0.10), within the noise." in body[1]
+    assert "ToMato sim=1e-15, 15.1% fewer): top-1 -2.00 points (95% CI -2.80 to -1.20), lower." in body[2]
+    assert "ahead in 0, behind in 1, within the noise in 1 of 2" in body[3] and "ToMe r=2: +0.20 points" in body[3]
+    assert "×1.10 (95% CI 1.00–1.20)" in body[4] and "Jetson" in body[5]

@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -276,6 +277,14 @@ def test_repo_path_and_banner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     text = notes.weights_banner(WeightsInfo("m", "random-init:seed=0", False, "0" * 64))
     assert "random-init" in text and "meaningless" in text
     assert notes.weights_note(True) == "" and "NOT accuracy" in notes.weights_note(False)
+    from tomato.harness.models import WEIGHTS_DIR
+
+    ours = WeightsInfo("deit_tiny", f"checkpoint:{WEIGHTS_DIR / 'deit-tiny-imagenette' / 'model.safetensors'}",
+                       True, "ab" * 32)
+    text = notes.weights_banner(ours)  # the model trained here, named so, without the checkout's path
+    assert "**trained here**" in text and "`data/weights/deit-tiny-imagenette`" in text and str(WEIGHTS_DIR) not in text
+    other = notes.weights_banner(WeightsInfo("deit_base", "checkpoint:/elsewhere/deit_base.pth", True, "ab" * 32))
+    assert "trained here" not in other and "/elsewhere/deit_base.pth" in other
 
 
 def test_run_folder_pick_and_ratios(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -353,7 +362,7 @@ def test_display_names_and_views(run_dir: Path):
     assert sv.loc["baseline", "ideal ×"] == pytest.approx(1.0)
     assert "timed tokens" in sv and list(sv.columns).index("timed tokens") == list(sv.columns).index("speed-up ×") + 1
     html = tables.styled(sv.reset_index(), widths={"variant": "30%"}).to_html()
-    assert "table-layout: fixed" in html and "width: 30%" in html
+    assert "table-layout: fixed" in html and "width: max(30%, " in html
 
 
 def test_explain_differences(run_dir: Path):
@@ -537,3 +546,67 @@ def test_a_page_finds_its_own_runs(run_dir: Path, tmp_path: Path):
     assert [p.name for p, _ in page.records("timing")] == []  # a run's timing.json is inside its folder
     assert page.record("timing", run_dir / "timing.json")["config"]["protocol"] == "robust"
     assert page.recorded_variant("tome:r=2").config["variant"] == "tome:r=2"
+
+
+def test_sim_for_cut_and_cut_lines(run_dir: Path):
+    [run] = book_runs.recorded_runs(run_dir)
+    sim, cut, n = measures.sim_for_cut([run], 14.5)
+    assert (sim, n) == (1e-7, 10) and cut == pytest.approx(measures.tokens_cut_range(run.predictions("tomato:sim=1e-07"))[2])
+    assert measures.sim_for_cut([run], 14.5, weights_sha256="cd" * 32) is None  # other weights
+    assert measures.PAPER_CUT == pytest.approx((8.16 + 20.92) / 2)
+    import torch
+
+    text = measures.cut_lines([1e-7], torch.tensor([[5.0, 15.0]]), (1e-15, 14.2, 3925))
+    assert "5.0–15.0% of the patch tokens removed on these photos (mean 10.0%)" in text
+    assert "Over 3,925 recorded val photos, sim=1e-15 removes 14.2%" in text
+    summary = measures.cut_summary({"live": np.array([5.0, 10.0, 25.0])})
+    assert summary.loc["live", "within paper range (%)"] == pytest.approx(100 / 3)
+
+
+def test_photos_per_class_takes_the_first_readable_of_each_class(tmp_path: Path, vit):
+    from tomato.book.notebook import Page
+    from tomato.harness import data
+    from tomato.harness.models import WeightsInfo
+
+    root = tmp_path / "val"
+    smoke = data.smoke_samples()
+    for s in smoke[:3] + smoke[:1]:  # the first class twice
+        (root / s.wnid).mkdir(parents=True, exist_ok=True)
+        data.load_image(s.path).resize((64, 48)).save(root / s.wnid / f"{s.path.stem}_{len(list((root / s.wnid).iterdir()))}.JPEG")
+    page = Page({"device": "cpu"}, vit(), WeightsInfo("deit_tiny", "random-init:seed=0", False, "0" * 64), [], "x")
+    images, photos, names = page.photos_per_class(str(root))
+    wnids = sorted({s.wnid for s in smoke[:3]})
+    assert images.shape == (len(wnids), 3, 224, 224) and len(photos) == len(names) == len(wnids)
+    assert names == [data.class_name(data.wnid_index(w)).split(",")[0] for w in wnids]
+    assert page.photos_per_class(str(tmp_path / "absent")) is None
+
+
+def test_tome_reach_says_where_tomes_r_stops(run_dir: Path):
+    from tomato.book import miniature
+
+    [run] = book_runs.recorded_runs(run_dir)
+    text = miniature.tome_reach(run)
+    # 197 tokens: r=2 leaves 197 - 12 * 2 = 173; r=15 leaves 32 to the last block, which may merge (32 - 1) // 2 = 15
+    assert text.startswith("ToMe's sweep goes to r=2: its 12 blocks keep ")
+    assert "than 197) and 173 leave the last one" in text and "only up to r=15;" in text
+
+
+def test_batch_timing_of_the_same_weights_joins_table_1(run_dir: Path, tmp_path: Path):
+    from tomato.book import miniature
+    from tomato.harness import records
+
+    [run] = book_runs.recorded_runs(run_dir)
+    results = run_dir.parent
+    rows = [{"variant": v, "batch_size": 8, "median_s": m, "speedup": s, "speedup_low": s - 0.1,
+             "speedup_high": s + 0.1} for v, m, s in (("deit", 0.4, 1.0), ("tomato:sim=1e-07", 0.3, 1.3))]
+    config = {"protocol": "robust", "weights_sha256": "ab" * 32, "batch_sizes": [8]}
+    records.write("timing", results / "b8.json", {"config": config, "rows": rows, "provenance": prov()})
+    records.write("timing", results / "other.json", {"config": {**config, "weights_sha256": "cd" * 32},
+                                                      "rows": rows, "provenance": prov("2026-02-01T00:00:00+00:00")})
+    path, found = miniature.batch_timing(results, run)
+    assert path.name == "b8.json"  # not the other weights' record, though newer
+    df = miniature.with_batch(miniature.table(run), found)
+    assert df.set_index("variant").loc["tomato:sim=1e-07", "speedup_b8"] == pytest.approx(1.3)
+    assert math.isnan(df.set_index("variant").loc["tome:r=2", "speedup_b8"])  # not timed at batch 8
+    assert miniature.view(df)["speed-up b8 [95% CI]"].iloc[0] == "1.000 [0.900, 1.100]"
+    assert miniature.batch_timing(results, run, batch=32) is None

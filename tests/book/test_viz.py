@@ -244,3 +244,14 @@ def test_frame_slider_moves_in_a_real_browser(tmp_path):
     shown = re.findall(r'<img alt="([^"]+)" style="display: ?(\w+)', out)
     assert shown == [("keep = 1.00", "none"), ("keep = 0.50", "none"), ("keep = 0.25", "block")]
     assert re.findall(r"<output>([^<]*)</output>", out) == ["keep = 0.25"]
+
+
+def test_merged_figure_draws_each_photo_at_each_setting_and_unpatches(vit):
+    model = vit()
+    images = torch.randn(2, 3, 224, 224)
+    photos = [np.random.default_rng(k).random((224, 224, 3)) for k in range(2)]
+    fig, kept = pictures.merged_figure(model, images, photos, ["a", "b"], [1e-7, 0.0], 2, suptitle="t")
+    assert kept.shape == (2, 2) and bool((kept[1] == 1).all())  # sim=0 merges every patch into one token
+    assert len([ax for ax in fig.axes if ax.images]) == 2 * 4  # photo, two ToMato columns, ToMe
+    assert fig.axes[3].get_title().startswith("ToMe r=2: ") and not hasattr(model, "_tomato")
+    plt.close(fig)

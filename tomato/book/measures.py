@@ -9,7 +9,7 @@ same image (how much merging perturbs the network). pandas is imported inside fu
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..harness import flops, variants
 from ..harness.fidelity import prediction_diversity
@@ -17,6 +17,7 @@ from . import paper
 from .runs import RecordedRun, predictions_of, read_predictions
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     import pandas as pd
 
 
@@ -89,6 +90,61 @@ def tokens_cut_range(predictions: Any, num_patches: int = paper.NUM_PATCHES) -> 
         raise ValueError("no token counts in these predictions")
     cut = 100.0 * (1.0 - tokens / float(num_patches))
     return float(cut.min()), float(cut.max()), float(cut.mean())
+
+
+#: The middle of the paper's token cut at sim=1e-7 (8.16-20.92% of the tokens per image).
+PAPER_CUT = sum(paper.TOKEN_CUT_SIM_1E7) / 2
+
+
+def sim_for_cut(runs: Sequence[RecordedRun], target: float = PAPER_CUT, weights_sha256: str | None = None
+                ) -> tuple[float, float, int] | None:
+    """The recorded ToMato sim whose mean token cut over its photos comes nearest
+    ``target`` % (default: the paper's), among the fixed-sim variants of ``runs`` (of the
+    weights ``weights_sha256`` when given): (sim, mean cut %, photos); None when none is."""
+    best: tuple[float, float, float, int] | None = None
+    for run in runs:
+        if weights_sha256 and run.provenance.get("weights_sha256") != weights_sha256:
+            continue
+        for spec, vr in run.variants.items():
+            try:
+                v = variants.parse(spec)
+            except ValueError:
+                continue
+            if v.kind != "tomato" or [k for k, _ in v.params] != ["sim"] or not vr.has_predictions:
+                continue
+            preds = vr.predictions()
+            mean = tokens_cut_range(preds)[2]
+            if best is None or abs(mean - target) < best[0]:
+                best = (abs(mean - target), float(v.get("sim")), mean, len(preds))
+    return None if best is None else best[1:]
+
+
+def cut_summary(cuts: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Per set of images (name -> % of patch tokens removed, per image): images, min %,
+    median %, max % and the share of images within the paper's range at sim=1e-7 (%)."""
+    import numpy as np
+    import pandas as pd
+
+    lo, hi = paper.TOKEN_CUT_SIM_1E7
+    return pd.DataFrame({k: {"images": len(v), "min %": v.min(), "median %": np.median(v), "max %": v.max(),
+                             "within paper range (%)": 100 * np.mean((v >= lo) & (v <= hi))}
+                         for k, v in cuts.items()}).T
+
+
+def cut_lines(sims: Sequence[float], cuts: Any, near: tuple[float, float, int] | None) -> str:
+    """Markdown under Figure 2 on val photos: the token cut at each of ``sims`` on these
+    photos (``cuts``: (len(sims), B) % removed), and ``near`` (:func:`sim_for_cut`) as the
+    sim that gives the paper's cut on this model."""
+    lo, hi = paper.TOKEN_CUT_SIM_1E7
+    lines = [f"- ToMato sim={s:g}: {float(c.min()):.1f}–{float(c.max()):.1f}% of the patch tokens removed "
+             f"on these photos (mean {float(c.mean()):.1f}%)." for s, c in zip(sims, cuts)]
+    if near is not None:
+        lines.append(f"- Over {near[2]:,} recorded val photos, sim={near[0]:g} removes {near[1]:.1f}% on "
+                     f"average: of the recorded sims, the nearest the paper's cut ({lo}–{hi}% per image) on "
+                     "this model.")
+    else:
+        lines.append("- No recorded run of these weights says which sim gives the paper's cut.")
+    return "\n".join(lines)
 
 
 def tome_token_cut(r: int, depth: int = 12, num_patches: int = paper.NUM_PATCHES,

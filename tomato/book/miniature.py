@@ -9,15 +9,16 @@ and writes the page's answer from those rows.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..harness import variants
+from ..harness import flops, variants
 from . import paper
-from .runs import RecordedRun, record, recorded_run
+from .runs import RecordedRun, record, recorded_run, records
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -86,6 +87,28 @@ def table(run: RecordedRun, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def batch_timing(results: Path | str, run: RecordedRun, batch: int = 8) -> tuple[Path, dict[str, Any]] | None:
+    """The newest robust timing record under ``results`` of ``run``'s weights that timed
+    batch ``batch``, as (path, record); None when there is none."""
+    sha = run.provenance.get("weights_sha256")
+    found = [(path, rec) for path, rec in records("timing", results)
+             if rec["config"].get("protocol") == "robust" and rec["config"].get("weights_sha256") == sha
+             and any(int(r.get("batch_size", 1)) == batch for r in rec["rows"])]
+    return max(found, key=lambda f: str((f[1].get("provenance") or {}).get("date_utc", ""))) if found else None
+
+
+def with_batch(df: pd.DataFrame, timing: dict[str, Any] | None, batch: int = 8) -> pd.DataFrame:
+    """``df`` (:func:`table`) with the speed-up at batch ``batch`` from a ``timing`` record
+    (``speedup_b{batch}``, ``_low``, ``_high``; NaN for a variant it did not time)."""
+    rows = {variants.canonical(r["variant"]): r for r in (timing or {}).get("rows", [])
+            if int(r.get("batch_size", 1)) == batch}
+    out = df.copy()
+    for key, col in (("speedup", ""), ("speedup_low", "_low"), ("speedup_high", "_high")):
+        out[f"speedup_b{batch}{col}"] = [float(rows[v][key]) if v in rows and rows[v].get(key) is not None
+                                         else float("nan") for v in df["variant"]]
+    return out
+
+
 def view(df: pd.DataFrame) -> pd.DataFrame:
     """The table as the page prints it: short headers, intervals as text."""
     import pandas as pd
@@ -103,6 +126,9 @@ def view(df: pd.DataFrame) -> pd.DataFrame:
         "cut %": df["cut_pct"].round(1), "GFLOPs": df["gflops"].round(3),
         "speed-up b1 [95% CI]": [ci(s, lo, hi, 3, False) if s == s else "–"
                                  for s, lo, hi in zip(df["speedup"], df["speedup_low"], df["speedup_high"])],
+        **({"speed-up b8 [95% CI]": [ci(s, lo, hi, 3, False) if s == s else "–" for s, lo, hi in
+                                     zip(df["speedup_b8"], df["speedup_b8_low"], df["speedup_b8_high"])]}
+           if "speedup_b8" in df else {}),
     })
 
 
@@ -275,6 +301,30 @@ def plot_figure3(df: pd.DataFrame, null_rows: pd.DataFrame | None = None, *, tit
     return fig
 
 
+def tome_reach(run: RecordedRun) -> str:
+    """How far ToMe's recorded r sweep goes, in words: the largest r recorded, its mean
+    tokens per block and the tokens left after the last block (ToMe's schedule,
+    :func:`tomato.harness.flops.tokens_schedule_tome`, on the run's own token count), and
+    the largest r every block applies in full (ToMe caps a block's r at half its tokens)."""
+    rs = sorted(int(variants.parse(s).get("r")) for s in run.variants if variants.parse(s).kind == "tome")
+    if not rs or paper.BASELINE not in run.variants:
+        return ""
+    first = float(run.predictions(paper.BASELINE)["tokens_per_block"].iloc[0])  # patches + prefix tokens
+    dims = dataclasses.replace(flops.DEIT_B, num_prefix_tokens=int(round(first)) - flops.DEIT_B.num_patches)
+
+    def full(r: int) -> bool:
+        return all(n_in - n_out == r for n_in, n_out in flops.tokens_schedule_tome(dims, r))
+
+    top = rs[-1]
+    sched = flops.tokens_schedule_tome(dims, top)
+    mean = sum(n for _, n in sched) / len(sched)
+    r_full = max(r for r in range(1, dims.num_tokens) if full(r))
+    return (f"ToMe's sweep goes to r={top}: its {dims.depth} blocks keep {mean:.1f} tokens each on average "
+            f"({100 * (1 - mean / dims.num_tokens):.0f}% fewer than {dims.num_tokens}) and {sched[-1][1]:.0f} leave "
+            f"the last one. Every block merges r tokens in full only up to r={r_full}; past it ToMe caps a "
+            "block's r at half its tokens, so a larger r mostly empties the last blocks.")
+
+
 def token_cuts(run: RecordedRun, spec: str) -> np.ndarray:
     """Per-photo token cut in % of ``spec`` (ToMato's distribution, beside the paper's 8.16–20.92%)."""
     pred = run.predictions(spec)
@@ -305,25 +355,54 @@ def load(results: Path | str, model: str) -> tuple[RecordedRun | None, dict[str,
     return recorded_run(results, sweep_name(model)), record("fidelity", Path(results) / fidelity_name(model))
 
 
-def answer_box(results: Path | str = "data/results", model: str = "deit-tiny-imagenette") -> str:
-    """The introduction's opening box (at most six lines), written from the records."""
-    run, _ = load(results, model)
-    if run is None or paper.BASELINE not in run.variants:
-        return (":::{admonition} In short\n:class: tip\nNo full-val run of the trained model is recorded yet "
-                f"(`data/results/{sweep_name(model)}`); the pages below use what is recorded.\n:::\n")
-    df = table(run)
-    flops = equal_flops(df, run)
-    lines = answer(df, flops)[1:]
+def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = 15.0) -> str:
+    """The introduction's opening box, at most six lines, written from :func:`table`'s rows
+    and :func:`equal_flops`' pairs: ToMato at the paper's sim and at the paper's token cut,
+    against ToMe at equal GFLOPs, its CPU speed, and what cannot be measured here."""
     ours = df.set_index("variant")
     spec = variants.canonical(paper.TOMATO)
+    lines = [f"On **DeiT-Ti trained here** (top-1 {ours.loc[paper.BASELINE, 'top1']:.1f}%, "
+             "[the model](notebooks/00_model.ipynb)), all "
+             f"{int(df['n'].iloc[0]):,} Imagenette val photos ([Table 1 in miniature](notebooks/10_trained.ipynb)):"]
+
+    def change(t: pd.Series) -> str:
+        return (f"top-1 {_pts(t['d_top1'])} points (95% CI {_pts(t['d_low'])} to {_pts(t['d_high'])}), "
+                f"{_resolved(t['d_low'], t['d_high'])}")
+
+    if spec in ours.index:
+        lines.append(f"- **At the paper's sim=1e-7:** {ours.loc[spec, 'cut_pct']:.1f}% fewer tokens; "
+                     f"{change(ours.loc[spec])}.")
+    tomato = df[df["kind"] == "tomato"]
+    if not tomato.empty:
+        near = tomato.iloc[int((tomato["cut_pct"] - target_cut).abs().argmin())]
+        if near["variant"] != spec:
+            lines.append(f"- **At the paper's token cut** (~{target_cut:.0f}%: {near['label']}, "
+                         f"{near['cut_pct']:.1f}% fewer): {change(near)}.")
+    if not flops.empty:
+        wins, losses = int((flops["low"] > 0).sum()), int((flops["high"] < 0).sum())
+        at = flops[flops["tomato"] == ours.loc[spec, "label"]] if spec in ours.index else flops.iloc[:0]
+        pair = ("" if at.empty else f" (sim=1e-7 against {at.iloc[0]['tome']}: {_pts(at.iloc[0]['diff'])} points, "
+                f"95% CI {_pts(at.iloc[0]['low'])} to {_pts(at.iloc[0]['high'])})")
+        lines.append(f"- **Against ToMe at equal GFLOPs:** ahead in {wins}, behind in {losses}, within the "
+                     f"noise in {len(flops) - wins - losses} of {len(flops)} paired comparisons{pair}.")
     if spec in ours.index and ours.loc[spec, "speedup"] == ours.loc[spec, "speedup"]:
         t = ours.loc[spec]
-        lines.append(f"On this CPU at batch 1 it runs ×{t['speedup']:.3f} (95% CI {t['speedup_low']:.3f}–"
-                     f"{t['speedup_high']:.3f}) as fast as the unpatched model.")
-    lines.append("Not measurable here: DeiT-B on ImageNet (no pretrained weights can be downloaded; "
-                 "`python -m tomato sweep --checkpoint deit_base.pth --data <ImageNet-Mini>/val ...`) and a Jetson "
-                 "board (see the Jetson guide).")
-    body = " ".join(lines[:5])
-    head = (f"On **DeiT-Ti trained here** ([the model](notebooks/00_model.ipynb)), "
-            f"on all {int(df['n'].iloc[0]):,} Imagenette val photos ([the experiment](notebooks/10_trained.ipynb)): ")
-    return f":::{{admonition}} In short\n:class: tip\n{head}{body}\n:::\n"
+        b8 = (f"; ×{t['speedup_b8']:.2f} ({t['speedup_b8_low']:.2f}–{t['speedup_b8_high']:.2f}) at batch 8"
+              if "speedup_b8" in t and t["speedup_b8"] == t["speedup_b8"] else "")
+        lines.append(f"- **Speed:** ×{t['speedup']:.2f} (95% CI {t['speedup_low']:.2f}–{t['speedup_high']:.2f}) "
+                     f"the unpatched model's, on this CPU at batch 1{b8}.")
+    lines.append("- **Not measured here:** DeiT-B on ImageNet (`python -m tomato sweep --checkpoint deit_base.pth "
+                 "--data <ImageNet-Mini>/val ...`) and a Jetson board ([the Jetson guide](jetson.md)); the whole "
+                 "verdict is on [the reproduction page](notebooks/07_reproduction.ipynb).")
+    return ":::{admonition} Verdict, in short\n:class: tip\n" + "\n".join(lines[:6]) + "\n:::\n"
+
+
+def answer_box(results: Path | str = "data/results", model: str = "deit-tiny-imagenette") -> str:
+    """:func:`box` from the records of ``model`` under ``results``."""
+    run, _ = load(results, model)
+    if run is None or paper.BASELINE not in run.variants:
+        return (":::{admonition} Verdict, in short\n:class: tip\nNo full-val run of the trained model is recorded "
+                f"yet (`data/results/{sweep_name(model)}`); the pages below use what is recorded.\n:::\n")
+    b8 = batch_timing(results, run)
+    df = with_batch(table(run), b8[1] if b8 else None)
+    return box(df, equal_flops(df, run))

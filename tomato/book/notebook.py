@@ -106,6 +106,30 @@ class Page:
         preferring runs of this page's own weights (:func:`runs.recorded_variant`)."""
         return runs.recorded_variant(self.path("results"), spec, self.weights.sha256)
 
+    def photos_per_class(self, folder: str, per_class: int = 1
+                         ) -> tuple[torch.Tensor, list[np.ndarray], list[str]] | None:
+        """The first ``per_class`` readable photos of every class of the labelled ``folder``
+        (``<wnid>/*.JPEG``, relative to the repository): inputs (B, 3, H, W), display arrays
+        (H, W, 3) and class names. None when ``folder`` is absent, so a page can say so and
+        go on; a folder of the wrong layout stops the page with one ``error:`` line."""
+        root = repo_path(folder)
+        if not root.exists():
+            return None
+        try:
+            samples = datasets.scan_imagenet_folder(root)
+        except ValueError as e:
+            raise ParameterError([f"error: {folder!r}: {str(e).splitlines()[0]}"]) from None
+        taken: dict[str, int] = {}
+        picked = []
+        for s in samples:
+            if taken.get(s.wnid, 0) < per_class:
+                picked.append(s)
+                taken[s.wnid] = taken.get(s.wnid, 0) + 1
+        images, photos, kept, _ = read_photos(picked, self.model, self.params.get("device", "cpu"))
+        if images is None:
+            return None
+        return images, photos, [datasets.class_name(s.label).split(",")[0] for s in kept]
+
     @staticmethod
     def shown(path: Path | str) -> str:
         """``path`` as a page prints it (relative to the repository when inside it)."""
@@ -208,22 +232,33 @@ def _load_samples(p: dict[str, Any]) -> list[Sample]:
     return samples[: p["max_images"]] if "max_images" in p else samples
 
 
-def _read_images(page: Page) -> None:
-    """Fill ``page.images/photos/names`` from its samples, skipping unreadable files."""
-    transform = datasets.transform_for(page.model)
-    tensors, kept = [], []
-    for s in page.samples:
+def read_photos(samples: list[Sample], model: nn.Module, device: Any = "cpu"
+                ) -> tuple[torch.Tensor | None, list[np.ndarray], list[Sample], list[tuple[str, str]]]:
+    """``samples`` read as ``model`` sees them: inputs (B, 3, H, W) on ``device`` (None if
+    none could be read), display arrays (H, W, 3) in [0, 1], the samples read, and
+    (path, reason) of those that could not be (truncated, not an image)."""
+    transform = datasets.transform_for(model)
+    tensors, kept, skipped = [], [], []
+    for s in samples:
         try:
             tensors.append(transform(datasets.load_image(s.path)))
             kept.append(s)
         except (OSError, ValueError) as e:  # truncated or not an image: name it, go on
-            page.skipped.append((str(s.path), f"{type(e).__name__}: {e}"))
+            skipped.append((str(s.path), f"{type(e).__name__}: {e}"))
     if not tensors:
+        return None, [], [], skipped
+    images = torch.stack(tensors).to(device)
+    return images, [to_display(im, model) for im in images], kept, skipped
+
+
+def _read_images(page: Page) -> None:
+    """Fill ``page.images/photos/names`` from its samples, skipping unreadable files."""
+    images, photos, kept, skipped = read_photos(page.samples, page.model, page.params.get("device", "cpu"))
+    page.skipped += skipped
+    if images is None:
         raise ParameterError([f"error: parameter data = {page.params.get('data')!r}: none of its "
                               f"{len(page.samples)} images could be read"])
-    page.samples = kept
-    page.images = torch.stack(tensors).to(page.params.get("device", "cpu"))
-    page.photos = [to_display(im, page.model) for im in page.images]
+    page.samples, page.images, page.photos = kept, images, photos
     page.names = [s.path.stem for s in kept]
 
 

@@ -5,9 +5,10 @@ these for one recorded run.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..harness.models import WeightsInfo
+from ..harness.models import WEIGHTS_DIR, WeightsInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -15,8 +16,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from .runs import RecordedRun
 
 
+def trained_here(weights: WeightsInfo) -> str | None:
+    """The folder under ``data/weights/`` of weights trained here, else None."""
+    kind, _, path = weights.source.partition(":")
+    if kind != "checkpoint":
+        return None
+    try:
+        return Path(path).resolve().parent.relative_to(WEIGHTS_DIR.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
 def weights_banner(weights: WeightsInfo) -> str:
-    """Markdown stating which weights a notebook runs on; loud when they are random."""
+    """Markdown naming the weights a notebook runs on: the model trained here, other
+    weights by their source; loud when they are random."""
+    here = trained_here(weights)
+    if here is not None:
+        return (f"**Weights:** `{weights.model}` **trained here** on Imagenette "
+                f"([the model](00_model.ipynb)), `data/weights/{here}` (sha256 `{weights.sha256[:12]}…`).")
     if weights.pretrained:
         return (f"**Weights:** `{weights.model}` from `{weights.source}` "
                 f"(sha256 `{weights.sha256[:12]}…`).")
