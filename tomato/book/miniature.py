@@ -219,6 +219,21 @@ def _resolved(low: float, high: float, what: str = "") -> str:
     return "within the noise"
 
 
+def _at_cut(df: pd.DataFrame, target_cut: float) -> pd.Series | None:
+    """The ToMato row whose mean token cut is nearest ``target_cut`` %, unless it is the
+    paper's sim=1e-7 (said already) or there is none."""
+    tomato = df[df["kind"] == "tomato"]
+    if tomato.empty:
+        return None
+    near = tomato.iloc[int((tomato["cut_pct"] - target_cut).abs().argmin())]
+    return None if near["variant"] == variants.canonical(paper.TOMATO) else near
+
+
+def _tally(flops: pd.DataFrame) -> tuple[int, int]:
+    """(pairs where ToMato is ahead, behind) of :func:`equal_flops`, by their intervals."""
+    return int((flops["low"] > 0).sum()), int((flops["high"] < 0).sum())
+
+
 def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = 15.0) -> list[str]:
     """Lines that answer "does ToMato keep accuracy?", written from the rows."""
     lines = []
@@ -231,18 +246,15 @@ def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = 15.0) -> l
         lines.append(f"ToMato at the paper's sim=1e-7 cuts {t['cut_pct']:.1f}% of the tokens and changes top-1 by "
                      f"{_pts(t['d_top1'])} points (95% CI {_pts(t['d_low'])} to {_pts(t['d_high'])}; "
                      f"{_resolved(t['d_low'], t['d_high'])}).")
-    tomato = df[df["kind"] == "tomato"]
-    if not tomato.empty:
-        near = tomato.iloc[int((tomato["cut_pct"] - target_cut).abs().argmin())]
-        if near["variant"] != spec:
-            lines.append(f"At the paper's token cut (~{target_cut:.0f}%), {near['label']} cuts {near['cut_pct']:.1f}% "
-                         f"and changes top-1 by {_pts(near['d_top1'])} points (95% CI {_pts(near['d_low'])} to "
-                         f"{_pts(near['d_high'])}).")
+    near = _at_cut(df, target_cut)
+    if near is not None:
+        lines.append(f"At the paper's token cut (~{target_cut:.0f}%), {near['label']} cuts {near['cut_pct']:.1f}% "
+                     f"and changes top-1 by {_pts(near['d_top1'])} points (95% CI {_pts(near['d_low'])} to "
+                     f"{_pts(near['d_high'])}).")
     if not flops.empty:
         parts = [f"{r['tomato']} vs {r['tome']}: {_pts(r['diff'])} [{_pts(r['low'])}, {_pts(r['high'])}]"
                  for _, r in flops.iterrows()]
-        wins = sum(r["low"] > 0 for _, r in flops.iterrows())
-        losses = sum(r["high"] < 0 for _, r in flops.iterrows())
+        wins, losses = _tally(flops)
         lines.append("Against ToMe at equal GFLOPs (within 5%), ToMato's top-1 minus ToMe's, paired, in points: "
                      + "; ".join(parts) + f". ToMato is ahead in {wins}, behind in {losses}, and within the noise "
                      f"in {len(flops) - wins - losses} of {len(flops)} pairs.")
@@ -372,14 +384,12 @@ def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = 15.0) -> str:
     if spec in ours.index:
         lines.append(f"- **At the paper's sim=1e-7:** {ours.loc[spec, 'cut_pct']:.1f}% fewer tokens; "
                      f"{change(ours.loc[spec])}.")
-    tomato = df[df["kind"] == "tomato"]
-    if not tomato.empty:
-        near = tomato.iloc[int((tomato["cut_pct"] - target_cut).abs().argmin())]
-        if near["variant"] != spec:
-            lines.append(f"- **At the paper's token cut** (~{target_cut:.0f}%: {near['label']}, "
-                         f"{near['cut_pct']:.1f}% fewer): {change(near)}.")
+    near = _at_cut(df, target_cut)
+    if near is not None:
+        lines.append(f"- **At the paper's token cut** (~{target_cut:.0f}%: {near['label']}, "
+                     f"{near['cut_pct']:.1f}% fewer): {change(near)}.")
     if not flops.empty:
-        wins, losses = int((flops["low"] > 0).sum()), int((flops["high"] < 0).sum())
+        wins, losses = _tally(flops)
         at = flops[flops["tomato"] == ours.loc[spec, "label"]] if spec in ours.index else flops.iloc[:0]
         pair = ("" if at.empty else f" (sim=1e-7 against {at.iloc[0]['tome']}: {_pts(at.iloc[0]['diff'])} points, "
                 f"95% CI {_pts(at.iloc[0]['low'])} to {_pts(at.iloc[0]['high'])})")
