@@ -215,7 +215,6 @@ class _DomParser(HTMLParser):
         cls = set((a.get("class") or "").split())
         if a.get("id") == LAYOUT_ID:
             self.dom.layout = json.loads(a.get("data-problems") or "[]")
-            return
         for v in (a.get("id") or "", a.get("class") or ""):
             if v:
                 self.dom.ids_classes.append(v)
@@ -499,12 +498,15 @@ def measured(html: Path, tables: bool) -> Iterator[str]:
     if not tables:
         yield html.resolve().as_uri()
         return
-    copy = html.with_name(f".{html.stem}.layout.html")
     text = html.read_text(encoding="utf-8")
     script = f"<script>{LAYOUT_JS.read_text(encoding='utf-8')}</script>"
     at = text.rfind("</body>")
-    copy.write_text(text[:at] + script + text[at:] if at >= 0 else text + script, encoding="utf-8")
+    # A name of its own (two checkers never share a copy), written and removed in one try.
+    fd, name = tempfile.mkstemp(dir=html.parent, prefix=f".{html.stem}.", suffix=".layout.html")
+    copy = Path(name)
     try:
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text[:at] + script + text[at:] if at >= 0 else text + script)
         yield copy.resolve().as_uri()
     finally:
         copy.unlink(missing_ok=True)

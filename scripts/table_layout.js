@@ -6,7 +6,9 @@
 window.addEventListener("load", function () {
   setTimeout(function () {
     var problems = [];
-    var column = document.querySelector("main .bd-article, article, main") || document.body;
+    // The article column (not <main>, which also holds the right-hand sidebar).
+    var column = document.querySelector(".bd-article") || document.querySelector("article")
+      || document.querySelector("main") || document.body;
     var right = column.getBoundingClientRect().right;
     var NUMBER = /^[-+\u2212]?\d[\d.,]*\s*(%|\u00d7|ms|s)?$/;
     function scrolls(el) {

@@ -553,12 +553,12 @@ def test_sim_for_cut_and_cut_lines(run_dir: Path):
     sim, cut, n = measures.sim_for_cut([run], 14.5)
     assert (sim, n) == (1e-7, 10) and cut == pytest.approx(measures.tokens_cut_range(run.predictions("tomato:sim=1e-07"))[2])
     assert measures.sim_for_cut([run], 14.5, weights_sha256="cd" * 32) is None  # other weights
-    assert measures.PAPER_CUT == pytest.approx((8.16 + 20.92) / 2)
+    assert paper.TOKEN_CUT_MIDDLE == pytest.approx((8.16 + 20.92) / 2)
     import torch
 
     text = measures.cut_lines([1e-7], torch.tensor([[5.0, 15.0]]), (1e-15, 14.2, 3925))
     assert "5.0–15.0% of the patch tokens removed on these photos (mean 10.0%)" in text
-    assert "Over 3,925 recorded val photos, sim=1e-15 removes 14.2%" in text
+    assert "Over 3,925 recorded photos, sim=1e-15 removes 14.2%" in text
     summary = measures.cut_summary({"live": np.array([5.0, 10.0, 25.0])})
     assert summary.loc["live", "within paper range (%)"] == pytest.approx(100 / 3)
 
@@ -573,11 +573,13 @@ def test_photos_per_class_takes_the_first_readable_of_each_class(tmp_path: Path,
     for s in smoke[:3] + smoke[:1]:  # the first class twice
         (root / s.wnid).mkdir(parents=True, exist_ok=True)
         data.load_image(s.path).resize((64, 48)).save(root / s.wnid / f"{s.path.stem}_{len(list((root / s.wnid).iterdir()))}.JPEG")
+    (root / smoke[0].wnid / "0_broken.JPEG").write_bytes(b"not a jpeg")  # sorts first in its class
     page = Page({"device": "cpu"}, vit(), WeightsInfo("deit_tiny", "random-init:seed=0", False, "0" * 64), [], "x")
     images, photos, names = page.photos_per_class(str(root))
     wnids = sorted({s.wnid for s in smoke[:3]})
     assert images.shape == (len(wnids), 3, 224, 224) and len(photos) == len(names) == len(wnids)
     assert names == [data.class_name(data.wnid_index(w)).split(",")[0] for w in wnids]
+    assert [Path(p).name for p, _ in page.skipped] == ["0_broken.JPEG"]  # skipped, and named
     assert page.photos_per_class(str(tmp_path / "absent")) is None
 
 

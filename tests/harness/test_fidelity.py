@@ -197,6 +197,9 @@ def test_prediction_diversity():
            "reasons": ["one class takes 12.0% of the predictions (more than 10%)"]}
     assert fidelity.degenerate_reasons(old) == []
     assert fidelity.degenerate_reasons({"degenerate": True}) == ["recorded as degenerate"]
+    # few classes seen: twice the even share is capped at half, so one class for all is still flagged
+    assert fidelity.prediction_diversity([5] * 20, [0] * 20)["degenerate"]
+    assert fidelity.prediction_diversity([5] * 20, [])["degenerate"]  # no labels given: no division by zero
     with pytest.raises(ValueError):
         fidelity.prediction_diversity([])
 

@@ -92,11 +92,7 @@ def tokens_cut_range(predictions: Any, num_patches: int = paper.NUM_PATCHES) -> 
     return float(cut.min()), float(cut.max()), float(cut.mean())
 
 
-#: The middle of the paper's token cut at sim=1e-7 (8.16-20.92% of the tokens per image).
-PAPER_CUT = sum(paper.TOKEN_CUT_SIM_1E7) / 2
-
-
-def sim_for_cut(runs: Sequence[RecordedRun], target: float = PAPER_CUT, weights_sha256: str | None = None
+def sim_for_cut(runs: Sequence[RecordedRun], target: float = paper.TOKEN_CUT_MIDDLE, weights_sha256: str | None = None
                 ) -> tuple[float, float, int] | None:
     """The recorded ToMato sim whose mean token cut over its photos comes nearest
     ``target`` % (default: the paper's), among the fixed-sim variants of ``runs`` (of the
@@ -139,7 +135,7 @@ def cut_lines(sims: Sequence[float], cuts: Any, near: tuple[float, float, int] |
     lines = [f"- ToMato sim={s:g}: {float(c.min()):.1f}–{float(c.max()):.1f}% of the patch tokens removed "
              f"on these photos (mean {float(c.mean()):.1f}%)." for s, c in zip(sims, cuts)]
     if near is not None:
-        lines.append(f"- Over {near[2]:,} recorded val photos, sim={near[0]:g} removes {near[1]:.1f}% on "
+        lines.append(f"- Over {near[2]:,} recorded photos, sim={near[0]:g} removes {near[1]:.1f}% on "
                      f"average: of the recorded sims, the nearest the paper's cut ({lo}–{hi}% per image) on "
                      "this model.")
     else:

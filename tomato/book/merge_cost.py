@@ -80,7 +80,7 @@ class BenchRecord:
 
 def read_record(path: Path | str, of: str = "bench") -> BenchRecord | None:
     """The record at ``path``, or None when it is not a benchmark of kind ``of`` (``"bench"``,
-    the merge step; ``"static"``, the static-shape records of :mod:`tomato.book.launch`)."""
+    the merge step; ``"static"``, the static-shape records of :func:`static_records`)."""
     data = runs.record(of, path)
     return None if data is None else _bench(Path(path), data)
 

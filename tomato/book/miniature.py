@@ -87,21 +87,27 @@ def table(run: RecordedRun, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _at_batch(rows: Any, batch: int) -> list[dict[str, Any]]:
+    """The timing rows at batch size ``batch`` (a row without one is batch 1)."""
+    return [r for r in rows if int(r.get("batch_size", 1)) == batch]
+
+
 def batch_timing(results: Path | str, run: RecordedRun, batch: int = 8) -> tuple[Path, dict[str, Any]] | None:
-    """The newest robust timing record under ``results`` of ``run``'s weights that timed
-    batch ``batch``, as (path, record); None when there is none."""
+    """The newest robust timing record under ``results`` of ``run``'s weights, on the
+    device of its own batch-1 timing, that timed batch ``batch``, as (path, record); None
+    when there is none."""
     sha = run.provenance.get("weights_sha256")
+    device = (run.timing_config or {}).get("device", "cpu")  # the batch-1 speed-ups' device
     found = [(path, rec) for path, rec in records("timing", results)
              if rec["config"].get("protocol") == "robust" and rec["config"].get("weights_sha256") == sha
-             and any(int(r.get("batch_size", 1)) == batch for r in rec["rows"])]
+             and str(rec["config"].get("device", "cpu")) == str(device) and _at_batch(rec["rows"], batch)]
     return max(found, key=lambda f: str((f[1].get("provenance") or {}).get("date_utc", ""))) if found else None
 
 
 def with_batch(df: pd.DataFrame, timing: dict[str, Any] | None, batch: int = 8) -> pd.DataFrame:
     """``df`` (:func:`table`) with the speed-up at batch ``batch`` from a ``timing`` record
     (``speedup_b{batch}``, ``_low``, ``_high``; NaN for a variant it did not time)."""
-    rows = {variants.canonical(r["variant"]): r for r in (timing or {}).get("rows", [])
-            if int(r.get("batch_size", 1)) == batch}
+    rows = {variants.canonical(r["variant"]): r for r in _at_batch((timing or {}).get("rows", []), batch)}
     out = df.copy()
     for key, col in (("speedup", ""), ("speedup_low", "_low"), ("speedup_high", "_high")):
         out[f"speedup_b{batch}{col}"] = [float(rows[v][key]) if v in rows and rows[v].get(key) is not None
@@ -234,7 +240,7 @@ def _tally(flops: pd.DataFrame) -> tuple[int, int]:
     return int((flops["low"] > 0).sum()), int((flops["high"] < 0).sum())
 
 
-def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = 15.0) -> list[str]:
+def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_CUT_MIDDLE) -> list[str]:
     """Lines that answer "does ToMato keep accuracy?", written from the rows."""
     lines = []
     ours = df.set_index("variant")
@@ -367,7 +373,7 @@ def load(results: Path | str, model: str) -> tuple[RecordedRun | None, dict[str,
     return recorded_run(results, sweep_name(model)), record("fidelity", Path(results) / fidelity_name(model))
 
 
-def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = 15.0) -> str:
+def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_CUT_MIDDLE) -> str:
     """The introduction's opening box, at most six lines, written from :func:`table`'s rows
     and :func:`equal_flops`' pairs: ToMato at the paper's sim and at the paper's token cut,
     against ToMe at equal GFLOPs, its CPU speed, and what cannot be measured here."""

@@ -110,8 +110,9 @@ class Page:
                          ) -> tuple[torch.Tensor, list[np.ndarray], list[str]] | None:
         """The first ``per_class`` readable photos of every class of the labelled ``folder``
         (``<wnid>/*.JPEG``, relative to the repository): inputs (B, 3, H, W), display arrays
-        (H, W, 3) and class names. None when ``folder`` is absent, so a page can say so and
-        go on; a folder of the wrong layout stops the page with one ``error:`` line."""
+        (H, W, 3) and class names; an unreadable photo is skipped (and listed in ``skipped``).
+        None when ``folder`` is absent, so a page can say so and go on; a folder of the wrong
+        layout, or none of whose photos can be read, stops the page with one ``error:`` line."""
         root = repo_path(folder)
         if not root.exists():
             return None
@@ -119,16 +120,24 @@ class Page:
             samples = datasets.scan_imagenet_folder(root)
         except ValueError as e:
             raise ParameterError([f"error: {folder!r}: {str(e).splitlines()[0]}"]) from None
-        taken: dict[str, int] = {}
-        picked = []
+        by_class: dict[str, list[Sample]] = {}
         for s in samples:
-            if taken.get(s.wnid, 0) < per_class:
-                picked.append(s)
-                taken[s.wnid] = taken.get(s.wnid, 0) + 1
-        images, photos, kept, _ = read_photos(picked, self.model, self.params.get("device", "cpu"))
-        if images is None:
-            return None
-        return images, photos, [datasets.class_name(s.label).split(",")[0] for s in kept]
+            by_class.setdefault(s.wnid, []).append(s)
+        device = self.params.get("device", "cpu")
+        images, photos, names = [], [], []
+        for wnid, files in by_class.items():
+            for s in files:  # the first readable ones: a broken photo is skipped, and named
+                if sum(n == wnid for n in names) == per_class:
+                    break
+                read, shown, kept, skipped = read_photos([s], self.model, device)
+                self.skipped += skipped
+                if read is not None:
+                    images.append(read)
+                    photos += shown
+                    names.append(wnid)
+        if not images:
+            raise ParameterError([f"error: {folder!r}: none of its photos could be read"])
+        return torch.cat(images), photos, [datasets.class_name(datasets.wnid_index(w)).split(",")[0] for w in names]
 
     @staticmethod
     def shown(path: Path | str) -> str:

@@ -32,8 +32,8 @@ def weights_banner(weights: WeightsInfo) -> str:
     weights by their source; loud when they are random."""
     here = trained_here(weights)
     if here is not None:
-        return (f"**Weights:** `{weights.model}` **trained here** on Imagenette "
-                f"([the model](00_model.ipynb)), `data/weights/{here}` (sha256 `{weights.sha256[:12]}…`).")
+        return (f"**Weights:** `{weights.model}` **trained here** ([its model card](00_model.ipynb)), "
+                f"`data/weights/{here}` (sha256 `{weights.sha256[:12]}…`).")
     if weights.pretrained:
         return (f"**Weights:** `{weights.model}` from `{weights.source}` "
                 f"(sha256 `{weights.sha256[:12]}…`).")

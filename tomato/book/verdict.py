@@ -3,8 +3,8 @@ cannot, and the one command that settles each open point on a machine that can.
 
 :func:`verdict_markdown` reads ``data/results`` (the Table-1 run, the faithful-vs-parallel
 agreement study, the merge-step benchmark) and writes every number from those records;
-nothing here is typed prose about a run. ``scripts/build_book.py`` writes it where the
-introduction includes it, and the reproduction summary shows it too.
+nothing here is typed prose about a run. The reproduction page shows it whole; the
+introduction opens with its short form (:func:`tomato.book.miniature.answer_box`).
 """
 from __future__ import annotations
 

@@ -233,8 +233,8 @@ def prediction_diversity(
     ``max_entropy_bits`` (log2 of min(n, classes seen)), ``top_class``, ``top_share``,
     ``classes_seen`` (distinct true labels, or n without labels), ``labelled`` (whether
     true labels were given), ``degenerate``: True when the top class takes more than
-    ``max(max_share, 2 / classes seen)`` of the predictions (twice its share were the
-    classes even: a ten-class head's top class may take 12%, a 1000-class head's not 30%)
+    ``max(max_share, 2 / classes seen)`` of the predictions, at most half (twice its share
+    were the classes even: a ten-class head's top class may take 12%, a 1000-class head's not 30%)
     or the distinct predictions are fewer than ``min_distinct`` x classes seen, and
     ``reasons`` (which of the two tripped, in words).
     Agreement with such a classifier costs little, so every agreement figure should carry
@@ -269,7 +269,8 @@ def degenerate_reasons(diversity: Mapping[str, Any], max_share: float = 0.10,
         return list(diversity.get("reasons") or (["recorded as degenerate"] if diversity.get("degenerate") else []))
     share, distinct = diversity["top_share"], diversity["distinct"]
     reasons = []
-    limit = max(max_share, 2.0 / seen)
+    # Twice the even share, but never more than half: two classes seen must not excuse one.
+    limit = min(0.5, max(max_share, 2.0 / max(1, seen)))
     if share > limit:
         reasons.append(f"one class takes {share:.1%} of the predictions (more than {limit:.0%})")
     if distinct < min_distinct * seen:

@@ -1,4 +1,4 @@
-"""NVTX ranges for Nsight Systems, named as in the ToMato authors' own paper.
+"""NVTX ranges for Nsight Systems, named as in the ToMato authors' own profiles.
 
 The authors timed the paper's latency with ``nsys profile`` on a Jetson Nano's CPU and
 wrapped every forward in an NVTX range ``Forward i``; inside it each block is a

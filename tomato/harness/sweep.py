@@ -29,6 +29,8 @@ from .speed import measure_variants
 from .variants import PAPER_SIMS, Variant, parse
 
 log = logging.getLogger(__name__)
+#: What :func:`sweep` passes on to every evaluation: evaluate's own keywords, defaults included.
+_EVALUATE = inspect.signature(evaluate)
 
 #: Figure 3's axes: ToMe sweeping r, ToMato sweeping sim, plus our parallel and budget modes.
 DEFAULT_VARIANTS: tuple[str, ...] = (
@@ -95,7 +97,9 @@ def sweep(
     """
     vs = [parse(v) for v in variants]
     # One signature, evaluate's: a missing or unknown keyword is refused before any folder is made.
-    inspect.signature(evaluate).bind(model, weights, None, samples, out, **evaluation)
+    bound = _EVALUATE.bind(model, weights, None, samples, out, **evaluation)
+    bound.apply_defaults()
+    evaluation = {k: bound.arguments[k] for k, p in _EVALUATE.parameters.items() if p.kind is p.KEYWORD_ONLY}
     out, created, lock = claim_folder(out)
     try:
         _check_sweep_folder(out)
@@ -119,7 +123,7 @@ def _check_sweep_folder(out: Path) -> None:
 def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], samples: Sequence[data.Sample],
            out: Path, evaluation: dict[str, Any], *, time_runs: int, time_warmup: int) -> list[dict[str, Any]]:
     """The body of :func:`sweep`, run while ``out`` is locked."""
-    device, data_label = evaluation.get("device", "cpu"), evaluation["data_label"]
+    device, data_label = evaluation["device"], evaluation["data_label"]
     summaries = {}
     for v in vs:
         summaries[v.spec] = evaluate(model, weights, v, samples, out / slug(v), **evaluation)
@@ -140,7 +144,7 @@ def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], sample
     if timed is None:
         started = provenance.start()  # the code and commit as the timing starts
         timed = measure_variants(model, vs, images, runs=time_runs, warmup=time_warmup,
-                                 device=device, progress=evaluation.get("progress", True))
+                                 device=device, progress=evaluation["progress"])
         record = {"config": timing_config, "rows": timed,
                   "provenance": provenance.collect(started, **timing_config)}
         records.write("timing", timing_path, record)
