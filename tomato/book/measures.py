@@ -115,15 +115,22 @@ def sim_for_cut(runs: Sequence[RecordedRun], target: float = paper.TOKEN_CUT_MID
     return None if best is None else best[1:]
 
 
+def within_paper_range(cuts: np.ndarray) -> float:
+    """% of ``cuts`` (% of patch tokens removed, per image) inside the paper's range at sim=1e-7."""
+    import numpy as np
+
+    lo, hi = paper.TOKEN_CUT_SIM_1E7
+    return float(100 * np.mean((cuts >= lo) & (cuts <= hi)))
+
+
 def cut_summary(cuts: Mapping[str, np.ndarray]) -> pd.DataFrame:
     """Per set of images (name -> % of patch tokens removed, per image): images, min %,
     median %, max % and the share of images within the paper's range at sim=1e-7 (%)."""
     import numpy as np
     import pandas as pd
 
-    lo, hi = paper.TOKEN_CUT_SIM_1E7
     return pd.DataFrame({k: {"images": len(v), "min %": v.min(), "median %": np.median(v), "max %": v.max(),
-                             "within paper range (%)": 100 * np.mean((v >= lo) & (v <= hi))}
+                             "within paper range (%)": within_paper_range(v)}
                          for k, v in cuts.items()}).T
 
 

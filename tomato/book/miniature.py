@@ -18,6 +18,7 @@ import numpy as np
 
 from ..harness import flops, variants
 from . import paper
+from .measures import within_paper_range
 from .runs import RecordedRun, record, recorded_run, records
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -351,7 +352,7 @@ def token_cuts(run: RecordedRun, spec: str) -> np.ndarray:
 
 def cut_sentence(cuts: np.ndarray, label: str) -> str:
     lo, hi = paper.TOKEN_CUT_SIM_1E7
-    inside = float(np.mean((cuts >= lo) & (cuts <= hi)) * 100)
+    inside = within_paper_range(cuts)
     return (f"{label}: per-photo token cut {np.min(cuts):.1f}% to {np.max(cuts):.1f}% (median {np.median(cuts):.1f}%); "
             f"{inside:.0f}% of the photos fall inside the paper's range {lo}–{hi}%.")
 
