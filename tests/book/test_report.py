@@ -159,6 +159,16 @@ def test_prediction_agreement(run_dir: Path):
     assert measures.prediction_agreement(run_dir, baseline="tome:r=8").empty
 
 
+def test_baseline_diversity_reads_only_the_baselines_predictions(run_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    [run] = book_runs.recorded_runs(run_dir)
+    read: list[str] = []
+    real = book_runs.read_predictions
+    monkeypatch.setattr(book_runs, "read_predictions", lambda folder: read.append(Path(folder).name) or real(folder))
+    assert measures.baseline_diversity(run)["n"] == 10
+    assert read == ["deit"]  # a full-val run holds dozens of prediction files
+    assert set(book_runs.predictions_of(run, only=["tome:r=2", "tomato:sim=1e-7"])) == {"tome:r=2", "tomato:sim=1e-07"}
+
+
 def test_tokens_cut_range_and_tome_cut(run_dir: Path):
     lo, hi, mean = measures.tokens_cut_range(run_dir / "tomato_sim-1e-07" / "predictions.csv")
     assert lo == pytest.approx(100 * (1 - 186 / 196))
@@ -285,6 +295,13 @@ def test_repo_path_and_banner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert "**trained here**" in text and "`data/weights/deit-tiny-imagenette`" in text and str(WEIGHTS_DIR) not in text
     other = notes.weights_banner(WeightsInfo("deit_base", "checkpoint:/elsewhere/deit_base.pth", True, "ab" * 32))
     assert "trained here" not in other and "/elsewhere/deit_base.pth" in other
+    # A record made in another checkout: named by its weights folder, not the machine's paths.
+    prov = {"model": "deit_tiny", "weights_source": "checkpoint:/other/main/data/weights/deit-tiny-x/model.safetensors",
+            "weights_sha256": "cd" * 32, "data": "/other/shared/imagenette/val"}
+    line = notes.recorded_weights(prov, 3925)
+    assert "trained here (`data/weights/deit-tiny-x`" in line and "3,925 photos of `imagenette/val`" in line
+    assert "/other" not in line
+    assert "trained here" not in notes.recorded_weights({**prov, "weights_source": "checkpoint:/x/data/weights.pth"})
 
 
 def test_run_folder_pick_and_ratios(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

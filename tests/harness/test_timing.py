@@ -247,3 +247,11 @@ def test_module_docstring_documents_nsys_on_cpu() -> None:
     doc = timing.__doc__ or ""
     assert "nsys profile -t nvtx" in doc and "--protocol paper" in doc
     assert np.isfinite(TimingStats([1.0]).iqr)
+
+
+def test_at_batch_reads_a_row_without_a_batch_size_as_batch_1() -> None:
+    from tomato.harness import speed
+
+    rows = [{"variant": "deit"}, {"variant": "deit", "batch_size": 8}, {"variant": "tome:r=2", "batch_size": 1}]
+    assert [r["variant"] for r in speed.at_batch(rows)] == ["deit", "tome:r=2"]
+    assert speed.at_batch(rows, 8) == [rows[1]] and speed.at_batch(rows, 4) == []

@@ -212,7 +212,7 @@ def ratio_table(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> pd.DataF
     from ..harness import timing, variants
     from . import paper
 
-    by = {variants.canonical(str(r["variant"])): r for r in rows if r.get("batch_size", 1) == 1}
+    by = {variants.canonical(str(r["variant"])): r for r in speed.at_batch(rows)}
     table = paper.TABLE1_BY_VARIANT
     out = []
     for name, a, b, stated in [("ToMato-B vs DeiT-B", paper.TOMATO, paper.BASELINE, paper.LATENCY_VS_DEIT),

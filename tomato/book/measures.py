@@ -66,7 +66,7 @@ def baseline_diversity(source: Any, baseline: str = "deit") -> dict[str, Any] | 
     the images cover; without them ``labelled`` is False. None when the baseline has no
     predictions.
     """
-    preds = predictions_of(source).get(variants.canonical(baseline))
+    preds = predictions_of(source, only=[baseline]).get(variants.canonical(baseline))
     if preds is None or preds.empty:
         return None
     # True labels only when every image has one (-1: unknown): a partial count of the

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..harness import flops, variants
+from ..harness import flops, speed, variants
 from . import paper
 from .measures import within_paper_range
 from .runs import RecordedRun, record, recorded_run, records
@@ -88,11 +88,6 @@ def table(run: RecordedRun, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _at_batch(rows: Any, batch: int) -> list[dict[str, Any]]:
-    """The timing rows at batch size ``batch`` (a row without one is batch 1)."""
-    return [r for r in rows if int(r.get("batch_size", 1)) == batch]
-
-
 def batch_timing(results: Path | str, run: RecordedRun, batch: int = 8) -> tuple[Path, dict[str, Any]] | None:
     """The newest robust timing record under ``results`` of ``run``'s weights, on the
     device of its own batch-1 timing, that timed batch ``batch``, as (path, record); None
@@ -101,14 +96,14 @@ def batch_timing(results: Path | str, run: RecordedRun, batch: int = 8) -> tuple
     device = (run.timing_config or {}).get("device", "cpu")  # the batch-1 speed-ups' device
     found = [(path, rec) for path, rec in records("timing", results)
              if rec["config"].get("protocol") == "robust" and rec["config"].get("weights_sha256") == sha
-             and str(rec["config"].get("device", "cpu")) == str(device) and _at_batch(rec["rows"], batch)]
+             and str(rec["config"].get("device", "cpu")) == str(device) and speed.at_batch(rec["rows"], batch)]
     return max(found, key=lambda f: str((f[1].get("provenance") or {}).get("date_utc", ""))) if found else None
 
 
 def with_batch(df: pd.DataFrame, timing: dict[str, Any] | None, batch: int = 8) -> pd.DataFrame:
     """``df`` (:func:`table`) with the speed-up at batch ``batch`` from a ``timing`` record
     (``speedup_b{batch}``, ``_low``, ``_high``; NaN for a variant it did not time)."""
-    rows = {variants.canonical(r["variant"]): r for r in _at_batch((timing or {}).get("rows", []), batch)}
+    rows = {variants.canonical(r["variant"]): r for r in speed.at_batch((timing or {}).get("rows", []), batch)}
     out = df.copy()
     for key, col in (("speedup", ""), ("speedup_low", "_low"), ("speedup_high", "_high")):
         out[f"speedup_b{batch}{col}"] = [float(rows[v][key]) if v in rows and rows[v].get(key) is not None

@@ -1,7 +1,7 @@
-"""What a notebook page says about its own run: the weights banner, short weight notes
-for captions, how far an agreement figure can be trusted (the baseline's prediction
-diversity), a warning when timing is too noisy to read, and :func:`run_notes`, all of
-these for one recorded run.
+"""What a notebook page says about its own run: the weights banner (of live weights, or
+of a recorded run), short weight notes for captions, how far an agreement figure can be
+trusted (the baseline's prediction diversity), a warning when timing is too noisy to
+read, and :func:`run_notes`, all of these for one recorded run.
 """
 from __future__ import annotations
 
@@ -16,21 +16,36 @@ if TYPE_CHECKING:  # pragma: no cover
     from .runs import RecordedRun
 
 
-def trained_here(weights: WeightsInfo) -> str | None:
-    """The folder under ``data/weights/`` of weights trained here, else None."""
-    kind, _, path = weights.source.partition(":")
-    if kind != "checkpoint":
-        return None
-    try:
-        return Path(path).resolve().parent.relative_to(WEIGHTS_DIR.resolve()).as_posix()
-    except ValueError:
-        return None
+def trained_here(source: str) -> str | None:
+    """The model folder under ``data/weights/`` of a ``checkpoint:<path>`` source trained
+    here, else None. Read from the path's text, not this checkout's files, so that a record
+    made in another checkout of the project names the same model."""
+    kind, _, path = source.partition(":")
+    parts = Path(path).parts if kind == "checkpoint" else ()
+    # The last ``data/weights/<name>/<file>`` in the path: the project's own weights folder.
+    for i in range(len(parts) - 4, -1, -1):
+        if parts[i:i + 2] == (WEIGHTS_DIR.parent.name, WEIGHTS_DIR.name):
+            return parts[i + 2]
+    return None
+
+
+def recorded_weights(prov: Mapping[str, Any], photos: int | None = None) -> str:
+    """One Markdown line naming the weights and data of a recorded run from its provenance,
+    without the recording checkout's absolute paths."""
+    source = str(prov.get("weights_source"))
+    here = trained_here(source)
+    named = f"trained here (`data/weights/{here}`, " if here else f"from `{source}` ("
+    data = Path(str(prov.get("data")))
+    shown = "/".join(data.parts[-2:])  # the split and its data set, not the recording machine's path
+    count = f"{photos:,} photos of " if photos else ""
+    return (f"**Weights:** `{prov.get('model')}` {named}sha256 `{str(prov.get('weights_sha256'))[:12]}…`); "
+            f"data: {count}`{shown}`.")
 
 
 def weights_banner(weights: WeightsInfo) -> str:
     """Markdown naming the weights a notebook runs on: the model trained here, other
     weights by their source; loud when they are random."""
-    here = trained_here(weights)
+    here = trained_here(weights.source)
     if here is not None:
         return (f"**Weights:** `{weights.model}` **trained here** ([its model card](00_model.ipynb)), "
                 f"`data/weights/{here}` (sha256 `{weights.sha256[:12]}…`).")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..harness import records as schema
-from ..harness import variants
+from ..harness import speed, variants
 from ..harness.models import WeightsInfo
 from . import paper
 
@@ -272,7 +272,7 @@ class RecordedRun:
             df = self.sweep.copy()
             df["variant"] = [variants.canonical(s) for s in df["variant"]]
         else:
-            timed = {variants.canonical(r["variant"]): r for r in self.timing if r.get("batch_size", 1) == 1}
+            timed = {variants.canonical(r["variant"]): r for r in speed.at_batch(self.timing)}
             records = []
             for spec in variants.order(list(self.variants) + list(timed)):
                 try:
@@ -377,19 +377,23 @@ def recorded_variant(root: Path | str, spec: str, weights_sha256: str | None = N
     return max(same or found, key=lambda v: v.stats().get("n_images") or 0, default=None)
 
 
-def predictions_of(source: Any) -> dict[str, pd.DataFrame]:
+def predictions_of(source: Any, only: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
     """variant spec -> predictions DataFrame, from a :class:`RecordedRun`, a run folder,
-    or a mapping of spec -> DataFrame (specs made canonical)."""
+    or a mapping of spec -> DataFrame (specs made canonical); of the variants ``only``
+    when given (a full-val run holds dozens of prediction files: read what is asked)."""
+    wanted = None if only is None else {variants.canonical(s) for s in only}
     if isinstance(source, RecordedRun):
-        return {s: v.predictions() for s, v in source.variants.items() if v.has_predictions}
+        return {s: v.predictions() for s, v in source.variants.items()
+                if v.has_predictions and (wanted is None or s in wanted)}
     if isinstance(source, Mapping):
-        return {variants.canonical(k): v for k, v in source.items()}
+        found = {variants.canonical(k): v for k, v in source.items()}
+        return {s: v for s, v in found.items() if wanted is None or s in wanted}
     root = Path(source)
     if not root.is_absolute():
         root = repo_path(root)
     if not root.is_dir():
         return {}
-    return predictions_of(_load_run(root, root.parent))
+    return predictions_of(_load_run(root, root.parent), only)
 
 
 def pick_table1_run(runs: Sequence[RecordedRun]) -> RecordedRun | None:

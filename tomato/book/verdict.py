@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..harness import variants
+from ..harness import speed, variants
 from ..harness.fidelity import degenerate_reasons
 from . import paper
 from .latency import recorded_timings
@@ -159,8 +159,8 @@ def _other_machines(results: Path) -> list[dict[str, Any]]:
     record (``python -m tomato time --out``): machine, speed-up and its interval."""
     out = []
     for path, record in recorded_timings(results, "robust"):
-        for r in record.get("rows") or []:
-            if variants.canonical(str(r.get("variant"))) == paper.TOMATO and r.get("batch_size", 1) == 1:
+        for r in speed.at_batch(record.get("rows") or []):
+            if variants.canonical(str(r.get("variant"))) == paper.TOMATO:
                 config = record.get("config") or {}
                 prov = {**(record.get("provenance") or {}), "device": config.get("device", "")}
                 machine = machine_short(prov) + (f", {config['threads']} threads"
@@ -205,7 +205,7 @@ def _run_facts(run: RecordedRun, diversity_below: bool = False) -> list[str]:
                      f"{agree[paper.TOMATO]:.1f}% of the {n} photos (a perturbation measure, which means something "
                      "with any weights but is cheap when the baseline's predictions are degenerate"
                      + ("; see *Is the baseline informative?* below)." if diversity_below else ")."))
-    timed = {r.get("variant"): r for r in run.timing if r.get("batch_size", 1) == 1}
+    timed = {r.get("variant"): r for r in speed.at_batch(run.timing)}
     rows = [(s, r) for s, r in timed.items() if r.get("speedup") and variants.canonical(s) != paper.BASELINE]
     if rows:
         ci = all(r.get("speedup_low") is not None for _, r in rows)
@@ -237,8 +237,8 @@ def _in_short(run: RecordedRun | None, results: Path, best: tuple[Path, dict] | 
         "cannot be told from this build: its weights are random-init, not trained."))
     speeds = []
     if run is not None:
-        r = next((r for r in run.timing if variants.canonical(str(r.get("variant"))) == paper.TOMATO
-                  and r.get("batch_size", 1) == 1 and r.get("speedup")), None)
+        r = next((r for r in speed.at_batch(run.timing) if variants.canonical(str(r.get("variant"))) == paper.TOMATO
+                  and r.get("speedup")), None)
         if r is not None:
             speeds.append(f"{machine_short(run.provenance)}: "
                           f"{_speed(float(r['speedup']), r.get('speedup_low'), r.get('speedup_high'))}")

@@ -17,7 +17,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -257,6 +257,12 @@ def describe(config: Mapping[str, Any]) -> str:
         return f"Robust protocol (ours): {body}; medians, with 95% bootstrap intervals on speed-ups."
     # Records from before the protocol was stored: say only what they hold.
     return f"Interleaved timing (an older record that names no protocol): {body}; medians."
+
+
+def at_batch(rows: Iterable[Mapping[str, Any]], batch: int = 1) -> list[Mapping[str, Any]]:
+    """The rows of a timing record at batch size ``batch``; a row that names none is from
+    before batch sizes were recorded, so batch 1."""
+    return [r for r in rows if int(r.get("batch_size", 1)) == batch]
 
 
 def save_timing(path: Path | str, rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> Path:
