@@ -61,3 +61,27 @@ def test_the_opening_box_is_six_lines_from_the_rows():
     assert "ToMato sim=1e-15, 15.1% fewer): top-1 -2.00 points (95% CI -2.80 to -1.20), lower." in body[2]
     assert "ahead in 0, behind in 1, within the noise in 1 of 2" in body[3] and "ToMe r=2: +0.20 points" in body[3]
     assert "×1.10 (95% CI 1.00–1.20)" in body[4] and "Jetson" in body[5]
+
+
+def test_tomato_against_each_null_is_paired_on_the_same_photos():
+    n = 400
+    label = np.arange(n) % 10
+    hits = np.arange(n) >= 40  # ToMato misses photos 0-39
+    nulls = {"tomato": (hits, range(n)), "random_groups": (np.arange(n) >= 100, range(n)),
+             # the same photos right as ToMato, its rows in reverse: pairing by row order would see 80 flips
+             "first_keep": (hits, range(n - 1, -1, -1)), "tome": (hits, range(n))}
+    rows = [{"setting": setting, "variant": variant, "index": i, "label": int(label[i]),
+             "top1": int(label[i]) if right[i] else -1, "top1_base": int(label[i]), "tokens": 180}
+            for setting in ("sim=1e-07", "sim=1e-15") for variant, (right, order) in nulls.items() for i in order]
+    pairs = miniature.null_pairs({"rows": rows}).set_index(["setting", "null"])
+    groups = pairs.loc[("sim=1e-07", "random groups, ToMato's sizes")]
+    assert groups["diff"] == pytest.approx(100 * 60 / n)  # photos 40-99: only ToMato right
+    assert groups["low"] > 0 and groups["n"] == n
+    first = pairs.loc[("sim=1e-07", "first k tokens kept")]
+    assert first["diff"] == first["low"] == first["high"] == 0 and first["p"] == 1.0
+    assert "ToMe, r matching ToMato's tokens" not in pairs.index.get_level_values("null")  # equal GFLOPs instead
+    line = miniature.null_line(pairs.reset_index())
+    assert "random groups, ToMato's sizes +15.00 to +15.00 (ahead at 2, behind at 0 of 2 settings)" in line
+    one = miniature.null_line(pairs.reset_index().query("setting == 'sim=1e-15'"))
+    assert "random groups, ToMato's sizes +15.00 [" in one and "(sim=1e-15)" in one
+    assert miniature.answer(_rows(), pd.DataFrame(), nulls=pairs.reset_index())[-1] == line

@@ -174,6 +174,45 @@ def nulls(fidelity: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def null_pairs(fidelity: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
+    """ToMato against each null baseline at the same setting, paired on the same photos:
+    does *which* tokens ToMato merges matter, at its own per-photo token count? Columns:
+    ``setting``, ``null`` (its label), ``diff`` (ToMato's top-1 minus the null's, points),
+    ``low``, ``high`` (95% paired bootstrap), ``p`` (McNemar), ``n``."""
+    import pandas as pd
+
+    rows = pd.DataFrame(fidelity["rows"])
+    rows["right"] = rows["top1"] == rows["label"]
+    out = []
+    for setting, g in rows.groupby("setting", sort=False):
+        ours = g[g["variant"] == "tomato"].set_index("index")["right"]
+        for variant, h in g[~g["variant"].isin(["tomato", "tome"])].groupby("variant", sort=False):
+            both = pd.concat([ours, h.set_index("index")["right"]], axis=1, join="inner").to_numpy(bool)
+            d = paired(both[:, 1], both[:, 0], seed)
+            out.append({"setting": setting, "null": _NULL_LABELS.get(variant, variant), "diff": d["diff"],
+                        "low": d["low"], "high": d["high"], "p": d["p"], "n": len(both)})
+    return pd.DataFrame(out, columns=["setting", "null", "diff", "low", "high", "p", "n"])
+
+
+def null_line(pairs: pd.DataFrame) -> str:
+    """One sentence from :func:`null_pairs`: ToMato's lead over each null baseline, with
+    its interval at one setting, else its range and at how many settings it is resolved."""
+    if pairs.empty:
+        return ""
+    parts = []
+    for null, g in pairs.groupby("null", sort=False):
+        if len(g) == 1:
+            r = g.iloc[0]
+            parts.append(f"{null} {_pts(r['diff'])} [{_pts(r['low'])}, {_pts(r['high'])}]")
+            continue
+        ahead, behind = int((g["low"] > 0).sum()), int((g["high"] < 0).sum())
+        parts.append(f"{null} {_pts(g['diff'].min())} to {_pts(g['diff'].max())} (ahead at {ahead}, "
+                     f"behind at {behind} of {len(g)} settings)")
+    settings = ", ".join(dict.fromkeys(pairs["setting"]))
+    return (f"At ToMato's own token count photo by photo ({settings}), its top-1 minus the null baselines', "
+            "paired, in points: " + "; ".join(parts) + ".")
+
+
 def paper_beside(df: pd.DataFrame, flops: pd.DataFrame) -> pd.DataFrame:
     """The paper's three Table 1 rows beside ours (DeiT-Ti trained here), plus ToMe at ToMato's FLOPs."""
     import pandas as pd
@@ -236,8 +275,10 @@ def _tally(flops: pd.DataFrame) -> tuple[int, int]:
     return int((flops["low"] > 0).sum()), int((flops["high"] < 0).sum())
 
 
-def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_CUT_MIDDLE) -> list[str]:
-    """Lines that answer "does ToMato keep accuracy?", written from the rows."""
+def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_CUT_MIDDLE,
+           nulls: pd.DataFrame | None = None) -> list[str]:
+    """Lines that answer "does ToMato keep accuracy?", written from the rows (and from
+    :func:`null_pairs` when given)."""
     lines = []
     ours = df.set_index("variant")
     base = ours.loc[paper.BASELINE]
@@ -260,6 +301,8 @@ def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKE
         lines.append("Against ToMe at equal GFLOPs (within 5%), ToMato's top-1 minus ToMe's, paired, in points: "
                      + "; ".join(parts) + f". ToMato is ahead in {wins}, behind in {losses}, and within the noise "
                      f"in {len(flops) - wins - losses} of {len(flops)} pairs.")
+    if nulls is not None and not nulls.empty:
+        lines.append(null_line(nulls))
     return lines
 
 
