@@ -610,6 +610,22 @@ def test_tome_reach_says_where_tomes_r_stops(run_dir: Path):
     assert "than 197) and 173 leave the last one" in text and "only up to r=15;" in text
 
 
+def test_token_cut_figure_has_one_curve_and_sentence_per_fixed_sim(run_dir: Path):
+    import matplotlib.pyplot as plt
+
+    from tomato.book import miniature
+
+    [run] = book_runs.recorded_runs(run_dir)
+    df = pd.DataFrame({"variant": ["deit", "tome:r=2", "tomato:sim=1e-07", "tomato:keep=0.5"],
+                       "label": ["base", "ToMe", "ToMato", "budget"]})  # a budget has no fixed sim: not drawn
+    fig, sentences = miniature.plot_token_cuts(run, df)
+    # the fixture's ToMato keeps 155 to 186 of 196 patches
+    assert sentences == [miniature.cut_sentence(miniature.token_cuts(run, "tomato:sim=1e-07"), "ToMato")]
+    assert sentences[0].startswith(f"ToMato: per-photo token cut {100 * (1 - 186 / 196):.1f}% to")
+    assert fig.axes[0].get_legend_handles_labels()[1] == ["ToMato", "paper: 8.16–20.92%"]
+    plt.close(fig)
+
+
 def test_batch_timing_of_the_same_weights_joins_table_1(run_dir: Path, tmp_path: Path):
     from tomato.book import miniature
     from tomato.harness import records

@@ -395,6 +395,24 @@ def cut_sentence(cuts: np.ndarray, label: str) -> str:
             f"{inside:.0f}% of the photos fall inside the paper's range {lo}–{hi}%.")
 
 
+def plot_token_cuts(run: RecordedRun, df: pd.DataFrame) -> tuple[Figure, list[str]]:
+    """Per-photo token cut of each fixed-sim ToMato row of ``df`` (:func:`table`) as
+    histograms beside the paper's 8.16–20.92%, and one :func:`cut_sentence` per row."""
+    import matplotlib.pyplot as plt
+
+    labels = df.set_index("variant")["label"]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    sentences = []
+    for spec in (s for s in df["variant"] if s.startswith("tomato:sim=") and "method=" not in s):
+        cuts = token_cuts(run, spec)
+        ax.hist(cuts, bins=40, range=(0, 100), histtype="step", label=labels[spec])
+        sentences.append(cut_sentence(cuts, labels[spec]))
+    lo, hi = paper.TOKEN_CUT_SIM_1E7
+    ax.axvspan(lo, hi, color="grey", alpha=0.2, label=f"paper: {lo}–{hi}%")
+    ax.set(xlabel="tokens cut per photo (%)", ylabel="photos", title="ToMato's token cut per photo")
+    ax.legend(fontsize=7)
+    return fig, sentences
+
 
 # the records -------------------------------------------------------------------------------------
 def sweep_name(model: str) -> str:
