@@ -195,11 +195,14 @@ def book_link(target: str) -> str:
 MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 # href="03_merge.ipynb" in an HTML output opens the notebook in JupyterLab; the book's page is .html.
 HTML_NOTEBOOK_LINK = re.compile(r'href="([\w.-]+)\.ipynb"')
+# The same in a Markdown output (display(Markdown(...))): myst-nb renders it as it stands.
+MD_NOTEBOOK_LINK = re.compile(r"\]\(([\w./-]+)\.ipynb([#)])")
 
 
 def book_links(path: Path) -> None:
     """Apply :func:`book_link` to every Markdown link of the notebook's markdown cells, and
-    point ``href="NAME.ipynb"`` links of HTML outputs at the book's ``NAME.html`` pages."""
+    point ``NAME.ipynb`` links of HTML and Markdown outputs at the book's ``NAME.html`` pages
+    (Sphinx resolves the links of markdown cells, not those of outputs)."""
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)
@@ -210,10 +213,12 @@ def book_links(path: Path) -> None:
             changed |= text != cell.source
             cell.source = text
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            html = out.get("data", {}).get("text/html")
-            if isinstance(html, str) and HTML_NOTEBOOK_LINK.search(html):
-                out["data"]["text/html"] = HTML_NOTEBOOK_LINK.sub(r'href="\1.html"', html)
-                changed = True
+            for kind, pattern, page in (("text/html", HTML_NOTEBOOK_LINK, r'href="\1.html"'),
+                                        ("text/markdown", MD_NOTEBOOK_LINK, r"](\1.html\2")):
+                text = out.get("data", {}).get(kind)
+                if isinstance(text, str) and pattern.search(text):
+                    out["data"][kind] = pattern.sub(page, text)
+                    changed = True
     if changed:
         nbformat.write(nb, str(path))
 
@@ -331,6 +336,37 @@ def write_verdict() -> None:
     _write_from_records("answer.md", "miniature.answer_box")
 
 
+def _links(html: str) -> list[str]:
+    """The ``href`` and ``src`` of every tag of a page (escaped text, such as a code cell
+    that shows ``<a href=...>``, holds none)."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Links(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found.extend(v for k, v in attrs if k in ("href", "src") and v)
+
+    Links().feed(html)
+    return found
+
+
+def broken_links(html_dir: Path) -> list[str]:
+    """``page: target`` for every relative link or image of the built book that points at
+    no file (a link the reader would follow to nothing)."""
+    broken = []
+    for page in sorted(html_dir.rglob("*.html")):
+        if "_static" in page.relative_to(html_dir).parts:
+            continue
+        for target in _links(page.read_text(encoding="utf-8", errors="replace")):
+            path = target.split("#", 1)[0].split("?", 1)[0]
+            if not path or re.match(r"^[a-z][a-z0-9+.-]*:", path, flags=re.I) or path.startswith("/"):
+                continue  # an anchor on the page, a URL with a scheme (data:, https:, mailto:), or absolute
+            if not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(html_dir)}: {target}")
+    return broken
+
+
 def build_book(fresh: bool, strict: bool) -> None:
     BUILD_DIR.mkdir(exist_ok=True)
     write_verdict()
@@ -374,6 +410,12 @@ def build_book(fresh: bool, strict: bool) -> None:
         with open(LOG_FILE, encoding="utf-8") as fh:
             tail = fh.readlines()[-40:]
         sys.stdout.write("".join(tail))
+        raise SystemExit(1)
+    broken = broken_links(HTML_DIR)
+    if broken:
+        log(f"build_book: {len(broken)} link(s) of the built book point at nothing:")
+        for b in broken:
+            log("  " + b)
         raise SystemExit(1)
     log(
         f"book built in {dt:.1f}s with {len(warnings)} warning(s): "

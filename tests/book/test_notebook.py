@@ -178,13 +178,32 @@ def test_executed_copies_link_to_book_pages(tmp_path: Path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("see [the method](../book/method.md) and [the visit](02_visit.ipynb)"),
                 nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
-                    "display_data", data={"text/html": '<td><a href="03_merge.ipynb">03_merge</a></td>'})])]
+                    "display_data", data={"text/html": '<td><a href="03_merge.ipynb">03_merge</a></td>'}),
+                    nbformat.v4.new_output("display_data", data={
+                        "text/markdown": "([its card](00_model.ipynb), [a figure](06_tradeoff.ipynb#figure-3))"})])]
     path = tmp_path / "n.ipynb"
     nbformat.write(nb, str(path))
     build_book.book_links(path)
     nb = nbformat.read(str(path), as_version=4)
     assert nb.cells[0].source == "see [the method](../method.md) and [the visit](02_visit.ipynb)"
     assert nb.cells[1].outputs[0]["data"]["text/html"] == '<td><a href="03_merge.html">03_merge</a></td>'
+    assert nb.cells[1].outputs[1]["data"]["text/markdown"] == \
+        "([its card](00_model.html), [a figure](06_tradeoff.html#figure-3))"
+
+
+def test_the_build_names_every_link_that_points_at_nothing(tmp_path: Path):
+    spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
+    build_book = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_book)
+    pages = tmp_path / "book" / "notebooks"
+    pages.mkdir(parents=True)
+    (pages / "00_model.html").write_text("<p>the card</p>")
+    (pages / "01_x.html").write_text(
+        '<a href="00_model.html#curve">ok</a> <a href="00_model.ipynb">JupyterLab only</a> <a href="#top">here</a>'
+        ' <img src="data:image/png;base64,AAAA"> <a href="https://example.org/x">away</a>'
+        ' <img src="../../_images/gone.png"> <pre>&lt;a href="03_merge.ipynb"&gt;</pre>')
+    assert build_book.broken_links(tmp_path) == ["book/notebooks/01_x.html: 00_model.ipynb",
+                                                 "book/notebooks/01_x.html: ../../_images/gone.png"]
 
 
 def test_interactive_runs_keep_apart_from_the_build():
