@@ -85,3 +85,17 @@ def test_tomato_against_each_null_is_paired_on_the_same_photos():
     one = miniature.null_line(pairs.reset_index().query("setting == 'sim=1e-15'"))
     assert "random groups, ToMato's sizes +15.00 [" in one and "(sim=1e-15)" in one
     assert miniature.answer(_rows(), pd.DataFrame(), nulls=pairs.reset_index())[-1] == line
+
+
+def test_table_1_beside_the_paper_adds_tome_at_tomatos_gflops_once():
+    rows = pd.concat([_rows(), _rows().iloc[[1]].assign(variant="tome:r=2", label="ToMe r=2", kind="tome"),
+                      _rows().iloc[[1]].assign(variant="tome:r=4", label="ToMe r=4", kind="tome", d_top1=-0.9)])
+    pair = pd.DataFrame([{"tomato": "ToMato sim=1e-7", "tome": "ToMe r=4", "diff": 0.4, "low": 0.1, "high": 0.7}])
+    beside = miniature.paper_beside(rows, pair)
+    ours = list(beside["ours (DeiT-Ti, Imagenette)"])
+    assert ours == ["unpatched", "ToMe r=2", "ToMato sim=1e-7", "ToMe r=4 (ToMato's GFLOPs)"]
+    assert beside["our Δ top-1 [95% CI]"].iloc[-1].startswith("-0.90 [")
+    # when ToMato's GFLOPs match the paper's own ToMe r=2, that row says so instead of repeating
+    same = miniature.paper_beside(rows, pair.assign(tome="ToMe r=2"))
+    assert list(same["ours (DeiT-Ti, Imagenette)"]) == ["unpatched", "ToMe r=2 (also at ToMato's GFLOPs)",
+                                                        "ToMato sim=1e-7"]

@@ -224,7 +224,8 @@ def paper_beside(df: pd.DataFrame, flops: pd.DataFrame) -> pd.DataFrame:
         mine = ours.loc[spec] if spec in ours.index else None
         rows.append({"paper (DeiT-B, ImageNet-Mini)": row["model"], "paper top-1": row["top1"],
                      "paper top-5": row["top5"],
-                     "ours (DeiT-Ti, Imagenette)": mine["label"] if mine is not None else "not run",
+                     "ours (DeiT-Ti, Imagenette)": ("unpatched" if spec == paper.BASELINE else mine["label"])
+                     if mine is not None else "not run",
                      "our top-1": mine["top1"] if mine is not None else np.nan,
                      "our top-5": mine["top5"] if mine is not None else np.nan,
                      "our Δ top-1 [95% CI]": (f"{mine['d_top1']:+.2f} [{mine['d_low']:+.2f}, {mine['d_high']:+.2f}]"
@@ -233,6 +234,10 @@ def paper_beside(df: pd.DataFrame, flops: pd.DataFrame) -> pd.DataFrame:
     if not match.empty:
         m = match.iloc[0]
         tome = ours[ours["label"] == m["tome"]].iloc[0]
+        if tome.name == variants.canonical(paper.TOME):  # the paper's own ToMe row: say so there, once
+            at = next(i for i, r in enumerate(rows) if r["ours (DeiT-Ti, Imagenette)"] == m["tome"])
+            rows[at]["ours (DeiT-Ti, Imagenette)"] += " (also at ToMato's GFLOPs)"
+            return pd.DataFrame(rows)
         rows.append({"paper (DeiT-B, ImageNet-Mini)": "(not in the paper)", "paper top-1": np.nan,
                      "paper top-5": np.nan, "ours (DeiT-Ti, Imagenette)": f"{m['tome']} (ToMato's GFLOPs)",
                      "our top-1": tome["top1"], "our top-5": tome["top5"],
@@ -291,7 +296,8 @@ def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKE
                      f"{_resolved(t['d_low'], t['d_high'])}).")
     near = _at_cut(df, target_cut)
     if near is not None:
-        lines.append(f"At the paper's token cut (~{target_cut:.0f}%), {near['label']} cuts {near['cut_pct']:.1f}% "
+        lo, hi = paper.TOKEN_CUT_SIM_1E7
+        lines.append(f"At the middle of the paper's token cut ({lo}–{hi}%), {near['label']} cuts {near['cut_pct']:.1f}% "
                      f"and changes top-1 by {_pts(near['d_top1'])} points (95% CI {_pts(near['d_low'])} to "
                      f"{_pts(near['d_high'])}).")
     if not flops.empty:
@@ -376,10 +382,11 @@ def tome_reach(run: RecordedRun) -> str:
     sched = flops.tokens_schedule_tome(dims, top)
     mean = sum(n for _, n in sched) / len(sched)
     r_full = max(r for r in range(1, dims.num_tokens) if full(r))
-    return (f"ToMe's sweep goes to r={top}: its {dims.depth} blocks keep {mean:.1f} tokens each on average "
-            f"({100 * (1 - mean / dims.num_tokens):.0f}% fewer than {dims.num_tokens}) and {sched[-1][1]:.0f} leave "
-            f"the last one. Every block merges r tokens in full only up to r={r_full}; past it ToMe caps a "
-            "block's r at half its tokens, so a larger r mostly empties the last blocks.")
+    return (f"ToMe's sweep goes to r={top}. At r={top} a block keeps {mean:.1f} of the {dims.num_tokens} tokens on "
+            f"average over the {dims.depth} blocks ({100 * (1 - mean / dims.num_tokens):.0f}% fewer), and only "
+            f"{sched[-1][1]:.0f} tokens are left after the last block. Every block merges r tokens in full only up "
+            f"to r={r_full}; past it ToMe caps a block's r at half its tokens, so a larger r mostly empties the "
+            "last blocks.")
 
 
 def token_cuts(run: RecordedRun, spec: str) -> np.ndarray:
@@ -449,7 +456,8 @@ def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_C
                      f"{change(ours.loc[spec])}.")
     near = _at_cut(df, target_cut)
     if near is not None:
-        lines.append(f"- **At the paper's token cut** (~{target_cut:.0f}%: {near['label']}, "
+        lo, hi = paper.TOKEN_CUT_SIM_1E7
+        lines.append(f"- **At the paper's token cut** (the middle of its {lo}–{hi}%: {near['label']}, "
                      f"{near['cut_pct']:.1f}% fewer): {change(near)}.")
     if not flops.empty:
         wins, losses = _tally(flops)
@@ -465,8 +473,8 @@ def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_C
         lines.append(f"- **Speed:** ×{t['speedup']:.2f} (95% CI {t['speedup_low']:.2f}–{t['speedup_high']:.2f}) "
                      f"the unpatched model's, on this CPU at batch 1{b8}.")
     lines.append("- **Not measured here:** DeiT-B on ImageNet (`python -m tomato sweep --checkpoint deit_base.pth "
-                 "--data <ImageNet-Mini>/val ...`) and a Jetson board ([the Jetson guide](jetson.md)); the whole "
-                 "verdict is on [the reproduction page](notebooks/07_reproduction.ipynb).")
+                 "--data <ImageNet-Mini>/val ...`) and a Jetson board ([the Jetson guide](jetson.md)); the paper's "
+                 "claims one by one: [the reproduction page](notebooks/07_reproduction.ipynb).")
     return ":::{admonition} Verdict, in short\n:class: tip\n" + "\n".join(lines[:6]) + "\n:::\n"
 
 
