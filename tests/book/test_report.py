@@ -240,6 +240,22 @@ def test_reproduction_summary_random_weights(run_dir: Path):
         "1 ToMe and 1 ToMato points")
 
 
+def test_a_level_of_another_model_is_not_judged_against_deit_b():
+    def ev(model: str, data: str, mini: bool) -> claims.Evidence:
+        return claims.Evidence(run=None, tradeoff=None, by={}, agree={}, changes={}, pretrained=True, jetson=False,
+                               machine="m", data=data, mini=mini, model=model)
+
+    tiny = ev("deit_tiny_distilled_patch16_224", "/x/shared/imagenette/val", False)
+    assert tiny.accuracy(66.7, 80.96, 0.5) == ("other model or data",
+                                               "DeiT-Ti (distilled), pretrained weights, on imagenette/val")
+    # a difference is compared with the paper's, and says whose it is
+    assert tiny.accuracy(-0.6, -0.82, 0.5, level=False)[0] == "close, other model"
+    assert tiny.accuracy(+0.25, -0.82, 0.5, level=False)[0] == "differs"
+    base = ev("deit_base_patch16_224", "/data/imagenet-mini/val", True)
+    assert base.accuracy(80.9, 80.96, 0.5)[0] == "reproduced"
+    assert ev("deit_base_patch16_224", "/data/other", False).accuracy(80.9, 80.96, 0.5)[0] == "other model or data"
+
+
 def test_reproduction_summary_without_runs():
     s = claims.reproduction_summary(None)
     assert len(s) == len(paper.FIGURES_AND_CLAIMS)
@@ -428,6 +444,12 @@ def test_verdict_is_written_from_the_records(run_dir: Path):
     assert ("(a perturbation measure, which means something with any weights but is cheap when the baseline's "
             "predictions are degenerate).") in text and "valid with any weights" not in text
     assert "ToMato sim=1e-7 ×1.33" in text  # speed-up from timing.json
+    # FLOPs as the run recorded them, with its own model's size, named from its provenance
+    assert "30.50 GFLOPs per image for ToMato sim=1e-7 against 35.10 for DeiT-B (-13.1%)" in text
+    from types import SimpleNamespace
+
+    assert verdict._model(SimpleNamespace(provenance={"model": "deit_tiny_distilled_patch16_224"})) == \
+        "DeiT-Ti (distilled)"
     assert verdict.ACCURACY_COMMAND in text and verdict.JETSON_COMMAND in text  # random weights, not a Jetson
 
 
@@ -468,7 +490,7 @@ def test_verdict_opens_with_a_plain_answer(run_dir: Path):
     text = verdict.verdict_markdown(results)
     short = text.split("\n")[2]
     assert short.startswith("**In short.**") and "random-init, not trained" in short
-    assert "Test GPU (`robust_gpu.json`, code at abcdef1): ×0.50 (0.45–0.55), slower" in short
+    assert "Test GPU, random-init DeiT-B (`robust_gpu.json`, code at abcdef1): ×0.50 (0.45–0.55), slower" in short
     assert "ToMato sim=1e-7 ×1.33" not in short and "×1.33 (no interval recorded)" in short
     assert "about as much as ToMe and 30× less than random groups of its sizes" in short
     assert "ToMe r=3 (its mean tokens per block closest to ToMato's) 0.001" in text

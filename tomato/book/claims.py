@@ -191,6 +191,20 @@ class Evidence:
     data: str
     mini: bool
     pages: dict[str, str] = field(default_factory=dict)
+    model: str = "deit_base_patch16_224"  # the run's timm model
+
+    @property
+    def weights(self) -> str:
+        """Who made the run's weights, in a reason's words."""
+        from .notes import trained_here
+
+        source = str((self.run.provenance if self.run is not None else {}).get("weights_source", ""))
+        return "weights trained here" if trained_here(source) else "pretrained weights"
+
+    @property
+    def paper_model(self) -> bool:
+        """Whether the run's model is the paper's DeiT-B (a level is comparable only then)."""
+        return self.model.startswith("deit_base")
 
     @classmethod
     def gather(cls, run: RecordedRun | None, tradeoff: RecordedRun | None,
@@ -212,18 +226,26 @@ class Evidence:
             changes={} if lat is None else {r["variant"]: r for r in lat.to_dict("records")},
             pretrained=bool(run.pretrained) if run is not None else False, jetson=is_jetson(prov),
             machine=machine_short(prov) if prov else "this machine", data=data,
-            mini="imagenet-mini" in data.lower() or prov.get("n_images") == 3923, pages=dict(pages))
+            mini="imagenet-mini" in data.lower() or prov.get("n_images") == 3923, pages=dict(pages),
+            model=str(prov.get("model") or "deit_base_patch16_224"))
 
-    def accuracy(self, ours: float, paper_value: float, tol: float) -> tuple[str, str]:
-        """(status, reason) of an accuracy number against the paper's."""
+    def accuracy(self, ours: float, paper_value: float, tol: float, level: bool = True) -> tuple[str, str]:
+        """(status, reason) of an accuracy number against the paper's; ``level``: a top-1 or
+        top-5 itself (comparable only on the paper's model and data), else a difference."""
         if ours != ours:
             return "not run", "no evaluation of this variant was found"
         if not self.pretrained:
             return "needs pretrained weights", "random-init weights: top-1/top-5 are chance level, not DeiT-B's accuracy"
+        from .pictures import model_title
+
+        model = model_title(self.model, True)
+        if level and not (self.paper_model and self.mini):
+            return "other model or data", f"{model}, {self.weights}, on {'/'.join(self.data.split('/')[-2:])}"
         close = abs(ours - paper_value) <= tol
-        where = "ImageNet-Mini" if self.mini else f"other data ({self.data})"
-        return ("reproduced" if close and self.mini else "differs" if not close else "close, other data",
-                f"pretrained weights on {where}; tolerance {tol} pt")
+        where = "ImageNet-Mini" if self.mini else "other data"
+        return ("reproduced" if close and self.mini and self.paper_model else "differs" if not close
+                else f"close, {where}" if self.paper_model else "close, other model",
+                f"{model}, {self.weights}, on {where}; tolerance {tol} pt")
 
 
 def _top(ev: Evidence, c: paper.Claim) -> tuple[str, str, str]:
@@ -252,7 +274,7 @@ def _latency_s(ev: Evidence, c: paper.Claim) -> tuple[str, str, str]:
 
 def _top_diff(ev: Evidence, c: paper.Claim) -> tuple[str, str, str]:
     val = _val(ev.by.get(c["variant"]), c["measure"]) - _val(ev.by.get(c["other"]), c["measure"])
-    return (_fmt(val, "pt", sign=True), *ev.accuracy(val, c["value"], TOLERANCES["top_diff"]))
+    return (_fmt(val, "pt", sign=True), *ev.accuracy(val, c["value"], TOLERANCES["top_diff"], level=False))
 
 
 def _latency_ratio(ev: Evidence, c: paper.Claim) -> tuple[str, str, str]:
@@ -328,7 +350,7 @@ def _figure3(ev: Evidence, c: paper.Claim) -> tuple[str, str, str]:
     kinds = list(tr.rows()["kind"])
     ours = (f"{kinds.count('tome')} ToMe and {kinds.count('tomato')} ToMato points ({tr.name}); "
             f"see {ev.pages.get('tradeoff', '06_tradeoff')}")
-    if not ev.pretrained:
+    if not tr.pretrained:
         return ours, "needs pretrained weights", ("top-1 axis is chance level with random-init weights; "
                                                   "latency axis measured on " + ev.machine)
     if not ev.jetson:
@@ -355,7 +377,8 @@ def reproduction_summary(run: RecordedRun | None, tradeoff: RecordedRun | None =
     ``timing_rows`` overrides the latencies of ``run`` (sweep-like rows with
     ``median_s``); ``merge_page`` / ``tradeoff_page`` name the pages the figures point
     to. Statuses: "reproduced"; "differs"; "needs pretrained weights"; "needs a Jetson";
-    "pipeline reproduced, number not comparable: ..."; "close, other data"; "not run".
+    "pipeline reproduced, number not comparable: ..."; "close, other data"; "close, other
+    model"; "other model or data" (a top-1 level of another model); "not run".
     """
     import pandas as pd
 

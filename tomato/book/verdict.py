@@ -15,7 +15,7 @@ from ..harness import speed, variants
 from ..harness.fidelity import degenerate_reasons
 from . import paper
 from .latency import recorded_timings
-from .measures import eval_gflops, prediction_agreement, tokens_cut_range
+from .measures import prediction_agreement, tokens_cut_range
 from .merge_cost import BenchRecord, bench_records, merge_table, paper_mode, pct
 from .runs import RecordedRun, pick_table1_run, recorded_runs, records, repo_path
 from .tables import machine_short
@@ -155,8 +155,10 @@ def _compare(ours: float, other: float, band: float = 1.25) -> str:
 
 
 def _other_machines(results: Path) -> list[dict[str, Any]]:
-    """ToMato sim=1e-7's speed-up over DeiT-B at batch 1 in every robust-protocol timing
-    record (``python -m tomato time --out``): machine, speed-up and its interval."""
+    """ToMato sim=1e-7's speed-up over its unpatched model at batch 1 in every robust-protocol
+    timing record (``python -m tomato time --out``): machine and model, speed-up and its interval."""
+    from .pictures import model_title
+
     out = []
     for path, record in recorded_timings(results, "robust"):
         for r in speed.at_batch(record.get("rows") or []):
@@ -166,7 +168,8 @@ def _other_machines(results: Path) -> list[dict[str, Any]]:
                 machine = machine_short(prov) + (f", {config['threads']} threads"
                                                  if config.get("device") == "cpu" and config.get("threads") else "")
                 commit = str(((record.get("provenance") or {}).get("git") or {}).get("commit") or "")[:7]
-                machine += f" (`{path.name}`" + (f", code at {commit}" if commit else "") + ")"
+                model = model_title(str(config.get("model", "deit_base_patch16_224")), bool(config.get("pretrained")))
+                machine += f", {model} (`{path.name}`" + (f", code at {commit}" if commit else "") + ")"
                 out.append({"file": path.name, "machine": machine, "speedup": float(r["speedup"]),
                             "low": r.get("speedup_low"), "high": r.get("speedup_high")})
     return out
@@ -176,8 +179,23 @@ def _speed(speedup: float, low: Any, high: Any) -> str:
     """'×1.04 (0.98–1.11), not resolved' / '... faster' / '... slower' (interval vs 1)."""
     if low is None or high is None:
         return f"×{speedup:.2f} (no interval recorded)"
-    word = "faster" if low > 1 else "slower" if high < 1 else "not resolved from DeiT-B"
+    word = "faster" if low > 1 else "slower" if high < 1 else "within the noise"
     return f"×{speedup:.2f} ({float(low):.2f}–{float(high):.2f}), {word}"
+
+
+def _model(run: RecordedRun | None) -> str:
+    """The short name of ``run``'s model (``DeiT-Ti (distilled)``); DeiT-B when there is no run."""
+    from .pictures import model_title
+
+    return model_title(str(run.provenance.get("model") or "deit_base_patch16_224"), True) if run else "DeiT-B"
+
+
+def _gflops(run: RecordedRun) -> dict[str, float]:
+    """GFLOPs per image of each variant as the run recorded them, with its own model's size."""
+    rows = run.rows()
+    if "gflops" not in rows:
+        return {}
+    return {variants.canonical(s): float(g) for s, g in zip(rows["variant"], rows["gflops"]) if g == g}
 
 
 def _run_facts(run: RecordedRun, diversity_below: bool = False) -> list[str]:
@@ -194,11 +212,11 @@ def _run_facts(run: RecordedRun, diversity_below: bool = False) -> list[str]:
                      f"{paper.TOKEN_CUT_SIM_1E7[0]}–{paper.TOKEN_CUT_SIM_1E7[1]}% with trained weights"
                      + ("; these are an untrained network's counts (random-init weights)." if not run.pretrained
                         else "."))
-    g = eval_gflops(run)
+    g, model = _gflops(run), _model(run)
     if paper.TOMATO in g and paper.BASELINE in g:
-        facts.append(f"**FLOPs.** {g[paper.TOMATO]:.1f} GFLOPs per image for ToMato sim=1e-7 against "
-                     f"{g[paper.BASELINE]:.1f} for DeiT-B ({100 * (g[paper.TOMATO] / g[paper.BASELINE] - 1):+.1f}%), "
-                     "from each photo's kept tokens.")
+        facts.append(f"**FLOPs.** {g[paper.TOMATO]:.2f} GFLOPs per image for ToMato sim=1e-7 against "
+                     f"{g[paper.BASELINE]:.2f} for {model} ({100 * (g[paper.TOMATO] / g[paper.BASELINE] - 1):+.1f}%), "
+                     "at the mean tokens kept.")
     agree = dict(zip(*(prediction_agreement(run)[c] for c in ("variant", "top1_agreement"))))
     if paper.TOMATO in agree:
         facts.append(f"**Output change.** ToMato sim=1e-7 kept the unpatched model's top-1 on "
@@ -215,7 +233,7 @@ def _run_facts(run: RecordedRun, diversity_below: bool = False) -> list[str]:
                  for s, r in rows]
         n_timed = (run.timing_config or {}).get("images")
         on = f"the {n_timed} timed photos" if n_timed else "the timed photos"
-        facts.append("**Latency against tokens kept** (speed-up over DeiT-B, median"
+        facts.append(f"**Latency against tokens kept** (speed-up over {model}, median"
                      + (" with its 95% bootstrap interval" if ci else "") + ", batch 1, on "
                      f"{machine_short(run.provenance)}; tokens are those {on} kept): " + "; ".join(parts) + ".")
     return facts
@@ -231,29 +249,30 @@ def _in_short(run: RecordedRun | None, results: Path, best: tuple[Path, dict] | 
     """Three or four plain sentences answering "does ToMato work here?", each from a record
     (``best``: the fidelity study of :func:`_best_fidelity`)."""
     said = ["The merge follows the paper's algorithm and the parallel visit is exact (both checked below)."]
-    pretrained = bool(run and run.pretrained)
-    said.append("Whether ToMato keeps DeiT-B's accuracy " + (
-        "is measured by the run below." if pretrained else
+    pretrained, model = bool(run and run.pretrained), _model(run)
+    said.append(f"Whether ToMato keeps {model}'s accuracy " + (
+        "is measured, with paired intervals, by [Table 1 in miniature](10_trained.ipynb)." if pretrained else
         "cannot be told from this build: its weights are random-init, not trained."))
     speeds = []
     if run is not None:
         r = next((r for r in speed.at_batch(run.timing) if variants.canonical(str(r.get("variant"))) == paper.TOMATO
                   and r.get("speedup")), None)
         if r is not None:
-            speeds.append(f"{machine_short(run.provenance)}: "
+            speeds.append(f"{machine_short(run.provenance)}, {model}: "
                           f"{_speed(float(r['speedup']), r.get('speedup_low'), r.get('speedup_high'))}")
     speeds += [f"{m['machine']}: {_speed(m['speedup'], m['low'], m['high'])}" for m in _other_machines(results)]
     if speeds:
-        g = eval_gflops(run) if run is not None else {}
-        flops = (f", which needs {100 * (1 - g[paper.TOMATO] / g[paper.BASELINE]):.1f}% fewer FLOPs than DeiT-B,"
+        g = _gflops(run) if run is not None else {}
+        flops = (f", which needs {100 * (1 - g[paper.TOMATO] / g[paper.BASELINE]):.1f}% fewer FLOPs than {model},"
                  if paper.TOMATO in g and paper.BASELINE in g else "")
-        said.append(f"ToMato sim=1e-7{flops} ran at these speed-ups over DeiT-B at batch 1 (95% intervals): "
-                    + "; ".join(speeds) + ".")
+        said.append(f"ToMato sim=1e-7{flops} ran at these speed-ups over the unpatched model at batch 1 "
+                    "(95% intervals): " + "; ".join(speeds) + ".")
     if best is not None:
         rows = {r["variant"]: r for r in best[1]["summary"] if paper_mode([r["setting"]]) is not None}
         if {"tomato", "tome", "random_groups"} <= set(rows):
             t, tm, rg = (rows[k]["kl_mean"] for k in ("tomato", "tome", "random_groups"))
-            said.append(f"At the same token count, ToMato sim=1e-7 moves this untrained network's output "
+            said.append(f"At the same token count, ToMato sim=1e-7 moves the {'' if pretrained else 'untrained '}"
+                        "network's output "
                         f"{_compare(t, tm)} ToMe and {_compare(t, rg)} random groups of its sizes "
                         f"(mean KL {t:.2g}, {tm:.2g} and {rg:.2g} nats).")
     return "**In short.** " + " ".join(said)
