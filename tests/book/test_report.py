@@ -212,6 +212,9 @@ def test_provenance_table_and_overview(run_dir: Path):
     assert t["CPU"] == "Test CPU (2 cores, torch threads 2)"
     assert t["commit"] == "0123456789 (dirty)"
     assert t["Jetson board"] == "absent (not a Jetson)"
+    assert t["trained weights"] == "no: random-init"
+    ours = {**prov(), "pretrained": True, "weights_source": "checkpoint:/a/data/weights/deit-x/model.safetensors"}
+    assert tables.provenance_table(ours).set_index("field")["value"]["trained weights"] == "yes, trained here"
     ov = tables.runs_overview(book_runs.recorded_runs(run_dir.parent))
     assert ov.loc[0, "run"] == "sample_run"
     assert ov.loc[0, "variants"] == "deit, tome:r=2, tomato:sim=1e-07"

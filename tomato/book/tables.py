@@ -88,6 +88,17 @@ def _commit_text(prov: Mapping[str, Any]) -> str:
     return short
 
 
+def _trained(prov: Mapping[str, Any]) -> str | None:
+    """The record's ``pretrained`` flag in words: trained here, trained elsewhere, or random."""
+    from .notes import trained_here
+
+    if prov.get("pretrained") is None:
+        return None
+    if not prov["pretrained"]:
+        return "no: random-init"
+    return "yes, trained here" if trained_here(str(prov.get("weights_source", ""))) else "yes"
+
+
 def provenance_table(prov: Mapping[str, Any]) -> pd.DataFrame:
     """The key fields of a provenance record (:func:`tomato.harness.provenance.collect`, an
     evaluation's ``provenance.json`` or a timing record's) as a two-column table."""
@@ -99,7 +110,7 @@ def provenance_table(prov: Mapping[str, Any]) -> pd.DataFrame:
         ("model", prov.get("model")),
         ("weights source", prov.get("weights_source")),
         ("weights sha256", f"{sha[:12]}…" if isinstance(sha, str) and sha else None),
-        ("pretrained", prov.get("pretrained")),
+        ("trained weights", _trained(prov)),
         ("data", prov.get("data")),
         ("images", prov.get("n_images")),
         ("variants", ", ".join(prov["variants"]) if isinstance(prov.get("variants"), list) else prov.get("variant")),
