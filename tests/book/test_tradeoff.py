@@ -150,3 +150,21 @@ def test_diversity_goes_beside_every_agreement_figure(tmp_path):
     assert not ok["degenerate"] and "Warning" not in notes.diversity_note(ok)
     assert measures.baseline_diversity({"tome:r=2": preds["tome:r=2"]}) is None
     plt.close("all")
+
+
+def test_a_page_says_each_warning_once_in_full():
+    from tomato.book import latency
+
+    said: set[str] = set()
+    rows = sweep_rows().assign(n=1000)
+    first, second = (measures.conclusion(rows, pretrained=False, said=said) for _ in range(2))
+    for once in ("0.778 of DeiT-B's latency", "flatters its winner", "cannot be checked"):
+        assert once in first and once not in second
+    assert "ToMato keep=0.7's, 0.800" in second  # the run's own numbers stay
+    noisy = pd.DataFrame({"median_s": [1.0, 0.8], "iqr_s": [0.05, 0.4], "speedup_low": 0.9, "speedup_high": 1.1})
+    full, short = (notes.timing_noise(noisy, said=said) for _ in range(2))
+    assert "interval excludes 1" in full and short.startswith("> **Spread of single rounds:** up to 50% of the median")
+    busy = {"machine": {"load_average_1_5_15_min": [3.0, 2.0, 1.0], "cpu_count": 2}}
+    assert "Warning: the machine was overloaded" in latency.load_warning(busy, said)
+    assert latency.load_warning(busy, said).startswith("**Overloaded machine** (load 3.0, 2.0, 1.0 with 2 CPU cores)")
+    assert "Warning" in latency.load_warning(busy) and "Warning" in latency.load_warning(busy)  # no page: in full

@@ -149,25 +149,30 @@ def machine_load(provenance: Mapping[str, Any]) -> tuple[list[float], int] | Non
     return [float(x) for x in load], cores
 
 
-def load_warning(provenance: Mapping[str, Any]) -> str:
+def load_warning(provenance: Mapping[str, Any], said: set[str] | None = None) -> str:
     """Markdown warning when any recorded load average exceeds the record's CPU count
-    (more runnable work than cores while the run was recorded); "" otherwise."""
+    (more runnable work than cores while the run was recorded); "" otherwise; one line when
+    the page has ``said`` it already (:func:`tomato.book.notes.first`)."""
+    from .notes import first
+
     found = machine_load(provenance)
     if found is None:
         return ""
     load, cores = found
     if max(load) <= cores:
         return ""
+    where = f"{', '.join(f'{x:.1f}' for x in load)} with {cores} CPU core{'s' if cores != 1 else ''}"
+    if not first(said, "overloaded"):
+        return f"**Overloaded machine** (load {where}): read its times as the warning above says."
     return ("**Warning: the machine was overloaded.** Its load average over 1/5/15 min was "
-            f"{', '.join(f'{x:.1f}' for x in load)} with {cores} CPU core{'s' if cores != 1 else ''} "
-            "(recorded with the run): more runnable work than cores, so other processes shared the CPU with "
+            f"{where} (recorded with the run): more runnable work than cores, so other processes shared the CPU with "
             "these forwards. Its times, and the differences between its variants, measure that competition as "
             "much as the models; they are no evidence for or against a speed-up.")
 
 
-def load_warnings(provenances: Mapping[str, Mapping[str, Any]]) -> str:
+def load_warnings(provenances: Mapping[str, Mapping[str, Any]], said: set[str] | None = None) -> str:
     """Markdown: one line per named run whose provenance draws a :func:`load_warning`; "" if none."""
-    warnings = {name: load_warning(p) for name, p in provenances.items()}
+    warnings = {name: load_warning(p, said) for name, p in provenances.items()}
     return "\n\n".join(f"`{name}`: {w}" for name, w in warnings.items() if w)
 
 

@@ -379,17 +379,24 @@ def _resolved(row: Mapping[str, Any]) -> str:
     return "not resolved from the baseline"
 
 
-def conclusion(rows: pd.DataFrame, *, pretrained: bool | None, where: str = "this run") -> str:
+def conclusion(rows: pd.DataFrame, *, pretrained: bool | None, where: str = "this run",
+               said: set[str] | None = None) -> str:
     """Markdown bullets reading Figure 3 from ``rows`` (a sweep's rows merged with
     :func:`tomato.book.measures.prediction_agreement`, optionally with ``gflops_eval``)
     beside the paper's Table 1. Every number comes from ``rows`` or from the paper.
-    ``pretrained``: True (trained weights), False (random-init) or None (not recorded)."""
+    ``pretrained``: True (trained weights), False (random-init) or None (not recorded).
+    ``said``: what the page has said already (:func:`tomato.book.notes.first`): the paper's
+    reading and the caveats appear once a page."""
+    from .notes import first
+
     pp = paper_points().set_index("variant")
     base_top1 = pp.loc[paper.BASELINE, "top1"]
     tomato_p, tome_p = pp.loc[paper.TOMATO], pp.loc[paper.TOME]
-    lines = [f"- **The paper** (Jetson Nano, trained DeiT-B, Table 1): ToMato-B runs at "
-             f"{tomato_p['rel_latency']:.3f} of DeiT-B's latency and ToMe-B at {tome_p['rel_latency']:.3f}, "
-             f"for {tomato_p['top1'] - base_top1:+.2f} and {tome_p['top1'] - base_top1:+.2f} top-1 points."]
+    lines = []
+    if first(said, "paper latency"):
+        lines.append(f"- **The paper** (Jetson Nano, trained DeiT-B, Table 1): ToMato-B runs at "
+                     f"{tomato_p['rel_latency']:.3f} of DeiT-B's latency and ToMe-B at {tome_p['rel_latency']:.3f}, "
+                     f"for {tomato_p['top1'] - base_top1:+.2f} and {tome_p['top1'] - base_top1:+.2f} top-1 points.")
     if rows.empty:
         return "\n".join(lines + [f"- **{where}** holds no rows."])
     df = relative_latency(rows)
@@ -405,8 +412,9 @@ def conclusion(rows: pd.DataFrame, *, pretrained: bool | None, where: str = "thi
         if not fastest.empty:
             best = fastest["rel_latency"].idxmin()
             lines.append(f"- The lowest ToMato latency here is {variants.label(best)}'s, "
-                         f"{_ratio(fastest.loc[best])}, {_resolved(fastest.loc[best])}{_timed_on(fastest.loc[best])}. "
-                         "(The smallest of several noisy ratios flatters its winner.)")
+                         f"{_ratio(fastest.loc[best])}, {_resolved(fastest.loc[best])}{_timed_on(fastest.loc[best])}."
+                         + (" (The smallest of several noisy ratios flatters its winner.)"
+                            if first(said, "winner") else ""))
     else:
         lines.append(f"- **{where}** has no timing of the paper's variants.")
     y = "top1" if pretrained else "top1_agreement"
@@ -430,7 +438,7 @@ def conclusion(rows: pd.DataFrame, *, pretrained: bool | None, where: str = "thi
             lines.append(f"- At about equal FLOPs (within {EQUAL_FLOPS:.0%}; each ToMe point with its nearest "
                          f"ToMato point), ToMe keeps more agreement in {tome_more} of {len(pairs)} pairs, ToMato "
                          f"in {tomato_more}{f', {tied} tied' if tied else ''}: {each}.")
-    if pretrained is False:
+    if pretrained is False and first(said, "random reading"):
         lines.append("- With random-init weights the paper's reading (\"accuracy changes little as latency "
                      "falls\") cannot be checked: it needs trained DeiT-B on ImageNet data. The ratios and token "
                      "counts above are measured on this machine with these untrained weights; trained weights "

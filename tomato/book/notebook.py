@@ -61,7 +61,8 @@ class Page:
     samples: the images of ``data`` (at most ``max_images`` when declared); who: a short
     model name for figure titles (``"random-init DeiT-B"``). With ``images=True``:
     images (B, 3, H, W) model inputs, photos (H, W, 3) in [0, 1] for display, names
-    (file stems), and skipped: (path, reason) of files that could not be read.
+    (file stems), and skipped: (path, reason) of files that could not be read. said: the
+    warnings this page has shown in full (:func:`tomato.book.notes.first`).
     """
 
     params: dict[str, Any]
@@ -73,6 +74,7 @@ class Page:
     photos: list[np.ndarray] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    said: set[str] = field(default_factory=set)  # warnings shown in full on this page (notes.first)
 
     @property
     def progress(self) -> bool:

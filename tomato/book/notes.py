@@ -102,11 +102,23 @@ def diversity_note(diversity: Mapping[str, Any] | None) -> str:
             "baselines at equal tokens (`python -m tomato fidelity`, summarised in the verdict) beside it.")
 
 
-def timing_noise(rows: pd.DataFrame, threshold: float = 0.2) -> str:
+def first(said: set[str] | None, key: str) -> bool:
+    """Whether the warning ``key`` is new to a page that keeps what it has ``said`` (a set
+    the page owns: :attr:`tomato.book.notebook.Page.said`), and note it as said. Each warning
+    appears once in full; later runs on the page get its short form. None: always new."""
+    if said is None:
+        return True
+    new = key not in said
+    said.add(key)
+    return new
+
+
+def timing_noise(rows: pd.DataFrame, threshold: float = 0.2, said: set[str] | None = None) -> str:
     """A warning (Markdown) when the timing in ``rows`` is noisy: some variant's IQR exceeds
     ``threshold`` times its median (typically a machine shared with other jobs). With
     bootstrap intervals on the speed-ups (``speedup_low``/``speedup_high``) it points the
-    reader to them instead of calling every ratio unreliable. Empty when the timing is clean."""
+    reader to them instead of calling every ratio unreliable. Empty when the timing is clean;
+    one line when the page has ``said`` it already (:func:`first`)."""
     import pandas as pd
 
     if not {"median_s", "iqr_s"} <= set(rows):
@@ -115,13 +127,18 @@ def timing_noise(rows: pd.DataFrame, threshold: float = 0.2) -> str:
     rel = rel.dropna()
     if rel.empty or rel.max() <= threshold:
         return ""
+    spread = f"{100 * rel.max():.0f}% of the median (median over variants {100 * rel.median():.0f}%)"
     if {"speedup_low", "speedup_high"} <= set(rows) and rows["speedup_low"].notna().any():
+        if not first(said, "timing spread"):
+            return f"> **Spread of single rounds:** up to {spread}; read the intervals as the note above says."
         # Intervals were bootstrapped from the same rounds: they already carry the spread.
         return (f"> **Spread of single rounds:** the interquartile range of single timed rounds reaches "
                 f"{100 * rel.max():.0f}% of the median (median over variants {100 * rel.median():.0f}%), "
                 "probably other work on the machine. The 95% bootstrap intervals on the speed-ups are computed "
                 "from these rounds and carry that spread: read a speed-up as resolved only where its interval "
                 "excludes 1; re-time on an idle machine (`python -m tomato time ...`) for narrower ones.")
+    if not first(said, "timing noise"):
+        return f"> **Noisy timing:** up to {spread}; its ratios are as unreliable as the note above says."
     return (f"> **Noisy timing:** the interquartile range reaches {100 * rel.max():.0f}% of the median "
             f"(median over variants {100 * rel.median():.0f}%), so differences between variants below "
             "are within the noise and their ratios are not reliable. The machine was probably busy with "
@@ -135,13 +152,14 @@ def baseline_note(run: RecordedRun) -> str:
     return diversity_note(baseline_diversity(run))
 
 
-def run_notes(run: RecordedRun, rows: pd.DataFrame | None = None) -> str:
+def run_notes(run: RecordedRun, rows: pd.DataFrame | None = None, said: set[str] | None = None) -> str:
     """How far ``run``'s numbers can be read, as Markdown paragraphs: how it was timed, a
-    noise warning for its timing ``rows`` (default: the run's own rows), and with random-init
-    weights how varied the baseline's predictions are. Empty when there is nothing to say."""
+    noise warning for its timing ``rows`` (default: the run's own rows; short when the page
+    has ``said`` it, :func:`first`), and with random-init weights how varied the baseline's
+    predictions are. Empty when there is nothing to say."""
     from ..harness.speed import describe
 
     rows = run.rows() if rows is None else rows
-    parts = [describe(run.timing_config) if run.timing_config else "", timing_noise(rows),
+    parts = [describe(run.timing_config) if run.timing_config else "", timing_noise(rows, said=said),
              "" if run.pretrained else baseline_note(run)]
     return "\n\n".join(p for p in parts if p)
