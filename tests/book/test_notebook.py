@@ -76,6 +76,14 @@ def test_parameter_table_says_what_each_means():
     t = notebook.parameter_table({"sim": 1e-5, "data": "smoke", "checkpoint": None})
     assert list(t["value"]) == ["1e-05", "'smoke'", "None"]
     assert t.set_index("parameter").loc["sim", "meaning"] == parameters.RULES["sim"].help
+    from tomato.harness.models import WeightsInfo
+
+    card = WeightsInfo("deit_tiny_distilled_patch16_224", "checkpoint:data/weights/x/model.safetensors", True, "a" * 64)
+    p = {"model": "deit_base_patch16_224", "checkpoint": "x"}
+    shown = notebook.parameter_table(p, card).set_index("parameter").loc["model"]
+    assert shown["value"] == "'deit_tiny_distilled_patch16_224'" and "'deit_base_patch16_224' is not used" in shown["meaning"]
+    same = WeightsInfo("deit_base_patch16_224", "random-init:seed=0", False, "a" * 64)
+    assert notebook.parameter_table(p, same).set_index("parameter").loc["model", "value"] == "'deit_base_patch16_224'"
 
 
 def _parameters_cell(path: Path) -> str:

@@ -289,12 +289,17 @@ def _check_against_data(page: Page) -> None:
         raise ParameterError(errors)
 
 
-def parameter_table(params: dict[str, Any]) -> Any:
-    """The parameters in force as a small table: parameter, value, meaning."""
+def parameter_table(params: dict[str, Any], weights: WeightsInfo | None = None) -> Any:
+    """The parameters in force as a small table: parameter, value, meaning. With the loaded
+    ``weights``, a ``model`` the checkpoint's card overrode shows the model that runs."""
     import pandas as pd
 
     rows = [{"parameter": k, "value": repr(v) if isinstance(v, str) or v is None else str(v),
              "meaning": parameters.RULES[k].help if k in parameters.RULES else ""} for k, v in params.items()]
+    for row in rows:
+        if row["parameter"] == "model" and weights is not None and weights.model != params["model"]:
+            row["value"] = repr(weights.model)
+            row["meaning"] = f"from the checkpoint's model card (the parameter's {params['model']!r} is not used)"
     return pd.DataFrame(rows, columns=["parameter", "value", "meaning"])
 
 
@@ -328,7 +333,8 @@ def setup(namespace: MutableMapping[str, Any], *, images: bool = False, show: bo
         from .tables import styled
 
         display(Markdown(weights_banner(weights)))
-        display(styled(parameter_table(params), caption="Parameters in force", widths={"parameter": "18%"}))
+        display(styled(parameter_table(params, weights), caption="Parameters in force",
+                       widths={"parameter": "18%"}))
         if page.skipped:
             display(Markdown(f"Skipped {len(page.skipped)} unreadable file(s): "
                              + "; ".join(f"`{path}` ({why})" for path, why in page.skipped)))
