@@ -261,3 +261,16 @@ def test_report_sentences_are_written_from_the_reports(monkeypatch: pytest.Monke
     # Report means span 2.00 s: ToMe-B - ToMato-B (0.50 s) is within it, DeiT-B - ToMato-B (2.50 s) is not.
     assert "(0.50 s, 6.2% of ToMe-B's 8.00 s) is within the 2.00 s" in support
     assert "(2.50 s, 25.0% of DeiT-B's 10.00 s) exceeds it" in support
+
+
+def test_one_label_with_different_weights_is_named() -> None:
+    from tomato.book import notes
+
+    def rec(sha: str, torch: str, source: str = "random-init:seed=0") -> dict:
+        return {"config": {"weights_source": source, "weights_sha256": sha * 32}, "provenance": {"torch": torch}}
+
+    text = notes.one_label({"a.json": rec("ab", "2.11.0"), "b.json": rec("cd", "2.14.1"), "c.json": rec("cd", "2.14.1"),
+                            "ours.json": rec("ef", "2.14.1", "checkpoint:x")})
+    assert text.startswith("**One label, 2 different weights:** `random-init:seed=0` stands for sha256 `abababab…`")
+    assert "(torch 2.14.1: `b.json`, `c.json`)" in text and "ours.json" not in text
+    assert notes.one_label({"a.json": rec("ab", "2.11.0"), "b.json": rec("ab", "2.11.0")}) == ""

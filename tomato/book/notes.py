@@ -63,6 +63,31 @@ def weights_banner(weights: WeightsInfo) -> str:
             "it on an online machine.")
 
 
+def one_label(records: Mapping[str, Mapping[str, Any]]) -> str:
+    """A note (Markdown) when records under one weights label hold different weights:
+    ``records`` maps a name to a timing record (its ``config`` and ``provenance`` name
+    ``weights_source``, ``weights_sha256`` and ``torch``). Seeded random-init weights depend
+    on the torch version, so ``random-init:seed=0`` on two machines can be two networks.
+    "" when none differ."""
+    by: dict[str, dict[str, list[str]]] = {}
+    torch: dict[str, str] = {}
+    for name, record in records.items():
+        rec = {**(record.get("provenance") or {}), **(record.get("config") or {})}
+        source, sha = rec.get("weights_source"), rec.get("weights_sha256")
+        if source and sha:
+            by.setdefault(str(source), {}).setdefault(str(sha), []).append(name)
+            torch.setdefault(str(sha), str(rec.get("torch") or (rec.get("machine") or {}).get("torch") or "?"))
+    lines = []
+    for source, shas in by.items():
+        if len(shas) > 1:
+            each = "; ".join(f"sha256 `{sha[:8]}…` (torch {torch[sha]}: {', '.join(f'`{n}`' for n in names)})"
+                             for sha, names in shas.items())
+            lines.append(f"**One label, {len(shas)} different weights:** `{source}` stands for {each}. "
+                         "Seeded initialisation differs between torch versions, so these did not run the same "
+                         "network; compare their ratios, not their seconds.")
+    return "\n\n".join(lines)
+
+
 def weights_note(pretrained: bool | None) -> str:
     """A short tag for figure titles and table captions: empty for pretrained weights."""
     if pretrained:
