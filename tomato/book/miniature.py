@@ -18,7 +18,7 @@ import numpy as np
 
 from ..harness import flops, speed, variants
 from . import paper
-from .measures import within_paper_range
+from .measures import EQUAL_FLOPS, within_paper_range
 from .runs import RecordedRun, record, recorded_run, records
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -134,7 +134,7 @@ def view(df: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def equal_flops(df: pd.DataFrame, run: RecordedRun, tolerance: float = 0.05, seed: int = 0) -> pd.DataFrame:
+def equal_flops(df: pd.DataFrame, run: RecordedRun, tolerance: float = EQUAL_FLOPS, seed: int = 0) -> pd.DataFrame:
     """Each ToMato point beside the ToMe point of nearest GFLOPs (within ``tolerance``),
     with the paired difference ToMato - ToMe on the same photos."""
     import pandas as pd
@@ -304,7 +304,8 @@ def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKE
         parts = [f"{r['tomato']} vs {r['tome']}: {_pts(r['diff'])} [{_pts(r['low'])}, {_pts(r['high'])}]"
                  for _, r in flops.iterrows()]
         wins, losses = _tally(flops)
-        lines.append("Against ToMe at equal GFLOPs (within 5%), ToMato's top-1 minus ToMe's, paired, in points: "
+        lines.append(f"Against ToMe at equal GFLOPs (within {EQUAL_FLOPS:.0%}), ToMato's top-1 minus ToMe's, paired, "
+                     "in points: "
                      + "; ".join(parts) + f". ToMato is ahead in {wins}, behind in {losses}, and within the noise "
                      f"in {len(flops) - wins - losses} of {len(flops)} pairs.")
     if nulls is not None and not nulls.empty:
