@@ -413,6 +413,9 @@ def test_explain_differences(run_dir: Path):
     assert "24 of 196 (12.2%)" in text
     pretrained = WeightsInfo("deit_base_patch16_224", "checkpoint:/x.pth", True, "0" * 64)
     assert "**Weights.**" not in claims.explain_differences(run, weights=pretrained, data="/d", device="cpu")
+    listed = claims.explain_differences(run, weights=w, data="smoke", device="cpu", others=[run])
+    assert "**The recorded runs** below have their own model, weights and data: `sample_run`: random-init " \
+           "DeiT-B, 10 photos of `sample/val`." in listed
 
 
 def test_variants_name_and_order_in_one_place():

@@ -135,7 +135,7 @@ def explain_differences(run: RecordedRun, *, weights: WeightsInfo, data: Any, de
     items = []
     if not weights.pretrained:
         items.append(
-            f"**Weights.** The paper uses trained DeiT-B weights; these runs use `{weights.source}`, an "
+            f"**Weights.** The paper uses trained DeiT-B weights; this page's runs use `{weights.source}`, an "
             "untrained network, because no pretrained weights can be downloaded here. Its top-1/top-5 are those "
             "of a random classifier over 1,000 classes (expected 0.1% / 0.5%; on a handful of images a single "
             "lucky hit moves them by several points), so the accuracy columns say nothing about DeiT, ToMe or "
@@ -145,8 +145,17 @@ def explain_differences(run: RecordedRun, *, weights: WeightsInfo, data: Any, de
             "that is cheap, and the output drift against null baselines in the verdict says more.")
     smoke = " (seven photos bundled with scikit-image, with hand-assigned nearest classes: a smoke test, " \
             "not a benchmark)" if str(data) == "smoke" else ""
-    items.append(f"**Data.** The paper evaluates the 3,923 ImageNet-Mini validation images; these runs use "
+    items.append(f"**Data.** The paper evaluates the 3,923 ImageNet-Mini validation images; this page's runs use "
                  f"`{data}`, {n} images{smoke}.")
+    if others:
+        from .pictures import model_title
+
+        def named(r: RecordedRun) -> str:
+            prov, where = r.provenance, str(r.provenance.get("data", "?")).rstrip("/")
+            return (f"`{r.name}`: {model_title(str(prov.get('model', '?')), bool(r.pretrained))}, "
+                    f"{prov.get('n_images', '?')} photos of `{'/'.join(where.split('/')[-2:])}`")
+        items.append("**The recorded runs** below have their own model, weights and data: "
+                     + "; ".join(named(r) for r in others) + ".")
     items.append(
         "**Token counts depend on the weights.** ToMato merges neighbours whose block-0 similarity reaches "
         "`sim`; the features come from the weights, so the paper's 8.16–20.92% token cut for sim=1e-7 is a "
@@ -163,8 +172,9 @@ def explain_differences(run: RecordedRun, *, weights: WeightsInfo, data: Any, de
         "−22.19% / −6.06% (see the timing page); absolute seconds do not.")
     items.append(
         f"**Software.** The authors ran their reference code on timm 0.4.12; we run timm {info['timm']} and our "
-        "own implementations of ToMe and ToMato in one harness, with the same preprocessing for every variant "
-        "(resize 256 bicubic, centre crop 224).")
+        "own implementations of ToMe and ToMato in one harness, with one preprocessing for every variant of a "
+        "run: the model's own evaluation transform (timm's for DeiT-B: resize 256 bicubic, centre crop 224; "
+        "the model card's for the model trained here: resize to 224, no crop).")
     return "\n".join(f"{i}. {t}" for i, t in enumerate(items, 1))
 
 
