@@ -476,6 +476,15 @@ def test_verdict_reads_fidelity_and_dispatch_records(tmp_path: Path):
     assert "ToMato 0.001 nats against random groups of the same sizes 0.03" in text
     assert "parallel, sim=1e-7: 102 ops, 1 host sync (" in text and "999" not in text
     assert "ToMato moves the output 30× less than random groups of the same sizes." in text
+    # several settings: one line of KLs each, one reading across them
+    rec = json.loads((tmp_path / "fidelity_x.json").read_text())
+    rec["summary"] += [{"setting": "keep_ratio=0.5", "variant": "tomato", "tokens_mean": 98.0, "kl_mean": 0.05},
+                       {"setting": "keep_ratio=0.5", "variant": "random_groups", "tokens_mean": 98.0, "kl_mean": 0.2}]
+    (tmp_path / "fidelity_x.json").write_text(json.dumps(rec))
+    text = verdict.verdict_markdown(tmp_path)
+    assert text.count("Output drift") == 1
+    assert "sim=1e-07 (150 tokens): ToMato 0.001, random groups of the same sizes 0.03; keep_ratio=0.5 (98" in text
+    assert "Across the 2 settings ToMato moves the output 4–30× less than random groups of the same sizes." in text
 
 
 def test_verdict_opens_with_a_plain_answer(run_dir: Path):

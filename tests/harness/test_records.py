@@ -64,3 +64,17 @@ def test_one_writer_and_one_reader_per_record_kind():
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         code = "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code")
         assert not re.search(r"json\.loads?\(|read_text\(|read_csv\(", code), nb.name
+
+
+def test_a_record_reads_back_equal_with_one_compact_row_a_line(tmp_path: Path):
+    rows = [{"setting": "sim=1e-07", "variant": "tomato", "kl": 1e-4 * i, "agree": i % 2 == 0, "index": i}
+            for i in range(50)]
+    record = {"rows": rows, "summary": [{"setting": "sim=1e-07", "n": 50}], "baseline": {"n": 50, "classes": [1, 2]},
+              "provenance": {"git": {"commit": "abc"}, "sims": [1e-7]}}
+    path = records.write("fidelity", tmp_path / "f.json", record)
+    text = path.read_text()
+    assert json.loads(text) == record
+    lines = text.splitlines()
+    assert '  {"setting":"sim=1e-07","variant":"tomato","kl":0.0,"agree":true,"index":0},' in lines
+    assert len(lines) < 50 + 25  # one line a row, the rest indented
+    assert json.loads(records.dumps({})) == {}

@@ -128,9 +128,10 @@ def _fidelity(best: tuple[Path, dict] | None) -> list[str]:
     by_setting: dict[str, dict[str, dict]] = {}
     for row in rec["summary"]:
         by_setting.setdefault(row["setting"], {})[row["variant"]] = row
+    by_setting = {s: rows for s, rows in by_setting.items() if "tomato" in rows}
+    if len(by_setting) > 1:
+        return facts + [_drift_across(path, base["n"], by_setting)]
     for setting, rows in by_setting.items():
-        if "tomato" not in rows:
-            continue
         t = rows["tomato"]
         others = "; ".join(f"{_null_name(v, r)} {r['kl_mean']:.2g}" for v, r in rows.items() if v != "tomato")
         reading = "; ".join(f"{_compare(t['kl_mean'], r['kl_mean'])} {_FIDELITY_NAMES.get(v, v)}"
@@ -139,6 +140,39 @@ def _fidelity(best: tuple[Path, dict] | None) -> list[str]:
                      f"the unpatched model's, ToMato {t['kl_mean']:.2g} nats against {others} "
                      f"(`{path.name}`, {base['n']} photos). ToMato moves the output {reading}.")
     return facts
+
+
+def _drift_across(path: Path, n: int, by_setting: dict[str, dict[str, dict]]) -> str:
+    """One fact for a fidelity study of several settings: each setting's mean KLs in a
+    line, then per comparison how ToMato's drift compares at every setting."""
+    each = []
+    for setting, rows in by_setting.items():
+        t = rows["tomato"]
+        each.append(f"{setting} ({t['tokens_mean']:.0f} tokens): ToMato {t['kl_mean']:.2g}, "
+                    + ", ".join(f"{_null_name(v, r) if v != 'tome' else 'ToMe r=' + str(r.get('tome_r'))} "
+                                f"{r['kl_mean']:.2g}" for v, r in rows.items() if v != "tomato"))
+    reading = []
+    for v in dict.fromkeys(v for rows in by_setting.values() for v in rows if v != "tomato"):
+        ratios = [rows["tomato"]["kl_mean"] / rows[v]["kl_mean"] for rows in by_setting.values()
+                  if v in rows and rows[v]["kl_mean"] > 0 and rows["tomato"]["kl_mean"] > 0]
+        if ratios:
+            reading.append(f"{_times(ratios)} {_FIDELITY_NAMES.get(v, v)}")
+    return (f"**Output drift** (mean KL of the logits from the unpatched model's, nats, at the same tokens per "
+            f"photo; `{path.name}`, {n} photos): " + "; ".join(each) + ". Across the "
+            f"{len(by_setting)} settings ToMato moves the output " + "; ".join(reading) + ".")
+
+
+def _times(ratios: Sequence[float]) -> str:
+    """'4–10× less than', '4–25× more than' or '0.8–1.2× as much as' for ToMato's KL over
+    another's at several settings."""
+    def span(lo: float, hi: float) -> str:
+        a, b = (f"{x:.0f}" if x >= 2 else f"{x:.1f}" for x in (lo, hi))
+        return a if a == b else f"{a}–{b}"
+    if max(ratios) < 1:
+        return f"{span(1 / max(ratios), 1 / min(ratios))}× less than"
+    if min(ratios) > 1:
+        return f"{span(min(ratios), max(ratios))}× more than"
+    return f"{span(min(ratios), max(ratios))}× as much as"
 
 
 def _compare(ours: float, other: float, band: float = 1.25) -> str:
