@@ -274,3 +274,11 @@ def test_one_label_with_different_weights_is_named() -> None:
     assert text.startswith("**One label, 2 different weights:** `random-init:seed=0` stands for sha256 `abababab…`")
     assert "(torch 2.14.1: `b.json`, `c.json`)" in text and "ours.json" not in text
     assert notes.one_label({"a.json": rec("ab", "2.11.0"), "b.json": rec("ab", "2.11.0")}) == ""
+
+
+def test_a_source_is_printed_without_the_recording_checkout() -> None:
+    from tomato.book import notes
+
+    assert notes.source_label("checkpoint:/w/main/data/weights/deit-x/model.safetensors") == \
+        "`data/weights/deit-x` (trained here)"
+    assert notes.source_label("random-init:seed=0") == "`random-init:seed=0`"

@@ -29,6 +29,13 @@ def trained_here(source: str) -> str | None:
     return None
 
 
+def source_label(source: str) -> str:
+    """A weights source as a page prints it: ``data/weights/<name>`` (trained here) for the
+    project's own model, whatever checkout recorded it; else the source as recorded."""
+    here = trained_here(source)
+    return f"`data/weights/{here}` (trained here)" if here else f"`{source}`"
+
+
 def recorded_weights(prov: Mapping[str, Any], photos: int | None = None) -> str:
     """One Markdown line naming the weights and data of a recorded run from its provenance,
     without the recording checkout's absolute paths."""
