@@ -683,3 +683,23 @@ def test_batch_timing_of_the_same_weights_joins_table_1(run_dir: Path, tmp_path:
     assert math.isnan(df.set_index("variant").loc["tome:r=2", "speedup_b8"])  # not timed at batch 8
     assert miniature.view(df)["speed-up b8 [95% CI]"].iloc[0] == "1.000 [0.900, 1.100]"
     assert miniature.batch_timing(results, run, batch=32) is None
+
+
+def test_one_variant_timed_twice_with_the_same_weights_is_read_side_by_side(run_dir: Path, tmp_path: Path):
+    import shutil
+
+    shutil.copytree(run_dir, run_dir.parent / "again")
+    timing = json.loads((run_dir / "timing.json").read_text())
+    for r in timing["rows"]:
+        r.update(speedup_low=r["speedup"] * 0.95, speedup_high=r["speedup"] * 1.05)
+    (run_dir / "timing.json").write_text(json.dumps(timing))
+    for r in timing["rows"]:
+        fast = r["speedup"] * 1.5
+        r.update(speedup=fast, speedup_low=fast * 0.95, speedup_high=fast * 1.05)
+    (run_dir.parent / "again" / "timing.json").write_text(json.dumps(timing))
+    runs = book_runs.recorded_runs(run_dir.parent)
+    text = measures.repeat_timings(runs)
+    assert text.startswith("ToMato sim=1e-7 was timed 2 times with the same weights (sha256 `abababab…`)")
+    assert "×1.33 (1.27–1.40, `sample_run`)" in text and "×2.00 (1.90–2.10, `again`)" in text
+    assert "do not all overlap" in text
+    assert measures.repeat_timings(runs[:1]) == ""

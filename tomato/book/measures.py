@@ -244,6 +244,36 @@ def latency_changes(rows: pd.DataFrame, column: str = "median_s", baseline: str 
     return df
 
 
+def repeat_timings(runs: Sequence[RecordedRun], spec: str = paper.TOMATO) -> str:
+    """One sentence per set of runs that timed ``spec`` with the same weights on the same
+    device: each run's batch-1 speed-up with its interval, and whether the intervals
+    overlap (two timings of one model that do not overlap measured the machine's state as
+    much as the model). "" when no weights were timed twice."""
+    groups: dict[tuple[str, str], list[tuple[str, Mapping[str, Any]]]] = {}
+    want = variants.canonical(spec)
+    for run in runs:
+        rows = run.rows()
+        if "speedup_low" not in rows:
+            continue
+        for row in rows.to_dict("records"):
+            if variants.canonical(str(row["variant"])) == want and row.get("speedup_low") == row.get("speedup_low"):
+                key = (str(run.provenance.get("weights_sha256")), str((run.timing_config or {}).get("device", "cpu")))
+                groups.setdefault(key, []).append((run.name, row))
+    out = []
+    for (sha, device), timed in groups.items():
+        if len(timed) < 2:
+            continue
+        overlap = max(float(r["speedup_low"]) for _, r in timed) <= min(float(r["speedup_high"]) for _, r in timed)
+        each = "; ".join(f"×{float(r['speedup']):.2f} ({float(r['speedup_low']):.2f}–{float(r['speedup_high']):.2f}, "
+                         f"`{name}`)" for name, r in timed)
+        out.append(f"{variants.label(want)} was timed {len(timed)} times with the same weights (sha256 `{sha[:8]}…`) "
+                   f"on {device}: {each}. "
+                   + ("The intervals overlap: the runs agree within their noise." if overlap else
+                      "The intervals do not all overlap: the machine's state between runs moved the timing more "
+                      "than the rounds of one run show, so read each speed-up with its own run."))
+    return "\n\n".join(out)
+
+
 def tomato_single_merge(run: RecordedRun | None) -> bool | None:
     """True when every ToMato image of ``run`` keeps its block-0 token count in every
     later block (``tokens_per_block == tokens + 1 prefix``); None without ToMato runs."""
