@@ -16,6 +16,8 @@ from ..harness import variants
 from ..harness.models import WeightsInfo
 from . import paper
 from .measures import latency_changes, prediction_agreement, tokens_cut_range, tome_token_cut, tomato_single_merge
+from .notes import data_label, source_label, trained_here
+from .pictures import model_title
 from .runs import RecordedRun, pick_table1_run
 from .tables import is_jetson, machine_short
 
@@ -148,12 +150,10 @@ def explain_differences(run: RecordedRun, *, weights: WeightsInfo, data: Any, de
     items.append(f"**Data.** The paper evaluates the 3,923 ImageNet-Mini validation images; this page's runs use "
                  f"`{data}`, {n} images{smoke}.")
     if others:
-        from .pictures import model_title
-
         def named(r: RecordedRun) -> str:
             prov, where = r.provenance, str(r.provenance.get("data", "?")).rstrip("/")
             return (f"`{r.name}`: {model_title(str(prov.get('model', '?')), bool(r.pretrained))}, "
-                    f"{prov.get('n_images', '?')} photos of `{'/'.join(where.split('/')[-2:])}`")
+                    f"{prov.get('n_images', '?')} photos of `{data_label(where)}`")
         items.append("**The recorded runs** below have their own model, weights and data: "
                      + "; ".join(named(r) for r in others) + ".")
     items.append(
@@ -206,8 +206,6 @@ class Evidence:
     @property
     def weights(self) -> str:
         """Who made the run's weights, in a reason's words."""
-        from .notes import trained_here
-
         source = str((self.run.provenance if self.run is not None else {}).get("weights_source", ""))
         return "weights trained here" if trained_here(source) else "pretrained weights"
 
@@ -246,14 +244,13 @@ class Evidence:
             return "not run", "no evaluation of this variant was found"
         if not self.pretrained:
             return "needs pretrained weights", "random-init weights: top-1/top-5 are chance level, not DeiT-B's accuracy"
-        from .pictures import model_title
-
         model = model_title(self.model, True)
         if level and not (self.paper_model and self.mini):
-            return "other model or data", f"{model}, {self.weights}, on {'/'.join(self.data.split('/')[-2:])}"
+            return "other model or data", f"{model}, {self.weights}, on {data_label(self.data)}"
         close = abs(ours - paper_value) <= tol
         where = "ImageNet-Mini" if self.mini else "other data"
-        return ("reproduced" if close and self.mini and self.paper_model else "differs" if not close
+        return ("reproduced" if close and self.mini and self.paper_model
+                else ("differs" if self.paper_model else "differs, other model") if not close
                 else f"close, {where}" if self.paper_model else "close, other model",
                 f"{model}, {self.weights}, on {where}; tolerance {tol} pt")
 
@@ -314,6 +311,9 @@ def _token_cut(ev: Evidence, c: paper.Claim) -> tuple[str, str, str]:
         return ours, RANDOM, "the similarity is computed from the weights' features"
     tol = TOLERANCES["token_cut"]
     ok = abs(lo - paper.TOKEN_CUT_SIM_1E7[0]) <= tol and abs(hi - paper.TOKEN_CUT_SIM_1E7[1]) <= tol
+    if not ev.paper_model:
+        return ours, "differs, other model" if not ok else "close, other model", (
+            f"{model_title(ev.model, True)}'s block-0 features, not DeiT-B's; tolerance {tol:g} points on each end")
     return (ours, "reproduced" if ok and ev.mini else "differs" if not ok else "close, other data",
             f"range of per-image token cuts; tolerance {tol:g} points on each end")
 
@@ -417,7 +417,7 @@ class Sources:
         """Which run each part of the summary comes from (Markdown)."""
         prov = self.table.provenance
         text = (f"Values from **`{self.table.name}`** ({self.table.status}; {prov.get('n_images')} images "
-                f"of `{prov.get('data')}`, weights `{prov.get('weights_source')}`)")
+                f"of `{data_label(prov.get('data'))}`, weights {source_label(str(prov.get('weights_source')))})")
         if self.timing_rows is not None and self.embedded is not None:
             text += f"; latencies from **`{self.embedded.name}`**"
         return text + f"; Figure 3 from **`{self.tradeoff.name}`**."
@@ -428,8 +428,9 @@ def reproduction_sources(recorded: Sequence[RecordedRun], embedded: Sequence[Rec
     """Choose the runs of the reproduction page: Table 1 from the recorded run with the
     most photos (:func:`tomato.book.runs.pick_table1_run`), else from this build's own run
     among ``embedded``, whose latencies also stand in when the recorded run was not timed;
-    Figure 3 from the Table-1 run among ``tradeoff`` (this build's sweep), else from Table
-    1's run. None when neither ``recorded`` nor ``embedded`` holds the three Table-1 variants."""
+    Figure 3 from Table 1's run when its weights are trained (its top-1 axis is accuracy),
+    else from the Table-1 run among ``tradeoff`` (this build's sweep), else from Table 1's
+    run. None when neither ``recorded`` nor ``embedded`` holds the three Table-1 variants."""
     table_run, embedded_run = pick_table1_run(recorded), pick_table1_run(embedded)
     source = table_run or embedded_run
     if source is None:
@@ -438,7 +439,7 @@ def reproduction_sources(recorded: Sequence[RecordedRun], embedded: Sequence[Rec
     if not source.timing and embedded_run is not None and embedded_run.timing:
         timing_rows = embedded_run.rows()
         used.append(embedded_run)
-    figure3 = pick_table1_run(tradeoff) or source
+    figure3 = source if source.pretrained else (pick_table1_run(tradeoff) or source)
     if all(figure3 is not u for u in used):
         used.append(figure3)
     return Sources(source, figure3, embedded_run, timing_rows, used)

@@ -36,17 +36,21 @@ def source_label(source: str) -> str:
     return f"`data/weights/{here}` (trained here)" if here else f"`{source}`"
 
 
+def data_label(data: Any) -> str:
+    """A recorded run's data as a page prints it: the split and its data set
+    (``imagenette/val``), not the recording machine's path; ``smoke`` as it is."""
+    return "/".join(Path(str(data)).parts[-2:])
+
+
 def recorded_weights(prov: Mapping[str, Any], photos: int | None = None) -> str:
     """One Markdown line naming the weights and data of a recorded run from its provenance,
     without the recording checkout's absolute paths."""
     source = str(prov.get("weights_source"))
     here = trained_here(source)
     named = f"trained here (`data/weights/{here}`, " if here else f"from `{source}` ("
-    data = Path(str(prov.get("data")))
-    shown = "/".join(data.parts[-2:])  # the split and its data set, not the recording machine's path
     count = f"{photos:,} photos of " if photos else ""
     return (f"**Weights:** `{prov.get('model')}` {named}sha256 `{str(prov.get('weights_sha256'))[:12]}…`); "
-            f"data: {count}`{shown}`.")
+            f"data: {count}`{data_label(prov.get('data'))}`.")
 
 
 def weights_banner(weights: WeightsInfo) -> str:

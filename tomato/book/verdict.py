@@ -18,6 +18,7 @@ from .latency import recorded_timings
 from .measures import prediction_agreement, tokens_cut_range
 from .merge_cost import BenchRecord, bench_records, merge_table, paper_mode, pct
 from .runs import RecordedRun, pick_table1_run, recorded_runs, records, repo_path
+from .notes import trained_here
 from .tables import machine_short
 
 #: The commands that settle what a build without pretrained weights or a Jetson cannot.
@@ -284,9 +285,17 @@ def _in_short(run: RecordedRun | None, results: Path, best: tuple[Path, dict] | 
     (``best``: the fidelity study of :func:`_best_fidelity`)."""
     said = ["The merge follows the paper's algorithm and the parallel visit is exact (both checked below)."]
     pretrained, model = bool(run and run.pretrained), _model(run)
-    said.append(f"Whether ToMato keeps {model}'s accuracy " + (
-        "is measured, with paired intervals, by [Table 1 in miniature](10_trained.ipynb)." if pretrained else
-        "cannot be told from this build: its weights are random-init, not trained."))
+    if pretrained:
+        from . import miniature
+
+        df = miniature.table(run)
+        answer = miniature.short_answer(df, miniature.equal_flops(df, run))
+        said.append(f"On {model} ({'trained here' if trained_here(str(run.provenance.get('weights_source'))) else 'pretrained'}), "
+                    + (answer if answer else "ToMato's accuracy is measured")
+                    + " ([Table 1 in miniature](10_trained.ipynb)).")
+    else:
+        said.append(f"Whether ToMato keeps {model}'s accuracy cannot be told from this build: its weights are "
+                    "random-init, not trained.")
     speeds = []
     if run is not None:
         r = next((r for r in speed.at_batch(run.timing) if variants.canonical(str(r.get("variant"))) == paper.TOMATO
