@@ -151,9 +151,9 @@ def explain_differences(run: RecordedRun, *, weights: WeightsInfo, data: Any, de
                  f"`{data}`, {n} images{smoke}.")
     if others:
         def named(r: RecordedRun) -> str:
-            prov, where = r.provenance, str(r.provenance.get("data", "?")).rstrip("/")
+            prov = r.provenance
             return (f"`{r.name}`: {model_title(str(prov.get('model', '?')), bool(r.pretrained))}, "
-                    f"{prov.get('n_images', '?')} photos of `{data_label(where)}`")
+                    f"{prov.get('n_images', '?')} photos of `{data_label(prov.get('data', '?'))}`")
         items.append("**The recorded runs** below have their own model, weights and data: "
                      + "; ".join(named(r) for r in others) + ".")
     items.append(

@@ -156,14 +156,23 @@ def equal_flops(df: pd.DataFrame, run: RecordedRun, tolerance: float = EQUAL_FLO
     return pd.DataFrame(out)
 
 
-def nulls(fidelity: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
-    """Top-1 of ToMato, the null baselines and ToMe at ToMato's per-photo token count, from
-    a fidelity record (paired with the unpatched model on the same photos)."""
+def _scored(fidelity: Mapping[str, Any]) -> pd.DataFrame:
+    """A fidelity record's per-photo rows with ``right`` (top-1 equals the label) and
+    ``base_right`` (the unpatched model's top-1 does)."""
     import pandas as pd
 
     rows = pd.DataFrame(fidelity["rows"])
     rows["right"] = rows["top1"] == rows["label"]
     rows["base_right"] = rows["top1_base"] == rows["label"]
+    return rows
+
+
+def nulls(fidelity: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
+    """Top-1 of ToMato, the null baselines and ToMe at ToMato's per-photo token count, from
+    a fidelity record (paired with the unpatched model on the same photos)."""
+    import pandas as pd
+
+    rows = _scored(fidelity)
     out = []
     for (setting, variant), g in rows.groupby(["setting", "variant"], sort=False):
         d = paired(g["base_right"].to_numpy(), g["right"].to_numpy(), seed)
@@ -181,8 +190,7 @@ def null_pairs(fidelity: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
     ``low``, ``high`` (95% paired bootstrap), ``p`` (McNemar), ``n``."""
     import pandas as pd
 
-    rows = pd.DataFrame(fidelity["rows"])
-    rows["right"] = rows["top1"] == rows["label"]
+    rows = _scored(fidelity)
     out = []
     for setting, g in rows.groupby("setting", sort=False):
         ours = g[g["variant"] == "tomato"].set_index("index")["right"]

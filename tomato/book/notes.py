@@ -168,15 +168,13 @@ def timing_noise(rows: pd.DataFrame, threshold: float = 0.2, said: set[str] | No
         if not first(said, "timing spread"):
             return f"> **Spread of single rounds:** up to {spread}; read the intervals as the note above says."
         # Intervals were bootstrapped from the same rounds: they already carry the spread.
-        return (f"> **Spread of single rounds:** the interquartile range of single timed rounds reaches "
-                f"{100 * rel.max():.0f}% of the median (median over variants {100 * rel.median():.0f}%), "
+        return (f"> **Spread of single rounds:** the interquartile range of single timed rounds reaches {spread}, "
                 "probably other work on the machine. The 95% bootstrap intervals on the speed-ups are computed "
                 "from these rounds and carry that spread: read a speed-up as resolved only where its interval "
                 "excludes 1; re-time on an idle machine (`python -m tomato time ...`) for narrower ones.")
     if not first(said, "timing noise"):
         return f"> **Noisy timing:** up to {spread}; its ratios are as unreliable as the note above says."
-    return (f"> **Noisy timing:** the interquartile range reaches {100 * rel.max():.0f}% of the median "
-            f"(median over variants {100 * rel.median():.0f}%), so differences between variants below "
+    return (f"> **Noisy timing:** the interquartile range reaches {spread}, so differences between variants below "
             "are within the noise and their ratios are not reliable. The machine was probably busy with "
             "other work; re-time on an idle machine (e.g. `python -m tomato time ...`) with more runs.")
 
