@@ -210,7 +210,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import recipe as recipes, training
 
     chosen = recipes.recipe(args.recipe).with_seed(args.seed)
-    card = training.train(args.data, args.out, chosen, threads=args.threads, progress=not args.quiet)
+    card = training.train(args.data, args.out, chosen, init=args.init, threads=args.threads,
+                          progress=not args.quiet)
     val = card["val"]
     print(f"val top-1 {val['top1']:.2f}%, top-5 {val['top5']:.2f}% on {val['images']} photos at "
           f"{val['resolution']} px; wrote {Path(args.out) / 'model.safetensors'} and its model card")
@@ -285,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="folder with train/<class>/*.JPEG and val/<class>/*.JPEG")
     p.add_argument("--out", required=True, help="run folder (resumed if it holds the same run)")
     p.add_argument("--recipe", default="imagenette-cpu", help="recipe name (tomato/harness/recipe.py)")
+    p.add_argument("--init", default=None,
+                   help="for a recipe that continues another (imagenette-cpu-more): that run's model.safetensors")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the run is reproducible per count)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

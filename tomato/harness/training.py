@@ -203,21 +203,52 @@ def _run_epoch(model: nn.Module, teacher: nn.Module | None, phase: Phase, train:
 
 
 # --------------------------------------------------------------------------- the run
-def train(root: str | Path, out: str | Path, recipe: Recipe, *, threads: int = 2, progress: bool = True,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Path | None = None, threads: int = 2,
+          progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train ``recipe`` on ``root/train``, evaluate on ``root/val``; returns the model card.
 
     Resumes from ``out/checkpoint.pt`` when ``out`` holds this same run. Raises
     ValueError (before any compute) for a bad data layout or an occupied ``out``.
+    ``init``: for a recipe that continues another (``recipe.continues``), the finished
+    model of that recipe (its ``model.safetensors``, card beside it); the new card keeps
+    the parent's card, so the whole lineage stays in one file.
     ``on_epoch`` is called with each curve row after its checkpoint is written.
     ``threads``: torch CPU threads for the run (results are reproducible per count).
     """
     with torch_threads(threads):
-        return _train(root, out, recipe, threads=threads, progress=progress, on_epoch=on_epoch)
+        return _train(root, out, recipe, init=init, threads=threads, progress=progress, on_epoch=on_epoch)
 
 
-def _train(root: str | Path, out: str | Path, recipe: Recipe, *, threads: int, progress: bool,
-           on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+def _parent(recipe: Recipe, init: str | Path | None, classes: list[str]) -> tuple[dict[str, Any], dict] | None:
+    """(parent card, its weights) for a continuing recipe; None for one from random init.
+
+    ValueError (one line) when ``init`` is missing, not needed, or not the model the
+    recipe continues (other recipe, model or classes)."""
+    from .modelcard import card_for
+    from .models import read_checkpoint
+
+    if not recipe.continues:
+        if init is not None:
+            raise ValueError(f"recipe {recipe.name!r} starts from random init; --init is for a recipe that "
+                             f"continues another (e.g. imagenette-cpu-more)")
+        return None
+    if init is None:
+        raise ValueError(f"recipe {recipe.name!r} continues the model of recipe {recipe.continues!r}: pass "
+                         f"--init <that run's model.safetensors>")
+    card = card_for(init)
+    if card is None:
+        raise ValueError(f"--init {init}: no model card beside it names this file; give a model.safetensors "
+                         f"written by 'python -m tomato train'")
+    got = card.raw["recipe"]["name"]
+    if got != recipe.continues or card.model != recipe.student or list(card.wnids) != classes:
+        raise ValueError(f"--init {init} is a {card.model} of recipe {got!r} on {card.num_classes} classes; recipe "
+                         f"{recipe.name!r} continues a {recipe.student} of recipe {recipe.continues!r} on these "
+                         f"{len(classes)} classes")
+    return card.raw, read_checkpoint(init)
+
+
+def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Path | None, threads: int,
+           progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
 
@@ -225,10 +256,13 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, threads: int, p
     root = Path(root).expanduser().resolve()
     train_files, val_files = check_splits(root)
     classes = sorted(train_files)
+    parent = _parent(recipe, init, classes)
     started = provenance.start()
     config = {"data": str(root), "recipe": provenance.jsonable(recipe.as_dict()), "classes": classes,
               "train_files_sha256": file_list_sha256(train_files), "val_files_sha256": file_list_sha256(val_files),
               "threads": threads}
+    if parent is not None:
+        config["init_weights_sha256"] = parent[0]["weights_sha256"]
     out_dir, lock = _claim(Path(out), config)
     try:
         ckpt_path = out_dir / CHECKPOINT_FILE
@@ -254,6 +288,8 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, threads: int, p
         num_classes = len(classes)
         teacher: nn.Module | None = None
         student_sd = state.get("student")
+        if student_sd is None and parent is not None:
+            student_sd = parent[1]
         if state.get("teacher") is not None:
             teacher_phase = next(p for p in recipe.phases if p.role == "teacher")
             teacher = _build(teacher_phase, num_classes)
@@ -319,7 +355,7 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, threads: int, p
                             "interpolation": cfg["interpolation"], "mean": list(mean), "std": list(std)},
             val={"top1": round(top1, 2), "top5": round(top5, 2), "images": len(val_set.labels),
                  "resolution": recipe.final_resolution, "split": str(root / "val")},
-            curve=state["curve"], wall_s=state["wall_s"], skipped=[str(p) for p, _ in skipped],
+            curve=state["curve"], wall_s=state["wall_s"], **({"parent": parent[0]} if parent else {}), skipped=[str(p) for p, _ in skipped],
             data={**{k: config[k] for k in ("data", "train_files_sha256", "val_files_sha256")},
                   "train_images": len(train_set.labels), "val_images": len(val_set.labels)},
             provenance=provenance.collect(state["started"], threads=threads,
