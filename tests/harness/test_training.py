@@ -1,6 +1,7 @@
 """python -m tomato train: resume after kill -9, refusals before compute, labels, the committed model."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -153,6 +154,64 @@ def test_labels_follow_the_head(tmp_path):
         data.label_samples(samples, imagenette[:2], 2)
     with pytest.raises(ValueError, match="names 10 classes but its head has 1000"):
         data.label_samples(samples, imagenette, 1000)
+
+
+def test_a_continuing_recipe_starts_from_the_run_it_continues(tmp_path, capsys, monkeypatch):
+    from tomato.harness import training
+
+    tree = make_split_tree(tmp_path / "d", {"train": 8, "val": 2})
+    first = tmp_path / "first"
+    assert cli.main(["train", "--data", str(tree), "--out", str(first), "--recipe", "tiny", "--threads", "1",
+                     "--quiet"]) == 0
+    capsys.readouterr()
+    base = ["train", "--data", str(tree), "--recipe", "tiny-more", "--threads", "1", "--quiet"]
+    refusals = {  # each refused with one line, before any compute, leaving no folder behind
+        "pass --init": [],
+        "no model card beside it": ["--init", str(tmp_path / "loose.safetensors")],
+        "starts from random init": ["--init", str(first / modelcard.WEIGHTS_FILE), "--recipe", "tiny"],
+    }
+    (tmp_path / "loose.safetensors").write_bytes(b"")
+    for expected, extra in refusals.items():
+        out = tmp_path / f"refused-{len(extra)}"
+        assert cli.main([*base, "--out", str(out), *extra]) == 2
+        lines = _error_lines(capsys)
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], lines
+        assert not out.exists()
+
+    # Float32 where the CPU has no bfloat16 hardware, recorded in the card.
+    monkeypatch.setattr(training, "native_bf16", lambda: False)
+    second = tmp_path / "second"
+    assert cli.main([*base, "--out", str(second), "--init", str(first / modelcard.WEIGHTS_FILE)]) == 0
+    a = json.loads((first / modelcard.CARD_FILE).read_text())
+    b = json.loads((second / modelcard.CARD_FILE).read_text())
+    assert b["parent"]["weights_sha256"] == a["weights_sha256"] and b["parent"]["curve"] == a["curve"]
+    assert b["precision"] == "float32" and b["weights_sha256"] != a["weights_sha256"]
+    assert [r["phase"] for r in b["curve"]] == ["low-res", "fine-tune"]
+    # The student really starts from the first run's weights: its first epoch's loss is
+    # that of a trained model, not of random init on the same steps.
+    fresh = tmp_path / "fresh"
+    monkeypatch.setattr(recipe, "RECIPES", {**recipe.RECIPES, "tiny-more": dataclasses.replace(
+        recipe.RECIPES["tiny-more"], continues="")})
+    assert cli.main(["train", "--data", str(tree), "--recipe", "tiny-more", "--threads", "1", "--quiet",
+                     "--out", str(fresh)]) == 0
+    c = json.loads((fresh / modelcard.CARD_FILE).read_text())
+    assert b["curve"][0]["train_loss"] < c["curve"][0]["train_loss"]
+    # A model of another recipe is not the one this recipe continues.
+    monkeypatch.undo()
+    assert cli.main([*base, "--out", str(tmp_path / "wrong"), "--init", str(second / modelcard.WEIGHTS_FILE)]) == 2
+    assert "continues a deit_tiny_distilled_patch16_224 of recipe 'tiny'" in _error_lines(capsys)[0]
+
+
+def test_bfloat16_only_where_the_cpu_has_it(monkeypatch):
+    import torch
+
+    from tomato.harness import training
+
+    for flags, expected in (({}, False), ({"_is_avx512_bf16_supported": True}, True),
+                            ({"_is_amx_tile_supported": True}, True)):
+        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            monkeypatch.setattr(torch.cpu, name, lambda v=flags.get(name, False): v, raising=False)
+        assert training.native_bf16() is expected
 
 
 COMMITTED = models.WEIGHTS_DIR / "deit-tiny-imagenette"

@@ -463,14 +463,15 @@ def load(results: Path | str, model: str) -> tuple[RecordedRun | None, dict[str,
     return recorded_run(results, sweep_name(model)), record("fidelity", Path(results) / fidelity_name(model))
 
 
-def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_CUT_MIDDLE) -> str:
+def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_CUT_MIDDLE, then: str = "") -> str:
     """The introduction's opening box, at most six lines, written from :func:`table`'s rows
     and :func:`equal_flops`' pairs: ToMato at the paper's sim and at the paper's token cut,
-    against ToMe at equal GFLOPs, its CPU speed, and what cannot be measured here."""
+    against ToMe at equal GFLOPs, its CPU speed, and what cannot be measured here. ``then``:
+    the weights' :func:`~tomato.book.notes.stage` when the run measured an earlier stage."""
     ours = df.set_index("variant")
     spec = variants.canonical(paper.TOMATO)
     lines = [f"On **DeiT-Ti trained here** (top-1 {ours.loc[paper.BASELINE, 'top1']:.1f}%, "
-             "[the model](notebooks/00_model.ipynb)), all "
+             f"{then + ', ' if then else ''}[the model](notebooks/00_model.ipynb)), all "
              f"{int(df['n'].iloc[0]):,} Imagenette val photos ([Table 1 in miniature](notebooks/10_trained.ipynb)):"]
 
     def change(t: pd.Series) -> str:
@@ -512,4 +513,7 @@ def answer_box(results: Path | str = "data/results", model: str = "deit-tiny-ima
                 f"yet (`data/results/{sweep_name(model)}`); the pages below use what is recorded.\n:::\n")
     b8 = batch_timing(results, run)
     df = with_batch(table(run), b8[1] if b8 else None)
-    return box(df, equal_flops(df, run))
+    from .notes import stage
+
+    return box(df, equal_flops(df, run), then=stage(str(run.provenance.get("weights_source")),
+                                                     run.provenance.get("weights_sha256")))

@@ -29,11 +29,41 @@ def trained_here(source: str) -> str | None:
     return None
 
 
-def source_label(source: str) -> str:
-    """A weights source as a page prints it: ``data/weights/<name>`` (trained here) for the
-    project's own model, whatever checkout recorded it; else the source as recorded."""
+def stage(source: str, sha: str | None) -> str:
+    """What a recorded run's weights are to the model now committed under the same name:
+    "" when they are that model (or it cannot be told); else a short phrase, such as
+    "its first run (`imagenette-cpu`, top-1 66.73%), before the later runs": a model
+    retrained in several runs keeps the earlier runs' cards (``parent``), so a record made
+    before the last run is named by the stage it measured, never as the model now here."""
     here = trained_here(source)
-    return f"`data/weights/{here}` (trained here)" if here else f"`{source}`"
+    card = WEIGHTS_DIR / str(here) / "model_card.json"
+    if not here or not sha or not card.is_file():
+        return ""
+    from ..harness.modelcard import read_card
+
+    raw = read_card(card).raw
+    if raw.get("weights_sha256") == sha:
+        return ""
+    runs, parent = [], raw.get("parent")
+    while parent is not None:
+        runs.append(parent)
+        parent = parent.get("parent")
+    for n, r in enumerate(runs[::-1], 1):
+        if r.get("weights_sha256") == sha:
+            return (f"its run {n} of {len(runs) + 1} (`{r['recipe']['name']}`, top-1 {r['val']['top1']:.2f}%), "
+                    f"not the committed weights (top-1 {raw['val']['top1']:.2f}%)")
+    return f"an earlier version (sha256 `{sha[:12]}…`), not the committed weights"
+
+
+def source_label(source: str, sha: str | None = None) -> str:
+    """A weights source as a page prints it: ``data/weights/<name>`` (trained here) for the
+    project's own model, whatever checkout recorded it, with its :func:`stage` when ``sha``
+    is given; else the source as recorded."""
+    here = trained_here(source)
+    if not here:
+        return f"`{source}`"
+    then = stage(source, sha)
+    return f"`data/weights/{here}` (trained here{': ' + then if then else ''})"
 
 
 def data_label(data: Any) -> str:
@@ -49,8 +79,9 @@ def recorded_weights(prov: Mapping[str, Any], photos: int | None = None) -> str:
     here = trained_here(source)
     named = f"trained here (`data/weights/{here}`, " if here else f"from `{source}` ("
     count = f"{photos:,} photos of " if photos else ""
-    return (f"**Weights:** `{prov.get('model')}` {named}sha256 `{str(prov.get('weights_sha256'))[:12]}…`); "
-            f"data: {count}`{data_label(prov.get('data'))}`.")
+    then = stage(source, prov.get("weights_sha256"))
+    return (f"**Weights:** `{prov.get('model')}` {named}sha256 `{str(prov.get('weights_sha256'))[:12]}…`"
+            f"{'; ' + then if then else ''}); data: {count}`{data_label(prov.get('data'))}`.")
 
 
 def weights_banner(weights: WeightsInfo) -> str:

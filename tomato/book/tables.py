@@ -90,13 +90,15 @@ def _commit_text(prov: Mapping[str, Any]) -> str:
 
 def _trained(prov: Mapping[str, Any]) -> str | None:
     """The record's ``pretrained`` flag in words: trained here, trained elsewhere, or random."""
-    from .notes import trained_here
+    from .notes import stage, trained_here
 
     if prov.get("pretrained") is None:
         return None
     if not prov["pretrained"]:
         return "no: random-init"
-    return "yes, trained here" if trained_here(str(prov.get("weights_source", ""))) else "yes"
+    source = str(prov.get("weights_source", ""))
+    then = stage(source, prov.get("weights_sha256"))
+    return ("yes, trained here" + (f": {then}" if then else "")) if trained_here(source) else "yes"
 
 
 def provenance_table(prov: Mapping[str, Any]) -> pd.DataFrame:

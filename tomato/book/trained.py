@@ -3,7 +3,10 @@
 :func:`card` reads ``data/weights/<name>/model_card.json`` (the one reader is
 :func:`tomato.harness.modelcard.read_card`); :func:`summary` is the page's opening
 paragraph, :func:`recipe_table` the hyperparameters of each phase, :func:`plot_curve` the
-per-epoch curve, :func:`retrain_command` the one command that makes it again.
+per-epoch curve, :func:`retrain_command` the commands that make it again. A model
+trained in more than one run (a recipe that ``continues`` another) keeps each earlier
+run's card under ``parent``; :func:`lineage` lists the runs, and every function here
+shows them all.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: The short name of the book's model (a folder under data/weights/).
 BOOK_MODEL = "deit-tiny-imagenette"
 
-_PHASE_COLOURS = {"teacher": "tab:grey", "low-res": "tab:blue", "fine-tune": "tab:orange"}
+_PHASE_COLOURS = {"teacher": "tab:grey", "low-res": "tab:blue", "fine-tune": "tab:orange",
+                  "low-res-2": "tab:green", "fine-tune-2": "tab:red"}
 
 
 def card(name: str = BOOK_MODEL) -> modelcard.ModelCard:
@@ -43,21 +47,44 @@ def _machine(raw: dict[str, Any]) -> str:
     return where + (f", {threads} threads" if threads and not gpu else "")
 
 
-def summary(c: modelcard.ModelCard) -> str:
-    """Markdown: what the model is, how it was made, and how well it does, from the card."""
-    raw = c.raw
-    val, data = raw["val"], raw["data"]
+def lineage(c: modelcard.ModelCard) -> list[dict[str, Any]]:
+    """The cards of the runs that made the model, first run first (one for a model
+    trained in one run; each later run's card holds the one before as ``parent``)."""
+    runs, raw = [], c.raw
+    while raw is not None:
+        runs.append(raw)
+        raw = raw.get("parent")
+    return runs[::-1]
+
+
+def _run_text(raw: dict[str, Any]) -> str:
+    """One run as a clause: its recipe, teacher, epochs, wall time, machine, top-1."""
     teacher = [p for p in raw["recipe"]["phases"] if p["role"] == "teacher"]
     students = [p for p in raw["recipe"]["phases"] if p["role"] == "student"]
     epochs = ", then ".join(f"{p['epochs']} epoch{'s' * (p['epochs'] != 1)} at {p['resolution']} px"
                             for p in students)
-    taught = (f", taught by a {teacher[0]['model']} trained here first ({teacher[0]['epochs']} epochs at "
-              f"{teacher[0]['resolution']} px)") if teacher else ""
+    taught = (f"taught by a {teacher[0]['model']} trained here first ({teacher[0]['epochs']} epochs at "
+              f"{teacher[0]['resolution']} px): ") if teacher else ""
+    precision = f", {raw['precision']}" if raw.get("precision") else ""
+    return (f"{taught}{epochs} ({_minutes(raw['wall_s'])} on {_machine(raw)}{precision}; "
+            f"top-1 {raw['val']['top1']:.2f}% after it)")
+
+
+def summary(c: modelcard.ModelCard) -> str:
+    """Markdown: what the model is, how it was made, and how well it does, from the card."""
+    raw = c.raw
+    val, data = raw["val"], raw["data"]
+    runs = lineage(c)
     commit = ((raw.get("provenance") or {}).get("git") or {}).get("commit", "unknown")[:7]
     where = Path(data["data"]).name
+    if len(runs) == 1:
+        made = f", {_run_text(raw)}"
+    else:
+        made = (f" in {len(runs)} runs, each starting from the weights of the one before: "
+                + "; then ".join(f"`{r['recipe']['name']}`, {_run_text(r)}" for r in runs)
+                + f". Altogether {_minutes(sum(r['wall_s'] for r in runs))} of training")
     return (f"**{c.model}** with a {c.num_classes}-class head, trained from scratch on the "
-            f"{data['train_images']:,} training photos of `{where}`{taught}: {epochs}. "
-            f"It took {_minutes(raw['wall_s'])} on {_machine(raw)} (code at `{commit}`). "
+            f"{data['train_images']:,} training photos of `{where}`{made} (code of the last run at `{commit}`). "
             f"On all {val['images']:,} held-out val photos at {val['resolution']} px it scores "
             f"**top-1 {val['top1']:.2f}%** and top-5 {val['top5']:.2f}% "
             f"(weights sha256 `{raw['weights_sha256'][:12]}…`).")
@@ -68,10 +95,10 @@ def recipe_table(c: modelcard.ModelCard) -> pd.DataFrame:
     import pandas as pd
 
     rows = []
-    for p in c.raw["recipe"]["phases"]:
+    for p, run in ((p, r["recipe"]["name"]) for r in lineage(c) for p in r["recipe"]["phases"]):
         mix = (f"Mixup {p['mixup_alpha']:g} / CutMix {p['cutmix_alpha']:g}, p={p['mixup_prob']:g}"
                if p["mixup_prob"] > 0 else "none")
-        rows.append({"phase": p["name"], "model": p["model"], "epochs": p["epochs"], "px": p["resolution"],
+        rows.append({"run": run, "phase": p["name"], "model": p["model"], "epochs": p["epochs"], "px": p["resolution"],
                      "batch": p["batch_size"], "lr": f"{p['lr']:g}", "min lr": f"{p['min_lr']:g}",
                      "warm-up epochs": f"{p['warmup_epochs']:g}", "weight decay": f"{p['weight_decay']:g}",
                      "optimizer": p["opt"], "crop scale": "–".join(f"{s:g}" for s in p["crop_scale"]),
@@ -82,10 +109,10 @@ def recipe_table(c: modelcard.ModelCard) -> pd.DataFrame:
 
 
 def curve(c: modelcard.ModelCard) -> pd.DataFrame:
-    """The per-epoch curve, numbered across phases."""
+    """The per-epoch curve, numbered across phases and runs."""
     import pandas as pd
 
-    df = pd.DataFrame(c.raw["curve"])
+    df = pd.DataFrame([{**row, "run": r["recipe"]["name"]} for r in lineage(c) for row in r["curve"]])
     df["step"] = range(1, len(df) + 1)
     return df
 
@@ -101,6 +128,12 @@ def plot_curve(c: modelcard.ModelCard) -> Figure:
         label = f"{phase} ({g['resolution'].iloc[0]} px)"
         ax.plot(g["step"], g["val_top1"], "o-", ms=3, color=colour, label=label)
         loss_ax.plot(g["step"], g["train_loss"], "o-", ms=3, color=colour, label=label)
+    starts = df.groupby("run", sort=False)["step"].min().iloc[1:]
+    for run, step in starts.items():  # where a later run restarts from the weights before it
+        for a in (ax, loss_ax):
+            a.axvline(step - 0.5, color="black", lw=0.8, ls="--")
+        ax.annotate(f"run {run}", (step - 0.5, ax.get_ylim()[0]), textcoords="offset points", xytext=(3, 3),
+                    fontsize=8)
     final = c.raw["val"]
     ax.axhline(final["top1"], color="black", lw=0.8, ls=":")
     ax.annotate(f"final: {final['top1']:.1f}% at {final['resolution']} px", (1, final["top1"]),
@@ -116,7 +149,12 @@ def plot_curve(c: modelcard.ModelCard) -> Figure:
 
 
 def retrain_command(c: modelcard.ModelCard, data: str = "../shared/imagenette") -> str:
-    """The command that trains this model again (same recipe and seed)."""
-    raw = c.raw["recipe"]
-    seed = f" --seed {raw['seed']}" if raw.get("seed") else ""
-    return f"python -m tomato train --data {data} --out runs/{raw['name']} --recipe {raw['name']}{seed}"
+    """The commands that train this model again (same recipes and seed), one run a line."""
+    lines, previous = [], None
+    for r in lineage(c):
+        raw = r["recipe"]
+        seed = f" --seed {raw['seed']}" if raw.get("seed") else ""
+        init = f" --init runs/{previous}/{modelcard.WEIGHTS_FILE}" if previous else ""
+        lines.append(f"python -m tomato train --data {data} --out runs/{raw['name']} --recipe {raw['name']}{seed}{init}")
+        previous = raw["name"]
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ from .latency import recorded_timings
 from .measures import prediction_agreement, tokens_cut_range
 from .merge_cost import BenchRecord, bench_records, merge_table, paper_mode, pct
 from .runs import RecordedRun, pick_table1_run, recorded_runs, records, repo_path
-from .notes import trained_here
+from .notes import stage, trained_here
 from .tables import machine_short
 
 #: The commands that settle what a build without pretrained weights or a Jetson cannot.
@@ -290,7 +290,10 @@ def _in_short(run: RecordedRun | None, results: Path, best: tuple[Path, dict] | 
 
         df = miniature.table(run)
         answer = miniature.short_answer(df, miniature.equal_flops(df, run))
-        said.append(f"On {model} ({'trained here' if trained_here(str(run.provenance.get('weights_source'))) else 'pretrained'}), "
+        source = str(run.provenance.get("weights_source"))
+        then = stage(source, run.provenance.get("weights_sha256"))
+        kind = ("trained here" + (f", {then}" if then else "")) if trained_here(source) else "pretrained"
+        said.append(f"On {model} ({kind}), "
                     + (answer if answer else "ToMato's accuracy is measured")
                     + " ([Table 1 in miniature](10_trained.ipynb)).")
     else:

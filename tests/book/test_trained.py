@@ -1,0 +1,74 @@
+"""The model page and the weights labels, for a model trained in more than one run."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from tomato.book import notes, trained
+from tomato.harness import models
+
+TEMPLATE = models.WEIGHTS_DIR / "deit-tiny-imagenette" / "model_card.json"
+
+
+def _first_run() -> dict:
+    raw = json.loads(TEMPLATE.read_text())
+    while raw.get("parent") is not None:  # the committed model's first run, whatever came after
+        raw = raw["parent"]
+    return raw
+
+
+def _two_runs(tmp_path: Path) -> Path:
+    """A card of a second run (recipe imagenette-cpu-more) holding the first run's card."""
+    first = _first_run()
+    second = copy.deepcopy(first)
+    second["recipe"] = {**first["recipe"], "name": "imagenette-cpu-more", "continues": first["recipe"]["name"],
+                        "phases": [{**p, "name": f"{p['name']}-2", "distill": False}
+                                   for p in first["recipe"]["phases"] if p["role"] == "student"]}
+    second["curve"] = [{**row, "phase": f"{row['phase']}-2"} for row in first["curve"][-3:]]
+    second.update(parent=first, wall_s=600.0, precision="float32", weights_sha256="b" * 64,
+                  val={**first["val"], "top1": 71.5})
+    folder = tmp_path / "data" / "weights" / "deit-tiny-imagenette"
+    folder.mkdir(parents=True)
+    (folder / "model_card.json").write_text(json.dumps(second))
+    return folder
+
+
+@pytest.mark.skipif(not TEMPLATE.is_file(), reason="no committed model card")
+def test_the_model_page_shows_every_run_of_a_model_trained_in_two(tmp_path):
+    card = trained.card(str(_two_runs(tmp_path)))
+    first = _first_run()
+    assert [r["recipe"]["name"] for r in trained.lineage(card)] == [first["recipe"]["name"], "imagenette-cpu-more"]
+    text = trained.summary(card)
+    assert "in 2 runs" in text and "`imagenette-cpu-more`" in text and "top-1 71.50%" in text
+    assert f"top-1 {first['val']['top1']:.2f}% after it" in text  # the first run's own result, named as such
+    total = round((first["wall_s"] + 600) / 60)
+    assert f"Altogether {total} min of training" in text
+    curve = trained.curve(card)
+    assert len(curve) == len(first["curve"]) + 3 and curve["step"].tolist() == list(range(1, len(curve) + 1))
+    assert set(trained.recipe_table(card)["run"]) == {first["recipe"]["name"], "imagenette-cpu-more"}
+    lines = trained.retrain_command(card).splitlines()
+    assert len(lines) == 2 and "--init" not in lines[0]
+    assert lines[1].endswith(f"--recipe imagenette-cpu-more --init runs/{first['recipe']['name']}/model.safetensors")
+    fig = trained.plot_curve(card)
+    assert any("run imagenette-cpu-more" in t.get_text() for t in fig.axes[0].texts)
+
+
+@pytest.mark.skipif(not TEMPLATE.is_file(), reason="no committed model card")
+def test_a_record_of_an_earlier_run_is_named_by_its_stage(tmp_path, monkeypatch):
+    _two_runs(tmp_path)
+    monkeypatch.setattr(notes, "WEIGHTS_DIR", tmp_path / "data" / "weights")
+    first = _first_run()
+    source = "checkpoint:/elsewhere/checkout/data/weights/deit-tiny-imagenette/model.safetensors"
+    assert notes.stage(source, "b" * 64) == ""  # the committed weights themselves
+    then = notes.stage(source, first["weights_sha256"])
+    assert then.startswith(f"its run 1 of 2 (`{first['recipe']['name']}`, top-1 {first['val']['top1']:.2f}%)")
+    assert "not the committed weights (top-1 71.50%)" in then
+    assert "an earlier version" in notes.stage(source, "c" * 64)
+    assert notes.stage("random-init:seed=0", "c" * 64) == ""
+    line = notes.recorded_weights({"model": "deit_tiny_distilled_patch16_224", "weights_source": source,
+                                   "weights_sha256": first["weights_sha256"], "data": "/x/imagenette/val"})
+    assert "its run 1 of 2" in line
+    assert "its run 1 of 2" in notes.source_label(source, first["weights_sha256"])
