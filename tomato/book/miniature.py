@@ -470,8 +470,8 @@ def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_C
     the weights' :func:`~tomato.book.notes.stage` when the run measured an earlier stage."""
     ours = df.set_index("variant")
     spec = variants.canonical(paper.TOMATO)
-    lines = [f"On **DeiT-Ti trained here** (top-1 {ours.loc[paper.BASELINE, 'top1']:.1f}%, "
-             f"{then + ', ' if then else ''}[the model](notebooks/00_model.ipynb)), all "
+    level = then or f"top-1 {ours.loc[paper.BASELINE, 'top1']:.1f}%"  # a stage names its own top-1
+    lines = [f"On **DeiT-Ti trained here** ({level}, [the model](notebooks/00_model.ipynb)), all "
              f"{int(df['n'].iloc[0]):,} Imagenette val photos ([Table 1 in miniature](notebooks/10_trained.ipynb)):"]
 
     def change(t: pd.Series) -> str:
