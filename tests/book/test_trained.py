@@ -64,11 +64,13 @@ def test_a_record_of_an_earlier_run_is_named_by_its_stage(tmp_path, monkeypatch)
     source = "checkpoint:/elsewhere/checkout/data/weights/deit-tiny-imagenette/model.safetensors"
     assert notes.stage(source, "b" * 64) == ""  # the committed weights themselves
     then = notes.stage(source, first["weights_sha256"])
-    assert then.startswith(f"its run 1 of 2 (`{first['recipe']['name']}`, top-1 {first['val']['top1']:.2f}%)")
-    assert "not the committed weights (top-1 71.50%)" in then
-    assert "an earlier version" in notes.stage(source, "c" * 64)
+    assert then == (f"run 1 of 2, `{first['recipe']['name']}`, top-1 {first['val']['top1']:.2f}%; "
+                    "the committed weights score 71.50%")
+    assert notes.stage(source, first["weights_sha256"], short=True) == "run 1 of 2"
+    assert notes.stage(source, "c" * 64).startswith("other weights under this name")
     assert notes.stage("random-init:seed=0", "c" * 64) == ""
     line = notes.recorded_weights({"model": "deit_tiny_distilled_patch16_224", "weights_source": source,
                                    "weights_sha256": first["weights_sha256"], "data": "/x/imagenette/val"})
-    assert "its run 1 of 2" in line
-    assert "its run 1 of 2" in notes.source_label(source, first["weights_sha256"])
+    assert f"; {then}); data:" in line
+    assert notes.source_label(source, first["weights_sha256"], short=True) == (
+        "`data/weights/deit-tiny-imagenette` (trained here: run 1 of 2)")

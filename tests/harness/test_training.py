@@ -168,6 +168,7 @@ def test_a_continuing_recipe_starts_from_the_run_it_continues(tmp_path, capsys, 
     refusals = {  # each refused with one line, before any compute, leaving no folder behind
         "pass --init": [],
         "no model card beside it": ["--init", str(tmp_path / "loose.safetensors")],
+        "file not found": ["--init", str(tmp_path / "typo.safetensors")],
         "starts from random init": ["--init", str(first / modelcard.WEIGHTS_FILE), "--recipe", "tiny"],
     }
     (tmp_path / "loose.safetensors").write_bytes(b"")
@@ -196,8 +197,15 @@ def test_a_continuing_recipe_starts_from_the_run_it_continues(tmp_path, capsys, 
                      "--out", str(fresh)]) == 0
     c = json.loads((fresh / modelcard.CARD_FILE).read_text())
     assert b["curve"][0]["train_loss"] < c["curve"][0]["train_loss"]
-    # A model of another recipe is not the one this recipe continues.
     monkeypatch.undo()
+    # Weights that are not those their card describes are refused.
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    (swapped / modelcard.CARD_FILE).write_text((first / modelcard.CARD_FILE).read_text())
+    (swapped / modelcard.WEIGHTS_FILE).write_bytes((fresh / modelcard.WEIGHTS_FILE).read_bytes())
+    assert cli.main([*base, "--out", str(tmp_path / "swap"), "--init", str(swapped / modelcard.WEIGHTS_FILE)]) == 2
+    assert "not those its model card describes" in _error_lines(capsys)[0]
+    # A model of another recipe is not the one this recipe continues.
     assert cli.main([*base, "--out", str(tmp_path / "wrong"), "--init", str(second / modelcard.WEIGHTS_FILE)]) == 2
     assert "continues a deit_tiny_distilled_patch16_224 of recipe 'tiny'" in _error_lines(capsys)[0]
 

@@ -417,7 +417,8 @@ class Sources:
         """Which run each part of the summary comes from (Markdown)."""
         prov = self.table.provenance
         text = (f"Values from **`{self.table.name}`** ({self.table.status}; {prov.get('n_images')} images "
-                f"of `{data_label(prov.get('data'))}`, weights {source_label(str(prov.get('weights_source')), prov.get('weights_sha256'))})")
+                f"of `{data_label(prov.get('data'))}`, weights "
+                f"{source_label(str(prov.get('weights_source')), prov.get('weights_sha256'))})")
         if self.timing_rows is not None and self.embedded is not None:
             text += f"; latencies from **`{self.embedded.name}`**"
         return text + f"; Figure 3 from **`{self.tradeoff.name}`**."

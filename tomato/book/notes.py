@@ -29,12 +29,13 @@ def trained_here(source: str) -> str | None:
     return None
 
 
-def stage(source: str, sha: str | None) -> str:
+def stage(source: str, sha: str | None, short: bool = False) -> str:
     """What a recorded run's weights are to the model now committed under the same name:
-    "" when they are that model (or it cannot be told); else a short phrase, such as
-    "its first run (`imagenette-cpu`, top-1 66.73%), before the later runs": a model
-    retrained in several runs keeps the earlier runs' cards (``parent``), so a record made
-    before the last run is named by the stage it measured, never as the model now here."""
+    "" when they are that model (or it cannot be told); else a phrase such as "run 1 of 2,
+    `imagenette-cpu`, top-1 66.73%; the committed weights score 71.50%" (``short``: "run 1
+    of 2"). A model trained in several runs keeps the earlier runs' cards (``parent``), so a
+    record made before the last run is named by the run it measured, never as the model
+    now here."""
     here = trained_here(source)
     card = WEIGHTS_DIR / str(here) / "model_card.json"
     if not here or not sha or not card.is_file():
@@ -48,21 +49,22 @@ def stage(source: str, sha: str | None) -> str:
     while parent is not None:
         runs.append(parent)
         parent = parent.get("parent")
+    now = f"the committed weights score {raw['val']['top1']:.2f}%"
     for n, r in enumerate(runs[::-1], 1):
         if r.get("weights_sha256") == sha:
-            return (f"its run {n} of {len(runs) + 1} (`{r['recipe']['name']}`, top-1 {r['val']['top1']:.2f}%), "
-                    f"not the committed weights (top-1 {raw['val']['top1']:.2f}%)")
-    return f"an earlier version (sha256 `{sha[:12]}…`), not the committed weights"
+            at = f"run {n} of {len(runs) + 1}"
+            return at if short else f"{at}, `{r['recipe']['name']}`, top-1 {r['val']['top1']:.2f}%; {now}"
+    return "other weights" if short else f"other weights under this name (sha256 `{sha[:12]}…`); {now}"
 
 
-def source_label(source: str, sha: str | None = None) -> str:
+def source_label(source: str, sha: str | None = None, short: bool = False) -> str:
     """A weights source as a page prints it: ``data/weights/<name>`` (trained here) for the
     project's own model, whatever checkout recorded it, with its :func:`stage` when ``sha``
-    is given; else the source as recorded."""
+    is given (``short``: its short form, for a figure title); else the source as recorded."""
     here = trained_here(source)
     if not here:
         return f"`{source}`"
-    then = stage(source, sha)
+    then = stage(source, sha, short)
     return f"`data/weights/{here}` (trained here{': ' + then if then else ''})"
 
 

@@ -57,17 +57,19 @@ def lineage(c: modelcard.ModelCard) -> list[dict[str, Any]]:
     return runs[::-1]
 
 
-def _run_text(raw: dict[str, Any]) -> str:
-    """One run as a clause: its recipe, teacher, epochs, wall time, machine, top-1."""
+def _run_text(raw: dict[str, Any], last: bool) -> str:
+    """One run as a clause: its teacher, epochs, wall time, machine, precision, and its
+    top-1 unless it is the ``last`` run (whose top-1 the summary gives)."""
     teacher = [p for p in raw["recipe"]["phases"] if p["role"] == "teacher"]
     students = [p for p in raw["recipe"]["phases"] if p["role"] == "student"]
     epochs = ", then ".join(f"{p['epochs']} epoch{'s' * (p['epochs'] != 1)} at {p['resolution']} px"
                             for p in students)
     taught = (f"taught by a {teacher[0]['model']} trained here first ({teacher[0]['epochs']} epochs at "
               f"{teacher[0]['resolution']} px): ") if teacher else ""
-    precision = f", {raw['precision']}" if raw.get("precision") else ""
-    return (f"{taught}{epochs} ({_minutes(raw['wall_s'])} on {_machine(raw)}{precision}; "
-            f"top-1 {raw['val']['top1']:.2f}% after it)")
+    # A card from before the choice existed was trained in bfloat16 (the code's only mode then).
+    precision = f", {raw.get('precision', 'bfloat16')}"
+    after = "" if last else f"; top-1 {raw['val']['top1']:.2f}% after it"
+    return f"{taught}{epochs} ({_minutes(raw['wall_s'])} on {_machine(raw)}{precision}{after})"
 
 
 def summary(c: modelcard.ModelCard) -> str:
@@ -78,13 +80,14 @@ def summary(c: modelcard.ModelCard) -> str:
     commit = ((raw.get("provenance") or {}).get("git") or {}).get("commit", "unknown")[:7]
     where = Path(data["data"]).name
     if len(runs) == 1:
-        made = f", {_run_text(raw)}"
+        made = f", {_run_text(raw, last=True)} with the code at `{commit}`"
     else:
-        made = (f" in {len(runs)} runs, each starting from the weights of the one before: "
-                + "; then ".join(f"`{r['recipe']['name']}`, {_run_text(r)}" for r in runs)
-                + f". Altogether {_minutes(sum(r['wall_s'] for r in runs))} of training")
+        made = (f" in {len(runs)} runs, each after the first continuing the weights of the one before: "
+                + "; followed by ".join(f"`{r['recipe']['name']}`, {_run_text(r, last=r is raw)}" for r in runs)
+                + f". Altogether {_minutes(sum(r['wall_s'] for r in runs))} of training, the last run with "
+                f"the code at `{commit}`")
     return (f"**{c.model}** with a {c.num_classes}-class head, trained from scratch on the "
-            f"{data['train_images']:,} training photos of `{where}`{made} (code of the last run at `{commit}`). "
+            f"{data['train_images']:,} training photos of `{where}`{made}. "
             f"On all {val['images']:,} held-out val photos at {val['resolution']} px it scores "
             f"**top-1 {val['top1']:.2f}%** and top-5 {val['top5']:.2f}% "
             f"(weights sha256 `{raw['weights_sha256'][:12]}…`).")
@@ -132,8 +135,8 @@ def plot_curve(c: modelcard.ModelCard) -> Figure:
     for run, step in starts.items():  # where a later run restarts from the weights before it
         for a in (ax, loss_ax):
             a.axvline(step - 0.5, color="black", lw=0.8, ls="--")
-        ax.annotate(f"run {run}", (step - 0.5, ax.get_ylim()[0]), textcoords="offset points", xytext=(3, 3),
-                    fontsize=8)
+        ax.annotate(f"run {run}", (step - 0.5, 1), xycoords=("data", "axes fraction"), textcoords="offset points",
+                    xytext=(3, -12), fontsize=8)
     final = c.raw["val"]
     ax.axhline(final["top1"], color="black", lw=0.8, ls=":")
     ax.annotate(f"final: {final['top1']:.1f}% at {final['resolution']} px", (1, final["top1"]),
@@ -155,6 +158,7 @@ def retrain_command(c: modelcard.ModelCard, data: str = "../shared/imagenette") 
         raw = r["recipe"]
         seed = f" --seed {raw['seed']}" if raw.get("seed") else ""
         init = f" --init runs/{previous}/{modelcard.WEIGHTS_FILE}" if previous else ""
-        lines.append(f"python -m tomato train --data {data} --out runs/{raw['name']} --recipe {raw['name']}{seed}{init}")
+        name = raw["name"]
+        lines.append(f"python -m tomato train --data {data} --out runs/{name} --recipe {name}{seed}{init}")
         previous = raw["name"]
     return "\n".join(lines)

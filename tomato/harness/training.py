@@ -141,7 +141,7 @@ def _claim(out: Path, config: dict[str, Any]):
         if existing.is_file():
             if json.loads(existing.read_text()) != config:
                 raise ValueError(f"--out {out} holds another training run (its {CONFIG_FILE} differs: other data, "
-                                 f"recipe or seed); choose a new folder")
+                                 f"recipe, seed, threads or --init); choose a new folder")
         else:
             foreign = sorted(p.name for p in out.iterdir() if p.name != ".lock")
             if foreign:
@@ -237,7 +237,7 @@ def _parent(recipe: Recipe, init: str | Path | None, classes: list[str]) -> tupl
     ValueError (one line) when ``init`` is missing, not needed, or not the model the
     recipe continues (other recipe, model or classes)."""
     from .modelcard import card_for
-    from .models import read_checkpoint
+    from .models import read_checkpoint, state_dict_sha256
 
     if not recipe.continues:
         if init is not None:
@@ -247,6 +247,9 @@ def _parent(recipe: Recipe, init: str | Path | None, classes: list[str]) -> tupl
     if init is None:
         raise ValueError(f"recipe {recipe.name!r} continues the model of recipe {recipe.continues!r}: pass "
                          f"--init <that run's model.safetensors>")
+    if not Path(init).expanduser().is_file():
+        raise ValueError(f"--init {init}: file not found; give the model.safetensors of a finished "
+                         f"{recipe.continues!r} run")
     card = card_for(init)
     if card is None:
         raise ValueError(f"--init {init}: no model card beside it names this file; give a model.safetensors "
@@ -256,7 +259,11 @@ def _parent(recipe: Recipe, init: str | Path | None, classes: list[str]) -> tupl
         raise ValueError(f"--init {init} is a {card.model} of recipe {got!r} on {card.num_classes} classes; recipe "
                          f"{recipe.name!r} continues a {recipe.student} of recipe {recipe.continues!r} on these "
                          f"{len(classes)} classes")
-    return card.raw, read_checkpoint(init)
+    weights = read_checkpoint(init)
+    if state_dict_sha256(weights) != card.raw["weights_sha256"]:
+        raise ValueError(f"--init {init}: the weights are not those its model card describes (sha256 differs); "
+                         f"use the file the card was written with")
+    return card.raw, weights
 
 
 def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Path | None, threads: int,
@@ -284,7 +291,8 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
         state.setdefault("started", started)
         # Chosen once per run, at its first start: a resume keeps the precision it began
         # with, so its weights stay those of an uninterrupted run.
-        state.setdefault("precision", "bfloat16" if native_bf16() else "float32")
+        # (A checkpoint from before the choice existed was trained in bfloat16.)
+        state.setdefault("precision", "bfloat16" if ckpt_path.is_file() or native_bf16() else "float32")
         bf16 = state["precision"] == "bfloat16"
         card_path = out_dir / CARD_FILE
         if state.get("done") and card_path.is_file():
@@ -371,7 +379,8 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
                             "interpolation": cfg["interpolation"], "mean": list(mean), "std": list(std)},
             val={"top1": round(top1, 2), "top5": round(top5, 2), "images": len(val_set.labels),
                  "resolution": recipe.final_resolution, "split": str(root / "val")},
-            curve=state["curve"], wall_s=state["wall_s"], precision=state["precision"], **({"parent": parent[0]} if parent else {}), skipped=[str(p) for p, _ in skipped],
+            curve=state["curve"], wall_s=state["wall_s"], precision=state["precision"],
+            **({"parent": parent[0]} if parent else {}), skipped=[str(p) for p, _ in skipped],
             data={**{k: config[k] for k in ("data", "train_files_sha256", "val_files_sha256")},
                   "train_images": len(train_set.labels), "val_images": len(val_set.labels)},
             provenance=provenance.collect(state["started"], threads=threads,
