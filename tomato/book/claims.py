@@ -16,7 +16,7 @@ from ..harness import variants
 from ..harness.models import WeightsInfo
 from . import paper
 from .measures import latency_changes, prediction_agreement, tokens_cut_range, tome_token_cut, tomato_single_merge
-from .notes import data_label, source_label, trained_here
+from .notes import data_label, record_label, trained_here
 from .pictures import model_title
 from .runs import RecordedRun, pick_table1_run
 from .tables import is_jetson, machine_short
@@ -417,8 +417,7 @@ class Sources:
         """Which run each part of the summary comes from (Markdown)."""
         prov = self.table.provenance
         text = (f"Values from **`{self.table.name}`** ({self.table.status}; {prov.get('n_images')} images "
-                f"of `{data_label(prov.get('data'))}`, weights "
-                f"{source_label(str(prov.get('weights_source')), prov.get('weights_sha256'))})")
+                f"of `{data_label(prov.get('data'))}`, weights {record_label(prov)})")
         if self.timing_rows is not None and self.embedded is not None:
             text += f"; latencies from **`{self.embedded.name}`**"
         return text + f"; Figure 3 from **`{self.tradeoff.name}`**."

@@ -68,6 +68,12 @@ def source_label(source: str, sha: str | None = None, short: bool = False) -> st
     return f"`data/weights/{here}` (trained here{': ' + then if then else ''})"
 
 
+def record_label(rec: Mapping[str, Any], short: bool = False) -> str:
+    """:func:`source_label` of a record's config or provenance (``weights_source`` and
+    ``weights_sha256``)."""
+    return source_label(str(rec.get("weights_source")), rec.get("weights_sha256"), short)
+
+
 def data_label(data: Any) -> str:
     """A recorded run's data as a page prints it: the split and its data set
     (``imagenette/val``), not the recording machine's path; ``smoke`` as it is."""
