@@ -470,7 +470,7 @@ def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_C
     the weights' :func:`~tomato.book.notes.stage` when the run measured an earlier stage."""
     ours = df.set_index("variant")
     spec = variants.canonical(paper.TOMATO)
-    level = f"top-1 {ours.loc[paper.BASELINE, 'top1']:.1f}%" + (f" at {then}" if then else "")
+    level = f"top-1 {ours.loc[paper.BASELINE, 'top1']:.1f}%" + (f", measured after {then}" if then else "")
     lines = [f"On **DeiT-Ti trained here** ({level}, [the model](notebooks/00_model.ipynb)), all "
              f"{int(df['n'].iloc[0]):,} Imagenette val photos ([Table 1 in miniature](notebooks/10_trained.ipynb)):"]
 
@@ -515,5 +515,7 @@ def answer_box(results: Path | str = "data/results", model: str = "deit-tiny-ima
     df = with_batch(table(run), b8[1] if b8 else None)
     from .notes import stage
 
-    then = stage(str(run.provenance.get("weights_source")), run.provenance.get("weights_sha256"), short=True)
+    source, sha = str(run.provenance.get("weights_source")), run.provenance.get("weights_sha256")
+    long = stage(source, sha)  # "run 1 of 2, `recipe`, top-1 ...; the committed weights score ..."
+    then = f"{stage(source, sha, short=True)}; {long.split('; ', 1)[-1]}" if long else ""
     return box(df, equal_flops(df, run), then=then)
