@@ -513,9 +513,8 @@ def answer_box(results: Path | str = "data/results", model: str = "deit-tiny-ima
                 f"yet (`data/results/{sweep_name(model)}`); the pages below use what is recorded.\n:::\n")
     b8 = batch_timing(results, run)
     df = with_batch(table(run), b8[1] if b8 else None)
-    from .notes import stage
+    from .notes import stage_parts
 
-    source, sha = str(run.provenance.get("weights_source")), run.provenance.get("weights_sha256")
-    long = stage(source, sha)  # "run 1 of 2, `recipe`, top-1 ...; the committed weights score ..."
-    then = f"{stage(source, sha, short=True)}; {long.split('; ', 1)[-1]}" if long else ""
+    parts = stage_parts(str(run.provenance.get("weights_source")), run.provenance.get("weights_sha256"))
+    then = f"{parts[0]}; {parts[2]}" if parts else ""  # "run 1 of 2; the committed weights score ..."
     return box(df, equal_flops(df, run), then=then)

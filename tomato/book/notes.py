@@ -29,32 +29,41 @@ def trained_here(source: str) -> str | None:
     return None
 
 
-def stage(source: str, sha: str | None, short: bool = False) -> str:
-    """What a recorded run's weights are to the model now committed under the same name:
-    "" when they are that model (or it cannot be told); else a phrase such as "run 1 of 2,
-    `imagenette-cpu`, top-1 66.73%; the committed weights score 71.50%" (``short``: "run 1
-    of 2"). A model trained in several runs keeps the earlier runs' cards (``parent``), so a
-    record made before the last run is named by the run it measured, never as the model
-    now here."""
+def stage_parts(source: str, sha: str | None) -> tuple[str, str, str] | None:
+    """(where, detail, now) of a recorded run's weights against the model now committed
+    under the same name, e.g. ("run 1 of 2", ", `imagenette-cpu`, top-1 66.73%", "the
+    committed weights score 70.47%"); None when they are that model or it cannot be told.
+    A model trained in several runs keeps the earlier runs' cards (``parent``,
+    :func:`tomato.book.trained.lineage`), so a record made before the last run is named by
+    the run it measured, never as the model now here."""
+    from .trained import lineage
+
     here = trained_here(source)
     card = WEIGHTS_DIR / str(here) / "model_card.json"
     if not here or not sha or not card.is_file():
-        return ""
+        return None
     from ..harness.modelcard import read_card
 
-    raw = read_card(card).raw
-    if raw.get("weights_sha256") == sha:
-        return ""
-    runs, parent = [], raw.get("parent")
-    while parent is not None:
-        runs.append(parent)
-        parent = parent.get("parent")
-    now = f"the committed weights score {raw['val']['top1']:.2f}%"
-    for n, r in enumerate(runs[::-1], 1):
+    committed = read_card(card)
+    if committed.raw.get("weights_sha256") == sha:
+        return None
+    runs = lineage(committed)
+    now = f"the committed weights score {committed.raw['val']['top1']:.2f}%"
+    for n, r in enumerate(runs[:-1], 1):
         if r.get("weights_sha256") == sha:
-            at = f"run {n} of {len(runs) + 1}"
-            return at if short else f"{at}, `{r['recipe']['name']}`, top-1 {r['val']['top1']:.2f}%; {now}"
-    return "other weights" if short else f"other weights under this name (sha256 `{sha[:12]}…`); {now}"
+            return f"run {n} of {len(runs)}", f", `{r['recipe']['name']}`, top-1 {r['val']['top1']:.2f}%", now
+    return "other weights", f" under this name (sha256 `{sha[:12]}…`)", now
+
+
+def stage(source: str, sha: str | None, short: bool = False) -> str:
+    """:func:`stage_parts` as a phrase: "" for the committed weights; else e.g. "run 1 of 2,
+    `imagenette-cpu`, top-1 66.73%; the committed weights score 70.47%" (``short``: "run 1
+    of 2")."""
+    parts = stage_parts(source, sha)
+    if parts is None:
+        return ""
+    where, detail, now = parts
+    return where if short else f"{where}{detail}; {now}"
 
 
 def source_label(source: str, sha: str | None = None, short: bool = False) -> str:
