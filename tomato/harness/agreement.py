@@ -61,6 +61,7 @@ def method_agreement(
     metric: str = "features",
     batch_size: int = 16,
     progress: bool = True,
+    photos: Any = None,
 ) -> list[dict[str, Any]]:
     """Faithful vs parallel partitions of real images, one row per image and setting.
 
@@ -76,8 +77,11 @@ def method_agreement(
     from ..core import pipeline, probe
     from . import data
 
-    ds = data.ImageNetFolder(list(samples), data.transform_for(model))
-    loader = DataLoader(ds, batch_size=batch_size, collate_fn=data.collate_skip_bad)
+    if photos is not None:  # a :class:`tomato.harness.decoded.Photos` of ``samples``, decoded once
+        loader = photos.batches(batch_size)
+    else:
+        ds = data.ImageNetFolder(list(samples), data.transform_for(model))
+        loader = DataLoader(ds, batch_size=batch_size, collate_fn=data.collate_skip_bad)
     settings = [("sim", s) for s in sims] + [("keep_ratio", k) for k in keep_ratios]
     rows: list[dict[str, Any]] = []
     for images, _, indices, _ in tqdm(loader, disable=not progress, desc="partitions"):
@@ -106,3 +110,14 @@ def method_agreement(
                     "identical_both": identical_groups(f[j], o[j]),
                 })
     return rows
+
+
+def record(rows: list[dict[str, Any]], started: Any, weights: Any, data_label: str, n_images: int,
+           sims: Sequence[float], keep_ratios: Sequence[float], metric: str) -> dict[str, Any]:
+    """The agreement record of :func:`method_agreement`'s ``rows``: rows and provenance
+    (``started``: :func:`tomato.harness.provenance.start`; ``weights``: a WeightsInfo)."""
+    from . import provenance
+
+    return {"rows": rows, "provenance": provenance.collect(
+        started, model=weights.model, weights_source=weights.source, weights_sha256=weights.sha256,
+        data=data_label, n_images=n_images, sims=list(sims), keep_ratios=list(keep_ratios), metric=metric)}

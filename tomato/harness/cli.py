@@ -1,4 +1,4 @@
-"""Command line: ``python -m tomato {eval,time,sweep,agree,fidelity,bench} ...`` (``--help`` on each).
+"""Command line: ``python -m tomato {eval,time,sweep,agree,fidelity,bench,record,train} ...`` (``--help`` on each).
 
 Examples::
 
@@ -146,10 +146,8 @@ def cmd_agree(args: argparse.Namespace) -> int:
     _warn_random(weights)
     rows = agreement.method_agreement(model, samples, sims=args.sims, keep_ratios=args.keep,
                                       metric=args.metric, progress=not args.quiet)
-    record = {"rows": rows, "provenance": provenance.collect(
-        started, model=weights.model, weights_source=weights.source, weights_sha256=weights.sha256, data=label,
-        n_images=len(samples), sims=args.sims, keep_ratios=args.keep, metric=args.metric)}
-    records.write("agreement", args.out, record)
+    records.write("agreement", args.out, agreement.record(rows, started, weights, label, len(samples), args.sims,
+                                                          args.keep, args.metric))
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["setting"], []).append(r)
@@ -203,6 +201,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      tokens=args.tokens, runs=args.runs, warmup=args.warmup, threads=args.threads,
                      static=args.static, **extra)
         print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from . import record as recording
+
+    model, weights, samples, label = _load(args)
+    if not weights.pretrained:
+        raise ValueError(f"record describes trained weights, and {weights.source} are seeded random-init: pass "
+                         f"--checkpoint (a model under data/weights, or a .pth/.safetensors file)")
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "tomato", *args.argv])
+    state = recording.record(model, weights, samples, args.out, data_label=label, plan=args.plan,
+                             device=args.device, workers=args.workers, command=command, progress=not args.quiet,
+                             say=lambda line: print(line, file=sys.stderr, flush=True))
+    print("\n".join(recording.summary_lines(state)))
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -282,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="JSON file for the record (rows, summary, provenance)")
     p.set_defaults(func=cmd_fidelity)
 
+    p = sub.add_parser("record", help="every weights-dependent record the book reads, for one model, into one "
+                                      "folder with its manifest (resumable)")
+    _common(p)
+    p.add_argument("--out", default=None,
+                   help="record folder (default: data/results/<name> for --checkpoint <name> under data/weights)")
+    p.add_argument("--plan", default="book", choices=["book", "smoke"],
+                   help="book: everything the book reads; smoke: a tiny recording for a first try")
+    p.add_argument("--workers", type=int, default=2, help="processes decoding the photos (once)")
+    p.set_defaults(func=cmd_record)
+
     p = sub.add_parser("train", help="train the book's ViT from scratch (resumable; writes weights + model card)")
     p.add_argument("--data", required=True, help="folder with train/<class>/*.JPEG and val/<class>/*.JPEG")
     p.add_argument("--out", required=True, help="run folder (resumed if it holds the same run)")
@@ -354,7 +378,7 @@ _CHECKS: Dict[str, tuple] = {
 }
 
 #: Commands whose --out is a run folder (resumable) or a single file written at the end.
-_OUT_FOLDER = {"eval", "sweep", "train"}
+_OUT_FOLDER = {"eval", "sweep", "train", "record"}
 _OUT_FILE = {"time", "agree", "fidelity", "bench"}
 
 
@@ -365,6 +389,13 @@ def preflight(args: argparse.Namespace) -> None:
     for dest, (flag, check) in _CHECKS.items():
         if hasattr(args, dest):
             check(flag, getattr(args, dest))
+    if args.command == "record" and args.out is None:
+        from .record import default_out
+
+        args.out = default_out(args.checkpoint)
+        if args.out is None:
+            raise ValueError("--out: give the record folder (the default, data/results/<name>, needs --checkpoint "
+                             "<name> of a model under data/weights)")
     out = getattr(args, "out", None)
     if out and args.command in _OUT_FOLDER:
         check_output_dir(out)
@@ -415,6 +446,7 @@ def _out_of_memory(e: BaseException) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import threading
 

@@ -90,8 +90,13 @@ def evaluate(
     device: str | torch.device = "cpu",
     max_batches: int | None = None,
     progress: bool = True,
+    photos: Any = None,
 ) -> dict[str, Any]:
     """Evaluate ``variant`` of ``model`` on ``samples``; returns the summary dict.
+
+    ``photos``: optional :class:`tomato.harness.decoded.Photos` holding ``samples`` already
+    decoded (a recording decodes each photo once for every variant); batches then follow
+    its fixed chunks, so an interrupted run resumes into the same batches.
 
     Resumes from ``out`` when it holds the same run; ``max_batches`` stops early (a
     later call continues). The folder is locked for the whole call (a concurrent run
@@ -108,19 +113,23 @@ def evaluate(
         provenance.collect(**config, batch_size=batch_size, device=str(device), data_path=data_label),
     ) as store:
         return _run(model, weights, variant, samples, store, batch_size=batch_size, num_workers=num_workers,
-                    device=device, max_batches=max_batches, progress=progress, data_label=data_label)
+                    device=device, max_batches=max_batches, progress=progress, data_label=data_label,
+                    photos=photos)
 
 
 def _run(model: nn.Module, weights: WeightsInfo, variant: Variant, samples: Sequence[data.Sample],
          store: RunStore, *, batch_size: int, num_workers: int, device: str | torch.device,
-         max_batches: int | None, progress: bool, data_label: str) -> dict[str, Any]:
+         max_batches: int | None, progress: bool, data_label: str, photos: Any = None) -> dict[str, Any]:
     """The batch loop of :func:`evaluate` on an open (locked) store."""
     todo = [i for i in range(len(samples)) if i not in store.done]
     if store.retry:
         log.info("retrying %d image(s) that could not be read last time", len(store.retry & set(todo)))
-    dataset = data.ImageNetFolder(list(samples), data.transform_for(model))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=todo, num_workers=num_workers,
-                        collate_fn=data.collate_skip_bad)
+    if photos is not None:
+        loader = photos.batches(batch_size, skip=store.done)
+    else:
+        dataset = data.ImageNetFolder(list(samples), data.transform_for(model))
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=todo, num_workers=num_workers,
+                            collate_fn=data.collate_skip_bad)
     model_seconds = 0.0
     images_done = 0
     bar = tqdm(total=len(samples), initial=len(samples) - len(todo), disable=not progress,

@@ -287,7 +287,8 @@ def _rows(name: str, setting: str, base: Outputs, out: Outputs, extra: dict[str,
     for j in range(base.logits.shape[0]):
         row = {"setting": setting, "variant": name,
                "tokens": None if out.tokens is None else int(out.tokens[j]),
-               "cosine": float(cos[j]), "kl": float(kl[j]), "agree": bool(agree[j]),
+               # Rounded so a full-val record stays small: 1e-7 of cosine, 5 digits of KL.
+               "cosine": round(float(cos[j]), 7), "kl": float(f"{float(kl[j]):.5g}"), "agree": bool(agree[j]),
                "top1": int(out.logits[j].argmax())}
         rows.append({**row, **(extra or {})})
     return rows
@@ -382,23 +383,43 @@ def run(
 
     _check_plain(model)
     gen = torch.Generator().manual_seed(seed)
-    settings = [("sim", float(s)) for s in sims] + [("keep_ratio", float(k)) for k in keep_ratios]
+    settings = settings_of(sims, keep_ratios)
     loader = DataLoader(data.ImageNetFolder(list(samples), data.transform_for(model)),
                         batch_size=batch_size, collate_fn=data.collate_skip_bad)
     device = next(model.parameters()).device
     rows: list[dict[str, Any]] = []
-    preds: list[int] = []
-    truth: list[int] = []
     for images, labels, indices, _ in tqdm(loader, disable=not progress, desc="fidelity"):
         if not len(indices):
             continue
-        base, batch_rows = compare_batch(model, images.to(device), settings, gen, tome)
-        preds += base.logits.argmax(-1).tolist()
-        truth += labels.tolist()
-        for r in batch_rows:
-            j = r.pop("batch_row")
-            r["index"], r["label"], r["top1_base"] = int(indices[j]), int(labels[j]), int(base.logits[j].argmax())
-        rows += batch_rows
+        rows += batch_rows(model, images.to(device), labels, indices, settings, gen, tome)
+    return assemble(rows)
+
+
+def settings_of(sims: Sequence[float], keep_ratios: Sequence[float]) -> list[tuple[str, float]]:
+    """The ToMato settings of a study, thresholds first: ``[("sim", 1e-7), ("keep_ratio", 0.5)]``."""
+    return [("sim", float(s)) for s in sims] + [("keep_ratio", float(k)) for k in keep_ratios]
+
+
+def batch_rows(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
+               settings: Sequence[tuple[str, float]], generator: torch.Generator,
+               tome: bool = True) -> list[dict[str, Any]]:
+    """The study's rows of one batch: :func:`compare_batch` with each row's photo ``index``,
+    true ``label`` and the unpatched model's ``top1_base``. images: (B, 3, H, W); labels,
+    indices: (B,)."""
+    base, rows = compare_batch(model, images, settings, generator, tome)
+    top1 = base.logits.argmax(-1)
+    for r in rows:
+        j = r.pop("batch_row")
+        r["index"], r["label"], r["top1_base"] = int(indices[j]), int(labels[j]), int(top1[j])
+    return rows
+
+
+def assemble(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The study from its per-photo rows: rows, :func:`summarise` and the unpatched model's
+    :func:`prediction_diversity` (one prediction a photo)."""
+    base = {r["index"]: (r["top1_base"], r["label"]) for r in rows}
+    preds = [base[i][0] for i in sorted(base)]
+    truth = [base[i][1] for i in sorted(base)]
     return {"rows": rows, "summary": summarise(rows), "baseline": prediction_diversity(preds, truth)}
 
 
@@ -415,13 +436,18 @@ def record(
     batch_size: int = 10,
     tome: bool = True,
     progress: bool = True,
+    result: dict[str, Any] | None = None,
+    started: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """:func:`run` plus its provenance (model, weights, data, settings, machine, commit,
-    date): the JSON record ``python -m tomato fidelity`` writes under ``data/results/``."""
+    date): the JSON record ``python -m tomato fidelity`` writes under ``data/results/``.
+    A ``result`` computed elsewhere (:func:`assemble`, by a recording) is described instead
+    of running the study, with ``started`` (:func:`tomato.harness.provenance.start`)."""
     from . import provenance
 
-    started = provenance.start()  # the code that ran, not what the checkout holds at the end
-    result = run(model, samples, sims, keep_ratios, seed, batch_size, tome, progress)
+    if result is None:
+        started = provenance.start()  # the code that ran, not what the checkout holds at the end
+        result = run(model, samples, sims, keep_ratios, seed, batch_size, tome, progress)
     result["provenance"] = provenance.collect(
         started,
         model=model_name, weights_source=weights_source, weights_sha256=weights_sha256,

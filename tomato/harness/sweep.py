@@ -128,26 +128,37 @@ def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], sample
     for v in vs:
         summaries[v.spec] = evaluate(model, weights, v, samples, out / slug(v), **evaluation)
 
+    images = timing_images(samples, model)
+    timed = timed_rows(model, weights, vs, images, out / "timing.json", runs=time_runs, warmup=time_warmup,
+                       device=device, data_label=data_label, progress=evaluation["progress"])
+    return write_table(model, vs, summaries, timed, out)
+
+
+def timed_rows(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], images: torch.Tensor,
+               path: Path, *, runs: int, warmup: int, device: str | torch.device, data_label: str,
+               progress: bool = True) -> list[dict[str, Any]]:
+    """Batch-1 timing rows of ``vs`` on ``images`` (M, 3, H, W), one interleaved run,
+    recorded at ``path`` (a timing record); a stored record made exactly so is reused."""
     # The config says everything a page writes about this timing (speed.describe); a
     # stored timing is reused only when it was made exactly so.
-    images = timing_images(samples, model)
     timing_config = {"protocol": "robust", "model": weights.model, "weights_sha256": weights.sha256,
-                     "variants": [v.spec for v in vs], "runs": time_runs, "warmup": time_warmup,
+                     "variants": [v.spec for v in vs], "runs": runs, "warmup": warmup,
                      "device": str(device), "threads": torch.get_num_threads() if str(device) == "cpu" else None,
                      "data": data_label, "images": len(images), "batch_size": 1}
-    timing_path = out / "timing.json"
-    timed = None
-    stored = records.read("timing", timing_path)
+    stored = records.read("timing", path)
     if stored is not None and stored["config"] == timing_config:
-        timed = stored["rows"]
-        log.info("reusing timing run in %s", timing_path)
-    if timed is None:
-        started = provenance.start()  # the code and commit as the timing starts
-        timed = measure_variants(model, vs, images, runs=time_runs, warmup=time_warmup,
-                                 device=device, progress=evaluation["progress"])
-        record = {"config": timing_config, "rows": timed,
-                  "provenance": provenance.collect(started, **timing_config)}
-        records.write("timing", timing_path, record)
+        log.info("reusing timing run in %s", path)
+        return stored["rows"]
+    started = provenance.start()  # the code and commit as the timing starts
+    timed = measure_variants(model, vs, images, runs=runs, warmup=warmup, device=device, progress=progress)
+    record = {"config": timing_config, "rows": timed, "provenance": provenance.collect(started, **timing_config)}
+    records.write("timing", path, record)
+    return timed
+
+
+def write_table(model: nn.Module, vs: Sequence[Variant], summaries: dict[str, dict[str, Any]],
+                timed: Sequence[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """``out/sweep.csv``: one row per variant from its evaluation summary and its timing row."""
     by_spec = {r["variant"]: r for r in timed}
     # FLOPs from the tokens each variant kept over the whole evaluation, not only over
     # the few images that were timed.

@@ -1,0 +1,382 @@
+"""One command records every weights-dependent number the book reads, for one model.
+
+``python -m tomato record --checkpoint deit-tiny-imagenette --data ../shared/imagenette/val``
+fills one folder (default ``data/results/<model>/``)::
+
+    manifest.json                the weights, the command, one entry per record (manifest.py)
+    table1/                      Table 1 in miniature: a run folder per variant, timing.json
+                                 (batch 1), sweep.csv (accuracy, top-5, tokens, GFLOPs, speed-up)
+    beyond/                      the beyond-the-paper variants, the same layout
+    fidelity_<data>.json         drift from the unpatched model, null baselines and ToMe at
+                                 ToMato's per-photo token count
+    agreement_<data>.json        faithful against parallel partitions
+    robust-b8_<device>.json      Table 1's variants timed at batch 8
+    bench-static_<device>.json   static mode beside the unpatched model and the keep-first-k oracle
+
+At the compute floor: accuracy passes never time and timings never run over the whole
+data; each photo is decoded once (:class:`tomato.harness.decoded.Photos`) and a variant
+that two records share is evaluated once (its run folder is copied). Before the passes, a
+few batches of each variant are timed on the decoded photos and scaled to the whole data:
+the *floor*, the time the same forwards take with nothing else around them; the
+manifest keeps it beside the wall time (``floor_s``, ``wall_s``).
+
+Killed anywhere, the command continues from what is on disk: run folders resume batch by
+batch, the fidelity study keeps one part per batch (its null baselines seeded by batch), a
+finished record is not redone, and the manifest carries the progress, so a folder
+committed half-way resumes on another machine. Batches are fixed chunks of the photos
+(a resumed pass sees the batches an uninterrupted one does); variants whose per-photo
+result depends on the rest of the batch (ToMato then ToMe: ToMe's cap counts the padding)
+are evaluated one photo at a time.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import agreement, bench, data, fidelity, manifest, provenance, records, speed, sweep
+from .decoded import Photos
+from .evaluate import evaluate
+from .models import WeightsInfo
+from .results import atomic_write_text, claim_folder
+from .variants import Variant, parse
+
+__all__ = ["Plan", "PLANS", "record", "default_out"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one recording holds: the variants of each record and how each is timed."""
+
+    table1: tuple[str, ...]
+    beyond: tuple[str, ...]
+    fidelity_sims: tuple[float, ...]
+    fidelity_keep: tuple[float, ...]
+    agreement_sims: tuple[float, ...] = (1e-7,)
+    agreement_keep: tuple[float, ...] = (0.85,)
+    agreement_photos: int = 500
+    batch_size: int = 50
+    timing_images: int = 8
+    runs_b1: int = 30
+    runs_b8: int = 30
+    runs_beyond: int = 10
+    warmup: int = 5
+    static_batches: tuple[int, ...] = (1, 8, 64)
+    static_treatments: tuple[str, ...] = ("eager", "onnxruntime")
+    static_tokens: int = 138
+    null_seed: int = 0
+    floor_batches: int = 2
+
+
+_TABLE1 = ("deit", "tome:r=2", "tome:r=4", "tome:r=8", "tome:r=16",
+           "tomato:sim=0.001", "tomato:sim=1e-7", "tomato:sim=1e-15", "tomato:sim=1e-30", "tomato:sim=1e-60",
+           "tomato:keep=0.9", "tomato:keep=0.7", "tomato:keep=0.5")
+_BEYOND = ("deit", "tome:r=4", "tome:r=8", "tome:r=12", "tome:r=16",
+           *(f"tomato:sim={s}" for s in ("1e-7", "1e-15", "1e-30", "1e-60", "1e-90")),
+           *(f"tomato:keep={k}" for k in ("0.9", "0.7", "0.5", "0.3")),
+           *(f"tomato:keep={k},block={b}" for b in (1, 2, 3, 6) for k in ("0.7", "0.5", "0.3")),
+           *(f"tomato:keep={k},metric={m}" for m in ("attention", "keys", "cosine") for k in ("0.7", "0.5")),
+           *(f"hybrid:sim=1e-15,r={r}" for r in (2, 4, 8)))
+
+#: The book's recording, and a tiny one for tests and a first try on a new machine.
+PLANS: dict[str, Plan] = {
+    "book": Plan(_TABLE1, _BEYOND, fidelity_sims=(1e-7, 1e-15, 1e-30), fidelity_keep=(0.5,)),
+    "smoke": Plan(("deit", "tome:r=2", "tomato:sim=1e-7", "tomato:keep=0.5"),
+                  ("deit", "tomato:keep=0.5,block=1", "hybrid:sim=1e-15,r=2"),
+                  fidelity_sims=(1e-7,), fidelity_keep=(), agreement_photos=4, batch_size=4, timing_images=2,
+                  runs_b1=3, runs_b8=3, runs_beyond=3, warmup=1, static_batches=(1,),
+                  static_treatments=("eager",), floor_batches=1),
+}
+
+_PARTS = ".fidelity-parts"
+
+
+def default_out(checkpoint: str | None) -> Path | None:
+    """``data/results/<name>`` for a model under ``data/weights`` named by its short name."""
+    if checkpoint and "/" not in checkpoint and not checkpoint.endswith((".pth", ".safetensors", ".pt")):
+        return Path("data/results") / checkpoint
+    return None
+
+
+def _data_tag(label: str) -> str:
+    """``imagenette-val`` for ``.../imagenette/val``: a file-name tag for the data."""
+    parts = [p for p in Path(label).parts[-2:] if p not in ("/", "..")]
+    return "-".join(parts) or "data"
+
+
+def _device_tag(device: str) -> str:
+    return f"cpu-{torch.get_num_threads()}threads" if str(device) == "cpu" else str(device).replace(":", "")
+
+
+def _batch_for(v: Variant, plan: Plan) -> int:
+    # ToMe after ToMato caps r by the batch's longest sequence, padding included: one photo
+    # at a time gives each photo the merges of a batch of one.
+    return 1 if v.kind == "hybrid" else plan.batch_size
+
+
+@dataclass
+class _Session:
+    """The recording's state on disk (the manifest), and this session's clock."""
+
+    out: Path
+    state: dict[str, Any]
+    started: float = field(default_factory=time.perf_counter)
+    base_wall: float = 0.0
+
+    def save(self) -> None:
+        sessions = self.state.setdefault("sessions", [])
+        sessions[-1]["wall_s"] = round(time.perf_counter() - self.started, 1)
+        self.state["wall_s"] = round(sum(s["wall_s"] for s in sessions), 1)
+        manifest.write(self.out, self.state)
+
+    def done(self, name: str) -> bool:
+        return name in manifest.listed(self.state)
+
+    def add(self, name: str, kind: str, weights: WeightsInfo, wall_s: float, floor_s: float,
+            device: str) -> None:
+        git = provenance.git_commit()
+        self.state["records"].append({
+            "path": name, "kind": kind, "weights_sha256": weights.sha256, "command": self.state["command"],
+            "commit": git.get("commit"), "dirty": git.get("dirty"), "device": device,
+            "wall_s": round(wall_s, 1), "floor_s": round(floor_s, 1), "date_utc": provenance.collect()["date_utc"]})
+        self.save()
+
+
+def _open(out: Path, weights: WeightsInfo, data_label: str, plan_name: str, command: str) -> _Session:
+    """The session of ``out``: a new manifest, or the one a killed run left (same weights,
+    data and plan), else ValueError before anything is touched."""
+    state = manifest.read(out)
+    if state is None:
+        leftovers = sorted(p.name for p in out.iterdir() if p.name != ".lock")
+        if leftovers:
+            raise ValueError(f"--out {out} holds {', '.join(leftovers[:5])} but no {manifest.MANIFEST}: it is not "
+                             f"a recording of ours, and nothing in it is touched; choose a new or empty --out")
+        state = {"model": weights.model, "weights_source": weights.source, "weights_sha256": weights.sha256,
+                 "data": data_label, "plan": plan_name, "command": command, "records": [], "complete": False}
+    else:
+        wanted = {"weights_sha256": weights.sha256, "data": data_label, "plan": plan_name}
+        diff = {k: (state.get(k), v) for k, v in wanted.items() if state.get(k) != v}
+        if diff:
+            said = "; ".join(f"{k}: recorded {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"--out {out} holds the recording of another run ({said}); choose another --out or "
+                             f"delete {out}")
+    state.setdefault("sessions", []).append({"started_utc": provenance.collect()["date_utc"], "wall_s": 0.0})
+    session = _Session(out, state)
+    session.save()
+    return session
+
+
+# ----------------------------------------------------------------------------- the floor
+def _time(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _first(batches: Any, n: int) -> list:
+    """The first ``n`` batches, repeated from the start where there are fewer."""
+    got = list(itertools.islice(batches, n))
+    return [got[i % len(got)] for i in range(n)]
+
+
+def _floors(model: nn.Module, plan: Plan, photos: Photos, device: str, progress: bool) -> dict[str, float]:
+    """Seconds each accuracy pass's forwards take on the decoded photos: ``floor_batches``
+    batches of each variant timed after one untimed, scaled to all the photos' batches."""
+    specs = list(dict.fromkeys(parse(v).spec for v in (*plan.table1, *plan.beyond)))
+    out: dict[str, float] = {}
+    for spec in tqdm(specs, desc="floor", disable=not progress):
+        v = parse(spec)
+        size = _batch_for(v, plan)
+        xs = _first(photos.batches(size), 1 + plan.floor_batches)
+        v.apply(model)
+        with torch.inference_mode():
+            model(xs[0][0].to(device))  # untimed: first-call allocations
+            times = [_time(lambda x=b[0].to(device): model(x)) for b in xs[1:]]
+        out[spec] = sum(times) / len(times) * math.ceil(len(photos.images) / size)
+    parse("deit").apply(model)
+    settings = fidelity.settings_of(plan.fidelity_sims, plan.fidelity_keep)
+    if settings:
+        gen = torch.Generator().manual_seed(0)
+        once = [_time(lambda b=b: fidelity.batch_rows(model, b[0].to(device), b[1], b[2], settings, gen))
+                for b in _first(photos.batches(plan.batch_size), plan.floor_batches)]
+        out["fidelity"] = sum(once) / len(once) * math.ceil(len(photos.images) / plan.batch_size)
+    return out
+
+
+# ----------------------------------------------------------------------------- the passes
+def _accuracy(name: str, specs: Sequence[str], session: _Session, model: nn.Module, weights: WeightsInfo,
+              samples: Sequence[data.Sample], photos: Photos, plan: Plan, data_label: str, device: str,
+              progress: bool, runs: int) -> float:
+    """A sweep folder: every variant evaluated (or copied from another record's folder that
+    evaluated it), then timed at batch 1 on a few photos; returns the floor seconds."""
+    folder = session.out / name
+    folder.mkdir(exist_ok=True)
+    vs = [parse(s) for s in specs]
+    summaries = {}
+    for v in vs:
+        run = folder / sweep.slug(v)
+        shared = [session.out / r["path"] / sweep.slug(v) for r in session.state["records"] if r["kind"] == "sweep"]
+        source = next((s for s in shared if (s / "summary.json").is_file()), None)
+        if source is not None and not run.exists():
+            shutil.copytree(source, run, ignore=shutil.ignore_patterns(".lock"))
+        summaries[v.spec] = evaluate(model, weights, v, samples, run, data_label=data_label,
+                                     batch_size=_batch_for(v, plan), device=device, progress=progress, photos=photos)
+    t0 = time.perf_counter()
+    timed = sweep.timed_rows(model, weights, vs, photos.images[:plan.timing_images], folder / "timing.json",
+                             runs=runs, warmup=plan.warmup, device=device, data_label=data_label, progress=progress)
+    timing_s = time.perf_counter() - t0
+    sweep.write_table(model, vs, summaries, timed, folder)
+    parse("deit").apply(model)
+    copied = {parse(s).spec for r in session.state["records"] if r["kind"] == "sweep"
+              for s in session.state["plan_specs"].get(r["path"], [])}
+    return timing_s + sum(session.state["floor"][v.spec] for v in vs if v.spec not in copied)
+
+
+def _fidelity(name: str, session: _Session, model: nn.Module, weights: WeightsInfo,
+              samples: Sequence[data.Sample], photos: Photos, plan: Plan, data_label: str, device: str,
+              progress: bool) -> float:
+    """The fidelity study, one part per batch under a hidden folder, then one record."""
+    parts = session.out / _PARTS
+    parts.mkdir(exist_ok=True)
+    started = provenance.start()
+    settings = fidelity.settings_of(plan.fidelity_sims, plan.fidelity_keep)
+    rows: list[dict[str, Any]] = []
+    chunks = photos.batches(plan.batch_size)
+    total = math.ceil((len(photos.images) + len(photos.bad)) / plan.batch_size)
+    for k, (images, labels, indices, _) in enumerate(tqdm(chunks, desc="fidelity", total=total,
+                                                          disable=not progress)):
+        part = parts / f"{k:05d}.json"
+        if part.is_file():
+            got = json.loads(part.read_text(encoding="utf-8"))
+        else:
+            # Seeded by batch, so a resumed study draws what an uninterrupted one draws.
+            gen = torch.Generator().manual_seed(plan.null_seed * 1_000_003 + k)
+            got = fidelity.batch_rows(model, images.to(device), labels, indices, settings, gen) if len(indices) else []
+            atomic_write_text(part, json.dumps(got))
+        rows += got
+    rec = fidelity.record(weights.model, model, weights.source, weights.sha256, samples, data_label,
+                          plan.fidelity_sims, plan.fidelity_keep, plan.null_seed, plan.batch_size,
+                          result=fidelity.assemble(rows), started=started)
+    records.write("fidelity", session.out / name, rec)
+    shutil.rmtree(parts)
+    return session.state["floor"].get("fidelity", 0.0)
+
+
+def _agreement(name: str, session: _Session, model: nn.Module, weights: WeightsInfo,
+               samples: Sequence[data.Sample], photos: Photos, plan: Plan, data_label: str, progress: bool) -> float:
+    """Faithful against parallel partitions on ``agreement_photos`` photos spread evenly."""
+    started = provenance.start()
+    good = photos.indices.tolist()
+    keep = good[:: max(1, len(good) // plan.agreement_photos)][:plan.agreement_photos]
+    t0 = time.perf_counter()
+    rows = agreement.method_agreement(model, samples, sims=plan.agreement_sims, keep_ratios=plan.agreement_keep,
+                                      photos=photos.subset(keep), progress=progress)
+    floor = time.perf_counter() - t0
+    records.write("agreement", session.out / name, agreement.record(
+        rows, started, weights, f"{data_label} ({len(keep)} photos spread evenly)", len(keep),
+        plan.agreement_sims, plan.agreement_keep, "features"))
+    return floor
+
+
+def _batch8(name: str, session: _Session, model: nn.Module, weights: WeightsInfo, photos: Photos, plan: Plan,
+            data_label: str, device: str, progress: bool) -> float:
+    started = provenance.start()
+    images = photos.images[:2 * plan.timing_images]
+    config = {"protocol": "robust", "model": weights.model, "weights_source": weights.source,
+              "weights_sha256": weights.sha256, "pretrained": weights.pretrained, "data": data_label,
+              "variants": list(plan.table1), "device": device, "threads": torch.get_num_threads(),
+              "images": int(images.shape[0]), "batch_sizes": [8], "runs": plan.runs_b8, "warmup": plan.warmup,
+              "budget_s": None}
+    t0 = time.perf_counter()
+    rows = speed.measure_variants(model, plan.table1, images, batch_sizes=[8], runs=plan.runs_b8,
+                                  warmup=plan.warmup, device=device, progress=progress)
+    floor = time.perf_counter() - t0
+    parse("deit").apply(model)
+    records.write("timing", session.out / name, {"config": config, "rows": rows, "summary": [],
+                                                 "provenance": provenance.collect(started, **config)})
+    return floor
+
+
+def _static(name: str, session: _Session, model: nn.Module, weights: WeightsInfo, plan: Plan, device: str,
+            progress: bool) -> float:
+    started = provenance.start()
+    t0 = time.perf_counter()
+    rows = bench.static_run(weights.model, runs=plan.runs_b8, warmup=plan.warmup, device=device,
+                            batch_sizes=plan.static_batches, tokens=plan.static_tokens,
+                            treatments=plan.static_treatments, model=model, progress=progress)
+    floor = time.perf_counter() - t0
+    bench.record(rows, session.out / name, "static", started=started, model=weights.model, weights=weights.source,
+                 weights_sha256=weights.sha256, device=device, batch_sizes=list(plan.static_batches),
+                 tokens=plan.static_tokens, runs=plan.runs_b8, warmup=plan.warmup, threads=torch.get_num_threads(),
+                 static=True, treatments=list(plan.static_treatments))
+    return floor
+
+
+def record(model: nn.Module, weights: WeightsInfo, samples: Sequence[data.Sample], out: Path | str, *,
+           data_label: str, plan: str = "book", device: str = "cpu", workers: int = 2, command: str = "",
+           progress: bool = True, say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """Record every pass of ``PLANS[plan]`` for the plain timm ``model`` into ``out``;
+    returns the finished manifest. ``out`` is locked for the whole call (one owner)."""
+    chosen = PLANS[plan]
+    out, created, lock = claim_folder(out)
+    try:
+        session = _open(out, weights, data_label, plan, command)
+        session.state["plan_specs"] = {"table1": list(chosen.table1), "beyond": list(chosen.beyond)}
+        t0 = time.perf_counter()
+        photos = Photos.decode(samples, data.transform_for(model), workers=workers, progress=progress)
+        say(f"decoded {len(photos.images)} photos in {time.perf_counter() - t0:.0f} s"
+            + (f" ({len(photos.bad)} could not be read)" if photos.bad else ""))
+        model = model.to(device).eval()
+        if "floor" not in session.state:
+            session.state["floor"] = _floors(model, chosen, photos, device, progress)
+            session.save()
+        tag, dev = _data_tag(data_label), _device_tag(device)
+        passes: list[tuple[str, str, Callable[[str], float]]] = [
+            ("table1", "sweep", lambda n: _accuracy(n, chosen.table1, session, model, weights, samples, photos,
+                                                    chosen, data_label, device, progress, chosen.runs_b1)),
+            ("beyond", "sweep", lambda n: _accuracy(n, chosen.beyond, session, model, weights, samples, photos,
+                                                    chosen, data_label, device, progress, chosen.runs_beyond)),
+            (f"fidelity_{tag}.json", "fidelity", lambda n: _fidelity(n, session, model, weights, samples, photos,
+                                                                      chosen, data_label, device, progress)),
+            (f"agreement_{tag}.json", "agreement", lambda n: _agreement(n, session, model, weights, samples,
+                                                                         photos, chosen, data_label, progress)),
+            (f"robust-b8_{dev}.json", "timing", lambda n: _batch8(n, session, model, weights, photos, chosen,
+                                                                   data_label, device, progress)),
+            (f"bench-static_{dev}.json", "static", lambda n: _static(n, session, model, weights, chosen, device,
+                                                                      progress)),
+        ]
+        for name, kind, run in passes:
+            if session.done(name):
+                continue
+            say(f"recording {name} ...")
+            t0 = time.perf_counter()
+            floor = run(name)
+            session.add(name, kind, weights, time.perf_counter() - t0, floor, device)
+            say(f"  {name}: {time.perf_counter() - t0:.0f} s (floor {floor:.0f} s)")
+        session.state["floor_s"] = round(sum(r["floor_s"] for r in session.state["records"]), 1)
+        session.state["complete"] = True
+        session.save()
+        return session.state
+    finally:
+        lock.release()
+
+
+def summary_lines(state: dict[str, Any]) -> list[str]:
+    """What ``python -m tomato record`` prints at the end: each record's wall and floor."""
+    lines = [f"{r['path']:40s} {r['kind']:10s} wall {r['wall_s']:8.1f} s  floor {r['floor_s']:8.1f} s"
+             for r in state["records"]]
+    ratio = state["wall_s"] / state["floor_s"] if state.get("floor_s") else math.nan
+    lines.append(f"{'all':40s} {'':10s} wall {state['wall_s']:8.1f} s  floor {state.get('floor_s', 0):8.1f} s"
+                 f"  (wall / floor {ratio:.2f})")
+    return lines
+
+
