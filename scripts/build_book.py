@@ -37,8 +37,12 @@ command is plain ``python`` with *this* interpreter (``sys.executable``), so the
 notebooks run in the same virtual environment as this script; the script checks
 that and says so.
 
-Exit status: 0 on success; 1 if a notebook fails (its name and the error are
-printed) or the book build fails; 2 on bad arguments.
+Before anything runs, the recorded evidence is checked (:func:`stale_evidence`): a record
+of a model under ``data/weights`` made with other weights than the committed ones, or
+not listed in that model's manifest, stops the build with one ``error:`` line each.
+
+Exit status: 0 on success; 1 if evidence is stale, a notebook fails (its name and the
+error are printed) or the book build fails; 2 on bad arguments.
 Only the standard library, papermill (and its YAML dependency) are needed.
 """
 from __future__ import annotations
@@ -423,6 +427,16 @@ def build_book(fresh: bool, strict: bool) -> None:
     )
 
 
+def stale_evidence() -> list[str]:
+    """One line per record under ``data/results`` whose weights are not the committed model
+    it claims to describe, or that its model's manifest does not list
+    (:func:`tomato.harness.manifest.stale`)."""
+    sys.path.insert(0, str(ROOT))
+    from tomato.harness.manifest import stale
+
+    return stale(ROOT / "data" / "results", ROOT / "data" / "weights")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--params", default="params/smoke.yaml",
@@ -439,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     t_all = time.perf_counter()
+    # The book states no number from evidence of other weights than the model it names.
+    stale = stale_evidence()
+    for line in stale:
+        print(f"error: {line}", file=sys.stderr)
+    if stale:
+        return 1
     if not args.skip_execute:
         params_path = Path(args.params)
         if not params_path.is_absolute():

@@ -33,8 +33,9 @@ _METRIC_LABELS = {"features": "softmax(XXᵀ), the paper's", "attention": "atten
 
 
 def sweep_name(model: str) -> str:
-    """The folder under ``data/results`` of the beyond-the-paper sweep of a model trained here."""
-    return f"beyond_imagenette-val_{model}"
+    """The beyond-the-paper sweep of a model trained here, under ``data/results`` (its
+    recording's folder, :mod:`tomato.harness.record`)."""
+    return f"{model}/beyond"
 
 
 def load(results: Path | str, model: str) -> RecordedRun | None:
@@ -234,8 +235,6 @@ def plot(df: pd.DataFrame, question: str, *, title: str = "") -> Figure:
 
 
 def rerun_command(run: RecordedRun, model: str = "deit-tiny-imagenette") -> str:
-    """The command that records the sweep again, with its variants."""
-    specs = " ".join(variants.order(list(run.variants)))
-    return (f"python -m tomato sweep --checkpoint {model} --data ../shared/imagenette/val \\\n"
-            f"    --out data/results/{sweep_name(model)} --runs 10 --warmup 2 \\\n    --variants {specs}")
+    """The command that records the sweep again (with every other record of the model)."""
+    return f"python -m tomato record --checkpoint {model} --data ../shared/imagenette/val"
 

@@ -449,13 +449,14 @@ def plot_token_cuts(run: RecordedRun, df: pd.DataFrame) -> tuple[Figure, list[st
 
 # the records -------------------------------------------------------------------------------------
 def sweep_name(model: str) -> str:
-    """The folder under ``data/results`` of the full-val sweep of a model trained here."""
-    return f"imagenette-val_{model}"
+    """The Table-1 sweep of a model trained here, under ``data/results`` (its recording's
+    folder, :mod:`tomato.harness.record`)."""
+    return f"{model}/table1"
 
 
 def fidelity_name(model: str) -> str:
     """The fidelity record (null baselines) of the full-val study of a model trained here."""
-    return f"fidelity_imagenette-val_{model}.json"
+    return f"{model}/fidelity_imagenette-val.json"
 
 
 def load(results: Path | str, model: str) -> tuple[RecordedRun | None, dict[str, Any] | None]:

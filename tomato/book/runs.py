@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from ..harness import manifest
 from ..harness import records as schema
 from ..harness import speed, variants
 from ..harness.models import WeightsInfo
@@ -87,8 +88,11 @@ def _results(root: Path | str) -> Path:
 
 def records(of: str, root: Path | str = "data/results") -> list[tuple[Path, dict[str, Any]]]:
     """Every JSON record of kind ``of`` (see :data:`tomato.harness.records.KINDS`) directly
-    under ``root``, as (path, record) sorted by file name; a stray file is skipped."""
-    return schema.find(of, _results(root))
+    under ``root`` and in each model's recording folder below it (one with a manifest,
+    :mod:`tomato.harness.manifest`), as (path, record); a stray file is skipped."""
+    root = _results(root)
+    folders = sorted(p for p in root.iterdir() if (p / manifest.MANIFEST).is_file()) if root.is_dir() else []
+    return [found for folder in (root, *folders) for found in schema.find(of, folder)]
 
 
 def record(of: str, path: Path | str) -> dict[str, Any] | None:
