@@ -54,7 +54,7 @@ class State:
     ``tokens``: (B,) patch tokens kept after ToMato's merge or after ToMe's first block;
     ``merged_block``: the block after whose attention ToMato merged (None: no merge);
     ``sim``: (B,) threshold used per image (ToMato), ``log_sim`` its exact natural log;
-    ``exact``: (B,) bool, static mode with the parallel method only: whether the budget
+    ``exact``: (B,) bool, static mode only: whether the budget
     search was confirmed exact (False only on pathological grids, where the image kept
     fewer tokens than the non-static mode would);
     ``labels``: (B, N) group of each patch

@@ -112,8 +112,9 @@ class Settings:
     or the symmetrised "either" | "both";
     block: the block whose attention the merge follows (0, the paper's, by default);
     static: with a token budget of k, every image leaves the merge with exactly k tokens
-    (its groups, then size-0 padding), so shapes do not depend on the photos and the
-    parallel directed chain makes no host sync at all (see :func:`merge_at_once`).
+    (its groups, then size-0 padding), so shapes do not depend on the photos; it always
+    labels with the parallel directed chain (the faithful partition, whatever ``method``
+    says), which makes no host sync at all (see :func:`merge_at_once`).
     """
 
     sim: float | None = None
@@ -205,7 +206,9 @@ def _budget(n: int, settings: Settings) -> int | None:
 
 
 def _fast(settings: Settings) -> bool:
-    return settings.method == "parallel" and settings.rule == "directed"
+    # Static mode promises no host sync, so it always takes the parallel directed chain:
+    # the faithful visit's very partition (proved in visit.py), without its host loop.
+    return settings.rule == "directed" and (settings.method == "parallel" or settings.static)
 
 
 def choose_log_sim(scores: torch.Tensor, grid: Sequence[int], settings: Settings) -> torch.Tensor:

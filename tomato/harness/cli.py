@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Sequence
 from ..core import pipeline
 from . import agreement, bench, data, fidelity, models, provenance, records, speed, sweep
 from .evaluate import evaluate
-from .outputs import check_output_dir, check_output_file
+from .outputs import check_output_dir, check_output_file, claim_file
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -382,6 +382,13 @@ _OUT_FOLDER = {"eval", "sweep", "train", "record"}
 _OUT_FILE = {"time", "agree", "fidelity", "bench"}
 
 
+def _out_kind(args: argparse.Namespace) -> str:
+    """The record kind a file-writing command leaves at ``--out``."""
+    if args.command == "bench":
+        return "static" if args.static else "bench"
+    return {"time": "timing", "agree": "agreement", "fidelity": "fidelity"}[args.command]
+
+
 def preflight(args: argparse.Namespace) -> None:
     """Raise ValueError for a bad argument before any model is loaded or anything is
     computed or created: numbers out of range, ToMato settings, output paths, checkpoint
@@ -401,6 +408,10 @@ def preflight(args: argparse.Namespace) -> None:
         check_output_dir(out)
     elif out and args.command in _OUT_FILE:
         check_output_file(out)
+        kind = _out_kind(args)
+        if Path(out).exists() and records.read(kind, out) is None:
+            raise ValueError(f"--out {out} exists and is not a {kind} record; nothing was touched: choose a new "
+                             f"file name (a record of the same kind is replaced)")
     checkpoint = getattr(args, "checkpoint", None)
     if checkpoint is not None:
         try:
@@ -452,8 +463,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     main_thread = threading.current_thread() is threading.main_thread()  # signals go to it alone
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    owner = None
     try:
         preflight(args)
+        if args.command in _OUT_FILE and getattr(args, "out", None):
+            owner = claim_file(args.out)  # one writer of a record file at a time
         return args.func(args)
     except KeyboardInterrupt as e:
         # Every file is written atomically and the folder lock dies with the process,
@@ -477,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {type(e).__name__}: {e.strerror or e}{where}; {_resume_hint(args, argv)}", file=sys.stderr)
         return 2
     finally:
+        if owner is not None:
+            owner()
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
-__all__ = ["check_output_dir", "check_output_file"]
+__all__ = ["check_output_dir", "check_output_file", "claim_file"]
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -62,3 +63,24 @@ def check_output_file(out: Path | str, what: str = "--out") -> Path:
         raise ValueError(f"{what} {out}: {base} is a file, so the folder cannot be created; choose another path")
     _probe_writable(base, f"{what} {out}")
     return out
+
+
+def claim_file(out: Path | str) -> Callable[[], None]:
+    """Take the lock of the record file ``out`` (``.<name>.lock`` beside it) without waiting;
+    ValueError when another process holds it. Returns the function that releases it."""
+    from filelock import FileLock, Timeout
+
+    out = Path(out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f".{out.name}.lock"
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ValueError(f"--out {out} is being written by another run (its lock {path} is held); wait for it "
+                         f"to finish, or choose another --out") from None
+
+    def release() -> None:
+        lock.release()
+        path.unlink(missing_ok=True)
+    return release

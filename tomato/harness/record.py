@@ -130,7 +130,8 @@ class _Session:
     out: Path
     state: dict[str, Any]
     started: float = field(default_factory=time.perf_counter)
-    base_wall: float = 0.0
+    # The code this session runs: a commit made while it runs must not be credited.
+    git: dict[str, Any] = field(default_factory=provenance.git_commit)
 
     def save(self) -> None:
         sessions = self.state.setdefault("sessions", [])
@@ -143,7 +144,7 @@ class _Session:
 
     def add(self, name: str, kind: str, weights: WeightsInfo, wall_s: float, floor_s: float,
             device: str) -> None:
-        git = provenance.git_commit()
+        git = self.git
         self.state["records"].append({
             "path": name, "kind": kind, "weights_sha256": weights.sha256, "command": self.state["command"],
             "commit": git.get("commit"), "dirty": git.get("dirty"), "device": device,

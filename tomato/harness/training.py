@@ -21,12 +21,14 @@ thread count).
 """
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import random
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,31 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text through the csv module: a quote or comma in a path stays one field."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    """A run's checkpoint, read with ``weights_only=True``: tensors, numbers, strings and
+    containers only, so a run folder from someone else can never run code here."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError ... all mean "not ours"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is not a training checkpoint of ours (read with weights_only=True, nothing in "
+                         f"it was run: {first[:160]}); delete it to start the run again, or choose another --out") \
+            from None
+    if not isinstance(state, dict) or "phase" not in state or "epoch" not in state:
+        raise ValueError(f"{path} is not a training checkpoint of ours (no phase and epoch); delete it to start "
+                         f"the run again, or choose another --out")
+    return state
 
 
 def _write_curve(out: Path, curve: list[dict[str, Any]]) -> None:
@@ -285,8 +312,8 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
     out_dir, lock = _claim(Path(out), config)
     try:
         ckpt_path = out_dir / CHECKPOINT_FILE
-        state: dict[str, Any] = (torch.load(ckpt_path, map_location="cpu", weights_only=False)
-                                 if ckpt_path.is_file() else {"phase": 0, "epoch": 0, "curve": [], "wall_s": 0.0})
+        state: dict[str, Any] = (_load_state(ckpt_path) if ckpt_path.is_file()
+                                 else {"phase": 0, "epoch": 0, "curve": [], "wall_s": 0.0})
         # The code that trained the model is the code of the run's first start, not of a resume.
         state.setdefault("started", started)
         # Chosen once per run, at its first start: a resume keeps the precision it began
@@ -303,8 +330,7 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
         train_set = decode_split(train_files, progress=progress)
         val_set = decode_split(val_files, progress=progress)
         skipped = train_set.skipped + val_set.skipped
-        atomic_write_text(out_dir / SKIPPED_FILE,
-                          "path,reason\n" + "".join(f'"{p}","{r}"\n' for p, r in skipped))
+        atomic_write_text(out_dir / SKIPPED_FILE, _csv_text(("path", "reason"), skipped))
         student_name = recipe.student
         cfg = timm.data.resolve_data_config({}, model=timm.create_model(student_name, pretrained=False,
                                                                         num_classes=len(classes)))

@@ -1,0 +1,84 @@
+"""Issue 36, a third round of bad input: each case starts from the input a user gave."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+import tomato
+from tomato.harness import cli, dispatch
+
+from test_training import make_split_tree
+
+
+class _Payload:
+    """A pickle that runs code when it is loaded without weights_only."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _errors(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_resuming_a_run_never_runs_code_from_its_checkpoint(tmp_path, capsys):
+    tree = make_split_tree(tmp_path / "data", {"train": 4, "val": 1})
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tree), "--out", str(out), "--recipe", "tiny", "--threads", "1", "--quiet"]
+    assert cli.main(args) == 0
+    marker = tmp_path / "ran"
+    (out / "checkpoint.pt").write_bytes(pickle.dumps({"phase": _Payload(marker), "epoch": 0}))
+    capsys.readouterr()
+    assert cli.main(args) == 2
+    assert not marker.exists(), "the checkpoint's payload ran"
+    (line,) = _errors(capsys)
+    assert line.startswith("error:") and "checkpoint.pt" in line and "weights_only" in line
+
+
+def test_a_skipped_photo_whose_name_has_quotes_and_commas_stays_one_csv_field(tmp_path):
+    from tomato.harness import training
+
+    text = training._csv_text(("path", "reason"), [('/x/a "b", c.JPEG', "corrupt: bad, bytes")])
+    rows = list(csv.reader(text.splitlines()))
+    assert rows == [["path", "reason"], ['/x/a "b", c.JPEG', "corrupt: bad, bytes"]]
+
+
+@pytest.mark.parametrize("command", [
+    ["agree", "--random-weights", "--data", "smoke", "--sims", "1e-7", "--keep"],
+    ["fidelity", "--random-weights", "--data", "smoke", "--limit", "1", "--keep"],
+    ["time", "--random-weights", "--data", "smoke", "--runs", "1", "--warmup", "0", "--images", "1"],
+    ["bench", "--runs", "1", "--warmup", "0"],
+])
+def test_a_file_out_that_is_not_a_record_of_the_kind_is_left_alone(tmp_path, capsys, command):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"n_images": 3, "top1": 50.0}))
+    for victim in (notes, summary):
+        before = victim.read_bytes()
+        assert cli.main([*command, "--out", str(victim), "--quiet"]) == 2
+        assert victim.read_bytes() == before
+        (line,) = _errors(capsys)
+        assert line.startswith("error:") and str(victim) in line and "not a" in line
+
+
+def test_the_readme_static_example_makes_no_host_sync(vit):
+    model = vit("deit_tiny_patch16_224")
+    tomato.patch.timm(model)
+    model.tokens, model.static = 138, True  # the README's line, as written
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        model(x)
+        with dispatch.count() as counted:
+            model(x)
+    assert counted.syncs == 0, dict(counted.by_sync)
