@@ -82,3 +82,51 @@ def test_the_readme_static_example_makes_no_host_sync(vit):
         with dispatch.count() as counted:
             model(x)
     assert counted.syncs == 0, dict(counted.by_sync)
+
+
+def test_a_class_folder_the_model_does_not_know_is_refused_even_with_a_smoke_wnid(tmp_path, capsys):
+    tree = make_split_tree(tmp_path / "d", {"val": 1}, wnids=["n01440764", "n02123045"])
+    assert cli.main(["eval", "--checkpoint", "deit-tiny-imagenette", "--data", str(tree / "val"),
+                     "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    (line,) = _errors(capsys)
+    assert line.startswith("error:") and "n02123045" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_fifo_and_a_dangling_link_are_skipped_for_good(tmp_path):
+    from tomato.harness import data
+
+    fifo, dangling = tmp_path / "x.JPEG", tmp_path / "y.JPEG"
+    os.mkfifo(fifo)
+    os.symlink(tmp_path / "gone.JPEG", dangling)
+    ds = data.ImageNetFolder([data.Sample(fifo, 0, "n01440764"), data.Sample(dangling, 0, "n01440764")],
+                             lambda im: im)
+    bad = [ds[0], ds[1]]  # returns at once: a FIFO is never opened
+    assert [b.kind for b in bad] == [data.CORRUPT, data.CORRUPT]
+    assert "not a regular file" in bad[0].error and "link to nothing" in bad[1].error
+
+
+@pytest.mark.parametrize("command, flag", [
+    (["time", "--random-weights", "--budget-s", "inf"], "--budget-s inf"),
+    (["time", "--random-weights", "--budget-s", "nan"], "--budget-s nan"),
+    (["agree", "--random-weights", "--sims", "--keep", "--out", "a.json"], "--sims and --keep"),
+    (["fidelity", "--random-weights", "--sims", "--keep", "--out", "f.json"], "--sims and --keep"),
+    (["bench", "--static", "--tokens", "10000", "--runs", "1"], "--tokens 10000"),
+])
+def test_settings_that_cannot_be_met_are_refused_in_one_line(tmp_path, capsys, monkeypatch, command, flag):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*command, "--quiet"]) == 2
+    (line,) = _errors(capsys)
+    assert line.startswith("error:") and flag in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_checkpoint_carrying_code_is_refused_in_one_line(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"w": _Payload(marker)}))
+    assert cli.main(["eval", "--checkpoint", str(evil), "--model", "deit_tiny_patch16_224", "--data", "smoke",
+                     "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert not marker.exists()
+    (line,) = _errors(capsys)
+    assert line.startswith("error:") and "weights_only" in line

@@ -146,6 +146,8 @@ def cmd_agree(args: argparse.Namespace) -> int:
     _warn_random(weights)
     rows = agreement.method_agreement(model, samples, sims=args.sims, keep_ratios=args.keep,
                                       metric=args.metric, progress=not args.quiet)
+    if not rows:
+        raise ValueError(f"none of the {len(samples)} photos of --data {args.data} could be read; nothing was written")
     records.write("agreement", args.out, agreement.record(rows, started, weights, label, len(samples), args.sims,
                                                           args.keep, args.metric))
     by: dict[str, list[dict]] = {}
@@ -181,6 +183,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     started = provenance.start()
     name = args.model if args.model or args.checkpoint else models.DEFAULT_MODEL
     model, weights = models.load(name, checkpoint=args.checkpoint, pretrained=False, seed=0, device=args.device)
+    patches = model.patch_embed.num_patches
+    if args.tokens > patches:
+        raise ValueError(f"--tokens {args.tokens}: {weights.model} has {patches} patch tokens at its input size; "
+                         f"keep at most {patches}")
     common = dict(runs=args.runs, warmup=args.warmup, device=args.device, threads=args.threads,
                   batch_sizes=args.batch_sizes, tokens=args.tokens, model=model, progress=not args.quiet)
     if args.static:
@@ -360,6 +366,13 @@ def _tomato_setting(kind: str) -> Callable[[str, Any], None]:
     return check
 
 
+def _finite_positive(flag: str, value: Any) -> None:
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{flag} {value}: must be a finite number of seconds > 0")
+
+
 #: argparse dest -> (flag, check); every command's arguments are checked by name.
 _CHECKS: Dict[str, tuple] = {
     "batch_size": ("--batch-size", _at_least(1)),
@@ -373,6 +386,7 @@ _CHECKS: Dict[str, tuple] = {
     "forwards": ("--forwards", _at_least(1)),
     "limit": ("--limit", _at_least(1)),
     "tokens": ("--tokens", _at_least(1)),
+    "budget_s": ("--budget-s", _finite_positive),
     "sims": ("--sims", _tomato_setting("sim")),
     "keep": ("--keep", _tomato_setting("keep_ratio")),
 }
@@ -396,6 +410,8 @@ def preflight(args: argparse.Namespace) -> None:
     for dest, (flag, check) in _CHECKS.items():
         if hasattr(args, dest):
             check(flag, getattr(args, dest))
+    if args.command in ("agree", "fidelity") and not (args.sims or args.keep):
+        raise ValueError("--sims and --keep are both empty: give at least one ToMato setting to study")
     if args.command == "record" and args.out is None:
         from .record import default_out
 

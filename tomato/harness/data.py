@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import re
 import threading
 import warnings
@@ -250,6 +251,13 @@ def load_image(path: str | Path) -> Image.Image:
     """Open an image file as an RGB PIL image: grey (8 and 16 bit), palette and RGBA are
     converted; an animated GIF gives its first frame. Photos up to :data:`MAX_PIXELS`
     load; a larger one raises ``Image.DecompressionBombError`` naming the file."""
+    p = Path(path)
+    if p.is_symlink() and not p.exists():
+        # Final, not "could not be read now": rerunning cannot make the link point somewhere.
+        raise ValueError(f"{p} is a symbolic link to nothing ({os.readlink(p)})")
+    if p.exists() and not p.is_file() and not p.is_dir():
+        # A FIFO or a device would block the read forever (or stream without end).
+        raise ValueError(f"{p} is not a regular file (a FIFO, socket or device)")
     with _PIL_LIMIT, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         before, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -444,8 +452,9 @@ def label_samples(samples: Sequence[Sample], classes: Sequence[str] | None, num_
     if len(classes) != num_classes:
         raise ValueError(f"{model}'s model card names {len(classes)} classes but its head has {num_classes} outputs")
     index = {w: i for i, w in enumerate(classes)}
-    smoke = {item.wnid for item in SMOKE_TABLE}
-    unknown = sorted({s.wnid for s in samples if s.wnid not in index} - smoke)
+    # Only the embedded photos themselves are excused, not a folder that shares their wnid.
+    smoke_dir = _skimage_data_dir() if any(s.wnid not in index for s in samples) else None
+    unknown = sorted({s.wnid for s in samples if s.wnid not in index and s.path.parent != smoke_dir})
     if unknown:
         raise ValueError(f"{model} knows {len(classes)} classes ({', '.join(classes[:3])}, ...) from its model card; "
                          f"the data has class folder(s) it does not know: {unknown[:5]}. Point --data at a folder "

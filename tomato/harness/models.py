@@ -187,8 +187,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             raise ValueError(_unreadable(path, "safetensors", e)) from None
     elif suffix in _TORCH_SUFFIXES:
         try:
-            # weights_only: a checkpoint must never run code when it is read.
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = load_weights_only(path)
         except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError ...
             raise ValueError(_unreadable(path, "torch (read with weights_only=True)", e)) from None
     else:
@@ -197,8 +196,27 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return _unwrap(obj, path)
 
 
+def load_weights_only(path: Path | str) -> Any:
+    """``torch.load`` with ``weights_only=True`` (tensors, numbers, strings, containers):
+    a file the project reads back must never run code. torch's protocol warning is muted."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def error_line(e: BaseException, limit: int = 200) -> str:
+    """``"Type: first line of the message"``, at most ``limit`` characters: one line for an
+    ``error:`` message, however long the library's own text."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else ""
+    reason = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
+
+
 def _unreadable(path: Path, kind: str, e: Exception) -> str:
-    reason = f"{type(e).__name__}: {e}" if str(e).strip() else type(e).__name__
+    reason = error_line(e)
     if "weights only load failed" in str(e).lower():
         # A training checkpoint (optimizer, args, plain floats: torch < 2.0 reads no floats)
         # is refused by the safe reader; the weights alone load everywhere.

@@ -136,13 +136,14 @@ def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def _load_state(path: Path) -> dict[str, Any]:
     """A run's checkpoint, read with ``weights_only=True``: tensors, numbers, strings and
     containers only, so a run folder from someone else can never run code here."""
+    from .models import error_line, load_weights_only
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path)
     except Exception as e:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError ... all mean "not ours"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path} is not a training checkpoint of ours (read with weights_only=True, nothing in "
-                         f"it was run: {first[:160]}); delete it to start the run again, or choose another --out") \
-            from None
+                         f"it was run: {error_line(e, 160)}); delete it to start the run again, or choose "
+                         f"another --out") from None
     if not isinstance(state, dict) or "phase" not in state or "epoch" not in state:
         raise ValueError(f"{path} is not a training checkpoint of ours (no phase and epoch); delete it to start "
                          f"the run again, or choose another --out")
