@@ -130,3 +130,18 @@ def test_a_checkpoint_carrying_code_is_refused_in_one_line(tmp_path, capsys):
     assert not marker.exists()
     (line,) = _errors(capsys)
     assert line.startswith("error:") and "weights_only" in line
+
+
+def test_a_budget_is_met_under_autocast(vit):
+    model = vit("deit_tiny_patch16_224")
+    tomato.patch.timm(model)
+    model.keep_ratio = 0.5
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 224, 224)
+    with torch.inference_mode():
+        model(x)
+        plain = tomato.patch.state(model).tokens.tolist()
+        with torch.autocast("cpu", torch.float16):
+            model(x)
+        half = tomato.patch.state(model).tokens.tolist()
+    assert plain == half and max(half) <= 98

@@ -308,8 +308,11 @@ def group_tokens(
     grid = visit.grid_shape(n, grid)
     # The grid's index tables, built once for the scores, the search and the labelling.
     gi = visit.grid_index(grid, n, x.device)
-    log_a = similarity.log_distribution(settings.metric, x, num_prefix_tokens, attn, keys)
-    return group_scores(visit.neighbour_scores(log_a, grid, gi), grid, settings, gi)
+    # The scores decide the groups, so they are never left to autocast's half precision:
+    # a budget must be met and a threshold read the same whatever the caller runs under.
+    with torch.autocast(x.device.type, enabled=False):
+        log_a = similarity.log_distribution(settings.metric, x, num_prefix_tokens, attn, keys)
+        return group_scores(visit.neighbour_scores(log_a, grid, gi), grid, settings, gi)
 
 
 def merge_at_once(
