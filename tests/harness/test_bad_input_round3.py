@@ -13,7 +13,7 @@ import torch
 import tomato
 from tomato.harness import cli, dispatch
 
-from test_training import make_split_tree
+from test_training import WNIDS, make_split_tree
 
 
 class _Payload:
@@ -145,3 +145,23 @@ def test_a_budget_is_met_under_autocast(vit):
             model(x)
         half = tomato.patch.state(model).tokens.tolist()
     assert plain == half and max(half) <= 98
+
+
+@pytest.mark.parametrize("case", ["first class unreadable", "last class unreadable", "val unreadable",
+                                  "fewer photos than a batch"])
+def test_train_refuses_data_it_cannot_learn_from_before_any_step(tmp_path, capsys, case):
+    per = {"train": 1 if case == "fewer photos than a batch" else 3, "val": 1}
+    tree = make_split_tree(tmp_path / "d", per)
+    broken = {"first class unreadable": [tree / "train" / WNIDS[0]], "last class unreadable": [tree / "train" / WNIDS[1]],
+              "val unreadable": [tree / "val" / w for w in WNIDS]}.get(case, [])
+    for folder in broken:
+        for photo in folder.iterdir():
+            photo.write_bytes(b"not a jpeg")
+    out = tmp_path / "run"
+    code = cli.main(["train", "--data", str(tree), "--out", str(out), "--recipe", "tiny", "--threads", "1", "--quiet"])
+    (line,) = _errors(capsys)
+    assert code == 2 and line.startswith("error:"), line
+    want = {"first class unreadable": WNIDS[0], "last class unreadable": WNIDS[1], "val unreadable": "val photos",
+            "fewer photos than a batch": "batch"}[case]
+    assert want in line
+    assert not (out / "model_card.json").exists() and not (out / "checkpoint.pt").exists()

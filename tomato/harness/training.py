@@ -124,6 +124,23 @@ def _save(path: Path, state: dict[str, Any]) -> None:
         raise
 
 
+def _check_decoded(train: Split, val: Split, classes: Sequence[str], recipe: Recipe, out: Path) -> None:
+    """ValueError before any training step: a class left without a readable training
+    photo, no readable val photo, or fewer training photos than a phase's batch."""
+    counts = torch.bincount(train.labels, minlength=len(classes)).tolist()
+    empty = [w for w, c in zip(classes, counts) if c == 0]
+    where = f"(see {out / SKIPPED_FILE})"
+    if empty:
+        raise ValueError(f"no training photo of class {', '.join(empty[:3])} could be read {where}: a class the "
+                         f"model never sees cannot be learnt; fix or remove its folder")
+    if len(val.labels) == 0:
+        raise ValueError(f"none of the val photos could be read {where}: the run could not be evaluated")
+    batch = max(ph.batch_size for ph in recipe.phases)
+    if len(train.labels) < batch:
+        raise ValueError(f"{len(train.labels)} training photos could be read, fewer than the recipe's batch of "
+                         f"{batch}: add photos, or use a recipe with a smaller batch_size")
+
+
 def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """CSV text through the csv module: a quote or comma in a path stays one field."""
     buf = io.StringIO()
@@ -332,6 +349,7 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
         val_set = decode_split(val_files, progress=progress)
         skipped = train_set.skipped + val_set.skipped
         atomic_write_text(out_dir / SKIPPED_FILE, _csv_text(("path", "reason"), skipped))
+        _check_decoded(train_set, val_set, classes, recipe, out_dir)
         student_name = recipe.student
         cfg = timm.data.resolve_data_config({}, model=timm.create_model(student_name, pretrained=False,
                                                                         num_classes=len(classes)))
