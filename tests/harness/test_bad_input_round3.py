@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import torch
 
 import tomato
 from tomato.harness import cli, dispatch
+
+ROOT = Path(__file__).resolve().parents[2]
 
 from test_training import WNIDS, make_split_tree
 
@@ -165,3 +168,15 @@ def test_train_refuses_data_it_cannot_learn_from_before_any_step(tmp_path, capsy
             "fewer photos than a batch": "batch"}[case]
     assert want in line
     assert not (out / "model_card.json").exists() and not (out / "checkpoint.pt").exists()
+
+
+def test_a_card_with_the_schema_but_a_missing_key_is_refused_in_one_line(tmp_path, capsys):
+    folder = tmp_path / "m"
+    shutil.copytree(ROOT / "data" / "weights" / "deit-tiny-imagenette", folder)
+    card = json.loads((folder / "model_card.json").read_text())
+    del card["eval_transform"]
+    (folder / "model_card.json").write_text(json.dumps(card))
+    assert cli.main(["eval", "--checkpoint", str(folder / "model.safetensors"), "--data", "smoke",
+                     "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    (line,) = _errors(capsys)
+    assert line.startswith("error:") and "incomplete" in line and "eval_transform" in line

@@ -102,11 +102,16 @@ def read_card(path: str | Path) -> ModelCard:
         raise ValueError(f"model card {path} cannot be read ({type(e).__name__}: {e})") from None
     if raw.get("schema") != _SCHEMA:
         raise ValueError(f"{path} is not a tomato model card (schema {raw.get('schema')!r}, expected {_SCHEMA!r})")
-    t = raw["eval_transform"]
-    return ModelCard(path=path, model=raw["model"], wnids=tuple(c["wnid"] for c in raw["classes"]),
-                     names=tuple(c["name"] for c in raw["classes"]), size=int(t["size"]),
-                     interpolation=t["interpolation"], mean=tuple(t["mean"]), std=tuple(t["std"]),
-                     top1=(raw.get("val") or {}).get("top1"), raw=raw)
+    try:
+        t = raw["eval_transform"]
+        return ModelCard(path=path, model=str(raw["model"]), wnids=tuple(str(c["wnid"]) for c in raw["classes"]),
+                         names=tuple(str(c["name"]) for c in raw["classes"]), size=int(t["size"]),
+                         interpolation=str(t["interpolation"]), mean=tuple(float(v) for v in t["mean"]),
+                         std=tuple(float(v) for v in t["std"]), top1=(raw.get("val") or {}).get("top1"), raw=raw)
+    except (KeyError, TypeError, ValueError) as e:
+        what = f"missing {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise ValueError(f"model card {path} is incomplete ({what}); write it again with python -m tomato train, "
+                         f"or restore the committed card") from None
 
 
 def card_for(checkpoint: str | Path) -> ModelCard | None:
