@@ -180,3 +180,28 @@ def test_a_card_with_the_schema_but_a_missing_key_is_refused_in_one_line(tmp_pat
                      "--out", str(tmp_path / "run"), "--quiet"]) == 2
     (line,) = _errors(capsys)
     assert line.startswith("error:") and "incomplete" in line and "eval_transform" in line
+
+
+@pytest.mark.parametrize("call", ["forward_intermediates", "get_intermediate_layers", "set_grad_checkpointing",
+                                  "torch.save"])
+def test_timm_calls_a_patched_model_cannot_serve_are_refused_with_what_to_do(vit, tmp_path, call):
+    import copy as copying
+    import io
+
+    model = vit("deit_tiny_patch16_224")
+    tomato.patch.timm(model)
+    model.sim = 1e-7
+    x = torch.randn(1, 3, 224, 224)
+    run = {"forward_intermediates": lambda: model.forward_intermediates(x),
+           "get_intermediate_layers": lambda: model.get_intermediate_layers(x),
+           "set_grad_checkpointing": lambda: model.set_grad_checkpointing(True),
+           "torch.save": lambda: torch.save(model, io.BytesIO())}[call]
+    with pytest.raises((NotImplementedError, TypeError)) as refused:
+        run()
+    assert "tomato.patch.remove(model)" in str(refused.value) and "\n" not in str(refused.value)
+    # The plain timm model does all of it again once unpatched; a deep copy stays patched.
+    twin = copying.deepcopy(model)
+    assert tomato.patch.state(twin).settings.sim == 1e-7 and twin(x).shape == model(x).shape
+    tomato.patch.remove(model)
+    model.get_intermediate_layers(x)
+    torch.save(model, io.BytesIO())

@@ -25,6 +25,7 @@ Like ToMe, patching swaps the classes of the model and its blocks for subclasses
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, ContextManager, TypeVar, overload
@@ -132,6 +133,10 @@ def _grid(model: Timm, images: torch.Tensor) -> tuple[int, int]:
     return tuple(pe.grid_size)
 
 
+_UNSUPPORTED = ("{what} is not supported on a ToMato-patched model (its blocks after the merge see fewer "
+                "tokens): call tomato.patch.remove(model) first, and patch again afterwards")
+
+
 @functools.lru_cache(maxsize=None)
 def _model_class(base: type) -> type:
     class Patched(base):  # type: ignore[misc]
@@ -162,6 +167,32 @@ def _model_class(base: type) -> type:
             w = size[:, p:]
             mean: torch.Tensor = (x[:, p:] * w).sum(dim=1) / w.sum(dim=1)
             return mean
+
+        # timm calls that assume every block sees every token: refused in one line each,
+        # instead of a shape error deep inside (the merge changes the sequence after block 0).
+        def forward_intermediates(self, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError(_UNSUPPORTED.format(what="forward_intermediates"))
+
+        def get_intermediate_layers(self, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError(_UNSUPPORTED.format(what="get_intermediate_layers"))
+
+        def set_grad_checkpointing(self, enable: bool = True) -> None:
+            if enable:
+                raise NotImplementedError(_UNSUPPORTED.format(what="set_grad_checkpointing(True)"))
+            super().set_grad_checkpointing(False)
+
+        def __reduce_ex__(self, protocol: Any) -> Any:
+            # The patched class is made at run time, so pickle cannot name it.
+            raise TypeError("a ToMato-patched model cannot be pickled (torch.save(model)): save its weights, "
+                            "torch.save(model.state_dict()), which are timm's own, or call "
+                            "tomato.patch.remove(model) first")
+
+        def __deepcopy__(self, memo: dict) -> Any:
+            new = type(self).__new__(type(self))
+            memo[id(self)] = new
+            for key, value in self.__dict__.items():
+                new.__dict__[key] = copy.deepcopy(value, memo)
+            return new
 
     for name in _SETTINGS:
         setattr(Patched, name, _setting(name))
