@@ -205,3 +205,20 @@ def test_timm_calls_a_patched_model_cannot_serve_are_refused_with_what_to_do(vit
     tomato.patch.remove(model)
     model.get_intermediate_layers(x)
     torch.save(model, io.BytesIO())
+
+
+@pytest.mark.parametrize("r", [8, 40])
+def test_tomato_then_tome_gives_each_photo_the_merges_of_a_batch_of_one(r):
+    from tomato.harness import data, models
+
+    model, _ = models.load(None, checkpoint="deit-tiny-imagenette")
+    transform = data.transform_for(model)
+    x = torch.stack([transform(data.load_image(s.path)) for s in data.smoke_samples()[:4]])
+    tomato.patch.timm(model.eval())
+    model.sim, model.r = 1e-30, r  # 63 to 187 tokens: a padded batch; at r=40 ToMe's cap binds late
+    with torch.inference_mode():
+        together = model(x)
+        kept = tomato.patch.state(model).tokens.tolist()
+        alone = torch.cat([model(x[i:i + 1]) for i in range(len(x))])
+    assert len(set(kept)) > 1, kept
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)

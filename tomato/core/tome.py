@@ -84,13 +84,15 @@ def match(
     tokens (class, distillation) are protected. Returns a :class:`Matching` that sends
     the (B, T) tokens to ``T - r`` slots (``r`` capped at ``(T - P) // 2``).
     size: optional (B, T, 1) token sizes; a size-0 token (ToMato's padding, when ToMe
-    runs after ToMato) is never a partner and leaves last, so each image's real tokens
-    merge as they would in a batch of one.
+    runs after ToMato) is never a partner, and each image merges ``min(r, (real - P) // 2)``
+    of its real tokens (its own cap), the rest of the ``r`` being pads folded into the class
+    token with weight 0: each image's real tokens merge as they would in a batch of one.
     """
     b, t, _ = keys.shape
     p = num_prefix_tokens
     device = keys.device
-    r = min(int(r), (t - p) // 2)
+    wanted = int(r)
+    r = min(wanted, (t - p) // 2)
     if r <= 0:
         return Matching(torch.arange(t, device=device).expand(b, t), t)
 
@@ -118,6 +120,18 @@ def match(
     leaving = strength.sort(dim=-1, descending=True, stable=True).indices[:, :r]
     leaving_pos = a_pos[leaving]  # (B, r) input positions of the tokens that leave
     partner_pos = b_pos[partner.gather(1, leaving)]  # (B, r) where each one goes
+    if size is not None:
+        # The cap of a batch of one counts that image's own tokens, not the batch's padding:
+        # image i merges r_i = min(r, (real - P) // 2) real tokens, and the rest of the
+        # batch's r slots are pads folded (with weight 0, so exactly nothing) into the class token.
+        real = (~pad).sum(dim=1)  # (B,) prefix included
+        r_img = ((real - p) // 2).clamp(max=wanted).unsqueeze(1)  # (B, 1)
+        rank = torch.arange(r, device=device).unsqueeze(0)  # (1, r)
+        pads_last_first = (pad.long() * (torch.arange(t, device=device) + 1)).argsort(dim=1, descending=True)
+        pad_pos = pads_last_first.gather(1, (rank - r_img).clamp(min=0).expand(b, r))
+        real_one = rank < r_img
+        leaving_pos = torch.where(real_one, leaving_pos, pad_pos)
+        partner_pos = torch.where(real_one, partner_pos, torch.zeros_like(partner_pos))
 
     gone = torch.zeros(b, t, dtype=torch.bool, device=device)
     gone.scatter_(1, leaving_pos, True)

@@ -23,10 +23,8 @@ manifest keeps it beside the wall time (``floor_s``, ``wall_s``).
 Killed anywhere, the command continues from what is on disk: run folders resume batch by
 batch, the fidelity study keeps one part per batch (its null baselines seeded by batch), a
 finished record is not redone, and the manifest carries the progress, so a folder
-committed half-way resumes on another machine. Batches are fixed chunks of the photos
-(a resumed pass sees the batches an uninterrupted one does); variants whose per-photo
-result depends on the rest of the batch (ToMato then ToMe: ToMe's cap counts the padding)
-are evaluated one photo at a time.
+committed half-way resumes on another machine. Batches are fixed chunks of the photos,
+so a resumed pass sees the batches an uninterrupted one does.
 """
 from __future__ import annotations
 
@@ -118,9 +116,9 @@ def _device_tag(device: str) -> str:
 
 
 def _batch_for(v: Variant, plan: Plan) -> int:
-    # ToMe after ToMato caps r by the batch's longest sequence, padding included: one photo
-    # at a time gives each photo the merges of a batch of one.
-    return 1 if v.kind == "hybrid" else plan.batch_size
+    # Every variant gives each photo the result of a batch of one (ToMe after ToMato too,
+    # since its cap counts each image's own tokens), so one batch size serves them all.
+    return plan.batch_size
 
 
 @dataclass
