@@ -222,3 +222,13 @@ def test_tomato_then_tome_gives_each_photo_the_merges_of_a_batch_of_one(r):
         alone = torch.cat([model(x[i:i + 1]) for i in range(len(x))])
     assert len(set(kept)) > 1, kept
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_tokens_and_flops_follow_the_size_the_model_is_fed(vit):
+    from tomato.harness import evaluate, flops
+
+    model = vit("deit_tiny_patch16_224", dynamic_img_size=True)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 48, 48)}  # a card's size, as load sets it
+    assert flops.input_patches(model) == 9 and flops.dims_of(model).num_patches == 9
+    assert evaluate.token_stats(model, 2)[0] == [9, 9]
+    assert flops.input_patches(vit("deit_tiny_patch16_224")) == 196

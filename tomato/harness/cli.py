@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Sequence
 
 from ..core import pipeline
-from . import agreement, bench, data, fidelity, models, provenance, records, speed, sweep
+from . import agreement, bench, data, fidelity, flops, models, provenance, records, speed, sweep
 from .evaluate import evaluate
 from .outputs import check_output_dir, check_output_file, claim_file
 
@@ -183,7 +183,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     started = provenance.start()
     name = args.model if args.model or args.checkpoint else models.DEFAULT_MODEL
     model, weights = models.load(name, checkpoint=args.checkpoint, pretrained=False, seed=0, device=args.device)
-    patches = model.patch_embed.num_patches
+    patches = flops.input_patches(model)
     if args.tokens > patches:
         raise ValueError(f"--tokens {args.tokens}: {weights.model} has {patches} patch tokens at its input size; "
                          f"keep at most {patches}")

@@ -31,7 +31,7 @@ def token_stats(model: nn.Module, batch: int) -> tuple[list[int], list[float]]:
     """Patch tokens leaving ToMato's merge, and mean tokens per block, for each image of the
     last forward of ``model`` (an unpatched model keeps every token)."""
     st = patch.state(model, None)
-    n = model.patch_embed.num_patches
+    n = flops.input_patches(model)
     depth = len(model.blocks)
     if st is None or not st.tokens_per_block:
         t = n + model.num_prefix_tokens

@@ -89,6 +89,20 @@ DEIT_B = ViTDims(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, patch_siz
                  num_patches=196, num_prefix_tokens=1)
 
 
+def input_patches(model: nn.Module) -> int:
+    """Patch tokens of one image at the input size the model is fed: its data config's
+    (a model card's size, for a model trained here) where it takes any size
+    (``dynamic_img_size``), else the size it was built for (``patch_embed.num_patches``)."""
+    pe = model.patch_embed
+    if getattr(model, "dynamic_img_size", False):
+        import timm.data
+
+        h, w = timm.data.resolve_model_data_config(model)["input_size"][-2:]
+        gh, gw = pe.dynamic_feat_size((int(h), int(w)))
+        return int(gh) * int(gw)
+    return int(pe.num_patches)
+
+
 def dims_of(model: nn.Module) -> ViTDims:
     """Read :class:`ViTDims` from a timm ``VisionTransformer``."""
     block0 = model.blocks[0]
@@ -110,7 +124,7 @@ def dims_of(model: nn.Module) -> ViTDims:
         num_heads=int(block0.attn.num_heads),
         mlp_ratio=block0.mlp.fc1.out_features / embed_dim,
         patch_size=patch_size,
-        num_patches=int(model.patch_embed.num_patches),
+        num_patches=input_patches(model),
         num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 1)),
         in_chans=in_chans,
         num_classes=num_classes,
