@@ -232,3 +232,13 @@ def test_tokens_and_flops_follow_the_size_the_model_is_fed(vit):
     assert flops.input_patches(model) == 9 and flops.dims_of(model).num_patches == 9
     assert evaluate.token_stats(model, 2)[0] == [9, 9]
     assert flops.input_patches(vit("deit_tiny_patch16_224")) == 196
+
+
+def test_a_training_photo_whose_name_is_not_utf8_is_named(tmp_path, capsys):
+    tree = make_split_tree(tmp_path / "d", {"train": 3, "val": 1})
+    folder = tree / "train" / WNIDS[0]
+    os.rename(bytes(folder / "000.JPEG"), bytes(folder) + b"/caf\xe9.JPEG")
+    assert cli.main(["train", "--data", str(tree), "--out", str(tmp_path / "run"), "--recipe", "tiny",
+                     "--quiet"]) == 2
+    (line,) = _errors(capsys)
+    assert line.startswith("error:") and "caf" in line and "UTF-8" in line

@@ -125,7 +125,7 @@ def _listdir(folder: Path, what: str) -> list[Path]:
         ) from None
 
 
-def _check_name(p: Path) -> None:
+def check_name(p: Path) -> None:
     # A name that is not valid UTF-8 (decoded with surrogate escapes) cannot be written
     # to the UTF-8 results files; say which file rather than fail later with a codec error.
     try:
@@ -207,7 +207,7 @@ def scan_imagenet_folder(root: str | Path) -> list[Sample]:
         files = sorted((p for p in listed if _is_image(p)), key=lambda p: p.name)
         other += [f"{d.name}/{p.name}" for p in listed if not p.name.startswith(".") and not _is_image(p)]
         for p in files:
-            _check_name(p)
+            check_name(p)
         if not files:
             empty.append(d.name)
         samples.extend(Sample(path=p, label=known[d.name], wnid=d.name) for p in files)

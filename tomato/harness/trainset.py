@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 
-from .data import IMAGE_EXTENSIONS, classify_error, load_image
+from .data import IMAGE_EXTENSIONS, check_name, classify_error, load_image
 
 __all__ = ["Split", "check_splits", "class_folders", "decode_split", "file_list_sha256", "train_batch",
            "eval_batches"]
@@ -38,6 +38,9 @@ def class_folders(split: Path) -> dict[str, list[Path]]:
         raise ValueError(f"{split} is not a folder (expected <root>/train/<class>/*.JPEG and <root>/val/<class>/*.JPEG)")
     classes: dict[str, list[Path]] = {}
     for d in sorted(p for p in split.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        check_name(d)
+        for p in d.iterdir():
+            check_name(p)  # one line naming the file, not a codec error later
         classes[d.name] = sorted(
             (p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")
              and p.suffix.lower() in IMAGE_EXTENSIONS), key=lambda p: p.name)
