@@ -242,3 +242,35 @@ def test_a_training_photo_whose_name_is_not_utf8_is_named(tmp_path, capsys):
                      "--quiet"]) == 2
     (line,) = _errors(capsys)
     assert line.startswith("error:") and "caf" in line and "UTF-8" in line
+
+
+def test_notebook_parameters_name_an_unknown_or_partial_trained_model_in_one_line(tmp_path, monkeypatch):
+    from tomato.book import parameters
+    from tomato.harness import models
+
+    with pytest.raises(parameters.Invalid) as unknown:
+        parameters.check("trained_model", "no-such-model")
+    assert str(unknown.value).startswith("error: parameter trained_model") and "deit-tiny-imagenette" in str(unknown.value)
+    weights = tmp_path / "weights"
+    shutil.copytree(ROOT / "data" / "weights" / "deit-tiny-imagenette", weights / "partial",
+                    ignore=shutil.ignore_patterns("*.safetensors"))
+    card = json.loads((weights / "partial" / "model_card.json").read_text())
+    del card["eval_transform"]
+    (weights / "partial" / "model_card.json").write_text(json.dumps(card))
+    monkeypatch.setattr(models, "WEIGHTS_DIR", weights)
+    with pytest.raises(parameters.Invalid) as partial:
+        parameters.check("trained_model", "partial")
+    assert "incomplete" in str(partial.value) and "\n" not in str(partial.value)
+
+
+def test_a_notebook_skips_an_oversized_photo_and_names_it(tmp_path, monkeypatch, vit):
+    from PIL import Image as PILImage
+
+    from tomato.book import notebook
+    from tomato.harness import data
+
+    big = tmp_path / "big.png"
+    PILImage.new("RGB", (64, 64)).save(big)
+    monkeypatch.setattr(data, "MAX_PIXELS", 100)
+    images, _, kept, skipped = notebook.read_photos([data.Sample(big, 0, "n01440764")], vit("deit_tiny_patch16_224"))
+    assert images is None and kept == [] and "DecompressionBomb" in skipped[0][1]

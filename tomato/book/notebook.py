@@ -28,6 +28,7 @@ from typing import Any, Iterator, MutableMapping
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from ..harness import data as datasets
@@ -254,7 +255,7 @@ def read_photos(samples: list[Sample], model: nn.Module, device: Any = "cpu"
         try:
             tensors.append(transform(datasets.load_image(s.path)))
             kept.append(s)
-        except (OSError, ValueError) as e:  # truncated or not an image: name it, go on
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # truncated, not an image, too large
             skipped.append((str(s.path), f"{type(e).__name__}: {e}"))
     if not tensors:
         return None, [], [], skipped
@@ -273,6 +274,12 @@ def _read_images(page: Page) -> None:
     page.names = [s.path.stem for s in kept]
 
 
+def _running(page: Page) -> str:
+    """The model the page runs: its weights' architecture (a card's, for a model trained here)."""
+    weights = getattr(page, "weights", None)
+    return str(getattr(weights, "model", None) or page.params.get("model"))
+
+
 def _check_against_data(page: Page) -> None:
     """Limits known only now: an image index within the images, a token on the grid."""
     p, errors = page.params, []
@@ -284,7 +291,7 @@ def _check_against_data(page: Page) -> None:
     grid = tuple(getattr(getattr(page.model, "patch_embed", None), "grid_size", ()) or ())
     if "token" in p and len(grid) == 2 and not (p["token"][0] < grid[0] and p["token"][1] < grid[1]):
         errors.append(f"error: parameter token = {p['token']!r}: expected (row, col) with row in 0..{grid[0] - 1} "
-                      f"and col in 0..{grid[1] - 1} (the {grid[0]}x{grid[1]} patch grid of {p.get('model')})")
+                      f"and col in 0..{grid[1] - 1} (the {grid[0]}x{grid[1]} patch grid of {_running(page)})")
     if errors:
         raise ParameterError(errors)
 

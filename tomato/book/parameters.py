@@ -15,6 +15,7 @@ import math
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
@@ -68,6 +69,22 @@ def _optional_text(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
         return None
     return _text(value)
+
+
+def _trained(value: Any) -> str:
+    """A model trained here: a folder under ``data/weights/`` whose card reads whole."""
+    from ..harness import modelcard, models
+
+    name = _text(value)
+    folder = Path(name) if Path(name).is_dir() else models.WEIGHTS_DIR / name
+    if not (folder / modelcard.CARD_FILE).is_file():
+        names = ", ".join(sorted(p.parent.name for p in models.WEIGHTS_DIR.glob(f"*/{modelcard.CARD_FILE}")))
+        raise Invalid(f"a model under data/weights/ with its card ({names or 'none is there'})")
+    try:
+        modelcard.read_card(folder)
+    except ValueError as e:
+        raise Invalid(f"a model whose card reads whole; {e}") from None
+    return name
 
 
 def _tomato(name: str) -> Callable[[Any], float]:
@@ -173,7 +190,7 @@ RULES: dict[str, Rule] = {
     "checkpoint": Rule("Optional[str]", "weights file, or a model under data/weights/; None: timm's", _optional_text),
     "random_weights": Rule("bool", "seeded random-init weights if none (NOT accuracy)", _boolean),
     "device": Rule("str", '"cpu", "cuda" or "cuda:N"', _device),
-    "trained_model": Rule("str", "the model trained here: a folder under data/weights/", _text),
+    "trained_model": Rule("str", "the model trained here: a folder under data/weights/", _trained),
     "results": Rule("str", "folder of recorded runs (relative to the repository)", _text),
     "runs": Rule("str", "this page's own runs, resumable (the build: _build/runs)", _text),
     "progress": Rule("bool", "show progress bars in long cells", _boolean),
