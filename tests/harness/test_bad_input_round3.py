@@ -274,3 +274,15 @@ def test_a_notebook_skips_an_oversized_photo_and_names_it(tmp_path, monkeypatch,
     monkeypatch.setattr(data, "MAX_PIXELS", 100)
     images, _, kept, skipped = notebook.read_photos([data.Sample(big, 0, "n01440764")], vit("deit_tiny_patch16_224"))
     assert images is None and kept == [] and "DecompressionBomb" in skipped[0][1]
+
+
+def test_agree_on_photos_that_all_fail_writes_nothing(tmp_path, capsys):
+    tree = make_split_tree(tmp_path / "d", {"val": 1})
+    for photo in (tree / "val").rglob("*.JPEG"):
+        photo.write_bytes(b"not a jpeg")
+    out = tmp_path / "a.json"
+    assert cli.main(["agree", "--random-weights", "--model", "deit_tiny_patch16_224", "--data", str(tree / "val"),
+                     "--out", str(out), "--quiet"]) == 2
+    assert not out.exists()
+    errors = [line for line in _errors(capsys) if line.startswith("error:")]
+    assert len(errors) == 1 and "could be read" in errors[0]
