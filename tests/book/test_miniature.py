@@ -60,7 +60,7 @@ def test_the_opening_box_is_six_lines_from_the_rows():
     assert "7.5% fewer tokens; top-1 -0.50 points (95% CI -1.00 to +0.10), within the noise." in body[1]
     assert "ToMato sim=1e-15, 15.1% fewer): top-1 -2.00 points (95% CI -2.80 to -1.20), lower." in body[2]
     assert "ahead in 0, behind in 1, within the noise in 1 of 2" in body[3] and "ToMe r=2: +0.20 points" in body[3]
-    assert "×1.10 (95% CI 1.00–1.20)" in body[4] and "Jetson" in body[5]
+    assert "not measurably faster" in body[4] and "×1.10 (95% CI 1.00–1.20;" in body[4] and "Jetson" in body[5]
 
 
 def test_tomato_against_each_null_is_paired_on_the_same_photos():
@@ -108,3 +108,12 @@ def test_the_reproduction_verdict_answers_in_one_sentence():
                            "within the noise) on 400 photos")
     assert text.endswith("ahead in 0, behind in 1 and within the noise in 0 of 1 pairs")
     assert miniature.short_answer(_rows().iloc[[0]], flops) == ""
+
+
+def test_faster_or_slower_only_where_the_interval_excludes_one():
+    from tomato.book.miniature import speed_word
+
+    assert speed_word(1.2, 1.05, 1.3) == "faster"
+    assert speed_word(0.9, 0.85, 0.95) == "slower"
+    assert speed_word(0.97, 0.89, 1.05) == "not faster"
+    assert speed_word(1.04, 0.98, 1.10) == "not measurably faster"
