@@ -286,3 +286,14 @@ def test_agree_on_photos_that_all_fail_writes_nothing(tmp_path, capsys):
     assert not out.exists()
     errors = [line for line in _errors(capsys) if line.startswith("error:")]
     assert len(errors) == 1 and "could be read" in errors[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_train_and_record_refuse_a_cuda_device_this_machine_lacks(tmp_path, capsys):
+    tree = make_split_tree(tmp_path / "d", {"train": 1, "val": 1})
+    assert cli.main(["train", "--data", str(tree), "--out", str(tmp_path / "t"), "--device", "cuda"]) == 2
+    assert cli.main(["record", "--checkpoint", "deit-tiny-imagenette", "--data", str(tree / "val"),
+                     "--out", str(tmp_path / "r"), "--device", "cuda"]) == 2
+    errors = _errors(capsys)
+    assert len(errors) == 2 and all(e.startswith("error: --device cuda") for e in errors)
+    assert not (tmp_path / "t").exists() and not (tmp_path / "r").exists()

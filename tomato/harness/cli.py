@@ -231,7 +231,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     chosen = recipes.recipe(args.recipe).with_seed(args.seed)
     card = training.train(args.data, args.out, chosen, init=args.init, threads=args.threads,
-                          progress=not args.quiet)
+                          progress=not args.quiet, device=args.device)
     val = card["val"]
     print(f"val top-1 {val['top1']:.2f}%, top-5 {val['top5']:.2f}% on {val['images']} photos at "
           f"{val['resolution']} px; wrote {Path(args.out) / 'model.safetensors'} and its model card")
@@ -320,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for a recipe that continues another (imagenette-cpu-more): that run's model.safetensors")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the run is reproducible per count)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (cuda: bfloat16 autocast where supported)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 

@@ -92,14 +92,15 @@ def _seed_epoch(seed: int, phase_index: int, epoch: int) -> None:
 
 @torch.no_grad()
 def _evaluate(model: nn.Module, val: Split, resolution: int, mean, std, batch_size: int = 128,
-              bf16: bool = False) -> tuple[float, float]:
+              bf16: bool = False, device: str = "cpu") -> tuple[float, float]:
     """(top-1, top-5) in % of ``model`` on the whole of ``val`` at ``resolution``
     (the run's precision for the per-epoch curve; float32 for the card, as ``eval`` runs)."""
     was_training = model.training
     model.eval()
     hit1 = hit5 = 0
     for x, y in eval_batches(val, resolution, batch_size, mean, std):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(x).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hit1 += int((top[:, 0] == y).sum())
@@ -213,7 +214,8 @@ def _loss_fn(phase: Phase, num_classes: int) -> tuple[Callable | None, Callable]
 
 
 def _run_epoch(model: nn.Module, teacher: nn.Module | None, phase: Phase, train: Split, optimizer, scheduler,
-               epoch: int, mean, std, progress: bool, desc: str, bf16: bool) -> tuple[float, float]:
+               epoch: int, mean, std, progress: bool, desc: str, bf16: bool,
+               device: str = "cpu") -> tuple[float, float]:
     """One pass over ``train`` (last partial batch dropped, bfloat16 autocast when
     ``bf16``); returns (mean loss, images/s)."""
     from tqdm.auto import tqdm
@@ -227,12 +229,13 @@ def _run_epoch(model: nn.Module, teacher: nn.Module | None, phase: Phase, train:
     for step in bar:
         scheduler.step_update(epoch * steps + step)
         idx = order[step * phase.batch_size:(step + 1) * phase.batch_size]
-        x = train_batch(train.images[idx], phase.resolution, phase.crop_scale, mean, std)
-        y = train.labels[idx]
+        # Crops on the CPU (their random draws replay on resume), the step on ``device``.
+        x = train_batch(train.images[idx], phase.resolution, phase.crop_scale, mean, std).to(device)
+        y = train.labels[idx].to(device)
         target: torch.Tensor = y
         if mixer is not None:
             x, target = mixer(x, y)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             out = model(x)
             hard = None
             if teacher is not None and phase.distill:
@@ -261,7 +264,8 @@ def _run_epoch(model: nn.Module, teacher: nn.Module | None, phase: Phase, train:
 
 # --------------------------------------------------------------------------- the run
 def train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Path | None = None, threads: int = 2,
-          progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+          progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          device: str = "cpu") -> dict[str, Any]:
     """Train ``recipe`` on ``root/train``, evaluate on ``root/val``; returns the model card.
 
     Resumes from ``out/checkpoint.pt`` when ``out`` holds this same run. Raises
@@ -271,9 +275,12 @@ def train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Path
     the parent's card, so the whole lineage stays in one file.
     ``on_epoch`` is called with each curve row after its checkpoint is written.
     ``threads``: torch CPU threads for the run (results are reproducible per count).
+    ``device``: where the steps run ("cuda": bfloat16 autocast where the GPU has it); the
+    photos are decoded and cropped on the CPU, so a run may resume on another device.
     """
     with torch_threads(threads):
-        return _train(root, out, recipe, init=init, threads=threads, progress=progress, on_epoch=on_epoch)
+        return _train(root, out, recipe, init=init, threads=threads, progress=progress, on_epoch=on_epoch,
+                      device=device)
 
 
 def _parent(recipe: Recipe, init: str | Path | None, classes: list[str]) -> tuple[dict[str, Any], dict] | None:
@@ -312,7 +319,7 @@ def _parent(recipe: Recipe, init: str | Path | None, classes: list[str]) -> tupl
 
 
 def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Path | None, threads: int,
-           progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+           progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None, device: str = "cpu") -> dict[str, Any]:
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
 
@@ -337,7 +344,9 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
         # Chosen once per run, at its first start: a resume keeps the precision it began
         # with, so its weights stay those of an uninterrupted run.
         # (A checkpoint from before the choice existed was trained in bfloat16.)
-        state.setdefault("precision", "bfloat16" if ckpt_path.is_file() or native_bf16() else "float32")
+        on_gpu = torch.device(device).type == "cuda"
+        state.setdefault("precision", "bfloat16" if ckpt_path.is_file() or native_bf16()
+                         or (on_gpu and torch.cuda.is_bf16_supported()) else "float32")
         bf16 = state["precision"] == "bfloat16"
         card_path = out_dir / CARD_FILE
         if state.get("done") and card_path.is_file():
@@ -363,7 +372,7 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
             teacher_phase = next(p for p in recipe.phases if p.role == "teacher")
             teacher = _build(teacher_phase, num_classes)
             teacher.load_state_dict(state["teacher"])
-            teacher.eval()
+            teacher = teacher.to(device).eval()
 
         while state["phase"] < len(recipe.phases):
             pi, phase = state["phase"], recipe.phases[state["phase"]]
@@ -376,6 +385,7 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
                 model.load_state_dict(state["teacher"])
             elif phase.role == "student" and student_sd is not None:
                 model.load_state_dict(student_sd)
+            model = model.to(device)
             if phase.role == "teacher":
                 model = model.to(memory_format=torch.channels_last)
             optimizer = create_optimizer_v2(model, phase.opt, lr=phase.lr, weight_decay=phase.weight_decay)
@@ -391,8 +401,8 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
                 t0 = time.perf_counter()
                 desc = f"{phase.name} {epoch + 1}/{phase.epochs} @{phase.resolution}px"
                 loss, rate = _run_epoch(model, teacher if phase.role == "student" else None, phase, train_set,
-                                        optimizer, scheduler, epoch, mean, std, progress, desc, bf16)
-                top1, top5 = _evaluate(model, val_set, phase.resolution, mean, std, bf16=bf16)
+                                        optimizer, scheduler, epoch, mean, std, progress, desc, bf16, device)
+                top1, top5 = _evaluate(model, val_set, phase.resolution, mean, std, bf16=bf16, device=device)
                 row = {"phase": phase.name, "epoch": epoch + 1, "resolution": phase.resolution,
                        "train_loss": round(loss, 4), "lr": f"{optimizer.param_groups[0]['lr']:.3g}",
                        "val_top1": round(top1, 2), "val_top5": round(top5, 2), "img_s": round(rate, 1),
@@ -417,7 +427,9 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
         # final resolution can be evaluated too.
         final = timm.create_model(student_name, pretrained=False, num_classes=num_classes, dynamic_img_size=True)
         final.load_state_dict(student_sd)
-        top1, top5 = _evaluate(final, val_set, recipe.final_resolution, mean, std, bf16=False)
+        top1, top5 = _evaluate(final.to(device), val_set, recipe.final_resolution, mean, std, bf16=False,
+                               device=device)
+        final = final.cpu()
         card = write_card(
             out_dir, final, recipe=recipe, classes=[(w, _class_name(w)) for w in classes],
             eval_transform={"size": recipe.final_resolution, "resize": "squash to size x size, no centre crop",
@@ -428,7 +440,7 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
             **({"parent": parent[0]} if parent else {}), skipped=[str(p) for p, _ in skipped],
             data={**{k: config[k] for k in ("data", "train_files_sha256", "val_files_sha256")},
                   "train_images": len(train_set.labels), "val_images": len(val_set.labels)},
-            provenance=provenance.collect(state["started"], threads=threads,
+            provenance=provenance.collect(state["started"], threads=threads, device=device,
                                           card_written_by=started["git"]),
         )
         state["done"] = True
