@@ -189,13 +189,15 @@ def _first(batches: Any, n: int) -> list:
 
 def _floors(model: nn.Module, plan: Plan, photos: Photos, device: str, progress: bool) -> dict[str, float]:
     """Seconds each accuracy pass's forwards take on the decoded photos: ``floor_batches``
-    batches of each variant timed after one untimed, scaled to all the photos' batches."""
+    batches of each variant (at least 64 photos) timed after one untimed, scaled to all
+    the photos' batches."""
     specs = list(dict.fromkeys(parse(v).spec for v in (*plan.table1, *plan.beyond)))
     out: dict[str, float] = {}
     for spec in tqdm(specs, desc="floor", disable=not progress):
         v = parse(spec)
         size = _batch_for(v, plan)
-        xs = _first(photos.batches(size), 1 + plan.floor_batches)
+        # At least 64 photos' worth: two single-photo forwards say little about 3,925.
+        xs = _first(photos.batches(size), 1 + max(plan.floor_batches, math.ceil(64 / size)))
         v.apply(model)
         with torch.inference_mode():
             model(xs[0][0].to(device))  # untimed: first-call allocations
