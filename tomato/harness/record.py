@@ -15,10 +15,12 @@ fills one folder (default ``data/results/<model>/``)::
 
 At the compute floor: accuracy passes never time and timings never run over the whole
 data; each photo is decoded once (:class:`tomato.harness.decoded.Photos`) and a variant
-that two records share is evaluated once (its run folder is copied). Before the passes, a
-few batches of each variant are timed on the decoded photos and scaled to the whole data:
-the *floor*, the time the same forwards take with nothing else around them; the
-manifest keeps it beside the wall time (``floor_s``, ``wall_s``).
+that two records share is evaluated once (its run folder is copied). Every variant
+(every one runs one batch size: each gives a photo the result of a batch of one) times
+its own forwards on the decoded photos, scaled to all the photos where a resume split it:
+the *floor*, the time the same forwards take with nothing else around them (a timing
+record's floor is its own time); the manifest keeps it beside the wall time
+(``floor_s``, ``wall_s``).
 
 Killed anywhere, the command continues from what is on disk: run folders resume batch by
 batch, the fidelity study keeps one part per batch (its null baselines seeded by batch), a
@@ -28,7 +30,6 @@ so a resumed pass sees the batches an uninterrupted one does.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import shutil
@@ -46,7 +47,7 @@ from .decoded import Photos
 from .evaluate import evaluate
 from .models import WeightsInfo
 from .results import atomic_write_text, claim_folder
-from .variants import Variant, parse
+from .variants import parse
 
 __all__ = ["Plan", "PLANS", "record", "default_out"]
 
@@ -72,7 +73,6 @@ class Plan:
     static_treatments: tuple[str, ...] = ("eager", "onnxruntime")
     static_tokens: int = 138
     null_seed: int = 0
-    floor_batches: int = 2
 
 
 _TABLE1 = ("deit", "tome:r=2", "tome:r=4", "tome:r=8", "tome:r=16",
@@ -92,7 +92,7 @@ PLANS: dict[str, Plan] = {
                   ("deit", "tomato:keep=0.5,block=1", "hybrid:sim=1e-15,r=2"),
                   fidelity_sims=(1e-7,), fidelity_keep=(), agreement_photos=4, batch_size=4, timing_images=2,
                   runs_b1=3, runs_b8=3, runs_beyond=3, warmup=1, static_batches=(1,),
-                  static_treatments=("eager",), floor_batches=1),
+                  static_treatments=("eager",)),
 }
 
 _PARTS = ".fidelity-parts"
@@ -113,12 +113,6 @@ def _data_tag(label: str) -> str:
 
 def _device_tag(device: str) -> str:
     return f"cpu-{torch.get_num_threads()}threads" if str(device) == "cpu" else str(device).replace(":", "")
-
-
-def _batch_for(v: Variant, plan: Plan) -> int:
-    # Every variant gives each photo the result of a batch of one (ToMe after ToMato too,
-    # since its cap counts each image's own tokens), so one batch size serves them all.
-    return plan.batch_size
 
 
 @dataclass
@@ -175,42 +169,11 @@ def _open(out: Path, weights: WeightsInfo, data_label: str, plan_name: str, comm
 
 
 # ----------------------------------------------------------------------------- the floor
-def _time(fn: Callable[[], Any]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def _first(batches: Any, n: int) -> list:
-    """The first ``n`` batches, repeated from the start where there are fewer."""
-    got = list(itertools.islice(batches, n))
-    return [got[i % len(got)] for i in range(n)]
-
-
-def _floors(model: nn.Module, plan: Plan, photos: Photos, device: str, progress: bool) -> dict[str, float]:
-    """Seconds each accuracy pass's forwards take on the decoded photos: ``floor_batches``
-    batches of each variant (at least 64 photos) timed after one untimed, scaled to all
-    the photos' batches."""
-    specs = list(dict.fromkeys(parse(v).spec for v in (*plan.table1, *plan.beyond)))
-    out: dict[str, float] = {}
-    for spec in tqdm(specs, desc="floor", disable=not progress):
-        v = parse(spec)
-        size = _batch_for(v, plan)
-        # At least 64 photos' worth: two single-photo forwards say little about 3,925.
-        xs = _first(photos.batches(size), 1 + max(plan.floor_batches, math.ceil(64 / size)))
-        v.apply(model)
-        with torch.inference_mode():
-            model(xs[0][0].to(device))  # untimed: first-call allocations
-            times = [_time(lambda x=b[0].to(device): model(x)) for b in xs[1:]]
-        out[spec] = sum(times) / len(times) * math.ceil(len(photos.images) / size)
-    parse("deit").apply(model)
-    settings = fidelity.settings_of(plan.fidelity_sims, plan.fidelity_keep)
-    if settings:
-        gen = torch.Generator().manual_seed(0)
-        once = [_time(lambda b=b: fidelity.batch_rows(model, b[0].to(device), b[1], b[2], settings, gen))
-                for b in _first(photos.batches(plan.batch_size), plan.floor_batches)]
-        out["fidelity"] = sum(once) / len(once) * math.ceil(len(photos.images) / plan.batch_size)
-    return out
+def _forward_s(summary: dict[str, Any]) -> float:
+    """Seconds the forwards of one evaluation take over all its photos: the model time of
+    its last session's batches (photos already decoded: nothing else inside), scaled to all."""
+    rate = summary.get("images_per_s_last_session")
+    return summary["n_images"] / rate if rate else 0.0
 
 
 # ----------------------------------------------------------------------------- the passes
@@ -223,6 +186,7 @@ def _accuracy(name: str, specs: Sequence[str], session: _Session, model: nn.Modu
     folder.mkdir(exist_ok=True)
     vs = [parse(s) for s in specs]
     summaries = {}
+    forward_s = session.state.setdefault("forward_s", {})
     for v in vs:
         run = folder / sweep.slug(v)
         shared = [session.out / r["path"] / sweep.slug(v) for r in session.state["records"] if r["kind"] == "sweep"]
@@ -230,16 +194,17 @@ def _accuracy(name: str, specs: Sequence[str], session: _Session, model: nn.Modu
         if source is not None and not run.exists():
             shutil.copytree(source, run, ignore=shutil.ignore_patterns(".lock"))
         summaries[v.spec] = evaluate(model, weights, v, samples, run, data_label=data_label,
-                                     batch_size=_batch_for(v, plan), device=device, progress=progress, photos=photos)
+                                     batch_size=plan.batch_size, device=device, progress=progress, photos=photos)
+        if source is None and summaries[v.spec].get("images_per_s_last_session"):
+            forward_s[f"{name}/{v.spec}"] = round(_forward_s(summaries[v.spec]), 1)
+            session.save()
     t0 = time.perf_counter()
     timed = sweep.timed_rows(model, weights, vs, photos.images[:plan.timing_images], folder / "timing.json",
                              runs=runs, warmup=plan.warmup, device=device, data_label=data_label, progress=progress)
     timing_s = time.perf_counter() - t0
     sweep.write_table(model, vs, summaries, timed, folder)
     parse("deit").apply(model)
-    copied = {parse(s).spec for r in session.state["records"] if r["kind"] == "sweep"
-              for s in session.state["plan_specs"].get(r["path"], [])}
-    return timing_s + sum(session.state["floor"][v.spec] for v in vs if v.spec not in copied)
+    return timing_s + sum(forward_s.get(f"{name}/{v.spec}", 0.0) for v in vs)
 
 
 def _fidelity(name: str, session: _Session, model: nn.Module, weights: WeightsInfo,
@@ -251,6 +216,7 @@ def _fidelity(name: str, session: _Session, model: nn.Module, weights: WeightsIn
     started = provenance.start()
     settings = fidelity.settings_of(plan.fidelity_sims, plan.fidelity_keep)
     rows: list[dict[str, Any]] = []
+    floor = 0.0
     chunks = photos.batches(plan.batch_size)
     total = math.ceil((len(photos.images) + len(photos.bad)) / plan.batch_size)
     for k, (images, labels, indices, _) in enumerate(tqdm(chunks, desc="fidelity", total=total,
@@ -261,15 +227,18 @@ def _fidelity(name: str, session: _Session, model: nn.Module, weights: WeightsIn
         else:
             # Seeded by batch, so a resumed study draws what an uninterrupted one draws.
             gen = torch.Generator().manual_seed(plan.null_seed * 1_000_003 + k)
-            got = fidelity.batch_rows(model, images.to(device), labels, indices, settings, gen) if len(indices) else []
+            t0 = time.perf_counter()
+            batch = fidelity.batch_rows(model, images.to(device), labels, indices, settings, gen) if len(indices) else []
+            got = {"rows": batch, "forward_s": time.perf_counter() - t0}
             atomic_write_text(part, json.dumps(got))
-        rows += got
+        rows += got["rows"]
+        floor += got["forward_s"]
     rec = fidelity.record(weights.model, model, weights.source, weights.sha256, samples, data_label,
                           plan.fidelity_sims, plan.fidelity_keep, plan.null_seed, plan.batch_size,
                           result=fidelity.assemble(rows), started=started)
     records.write("fidelity", session.out / name, rec)
     shutil.rmtree(parts)
-    return session.state["floor"].get("fidelity", 0.0)
+    return floor
 
 
 def _agreement(name: str, session: _Session, model: nn.Module, weights: WeightsInfo,
@@ -331,15 +300,11 @@ def record(model: nn.Module, weights: WeightsInfo, samples: Sequence[data.Sample
     out, created, lock = claim_folder(out)
     try:
         session = _open(out, weights, data_label, plan, command)
-        session.state["plan_specs"] = {"table1": list(chosen.table1), "beyond": list(chosen.beyond)}
         t0 = time.perf_counter()
         photos = Photos.decode(samples, data.transform_for(model), workers=workers, progress=progress)
         say(f"decoded {len(photos.images)} photos in {time.perf_counter() - t0:.0f} s"
             + (f" ({len(photos.bad)} could not be read)" if photos.bad else ""))
         model = model.to(device).eval()
-        if "floor" not in session.state:
-            session.state["floor"] = _floors(model, chosen, photos, device, progress)
-            session.save()
         tag, dev = _data_tag(data_label), _device_tag(device)
         passes: list[tuple[str, str, Callable[[str], float]]] = [
             ("table1", "sweep", lambda n: _accuracy(n, chosen.table1, session, model, weights, samples, photos,
