@@ -47,17 +47,18 @@ def test_write_refuses_a_record_not_of_its_kind_and_writes_nothing(tmp_path: Pat
 def test_one_writer_and_one_reader_per_record_kind():
     """JSON is parsed in one module per kind of record: the JSON records (records.py), the
     evaluation run folder (results.py), the training run (training.py) and its model card
-    (modelcard.py); the book reads them all in runs.py. No notebook opens a result file."""
+    (modelcard.py), a recording's manifest and scratch parts (manifest.py); the book reads
+    them all in runs.py. No notebook opens a result file."""
     package = ROOT / "tomato"
     parsing = {py.relative_to(package).as_posix() for py in package.rglob("*.py")
                if re.search(r"json\.loads?\(", py.read_text())}
     assert parsing == {"harness/records.py", "harness/results.py", "harness/training.py",
-                       "harness/modelcard.py", "book/runs.py",
+                       "harness/modelcard.py", "harness/manifest.py", "book/runs.py",
                        "book/parameters.py"}  # the notebooks' own JSON, not a record
     writing = {py.relative_to(package).as_posix() for py in package.rglob("*.py")
                if "atomic_write_text(" in py.read_text()}
     assert writing <= {"harness/records.py", "harness/results.py", "harness/training.py",
-                       "harness/modelcard.py", "harness/sweep.py"}  # sweep.py: its sweep.csv
+                       "harness/modelcard.py", "harness/manifest.py", "harness/sweep.py"}  # sweep.py: its sweep.csv
     importing = {py.relative_to(package).as_posix() for py in (package / "book").rglob("*.py")
                  if re.search(r"harness import .*records|harness\.records", py.read_text())}
     assert importing == {"book/runs.py"}, importing

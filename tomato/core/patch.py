@@ -187,7 +187,7 @@ def _model_class(base: type) -> type:
                             "torch.save(model.state_dict()), which are timm's own, or call "
                             "tomato.patch.remove(model) first")
 
-        def __deepcopy__(self, memo: dict) -> Any:
+        def __deepcopy__(self, memo: dict[int, Any]) -> Any:
             new = type(self).__new__(type(self))
             memo[id(self)] = new
             for key, value in self.__dict__.items():

@@ -10,7 +10,7 @@ result that depends on the batch's make-up comes out the same.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Iterator, Sequence
+from typing import Callable, Collection, Iterator, List, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader
@@ -22,7 +22,7 @@ __all__ = ["Photos"]
 
 #: One batch as :func:`tomato.harness.data.collate_skip_bad` gives it:
 #: images (B, 3, H, W), labels (B,), indices (B,), the photos of the chunk that could not be read.
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]
+Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List]
 
 
 @dataclass

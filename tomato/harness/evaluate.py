@@ -91,12 +91,14 @@ def evaluate(
     max_batches: int | None = None,
     progress: bool = True,
     photos: Any = None,
+    started: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``variant`` of ``model`` on ``samples``; returns the summary dict.
 
     ``photos``: optional :class:`tomato.harness.decoded.Photos` holding ``samples`` already
     decoded (a recording decodes each photo once for every variant); batches then follow
-    its fixed chunks, so an interrupted run resumes into the same batches.
+    its fixed chunks, so an interrupted run resumes into the same batches. ``started``: the
+    :func:`tomato.harness.provenance.start` of the process that runs it (default: now).
 
     Resumes from ``out`` when it holds the same run; ``max_batches`` stops early (a
     later call continues). The folder is locked for the whole call (a concurrent run
@@ -110,7 +112,7 @@ def evaluate(
     config = run_config(weights.model, weights, variant, samples, data_label)
     with RunStore.open(
         out, config,
-        provenance.collect(**config, batch_size=batch_size, device=str(device), data_path=data_label),
+        provenance.collect(started, **config, batch_size=batch_size, device=str(device), data_path=data_label),
     ) as store:
         return _run(model, weights, variant, samples, store, batch_size=batch_size, num_workers=num_workers,
                     device=device, max_batches=max_batches, progress=progress, data_label=data_label,

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping
 
 from .results import atomic_write_text
 
-__all__ = ["MANIFEST", "write", "read", "listed", "stale"]
+__all__ = ["MANIFEST", "write", "read", "listed", "stale", "write_part", "read_part"]
 
 MANIFEST = "manifest.json"
 #: Files of a record folder that are not records themselves: a run folder's parts and state.
@@ -48,6 +48,22 @@ def read(folder: Path | str) -> dict[str, Any] | None:
     if not isinstance(data, dict) or "weights_sha256" not in data or not isinstance(data.get("records"), list):
         raise ValueError(f"{path} is not a manifest of recorded evidence (no weights_sha256 and records)")
     return data
+
+
+def write_part(path: Path | str, part: Mapping[str, Any]) -> None:
+    """Replace one part of an unfinished study (a recording's scratch: rows of one batch and
+    their forward seconds) atomically."""
+    atomic_write_text(Path(path), json.dumps(dict(part)))
+
+
+def read_part(path: Path | str) -> dict[str, Any] | None:
+    """The part at ``path`` as :func:`write_part` wrote it, or None where there is none or it
+    is not one (it is then computed again)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("rows"), list) and "forward_s" in data else None
 
 
 def listed(manifest: Mapping[str, Any]) -> set[str]:

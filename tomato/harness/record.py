@@ -30,7 +30,6 @@ so a resumed pass sees the batches an uninterrupted one does.
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -46,7 +45,7 @@ from . import agreement, bench, data, fidelity, manifest, provenance, records, s
 from .decoded import Photos
 from .evaluate import evaluate
 from .models import WeightsInfo
-from .results import atomic_write_text, claim_folder
+from .results import claim_folder
 from .variants import parse
 
 __all__ = ["Plan", "PLANS", "record", "default_out"]
@@ -123,7 +122,7 @@ class _Session:
     state: dict[str, Any]
     started: float = field(default_factory=time.perf_counter)
     # The code this session runs: a commit made while it runs must not be credited.
-    git: dict[str, Any] = field(default_factory=provenance.git_commit)
+    code: dict[str, Any] = field(default_factory=provenance.start)
 
     def save(self) -> None:
         sessions = self.state.setdefault("sessions", [])
@@ -136,7 +135,7 @@ class _Session:
 
     def add(self, name: str, kind: str, weights: WeightsInfo, wall_s: float, floor_s: float,
             device: str) -> None:
-        git = self.git
+        git = self.code["git"]
         self.state["records"].append({
             "path": name, "kind": kind, "weights_sha256": weights.sha256, "command": self.state["command"],
             "commit": git.get("commit"), "dirty": git.get("dirty"), "device": device,
@@ -194,13 +193,15 @@ def _accuracy(name: str, specs: Sequence[str], session: _Session, model: nn.Modu
         if source is not None and not run.exists():
             shutil.copytree(source, run, ignore=shutil.ignore_patterns(".lock"))
         summaries[v.spec] = evaluate(model, weights, v, samples, run, data_label=data_label,
-                                     batch_size=plan.batch_size, device=device, progress=progress, photos=photos)
+                                     batch_size=plan.batch_size, device=device, progress=progress, photos=photos,
+                                     started=session.code)
         if source is None and summaries[v.spec].get("images_per_s_last_session"):
             forward_s[f"{name}/{v.spec}"] = round(_forward_s(summaries[v.spec]), 1)
             session.save()
     t0 = time.perf_counter()
     timed = sweep.timed_rows(model, weights, vs, photos.images[:plan.timing_images], folder / "timing.json",
-                             runs=runs, warmup=plan.warmup, device=device, data_label=data_label, progress=progress)
+                             runs=runs, warmup=plan.warmup, device=device, data_label=data_label, progress=progress,
+                             started=session.code)
     timing_s = time.perf_counter() - t0
     sweep.write_table(model, vs, summaries, timed, folder)
     parse("deit").apply(model)
@@ -213,7 +214,7 @@ def _fidelity(name: str, session: _Session, model: nn.Module, weights: WeightsIn
     """The fidelity study, one part per batch under a hidden folder, then one record."""
     parts = session.out / _PARTS
     parts.mkdir(exist_ok=True)
-    started = provenance.start()
+    started = session.code
     settings = fidelity.settings_of(plan.fidelity_sims, plan.fidelity_keep)
     rows: list[dict[str, Any]] = []
     floor = 0.0
@@ -222,15 +223,14 @@ def _fidelity(name: str, session: _Session, model: nn.Module, weights: WeightsIn
     for k, (images, labels, indices, _) in enumerate(tqdm(chunks, desc="fidelity", total=total,
                                                           disable=not progress)):
         part = parts / f"{k:05d}.json"
-        if part.is_file():
-            got = json.loads(part.read_text(encoding="utf-8"))
-        else:
+        got = manifest.read_part(part)
+        if got is None:
             # Seeded by batch, so a resumed study draws what an uninterrupted one draws.
             gen = torch.Generator().manual_seed(plan.null_seed * 1_000_003 + k)
             t0 = time.perf_counter()
             batch = fidelity.batch_rows(model, images.to(device), labels, indices, settings, gen) if len(indices) else []
             got = {"rows": batch, "forward_s": time.perf_counter() - t0}
-            atomic_write_text(part, json.dumps(got))
+            manifest.write_part(part, got)
         rows += got["rows"]
         floor += got["forward_s"]
     rec = fidelity.record(weights.model, model, weights.source, weights.sha256, samples, data_label,
@@ -244,7 +244,7 @@ def _fidelity(name: str, session: _Session, model: nn.Module, weights: WeightsIn
 def _agreement(name: str, session: _Session, model: nn.Module, weights: WeightsInfo,
                samples: Sequence[data.Sample], photos: Photos, plan: Plan, data_label: str, progress: bool) -> float:
     """Faithful against parallel partitions on ``agreement_photos`` photos spread evenly."""
-    started = provenance.start()
+    started = session.code
     good = photos.indices.tolist()
     keep = good[:: max(1, len(good) // plan.agreement_photos)][:plan.agreement_photos]
     t0 = time.perf_counter()
@@ -259,7 +259,7 @@ def _agreement(name: str, session: _Session, model: nn.Module, weights: WeightsI
 
 def _batch8(name: str, session: _Session, model: nn.Module, weights: WeightsInfo, photos: Photos, plan: Plan,
             data_label: str, device: str, progress: bool) -> float:
-    started = provenance.start()
+    started = session.code
     images = photos.images[:2 * plan.timing_images]
     config = {"protocol": "robust", "model": weights.model, "weights_source": weights.source,
               "weights_sha256": weights.sha256, "pretrained": weights.pretrained, "data": data_label,
@@ -278,7 +278,7 @@ def _batch8(name: str, session: _Session, model: nn.Module, weights: WeightsInfo
 
 def _static(name: str, session: _Session, model: nn.Module, weights: WeightsInfo, plan: Plan, device: str,
             progress: bool) -> float:
-    started = provenance.start()
+    started = session.code
     t0 = time.perf_counter()
     rows = bench.static_run(weights.model, runs=plan.runs_b8, warmup=plan.warmup, device=device,
                             batch_sizes=plan.static_batches, tokens=plan.static_tokens,

@@ -136,7 +136,7 @@ def _sweep(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], sample
 
 def timed_rows(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], images: torch.Tensor,
                path: Path, *, runs: int, warmup: int, device: str | torch.device, data_label: str,
-               progress: bool = True) -> list[dict[str, Any]]:
+               progress: bool = True, started: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Batch-1 timing rows of ``vs`` on ``images`` (M, 3, H, W), one interleaved run,
     recorded at ``path`` (a timing record); a stored record made exactly so is reused."""
     # The config says everything a page writes about this timing (speed.describe); a
@@ -149,7 +149,7 @@ def timed_rows(model: nn.Module, weights: WeightsInfo, vs: Sequence[Variant], im
     if stored is not None and stored["config"] == timing_config:
         log.info("reusing timing run in %s", path)
         return stored["rows"]
-    started = provenance.start()  # the code and commit as the timing starts
+    started = started or provenance.start()  # the code and commit as the timing starts
     timed = measure_variants(model, vs, images, runs=runs, warmup=warmup, device=device, progress=progress)
     record = {"config": timing_config, "rows": timed, "provenance": provenance.collect(started, **timing_config)}
     records.write("timing", path, record)
