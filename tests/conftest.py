@@ -17,3 +17,25 @@ def vit() -> Callable[..., torch.nn.Module]:
         torch.manual_seed(seed)
         return timm.create_model(name, pretrained=False, **kwargs).eval()
     return make
+
+
+@pytest.fixture(scope="session")
+def killed_when() -> Callable[..., None]:
+    """``killed_when(command, ready, cwd, env)``: start ``command``, wait until ``ready()``
+    (or it ends, or 300 s), then kill -9 it; fails the test when it ended before it could be
+    killed."""
+    return _killed_when
+
+
+def _killed_when(command: list[str], ready: Callable[[], bool], cwd: Any, env: dict[str, str],
+                 timeout: float = 300) -> None:
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,22 +48,15 @@ def _per_photo(out: Path) -> dict[str, bytes | list]:
 
 
 @pytest.mark.slow
-def test_kill_9_mid_run_then_resume_gives_the_records_of_an_uninterrupted_run(tmp_path):
+def test_kill_9_mid_run_then_resume_gives_the_records_of_an_uninterrupted_run(tmp_path, killed_when):
     photos = _photos(tmp_path / "val")
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     whole = tmp_path / "whole"
     subprocess.run(_cmd(photos, whole), check=True, env=env, cwd=ROOT, capture_output=True)
 
     broken = tmp_path / "broken"
-    proc = subprocess.Popen(_cmd(photos, broken), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
     # Inside the fidelity study, one part written: its null baselines have drawn numbers.
-    while not (broken / ".fidelity-parts" / "00000.json").exists() and proc.poll() is None \
-            and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_when(_cmd(photos, broken), (broken / ".fidelity-parts" / "00000.json").exists, ROOT, env)
     assert not manifest.read(broken)["complete"]
 
     subprocess.run(_cmd(photos, broken), check=True, env=env, cwd=ROOT, capture_output=True)

@@ -4,10 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -47,22 +45,16 @@ def _curve_rows(out: Path) -> int:
 
 
 @pytest.mark.slow
-def test_kill_9_mid_epoch_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
+def test_kill_9_mid_epoch_then_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, killed_when):
     tree = make_split_tree(tmp_path / "data", {"train": 40, "val": 6})
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     whole = tmp_path / "whole"
     subprocess.run(_train_cmd(tree, whole), check=True, env=env, cwd=ROOT, capture_output=True)
 
     broken = tmp_path / "broken"
-    proc = subprocess.Popen(_train_cmd(tree, broken), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
     # Two epochs done (the teacher's and the student's first): the run is inside the
     # second student epoch, where Mixup, drop-path and the crops all draw numbers.
-    while _curve_rows(broken) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_when(_train_cmd(tree, broken), lambda: _curve_rows(broken) >= 2, ROOT, env)
     assert not (broken / modelcard.CARD_FILE).exists()
 
     subprocess.run(_train_cmd(tree, broken), check=True, env=env, cwd=ROOT, capture_output=True)
