@@ -16,6 +16,7 @@ from ..harness.fidelity import degenerate_reasons
 from . import paper
 from .latency import recorded_timings
 from .measures import prediction_agreement, tokens_cut_range
+from .miniature import speed_word
 from .merge_cost import BenchRecord, bench_records, merge_table, paper_mode, pct
 from .runs import RecordedRun, pick_table1_run, recorded_runs, records, repo_path
 from .notes import stage, trained_here
@@ -214,7 +215,8 @@ def _speed(speedup: float, low: Any, high: Any) -> str:
     """'×1.04 (0.98–1.11), not resolved' / '... faster' / '... slower' (interval vs 1)."""
     if low is None or high is None:
         return f"×{speedup:.2f} (no interval recorded)"
-    word = "faster" if low > 1 else "slower" if high < 1 else "within the noise"
+    word = speed_word(speedup, float(low), float(high))
+    word = word if word in ("faster", "slower") else "within the noise"
     return f"×{speedup:.2f} ({float(low):.2f}–{float(high):.2f}), {word}"
 
 

@@ -78,12 +78,9 @@ def cmd_time(args: argparse.Namespace) -> int:
     started = provenance.start()  # record the code that runs, not the checkout at the end
     model, weights, samples, label = _load(args)
     _warn_random(weights)
-    config = {"protocol": args.protocol, "model": weights.model, "weights_source": weights.source,
-              "weights_sha256": weights.sha256, "pretrained": weights.pretrained, "data": label,
-              "variants": args.variants, "device": args.device}
     # One thread setting for the whole command, so the record's machine says what was used.
     with speed.torch_threads(args.threads) as used:
-        config["threads"] = used
+        config = speed.run_config(args.protocol, weights, label, args.variants, args.device, used)
         if args.protocol == "paper":
             image, path = speed.paper_image(samples, args.image, model)
             config.update(image=path, image_index=args.image, forwards=args.forwards, batch_size=1, warmup=0)

@@ -59,10 +59,10 @@ class Photos:
 
     def subset(self, keep: Collection[int]) -> Photos:
         """The photos whose sample index is in ``keep`` (indices stay those of ``samples``)."""
-        wanted = torch.tensor(sorted(keep), dtype=torch.long)
-        rows = torch.isin(self.indices, wanted)
+        keep = set(keep)
+        rows = torch.isin(self.indices, torch.tensor(sorted(keep), dtype=torch.long))
         return Photos(self.samples, self.images[rows], self.labels[rows], self.indices[rows],
-                      [b for b in self.bad if b.index in set(keep)])
+                      [b for b in self.bad if b.index in keep])
 
     def batches(self, size: int, skip: Collection[int] = ()) -> Iterator[Batch]:
         """Fixed chunks of ``size`` consecutive photos (by position among the photos held,
@@ -75,7 +75,8 @@ class Photos:
             if not chunk:
                 continue
             rows = torch.tensor([j for _, j in chunk if j is not None], dtype=torch.long)
-            bad = [b for b in self.bad if b.index in {i for i, j in chunk if j is None}]
+            unread = {i for i, j in chunk if j is None}
+            bad = [b for b in self.bad if b.index in unread]
             yield self.images[rows], self.labels[rows], self.indices[rows], bad
 
     def __len__(self) -> int:

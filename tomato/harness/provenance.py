@@ -83,7 +83,8 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _now() -> str:
+def now() -> str:
+    """The UTC date and time, to the second, as records write it."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -91,7 +92,7 @@ def start() -> dict[str, Any]:
     """``{"git", "started_utc"}``: the code as a run starts, to hand to :func:`collect`
     when the record is written at the end (a commit made or a file edited meanwhile must
     not be credited with the result)."""
-    return {"git": git_commit(), "started_utc": _now()}
+    return {"git": git_commit(), "started_utc": now()}
 
 
 def collect(started: Mapping[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
@@ -114,7 +115,7 @@ def collect(started: Mapping[str, Any] | None = None, **fields: Any) -> dict[str
         "machine": here,
         "git": snapshot["git"],
         "started_utc": snapshot["started_utc"],
-        "date_utc": _now(),
+        "date_utc": now(),
         "hostname": socket.gethostname(),
     }
     clash = sorted(set(fields) & set(auto))

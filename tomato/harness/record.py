@@ -139,7 +139,7 @@ class _Session:
         self.state["records"].append({
             "path": name, "kind": kind, "weights_sha256": weights.sha256, "command": self.state["command"],
             "commit": git.get("commit"), "dirty": git.get("dirty"), "device": device,
-            "wall_s": round(wall_s, 1), "floor_s": round(floor_s, 1), "date_utc": provenance.collect()["date_utc"]})
+            "wall_s": round(wall_s, 1), "floor_s": round(floor_s, 1), "date_utc": provenance.now()})
         self.save()
 
 
@@ -161,7 +161,7 @@ def _open(out: Path, weights: WeightsInfo, data_label: str, plan_name: str, comm
             said = "; ".join(f"{k}: recorded {a!r}, now {b!r}" for k, (a, b) in diff.items())
             raise ValueError(f"--out {out} holds the recording of another run ({said}); choose another --out or "
                              f"delete {out}")
-    state.setdefault("sessions", []).append({"started_utc": provenance.collect()["date_utc"], "wall_s": 0.0})
+    state.setdefault("sessions", []).append({"started_utc": provenance.now(), "wall_s": 0.0})
     session = _Session(out, state)
     session.save()
     return session
@@ -261,9 +261,7 @@ def _batch8(name: str, session: _Session, model: nn.Module, weights: WeightsInfo
             data_label: str, device: str, progress: bool) -> float:
     started = session.code
     images = photos.images[:2 * plan.timing_images]
-    config = {"protocol": "robust", "model": weights.model, "weights_source": weights.source,
-              "weights_sha256": weights.sha256, "pretrained": weights.pretrained, "data": data_label,
-              "variants": list(plan.table1), "device": device, "threads": torch.get_num_threads(),
+    config = {**speed.run_config("robust", weights, data_label, plan.table1, device, torch.get_num_threads()),
               "images": int(images.shape[0]), "batch_sizes": [8], "runs": plan.runs_b8, "warmup": plan.warmup,
               "budget_s": None}
     t0 = time.perf_counter()

@@ -229,6 +229,15 @@ def _plural(n: Any, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def run_config(protocol: str, weights: Any, data_label: str, variants: Sequence[str], device: str,
+               threads: int | None) -> dict[str, Any]:
+    """What a timing record says about its run (``weights``: a WeightsInfo); the protocol's own
+    keys (images, batch sizes, rounds ...) are added by the caller. :func:`describe` reads it."""
+    return {"protocol": protocol, "model": weights.model, "weights_source": weights.source,
+            "weights_sha256": weights.sha256, "pretrained": weights.pretrained, "data": data_label,
+            "variants": list(variants), "device": device, "threads": threads}
+
+
 def describe(config: Mapping[str, Any]) -> str:
     """One sentence about a timing run, written from its recorded ``config`` only.
 
