@@ -376,18 +376,29 @@ def monkeypatch_rounds(monkeypatch):
     monkeypatch.setattr(budget, "PROBE_ROUNDS", (0, 0))
 
 
+def faithful_roots(edges: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The smallest member of each token's faithful group: (B, N) long."""
+    labels, _ = visit.faithful(edges, grid)
+    n = labels.shape[1]
+    first = torch.full_like(labels, n).scatter_reduce(1, labels, torch.arange(n).expand_as(labels), "amin")
+    return first.gather(1, labels)
+
+
 @settings(max_examples=80, deadline=None)
 @given(edge_batches(), st.integers(0, 4))
-def test_propagation_settles_exactly(case, rounds):
+def test_propagation_closes_exactly(case, rounds):
+    # Both kinds of rounds give ancestors (never below the truth); a labelling flagged
+    # closed is the faithful root of every token; settling always ends at the truth.
     edges, grid = case
     gi = visit.grid_index(grid, edges.shape[1])
-    lab, settled = propagation.propagate(edges, gi, rounds)
-    truth = visit.min_ancestors(edges, grid)
-    # Settled rows are exact; unsettled ones only ever sit above the truth (over-count).
-    assert torch.equal(lab[settled], truth[settled])
-    assert (lab >= truth).all()
-    assert torch.equal(propagation.settle(edges, gi, lab, settled), truth)
-    assert torch.equal(propagation.min_ancestors_by_rounds(edges, grid), truth)
+    truth = faithful_roots(edges, grid)
+    for lab in (propagation.propagate(edges, gi, rounds), propagation.listen(edges, gi, rounds)):
+        done = propagation.closed(edges, gi, lab)
+        assert torch.equal(lab[done], truth[done])
+        assert (lab >= truth).all()
+        assert torch.equal(propagation.settle(edges, gi, lab, done), truth)
+    assert torch.equal(propagation.min_ancestors(edges, gi), truth)
+    assert torch.equal(visit.min_ancestors(edges, grid), truth)
 
 
 def reference_visit(a: torch.Tensor, sim: float, grid: tuple[int, int]) -> list[int]:

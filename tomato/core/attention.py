@@ -59,7 +59,7 @@ def forward(
     them)."""
     b, t, c = x.shape
     heads = attn.num_heads
-    head_dim = getattr(attn, "head_dim", attn.qkv.out_features // (3 * heads))
+    head_dim = getattr(attn, "head_dim", None) or attn.qkv.out_features // (3 * heads)
     gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
     qkv = attn.qkv(x).reshape(b, t, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
@@ -82,7 +82,9 @@ def forward(
         )
 
     out = out.transpose(1, 2).reshape(b, t, heads * head_dim)
-    out = getattr(attn, "norm", nn.Identity())(out)
+    norm = getattr(attn, "norm", None)  # (a default of nn.Identity() would build a module per call)
+    if norm is not None:
+        out = norm(out)
     if gate is not None:
         out = out * gate
     out = attn.proj_drop(attn.proj(out))

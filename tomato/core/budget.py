@@ -27,6 +27,7 @@ from typing import Sequence
 import torch
 
 from . import propagation, visit
+from .grid import GridIndex
 
 __all__ = ["PROBE_ROUNDS", "STATIC_PROBE_ROUNDS", "budget_tokens", "search_sim", "search_parallel"]
 
@@ -97,17 +98,18 @@ def search_sim(
 
 
 def search_parallel(
-    scores: torch.Tensor, index: visit.GridIndex, budget: int, rounds: Sequence[int] | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+    scores: torch.Tensor, index: GridIndex, budget: int, rounds: Sequence[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Bracket each image's budget threshold between two adjacent candidates, no host sync.
 
     scores: (B, N, 4) natural-log neighbour scores (``-inf`` off the grid); index: the
-    grid's tables -> ``(log_sim, log_sim_above)``, each (B,) float64: the candidate the
-    search picks and the next larger one (``inf`` when there is none). Requires
+    grid's tables -> ``(log_sim, log_sim_above, start)``: the candidate the search picks
+    and the next larger one, each (B,) float64 (``inf`` when there is none), and (B, N)
+    labels that are ancestors under both (a head start for labelling them). Requires
     ``N > budget``. The pick is :func:`search_sim`'s exactly when an exact labelling finds
-    that ``log_sim`` fits the budget and ``log_sim_above`` does not (the caller checks,
-    and falls back to :func:`search_sim` otherwise; the group count never rises as
-    ``sim`` falls, so the tightest fitting candidate is the one right after a misfit).
+    that ``log_sim`` fits the budget and ``log_sim_above`` does not (the caller checks;
+    the group count never rises as ``sim`` falls, so the tightest fitting candidate is the
+    one right after a misfit).
 
     Per image, on positions in the candidates sorted high to low, ``hi`` fits (the lowest
     score joins every grid edge: one group) and ``lo`` does not (``-1``: ``sim = inf``).
@@ -127,23 +129,23 @@ def search_parallel(
     steps = torch.arange(1, k, device=scores.device)
     lo = torch.full((b, 1), -1, dtype=torch.long, device=scores.device)
     hi = torch.full((b, 1), v - 1, dtype=torch.long, device=scores.device)
-    start = None
-    for level, r in enumerate(PROBE_ROUNDS if rounds is None else rounds):
+    start = index.me.expand(b, n)  # the labels at sim = inf: every token its own
+    for r in PROBE_ROUNDS if rounds is None else rounds:
         pos = lo + (steps * (hi - lo) + k - 1) // k  # (B, K-1): lo + ceil(m (hi - lo) / K)
         thr = cand.gather(1, pos).view(b, k - 1, 1, 1)
         edges = visit.log_edges(scores.unsqueeze(1), thr, p) & index.on_grid
-        lab, _ = propagation.propagate(edges.view(b * (k - 1), n, 4), index, r, start, check=False)
-        fits = (lab == index.me).sum(dim=1).view(b, k - 1) <= budget
+        # Every probe lies in (lo, hi]: its edges include those of lo, whose labels
+        # (ancestors there, so ancestors here too) leave mostly the few edges between lo
+        # and the probe to propagate.
+        begin = start.unsqueeze(1).expand(b, k - 1, n).reshape(-1, n)
+        lab = propagation.propagate(edges.view(b * (k - 1), n, 4), index, r, begin).view(b, k - 1, n)
+        fits = (lab == index.me).sum(dim=2) <= budget
         hi = torch.minimum(hi, torch.where(fits, pos, v).amin(dim=1, keepdim=True))
         last = torch.where(fits | (pos > hi), -1, pos).amax(dim=1, keepdim=True)
-        if level == 0:
-            # Every level-2 probe lies in (lo, hi]: its edges include those of the new lo,
-            # whose labels (ancestors there, so ancestors here too) are a head start that
-            # leaves mostly the few edges between lo and the probe to propagate. Where no
-            # probe missed, lo stays at sim = inf, whose labels are the tokens themselves.
-            at = torch.cat([(pos == last).long(), (last < 0).long()], dim=1).argmax(dim=1)
-            both = torch.cat([lab.view(b, k - 1, n), index.me.expand(b, 1, n)], dim=1)
-            start = both.gather(1, at.view(b, 1, 1).expand(b, 1, n)).expand(b, k - 1, n).reshape(-1, n)
+        # The new lo's labels (kept where no probe missed: lo did not move).
+        at = torch.cat([(pos == last).long(), (last < 0).long()], dim=1).argmax(dim=1)
+        both = torch.cat([lab, start.unsqueeze(1)], dim=1)
+        start = both.gather(1, at.view(b, 1, 1).expand(b, 1, n)).view(b, n)
         lo = torch.maximum(lo, last)
     picked = cand.gather(1, torch.cat([hi, lo.remainder(4 * n + 1)], dim=1))
-    return picked[:, 0], picked[:, 1]
+    return picked[:, 0], picked[:, 1], start

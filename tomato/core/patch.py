@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from . import attention, pipeline, tome as tome_algo
+from .grid import GridIndex, grid_index
 
 __all__ = ["State", "timm", "tome", "remove", "state"]
 
@@ -61,6 +62,7 @@ class State:
     ``labels``: (B, N) group of each patch
     (ToMato's source map); ``source``: (B, T_out, T_in) ToMe's source map when traced;
     ``tokens_per_block``: token count leaving each block (padded count for ToMato batches).
+    ``index``: the patch grid's index tables, built by the first merge on a grid and kept.
     ``bias``: (B, 1, 1, T) attention bias from ``size`` (see :func:`_attention_bias`),
     and ``bias_of`` the ``size`` tensor it was computed from: recomputed only when
     ``size`` is replaced (after a merge), so later blocks reuse it.
@@ -80,6 +82,7 @@ class State:
     prop_attn: bool = True
     trace_source: bool = False
     grid: tuple[int, int] = (0, 0)
+    index: GridIndex | None = None
     size: torch.Tensor | None = None
     bias: torch.Tensor | None = None
     bias_of: torch.Tensor | None = None
@@ -95,6 +98,8 @@ class State:
 
     def reset(self, grid: tuple[int, int]) -> None:
         """Forget the last forward's tensors; called as each forward starts."""
+        if grid != self.grid:
+            self.index = None  # the grid's tables, kept while the grid stays
         self.grid = grid
         self.size = self.bias = self.bias_of = self.tokens = self.sim = self.log_sim = None
         self.exact = self.labels = self.source = None
@@ -304,9 +309,7 @@ def _attend(block: Timm, x: torch.Tensor, need_probs: bool = False, need_keys: b
             ) -> tuple[torch.Tensor, attention.AttentionOut]:
     bias = _attention_bias(block._tomato)
     with _range(block, "attention"):
-        a = attention.forward(
-            block.attn, block.norm1(x), need_probs=need_probs, bias=bias, need_keys=need_keys
-        )
+        a = attention.forward(block.attn, block.norm1(x), need_probs=need_probs, bias=bias, need_keys=need_keys)
         return x + block.drop_path1(block.ls1(a.x)), a
 
 
@@ -344,8 +347,11 @@ def _tomato_block(base: type) -> type:
             x, a = _attend(self, x, need_probs=merge_here and metric == "attention",
                            need_keys=(merge_here and metric == "keys") or r > 0)
             if merge_here:
+                if st.index is None or st.index.me.device != x.device:
+                    st.index = grid_index(st.grid, st.grid[0] * st.grid[1], x.device)
                 with _range(self, "tomato.merge"):
-                    step = pipeline.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs, a.keys)
+                    step = pipeline.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs, a.keys,
+                                                  st.index)
                 m = step.merged
                 x, st.size = m.x, m.size
                 _attention_bias(st)  # now, so later blocks all see a ready bias (one compile)

@@ -1,39 +1,49 @@
-"""ToMato's pipeline, written once: block-0 tokens -> group labels -> merged tokens.
+"""ToMato's merge step, read top-down: scores, threshold, edges, labels, merge.
 
-``log distribution -> neighbour scores -> threshold or budget search -> directed edges ->
-visit -> merge``. The patched block 0 calls :func:`merge_at_once` between its attention
-and its MLP; the agreement study, the benchmark, the pictures and the notebooks call
-:func:`group_tokens` (or its stages) instead of writing the chain out again.
+:func:`merge_at_once` (what the patched block calls between its attention and its MLP)
+goes down once::
+
+    scores   similarity.neighbour_log_scores   (B, N, 4): one N x N product, read at the
+                                                neighbours only
+    sim      fixed, or per image for a budget   budget.search_sim (bisection) or
+                                                budget.search_parallel (probes)
+    edges    visit.log_edges                    (B, N, 4) bool, decided like the reference
+    labels   visit.faithful (the paper's loop)  or label propagation (parallel)
+    merge    merge.merge_groups                 (B, P + G, C) with sizes
+
+:func:`group_tokens` stops before the merge (the agreement study and the pictures use
+it); :func:`neighbour_log_scores`, :func:`choose_log_sim` and :func:`labels_at` are its
+stages for the notebooks.
 
 With ``method="parallel"`` (and the default ``rule="directed"``) the chain is written for
 an accelerator: its operation count does not depend on the batch size, and it makes one
 host sync per forward, which reads the padded group count (the merged sequence's length,
-needed to allocate it). At a fixed ``sim`` the labels come from reachability
-(:func:`tomato.core.visit.reach_roots`: a fixed number of batched matrix products, exact
-on any grid, with nothing to check). With a token budget,
-:func:`tomato.core.budget.search_parallel` probes thresholds with a fixed number of
-label-propagation rounds, then its pick and the next larger candidate are labelled
-exactly by reachability; the check that the pick fits the budget and the candidate above
-does not is read in the same sync. Only if that check fails does the bisection
-:func:`tomato.core.budget.search_sim` run (one sync per step), so the result always
-equals the faithful visit's.
+needed to allocate it). The labels come from a few rounds of label propagation
+(:mod:`tomato.core.propagation`), whose closure flag (exact or not) is read in that same
+sync; a labelling not yet closed gets more rounds. With a token budget,
+:func:`tomato.core.budget.search_parallel` probes thresholds, then its pick and the next
+larger candidate are labelled and checked, in the same sync, to fit and not to fit. Only
+if that check fails does the bisection :func:`tomato.core.budget.search_sim` run (one
+sync per step), so the result always equals the faithful visit's.
 
 With ``static=True`` (a token budget of k) the merged sequence is always ``P + k`` long:
 each image's groups, then padding of size 0. Nothing is read back, so the parallel
 directed chain makes no host sync at all and its shapes are fixed by the settings, as
-CUDA graphs, ``torch.compile(fullgraph=True)`` and ONNX export need; the bracket check
-becomes a per-image flag (``exact``) instead of a fallback.
+CUDA graphs, ``torch.compile(fullgraph=True)`` and ONNX export need; the checks become a
+per-image flag (``exact``) instead of a fallback.
 """
 from __future__ import annotations
 
 import math
 import numbers
+import struct
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
 import torch
 
-from . import budget, merge, similarity, visit
+from . import budget, merge, propagation, similarity, visit
+from .grid import GridIndex, grid_index
 
 __all__ = [
     "ALLOWED", "check_setting", "STATIC_NEEDS_BUDGET", "Settings", "Grouping", "Step", "neighbour_log_scores",
@@ -156,7 +166,7 @@ class Grouping:
     log_sim: torch.Tensor
     groups: int | None = None  # ``counts.max()`` when already read on the host
     # Static mode, parallel directed: (B,) bool, whether the budget search's bracket was
-    # confirmed exactly (then the grouping is the non-static mode's; see _group_fast).
+    # confirmed exactly (then the grouping is the non-static mode's; see _parallel_directed).
     exact: torch.Tensor | None = None
 
 
@@ -182,33 +192,79 @@ def neighbour_log_scores(
     attn: torch.Tensor | None = None,
     keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Block-0 tokens -> each patch token's scores towards its four neighbours.
+    """Block-0 tokens -> each patch token's natural-log scores towards its four neighbours,
+    (B, N, 4) float64, ``-inf`` off the grid (:func:`tomato.core.similarity.neighbour_log_scores`).
+    x: (B, P + N, C); attn: (B, H, T, T) for ``metric="attention"``; keys: (B, P + N, c)
+    for ``metric="keys"``."""
+    n = x.shape[1] - num_prefix_tokens
+    gi = grid_index(grid, n, x.device)
+    return similarity.neighbour_log_scores(metric, x, gi, num_prefix_tokens, attn, keys)
 
-    x: (B, P + N, C) hidden states after the attention residual; attn: (B, H, T, T), only
-    for ``metric="attention"``; keys: (B, P + N, c), only for ``metric="keys"``
-    -> (B, N, 4) float64 natural-log scores, ``-inf`` off the
-    grid. Threshold tests run on log-probabilities (see
-    :func:`tomato.core.similarity.log_distribution`).
+
+def merge_at_once(
+    x: torch.Tensor,
+    settings: Settings,
+    grid: Sequence[int],
+    num_prefix_tokens: int,
+    attn: torch.Tensor | None = None,
+    keys: torch.Tensor | None = None,
+    index: GridIndex | None = None,
+) -> Step:
+    """Merge block 0's tokens once: scores, threshold, edges, labels, merge.
+
+    x: (B, P + N, C) hidden states after the attention residual; attn: (B, H, T, T) block
+    0's attention probabilities (only for ``metric="attention"``); keys: (B, P + N, c) its
+    head-averaged keys (only for ``metric="keys"``); index: the grid's tables when the
+    caller keeps them. The patched model calls this after the attention of block
+    ``settings.block``, whose tokens these then are.
+    Returns merged tokens (B, P + G, C) with sizes, labels and counts; G is the largest
+    group count of the batch, or the budget k exactly with ``settings.static``.
     """
-    log_a = similarity.log_distribution(metric, x, num_prefix_tokens, attn, keys)
-    return visit.neighbour_scores(log_a, grid)
+    g = group_tokens(x, settings, grid, num_prefix_tokens, attn, keys, index)
+    merged = merge.merge_groups(x, g.labels, g.counts, num_prefix_tokens, groups=g.groups)
+    return Step(merged, g.log_sim.exp(), g.log_sim, g.exact)
 
 
-def _fixed_log_sim(b: int, settings: Settings, device: torch.device) -> torch.Tensor:
-    s = math.inf if settings.sim is None else float(settings.sim)
-    return torch.full((b,), math.log(s) if s > 0 else -math.inf, dtype=torch.float64, device=device)
+def group_tokens(
+    x: torch.Tensor,
+    settings: Settings,
+    grid: Sequence[int],
+    num_prefix_tokens: int,
+    attn: torch.Tensor | None = None,
+    keys: torch.Tensor | None = None,
+    index: GridIndex | None = None,
+) -> Grouping:
+    """ToMato's grouping: block-0 tokens -> group labels (the merge step without the merge;
+    the agreement study and the pictures call it too). Shapes as in :func:`merge_at_once`."""
+    n = x.shape[1] - num_prefix_tokens
+    gi = index if index is not None else grid_index(grid, n, x.device)
+    # The scores decide the groups, so they are never left to autocast's half precision:
+    # a budget must be met and a threshold read the same whatever the caller runs under.
+    with torch.autocast(x.device.type, enabled=False):
+        s32 = _fixed_sim32(settings)
+        if _budget(n, settings) is None and s32 > 0:
+            # A fixed threshold float32 can hold: the test is p >= float32(sim) on the
+            # float32 probabilities, with no logarithm (visit.log_edges).
+            p = similarity.neighbour_log_scores(settings.metric, x, gi, num_prefix_tokens, attn, keys, logs=False)
+            log_sim = _fixed_log_sim(x.shape[0], settings, x.device)
+            return _labels(p.ge(s32) & gi.on_grid, gi, settings, log_sim)
+        scores = similarity.neighbour_log_scores(settings.metric, x, gi, num_prefix_tokens, attn, keys)
+        return group_scores(scores, grid, settings, gi)
 
 
-def _budget(n: int, settings: Settings) -> int | None:
-    if settings.keep_ratio is None and settings.tokens is None:
-        return None
-    return budget.budget_tokens(n, settings.keep_ratio, settings.tokens)
-
-
-def _fast(settings: Settings) -> bool:
-    # Static mode promises no host sync, so it always takes the parallel directed chain:
-    # the faithful visit's very partition (proved in visit.py), without its host loop.
-    return settings.rule == "directed" and (settings.method == "parallel" or settings.static)
+def group_scores(
+    scores: torch.Tensor, grid: Sequence[int], settings: Settings, index: GridIndex | None = None
+) -> Grouping:
+    """Threshold (fixed, or searched per image for a budget), edges, labels, from
+    neighbour log scores (B, N, 4); ``index``: the grid's tables when the caller built them."""
+    b, n, _ = scores.shape
+    gi = index if index is not None else grid_index(grid, n, scores.device)
+    k = _budget(n, settings)
+    if k is not None and _fast(settings):
+        return _bracketed(scores, gi, settings, k)
+    log_sim = choose_log_sim(scores, grid, settings)
+    edges = visit.log_edges(scores, log_sim.view(b, 1, 1)) & gi.on_grid
+    return _labels(edges, gi, settings, log_sim)
 
 
 def choose_log_sim(scores: torch.Tensor, grid: Sequence[int], settings: Settings) -> torch.Tensor:
@@ -221,7 +277,7 @@ def choose_log_sim(scores: torch.Tensor, grid: Sequence[int], settings: Settings
     if k is None:
         return _fixed_log_sim(b, settings, scores.device)
     if _fast(settings):
-        return _group_fast(scores, grid, settings).log_sim
+        return _bracketed(scores, grid_index(grid, n, scores.device), settings, k).log_sim
     return budget.search_sim(scores, grid, k, settings.method, settings.rule, log=True)
 
 
@@ -238,103 +294,89 @@ def labels_at(
     return visit.group(edges, grid, method, rule)
 
 
-def _group_fast(
-    scores: torch.Tensor, grid: Sequence[int], settings: Settings, index: visit.GridIndex | None = None
-) -> Grouping:
-    """The parallel directed grouping with one host sync (see the module docstring)."""
-    b, n, _ = scores.shape
-    gi = index if index is not None else visit.grid_index(grid, n, scores.device)
-    k = _budget(n, settings)
-    if k is None or n <= k:
-        log_sim = _fixed_log_sim(b, settings, scores.device) if k is None else (
-            torch.full((b,), math.inf, dtype=torch.float64, device=scores.device))
-        edges = visit.log_edges(scores, log_sim.view(b, 1, 1)) & gi.on_grid
-        labels, counts = visit.relabel_by_root(visit.reach_roots(edges, gi))
-        if settings.static:  # the image already fits: n tokens, nothing to read back
-            return Grouping(labels, counts, log_sim, n, exact=torch.ones_like(counts, dtype=torch.bool))
-        # The forward's one host sync: the padded group count.
-        return Grouping(labels, counts, log_sim, int(counts.amax()))
-    rounds = budget.STATIC_PROBE_ROUNDS if settings.static else None  # static cannot fall back
-    log_sim, above = budget.search_parallel(scores, gi, k, rounds)
-    # One exact labelling of the pick and of the next larger candidate, as one batch:
-    # the pick must fit and the one above must not (budget.search_parallel).
-    both = torch.stack([log_sim, above]).view(2, b, 1, 1)
-    edges = (visit.log_edges(scores.unsqueeze(0), both) & gi.on_grid).view(2 * b, n, 4)
-    labels, counts = visit.relabel_by_root(visit.reach_roots(edges, gi))
-    labels, counts, counts_above = labels[:b], counts[:b], counts[b:]
-    if settings.static:
-        # No sync: the length is k, and the pick always fits (its probe over-counted). A
-        # bracket the probes missed would keep fewer tokens than the exact search; such
-        # images are flagged, not fixed, since fixing them needs the host.
-        return Grouping(labels, counts, log_sim, k, exact=counts_above > k)
-    # The forward's one host sync: the padded group count, with the check of the bracket.
-    groups, ok = torch.stack([counts.amax(), (counts_above > k).all().long()]).tolist()
-    if not ok:  # the probes missed (a pathological grid): the exact search, synced per step
-        log_sim = budget.search_sim(scores, grid, k, "parallel", "directed", log=True)
-        edges = visit.log_edges(scores, log_sim.view(b, 1, 1)) & gi.on_grid
-        labels, counts = visit.relabel_by_root(visit.reach_roots(edges, gi))
+def _fixed_log_sim(b: int, settings: Settings, device: torch.device) -> torch.Tensor:
+    s = math.inf if settings.sim is None else float(settings.sim)
+    return torch.full((b,), math.log(s) if s > 0 else -math.inf, dtype=torch.float64, device=device)
+
+
+def _budget(n: int, settings: Settings) -> int | None:
+    if settings.keep_ratio is None and settings.tokens is None:
+        return None
+    return budget.budget_tokens(n, settings.keep_ratio, settings.tokens)
+
+
+def _fixed_sim32(settings: Settings) -> float:
+    """float32(sim), the threshold the reference compares with (inf when sim is None);
+    rounded on the host (struct), since a tensor here would be an operation per forward."""
+    s = math.inf if settings.sim is None else float(settings.sim)
+    return s if math.isinf(s) else float(struct.unpack("f", struct.pack("f", s))[0])
+
+
+def _fast(settings: Settings) -> bool:
+    # Static mode promises no host sync, so it always takes the parallel directed chain:
+    # the faithful visit's very partition (proved in visit.py), without its host loop.
+    return settings.rule == "directed" and (settings.method == "parallel" or settings.static)
+
+
+# Label-propagation rounds before the closure check is read: at a fixed sim, four cheap
+# rounds (propagation.listen) close 97% of the trained DeiT-Ti's labellings at the paper's
+# sim (the rest are settled after the sync); after the budget search, the labels of its
+# last miss are a head start for run rounds (propagation.propagate).
+FIXED_ROUNDS = 4
+BRACKET_ROUNDS = 2
+STATIC_BRACKET_ROUNDS = 4
+
+
+def _labels(edges: torch.Tensor, gi: GridIndex, settings: Settings, log_sim: torch.Tensor) -> Grouping:
+    """The visit at one threshold per image: edges (B, N, 4) -> the grouping."""
+    if not _fast(settings):
+        labels, counts = visit.group(edges, (gi.h, gi.w), settings.method, settings.rule)
+        return Grouping(labels, counts, log_sim)
+    # The parallel directed chain: a few cheap rounds of label propagation (groups at a
+    # fixed sim are small), then the forward's one host sync reads the padded group count
+    # with the flag that the labels are closed (exact); the rare rest gets more rounds.
+    lab = propagation.listen(edges, gi, FIXED_ROUNDS)
+    done = propagation.closed(edges, gi, lab)
+    labels, counts = visit.relabel_by_root(lab)
+    groups, ok = torch.stack([counts.amax(), done.all().long()]).tolist()
+    if not ok:
+        labels, counts = visit.relabel_by_root(propagation.settle(edges, gi, lab, done))
         groups = int(counts.amax())
     return Grouping(labels, counts, log_sim, groups)
 
 
-def group_scores(
-    scores: torch.Tensor, grid: Sequence[int], settings: Settings, index: visit.GridIndex | None = None
-) -> Grouping:
-    """Threshold (or budget search) then visit, from neighbour scores (B, N, 4); ``index``:
-    the grid's tables when the caller built them (the parallel directed chain reuses them)."""
-    if _fast(settings):
-        return _group_fast(scores, grid, settings, index)
-    log_sim = choose_log_sim(scores, grid, settings)
-    labels, counts = labels_at(scores, grid, log_sim, settings.method, settings.rule)
-    return Grouping(labels, counts, log_sim)
-
-
-def group_tokens(
-    x: torch.Tensor,
-    settings: Settings,
-    grid: Sequence[int],
-    num_prefix_tokens: int,
-    attn: torch.Tensor | None = None,
-    keys: torch.Tensor | None = None,
-) -> Grouping:
-    """ToMato's grouping, written once: block-0 tokens -> group labels.
-
-    log distribution -> neighbour scores -> threshold or budget search -> directed edges
-    -> visit. x: (B, P + N, C); attn: (B, H, T, T) for ``metric="attention"``; keys:
-    (B, P + N, c) for ``metric="keys"``.
-    The patched block, the agreement study, the benchmark and the pictures all call this.
-    """
-    n = x.shape[1] - num_prefix_tokens
-    grid = visit.grid_shape(n, grid)
-    # The grid's index tables, built once for the scores, the search and the labelling.
-    gi = visit.grid_index(grid, n, x.device)
-    # The scores decide the groups, so they are never left to autocast's half precision:
-    # a budget must be met and a threshold read the same whatever the caller runs under.
-    with torch.autocast(x.device.type, enabled=False):
-        log_a = similarity.log_distribution(settings.metric, x, num_prefix_tokens, attn, keys)
-        return group_scores(visit.neighbour_scores(log_a, grid, gi), grid, settings, gi)
-
-
-def merge_at_once(
-    x: torch.Tensor,
-    settings: Settings,
-    grid: Sequence[int],
-    num_prefix_tokens: int,
-    attn: torch.Tensor | None = None,
-    keys: torch.Tensor | None = None,
-) -> Step:
-    """Merge block 0's tokens once.
-
-    x: (B, P + N, C) hidden states after the attention residual; attn: (B, H, T, T) block
-    0's attention probabilities (only for ``metric="attention"``); keys: (B, P + N, c) its
-    head-averaged keys (only for ``metric="keys"``). The patched model calls this after
-    the attention of block ``settings.block``, whose tokens these then are.
-    Returns merged tokens (B, P + G, C) with sizes, labels and counts; G is the largest
-    group count of the batch, or the budget k exactly with ``settings.static``.
-    """
-    g = group_tokens(x, settings, grid, num_prefix_tokens, attn, keys)
-    groups = g.groups
-    if settings.static:  # pad every image to the budget: shapes fixed by the settings alone
-        groups = _budget(x.shape[1] - num_prefix_tokens, settings)
-    merged = merge.merge_groups(x, g.labels, g.counts, num_prefix_tokens, groups=groups)
-    return Step(merged, g.log_sim.exp(), g.log_sim, g.exact)
+def _bracketed(scores: torch.Tensor, gi: GridIndex, settings: Settings, k: int) -> Grouping:
+    """A token budget by the parallel directed chain: a fixed number of operations for any
+    batch, one host sync (none in static mode); see the module docstring.
+    scores: (B, N, 4) log scores -> the faithful visit's very grouping."""
+    b, n, _ = scores.shape
+    if n <= k:  # the image already fits: every token its own group
+        inf = torch.full((b,), math.inf, dtype=torch.float64, device=scores.device)
+        counts = torch.full((b,), n, dtype=torch.long, device=scores.device)
+        exact = torch.ones_like(counts, dtype=torch.bool) if settings.static else None
+        return Grouping(gi.me.expand(b, n), counts, inf, n, exact)
+    rounds = budget.STATIC_PROBE_ROUNDS if settings.static else None
+    log_sim, above, start = budget.search_parallel(scores, gi, k, rounds)
+    # The pick and the next larger candidate, labelled as one batch from the labels of
+    # the search's last miss: the pick must fit and the one above must not.
+    both = torch.stack([log_sim, above]).view(2, b, 1, 1)
+    edges = (visit.log_edges(scores.unsqueeze(0), both) & gi.on_grid).view(2 * b, n, 4)
+    lab = propagation.propagate(edges, gi, STATIC_BRACKET_ROUNDS if settings.static else BRACKET_ROUNDS,
+                                start.repeat(2, 1))
+    done = propagation.closed(edges, gi, lab)
+    labels, counts = visit.relabel_by_root(lab)
+    exact = done[:b] & done[b:] & (counts[b:] > k)
+    labels, counts = labels[:b], counts[:b]
+    if settings.static:
+        # No sync: the length is k. An image whose bracket is not confirmed is flagged,
+        # not fixed (that needs the host); an unclosed pick can only over-count its
+        # groups, so its labels are kept in range (never seen on real photos).
+        return Grouping(labels.clamp_max(k - 1), counts.clamp_max(k), log_sim, k, exact)
+    # The forward's one host sync: the padded group count, with the check of the bracket.
+    groups, ok = torch.stack([counts.amax(), exact.all().long()]).tolist()
+    if not ok:  # the probes missed (a pathological grid): the exact search, synced per step
+        log_sim = budget.search_sim(scores, (gi.h, gi.w), k, "parallel", "directed", log=True)
+        edges = visit.log_edges(scores, log_sim.view(b, 1, 1)) & gi.on_grid
+        labels, counts = visit.relabel_by_root(propagation.min_ancestors(edges, gi))
+        groups = int(counts.amax())
+    return Grouping(labels, counts, log_sim, groups)

@@ -34,9 +34,11 @@ from typing import Literal
 
 import torch
 
+from .grid import GridIndex
+
 __all__ = [
     "METRICS", "feature_distribution", "attention_distribution", "cosine_score", "reference_logs",
-    "log_distribution", "distribution",
+    "neighbour_log_scores", "log_distribution", "distribution",
 ]
 
 Metric = Literal["features", "attention", "keys", "cosine"]
@@ -99,6 +101,65 @@ def reference_logs(p: torch.Tensor, log_p: torch.Tensor | None = None) -> torch.
     return torch.where(p > 0, p.double().log(), under)
 
 
+def _softmax_logs(z: torch.Tensor, a: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`reference_logs` of the float32 ``a = softmax(z)``, with the float64
+    log-probabilities below float32's range taken from the same dot products.
+
+    z: (B, N, N) float32 dot products, a: their row softmax; at: (B, N, k) the columns to
+    take per row (None: all) -> (B, N, k) float64. ``log a[i, j] = z[i, j] - z_max[i] -
+    log s[i]``, where ``s[i]`` is the row's sum of ``exp(z - z_max)``; the row's largest
+    probability is ``1 / s[i]``, so ``log s`` comes from ``a``'s row maximum without a
+    second pass of exponentials (exact to float32's rounding of ``1 / s``).
+    """
+    shift = a.amax(-1, keepdim=True).double().log() - z.amax(-1, keepdim=True).double()
+    if at is not None:
+        z, a = z.gather(-1, at), a.gather(-1, at)
+    return reference_logs(a, z.double() + shift)
+
+
+def neighbour_log_scores(
+    metric: str,
+    x: torch.Tensor,
+    index: GridIndex,
+    num_prefix_tokens: int,
+    attn: torch.Tensor | None = None,
+    keys: torch.Tensor | None = None,
+    *,
+    logs: bool = True,
+) -> torch.Tensor:
+    """Block-0 tokens -> each patch token's natural-log scores towards its four neighbours.
+
+    x: (B, P + N, C) hidden states after the attention residual; attn: (B, H, T, T) for
+    ``metric="attention"``; keys: (B, P + N, c) for ``metric="keys"``; index: the grid's
+    tables -> (B, N, 4) float64, ``-inf`` off the grid. For the features metric this is
+    one (B, N, N) product and its row softmax, read at the four neighbours only
+    (:func:`_softmax_logs`): the threshold decides as the reference does wherever its
+    float32 softmax is above 0, and keeps an order below.
+
+    ``logs=False``: the float32 probabilities ``float32(exp(score))`` instead (0 off the
+    grid), which is all a fixed threshold needs where ``float32(sim) > 0``: the test is
+    then ``p >= float32(sim)`` (:func:`tomato.core.visit.log_edges`), with no logarithm.
+    """
+    b = x.shape[0]
+    at = index.safe.expand(b, -1, -1)
+    if metric == "features":
+        f = x[:, num_prefix_tokens:].float()
+        z = f @ f.transpose(-1, -2)  # the one N x N product
+        a = torch.softmax(z, dim=-1)
+        if not logs:
+            return a.gather(-1, at).masked_fill_(index.off_grid, 0.0)
+        s = _softmax_logs(z, a, at)
+    elif metric in ("keys", "cosine"):  # float64 throughout: no reference rounding to keep
+        s = distribution(metric, x, num_prefix_tokens, attn, keys).gather(-1, at).log()
+    else:
+        p = distribution(metric, x, num_prefix_tokens, attn).gather(-1, at)
+        if not logs:
+            return p.masked_fill(index.off_grid, 0.0)
+        s = reference_logs(p)
+    s = s.masked_fill(index.off_grid, -math.inf)
+    return s if logs else s.exp().float()
+
+
 def log_distribution(
     metric: str,
     x: torch.Tensor,
@@ -106,19 +167,13 @@ def log_distribution(
     attn: torch.Tensor | None = None,
     keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Like :func:`distribution`, as natural logs: (B, N, N) float64.
-
-    ToMato's threshold test runs on these logs (:func:`reference_logs`). For the features
-    metric the probabilities are the reference's own float32 ``softmax(x @ x.T)``, so a
-    threshold decides as the reference does wherever that softmax is above 0; below, where
-    float32 underflows (the rows are so peaked that most entries do), the float64
-    log-softmax of the same float32 dot products keeps the order that a budget search needs.
-    """
+    """Like :func:`distribution`, as natural logs: (B, N, N) float64, every entry the score
+    :func:`neighbour_log_scores` would give it (for pictures and studies of all pairs)."""
     if metric == "features":
         f = x[:, num_prefix_tokens:].float()
         z = f @ f.transpose(-1, -2)
-        return reference_logs(torch.softmax(z, dim=-1), torch.log_softmax(z.double(), dim=-1))
-    if metric in ("keys", "cosine"):  # float64 throughout: no reference rounding to keep
+        return _softmax_logs(z, torch.softmax(z, dim=-1))
+    if metric in ("keys", "cosine"):
         return distribution(metric, x, num_prefix_tokens, attn, keys).log()
     return reference_logs(distribution(metric, x, num_prefix_tokens, attn))
 

@@ -1,16 +1,16 @@
 """Grouping patch tokens on their grid: the paper's visit, faithful and parallel.
 
-Patch tokens are indexed row-major on an ``H x W`` grid (``i = row * W + col``). Each
-token has up to four neighbours, always tried in the order LEFT, RIGHT, UP, DOWN.
-Both visits return ``labels: (B, N)`` (group id per token) and ``counts: (B,)`` (number of
-groups), with groups numbered in the order their *root* (smallest member index) is met in
-row-major order, which is the output order of the reference code.
+Edges first: token i has a *directed* edge towards its neighbour j when ``A[i, j] >= sim``
+(:func:`directed_edges`, decided like the reference code). Both visits then return
+``labels: (B, N)`` (group id per token) and ``counts: (B,)`` (number of groups), with
+groups numbered in the order their *root* (smallest member index) is met in row-major
+order, which is the output order of the reference code.
 
 :func:`faithful`
     Algorithms 1-2 of the paper: for i = 0..N-1, an unvisited i starts a new group and a
-    depth-first visit enters neighbour j when ``A[i, j] >= sim`` (the row of the token
-    being expanded: a *directed* edge i -> j) and j is unvisited. Written with an explicit
-    stack that reproduces the recursion's order exactly, so there is no recursion limit.
+    depth-first visit enters neighbour j when the edge i -> j exists (the row of the token
+    being expanded) and j is unvisited. Written with an explicit stack that reproduces the
+    recursion's order exactly, so there is no recursion limit.
 
 :func:`parallel`
     The paper's second open problem: a batched grouping with no Python loop per token.
@@ -18,14 +18,12 @@ row-major order, which is the output order of the reference code.
 
     ``rule="directed"`` (default): **exactly the faithful partition**, computed in
     parallel. The faithful visit puts token j in the group of the *smallest token that
-    can reach j* along directed edges ``A[i, j] >= sim``: (1) no earlier root reaches j,
-    or it would have claimed it; (2) that smallest token r is itself a root, since any
-    earlier root reaching r would also reach j; (3) no token on a path r -> j was taken
-    by an earlier root, for the same reason, so r's visit gets through to j. So the
-    labels are "minimum ancestor" labels, computed by reachability (:func:`reach_roots`:
-    repeated squaring of the reachability matrix, a fixed number of matrix products).
-    Label propagation (:mod:`tomato.core.propagation`) computes the same labels in
-    rounds; the budget search uses it for its probes and checks its pick by reachability.
+    can reach j* along directed edges: (1) no earlier root reaches j, or it would have
+    claimed it; (2) that smallest token r is itself a root, since any earlier root
+    reaching r would also reach j; (3) no token on a path r -> j was taken by an earlier
+    root, for the same reason, so r's visit gets through to j. So the labels are
+    "minimum ancestor" labels, computed by rounds of label propagation
+    (:mod:`tomato.core.propagation`).
 
     ``rule="either"`` / ``rule="both"``: symmetrised alternatives that join neighbours
     when ``A[i, j] >= sim`` or / and ``A[j, i] >= sim`` and take connected components
@@ -35,42 +33,26 @@ row-major order, which is the output order of the reference code.
 """
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass
+import sys
 from typing import Literal, Sequence
 
 import torch
 
+from . import propagation
+from .grid import DOWN, LEFT, RIGHT, UP, GridIndex, grid_index, grid_shape, neighbours
+
 __all__ = [
     "LEFT", "RIGHT", "UP", "DOWN", "RULES", "METHODS", "grid_shape", "check_sim", "neighbours",
     "GridIndex", "grid_index", "neighbour_scores", "log_edges", "directed_edges", "faithful",
-    "faithful_order", "undirected_edges", "components", "reach_roots", "min_ancestors",
-    "relabel_by_root", "parallel", "group",
+    "faithful_order", "undirected_edges", "components", "min_ancestors", "relabel_by_root",
+    "parallel", "group",
 ]
 
-LEFT, RIGHT, UP, DOWN = 0, 1, 2, 3
 Rule = Literal["directed", "either", "both"]
 RULES: tuple[str, ...] = ("directed", "either", "both")
 METHODS: tuple[str, ...] = ("faithful", "parallel")
-
-
-def grid_shape(n: int, grid: Sequence[int] | None = None) -> tuple[int, int]:
-    """Validate or infer the patch grid for ``n`` tokens.
-
-    With ``grid=None`` the grid must be square; a non-square count is an error rather than
-    a guess, because a wrong width silently joins tokens across row ends.
-    """
-    if grid is not None:
-        h, w = int(grid[0]), int(grid[1])
-        if h <= 0 or w <= 0 or h * w != n:
-            raise ValueError(f"grid {h}x{w} does not match {n} patch tokens")
-        return h, w
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ValueError(
-            f"{n} patch tokens do not form a square grid; pass grid=(H, W) explicitly"
-        )
-    return side, side
 
 
 def check_sim(sim: float | torch.Tensor) -> None:
@@ -80,61 +62,6 @@ def check_sim(sim: float | torch.Tensor) -> None:
         raise ValueError("sim is NaN; use a threshold >= 0 (inf disables merging)")
     if (t < 0).any():
         raise ValueError(f"sim must be >= 0 (scores are probabilities), got {sim}")
-
-
-def _raw_neighbours(h: int, w: int, device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = torch.arange(h * w, device=device)
-    row, col = idx // w, idx % w
-    nbr = torch.stack([idx - 1, idx + 1, idx - w, idx + w], dim=1)
-    on = torch.stack([col > 0, col < w - 1, row > 0, row < h - 1], dim=1)
-    return nbr, on
-
-
-def neighbours(h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Neighbour index table: (N, 4) in LEFT, RIGHT, UP, DOWN order, -1 off the grid.
-
-    Built arithmetically on ``device`` (no host-to-device copy, which would sync a GPU).
-    """
-    nbr, on = _raw_neighbours(h, w, device)
-    return torch.where(on, nbr, -1)
-
-
-@dataclass(frozen=True)
-class GridIndex:
-    """Index tables of an ``H x W`` grid, built once per forward on the tokens' device.
-
-    nbr: (N, 4) neighbour of each token (LEFT, RIGHT, UP, DOWN), -1 off the grid;
-    inward: (N, 4) for token j and slot d, the flat index ``i * 4 + opposite(d)`` into
-    (N, 4) edges of the edge from ``i = nbr[j, d]`` towards j (0 off the grid);
-    on_grid: (N, 4) bool; me: (N,) ``arange(N)``; target: (N, 4) ``nbr`` with N (a spare
-    column) off the grid; num_edges: directed grid edges, ``2 (H (W - 1) + W (H - 1))``.
-    """
-
-    h: int
-    w: int
-    nbr: torch.Tensor
-    inward: torch.Tensor
-    on_grid: torch.Tensor
-    me: torch.Tensor
-    target: torch.Tensor
-
-    @property
-    def n(self) -> int:
-        return self.h * self.w
-
-    @property
-    def num_edges(self) -> int:
-        return 2 * (self.h * (self.w - 1) + self.w * (self.h - 1))
-
-
-def grid_index(grid: Sequence[int], n: int, device: torch.device | str | None = None) -> GridIndex:
-    """The :class:`GridIndex` of ``grid`` (validated against ``n`` tokens) on ``device``."""
-    h, w = grid_shape(n, grid)
-    raw, on = _raw_neighbours(h, w, device)
-    # opposite(d) = d ^ 1: LEFT <-> RIGHT, UP <-> DOWN; off-grid slots may point anywhere.
-    inward = (raw * 4 + (torch.arange(4, device=device) ^ 1)).clamp(0, 4 * n - 1)
-    return GridIndex(h, w, torch.where(on, raw, -1), inward, on,
-                     torch.arange(n, device=device), torch.where(on, raw, n))
 
 
 def neighbour_scores(
@@ -147,8 +74,8 @@ def neighbour_scores(
     admits it). ``index``: the grid's tables, when the caller already built them.
     """
     gi = index if index is not None else grid_index(grid, a.shape[-1], a.device)
-    s = a.gather(-1, gi.nbr.clamp_min(0).expand(a.shape[0], -1, -1))
-    return s.masked_fill(~gi.on_grid, float("-inf"))
+    s = a.gather(-1, gi.safe.expand(a.shape[0], -1, -1))
+    return s.masked_fill(gi.off_grid, float("-inf"))
 
 
 def log_edges(
@@ -195,14 +122,33 @@ def directed_edges(
     return scores >= sim_t.to(scores.dtype)
 
 
-def _faithful_one(
-    edges: list[list[bool]], nbr: list[list[int]], order: list[int] | None = None
-) -> list[int]:
+@functools.lru_cache(maxsize=16)
+def _neighbour_lists(h: int, w: int) -> tuple[list[list[int]], list[int]]:
+    """The grid's neighbour lists and, per token, the bits of its on-grid slots."""
+    nbr = neighbours(h, w).tolist()
+    on = [sum(1 << 8 * d for d in range(4) if nb[d] >= 0) for nb in nbr]
+    return nbr, on
+
+
+def _codes(edges: torch.Tensor, grid: Sequence[int]) -> tuple[list[list[int]], list[list[int]]]:
+    """edges: (B, N, 4) bool -> per image, each token's edges as one int (bit 8 d: the edge
+    towards neighbour d, on the grid only), and the grid's neighbour lists. The four bools
+    of a token are read as the four bytes of one int32: one small copy to the host."""
+    b, n, _ = edges.shape
+    h, w = grid_shape(n, grid)
+    nbr, on = _neighbour_lists(h, w)
+    # Little-endian bytes: slot d is bit 8 d (the int's value does not matter, its bits do).
+    packed = edges.to(torch.uint8).contiguous().view(torch.int32).view(b, n).tolist()
+    if sys.byteorder != "little":  # pragma: no cover - every machine torch supports
+        packed = [[int.from_bytes(c.to_bytes(4, "big"), "little") for c in row] for row in packed]
+    return [[c & m for c, m in zip(row, on)] for row in packed], nbr
+
+
+def _faithful_one(codes: list[int], nbr: list[list[int]], order: list[int] | None = None) -> list[int]:
     """One image: Algorithms 1-2 with an explicit stack. Returns a label per token and,
     when ``order`` is given, appends the tokens to it in the order they are visited."""
-    n = len(nbr)
+    n = len(codes)
     labels = [-1] * n
-    nxt = [0] * n  # next neighbour slot to try, per token: the recursion's loop counter
     group = 0
     for root in range(n):
         if labels[root] >= 0:
@@ -210,20 +156,24 @@ def _faithful_one(
         labels[root] = group
         if order is not None:
             order.append(root)
-        stack = [root]
+        # A frame [token, next neighbour slot to try]: the recursion's loop counter.
+        stack = [[root, 0]] if codes[root] else []
         while stack:
-            i = stack[-1]
-            d = nxt[i]
+            frame = stack[-1]
+            i, d = frame
+            code, around = codes[i], nbr[i]
+            while d < 4 and not (code >> 8 * d & 1 and labels[around[d]] < 0):
+                d += 1
             if d == 4:
                 stack.pop()
                 continue
-            nxt[i] = d + 1
-            j = nbr[i][d]
-            if j >= 0 and edges[i][d] and labels[j] < 0:
-                labels[j] = group
-                if order is not None:
-                    order.append(j)
-                stack.append(j)
+            frame[1] = d + 1
+            j = around[d]
+            labels[j] = group
+            if order is not None:
+                order.append(j)
+            if codes[j]:
+                stack.append([j, 0])
         group += 1
     return labels
 
@@ -232,15 +182,15 @@ def faithful(edges: torch.Tensor, grid: Sequence[int]) -> tuple[torch.Tensor, to
     """The paper's sequential visit, one image at a time.
 
     edges: (B, N, 4) bool directed edges (:func:`directed_edges`)
-    -> labels (B, N) long, counts (B,) long.
+    -> labels (B, N) long, counts (B,) long (made on the host, then copied to the device).
     """
     b, n, _ = edges.shape
-    h, w = grid_shape(n, grid)
+    codes, nbr = _codes(edges, grid)
     # Plain Python lists: per-token torch indexing would cost microseconds per access.
-    nbr = neighbours(h, w).tolist()
-    rows = [_faithful_one(e, nbr) for e in edges.cpu().tolist()]
+    rows = [_faithful_one(c, nbr) for c in codes]
     labels = torch.tensor(rows, dtype=torch.long).view(b, n).to(edges.device)
-    return labels, labels.amax(dim=1) + 1
+    counts = torch.tensor([max(r, default=-1) + 1 for r in rows], dtype=torch.long).to(edges.device)
+    return labels, counts
 
 
 def faithful_order(edges: torch.Tensor, grid: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -249,9 +199,9 @@ def faithful_order(edges: torch.Tensor, grid: Sequence[int]) -> tuple[list[int],
     edges: (N, 4) bool -> (order, labels): tokens in the order the visit reaches them,
     and the final label of each token.
     """
-    h, w = grid_shape(edges.shape[0], grid)
+    codes, nbr = _codes(edges[None], grid)
     order: list[int] = []
-    labels = _faithful_one(edges.cpu().tolist(), neighbours(h, w).tolist(), order)
+    labels = _faithful_one(codes[0], nbr, order)
     return order, labels
 
 
@@ -305,35 +255,14 @@ def components(horizontal: torch.Tensor, vertical: torch.Tensor) -> torch.Tensor
         lab = flat.view(b, h, w)
 
 
-def reach_roots(edges: torch.Tensor, index: GridIndex) -> torch.Tensor:
-    """Smallest token that reaches each token, by repeated squaring of the reachability
-    matrix: a fixed number of matrix products, exact on any grid, no host sync.
-
-    edges: (M, N, 4) bool -> (M, N) long. ``R = A + I`` (A: the directed adjacency) holds
-    the paths of length <= 1; each ``R <- min(R @ R, 1)`` doubles that, so
-    ``ceil(log2(N - 1))`` products (8 for 196 tokens) cover every simple path. The root of
-    j is the first i with ``R[i, j] = 1``. Products of 0/1 matrices with entries <= N
-    are exact in float32 (and in TF32 or half precision on an accelerator).
-    The cost, ``2 N**3`` flops per product and image (0.12 GFLOP per image for a 14x14
-    grid, under 0.4% of a DeiT-B forward), buys a labelling with no convergence check.
-    """
-    m, n, _ = edges.shape
-    # Out of place throughout, so that torch.export (ONNX) sees a functional graph.
-    a = torch.zeros(m, n, n + 1, device=edges.device)
-    a = a.scatter(2, index.target.expand(m, n, 4), edges.float())
-    r = torch.maximum(a[:, :, :n], torch.eye(n, device=edges.device))
-    for _ in range(max(0, (n - 2).bit_length())):
-        r = (r @ r).clamp_max(1.0)
-    return r.argmax(dim=1)
-
-
 def min_ancestors(edges: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
     """Smallest token that reaches each token along directed grid edges, all images at once.
 
     edges: (B, N, 4) bool directed edges -> (B, N) long. Equals the faithful visit's roots
-    (see the module docstring for why).
+    (see the module docstring for why); exact (:func:`tomato.core.propagation.min_ancestors`).
     """
-    return reach_roots(edges, grid_index(grid, edges.shape[1], edges.device))
+    gi = grid_index(grid, edges.shape[1], edges.device)
+    return propagation.min_ancestors(edges & gi.on_grid, gi)
 
 
 def relabel_by_root(root: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -225,8 +225,12 @@ def compare(
     # The budget is wall time, read apart from ``clock`` so an injected clock stays exact.
     start = time.monotonic()
     rounds = 0
+    order = list(fns.items())
     while rounds < runs or (budget_s is not None and time.monotonic() - start < budget_s):
-        for name, fn in fns.items():
+        # Each round starts one variant later: a variant's place in the round (first after
+        # the bookkeeping, or right after a given other) must not bias its time.
+        shift = rounds % len(order)
+        for name, fn in order[shift:] + order[:shift]:
             times[name].append(_timed_call(fn, clock, sync))
         rounds += 1
         bar.update()
