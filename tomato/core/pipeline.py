@@ -336,13 +336,13 @@ def _labels(edges: torch.Tensor, gi: GridIndex, settings: Settings, log_sim: tor
     # fixed sim are small), then the forward's one host sync reads the padded group count
     # with the flag that the labels are closed (exact); the rare rest gets more rounds.
     lab = propagation.listen(edges, gi, FIXED_ROUNDS)
-    done = propagation.closed(edges, gi, lab)
-    labels, counts = visit.relabel_by_root(lab)
-    groups, ok = torch.stack([counts.amax(), done.all().long()]).tolist()
-    if not ok:
-        labels, counts = visit.relabel_by_root(propagation.settle(edges, gi, lab, done))
-        groups = int(counts.amax())
-    return Grouping(labels, counts, log_sim, groups)
+    while True:
+        labels, counts = visit.relabel_by_root(lab)
+        groups, ok = torch.stack([counts.amax(), propagation.closed(edges, gi, lab).all().long()]).tolist()
+        if ok:
+            return Grouping(labels, counts, log_sim, groups)
+        # Large winding groups (a low sim, or an untrained model): rounds along whole runs.
+        lab = propagation.propagate(edges, gi, propagation.ROUNDS, lab)
 
 
 def _bracketed(scores: torch.Tensor, gi: GridIndex, settings: Settings, k: int) -> Grouping:

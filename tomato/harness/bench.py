@@ -4,10 +4,11 @@ For each batch size, everything is timed in ONE interleaved run (medians, ratios
 unpatched forward of the same run), on real photos from the embedded smoke set, and each
 measurement also gets its aten-op and host-sync counts (:mod:`tomato.harness.dispatch`):
 
-* forwards: unpatched; patched with merging off; ToMato ``sim=1e-7`` (parallel and
-  faithful); ToMato ``tokens=k`` (parallel) next to an *oracle* that simply keeps the
-  first ``k`` patch tokens after block 0 (the cost floor of a model that keeps ``k``);
-  ToMe ``r=8``;
+* forwards: unpatched; patched with merging off; merging on with ``sim=inf`` (the
+  step runs, nothing merges); ToMato ``sim=1e-7`` (parallel and faithful) and
+  ``tokens=k`` (parallel), each next to an *oracle* that simply keeps as many patch
+  tokens (the first ones) after block 0: the cost floor of any merge-once method at that
+  count (``vs_oracle``: ToMato's median over the oracle's); ToMe ``r=8``;
 * the merge step alone (:func:`tomato.core.pipeline.merge_at_once`, the code the patched
   block runs) on the batch's block-0 features: parallel and faithful, fixed ``sim`` and
   token budget; plus a *reference-style* loop that, like the authors' code, recurses in
@@ -27,6 +28,7 @@ their provenance under ``data/results``.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -35,6 +37,7 @@ import torch
 from torch import nn
 
 from ..core import patch, pipeline, probe, reference
+from ..core.grid import grid_index
 from . import data, deploy, dispatch, models, provenance, records, timing
 
 
@@ -50,6 +53,7 @@ class Row:
     ops: int | None = None  # aten ops of one call
     syncs: int | None = None  # host syncs of one call
     max_diff: float | None = None  # static bench: largest |logit - eager logit| of the same model
+    vs_oracle: float | None = None  # median / the oracle's keeping as many tokens, same run and batch
 
 
 def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int) -> dict[str, Callable[[], Any]]:
@@ -65,26 +69,47 @@ def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int
 
     tome = copy.deepcopy(plain)
     patch.tome(tome)
+    # The oracle at the fixed sim's own token count: the length ToMato's merged sequence
+    # has (the batch's largest group count), kept for free.
+    patched.sim, patched.method = 1e-7, "parallel"
+    with torch.inference_mode():
+        patched(images)
+    k_sim = int(patch.state(patched).tokens.max())
     return {
         "forward: unpatched": run(plain),
         "forward: patched, merging off": run(patched, sim=None, keep_ratio=None, tokens=None),
+        "forward: tomato sim=inf (nothing merges), parallel": run(patched, sim=math.inf, method="parallel"),
         "forward: tomato sim=1e-7, parallel": run(patched, sim=1e-7, method="parallel"),
         "forward: tomato sim=1e-7, faithful": run(patched, sim=1e-7, method="faithful"),
+        f"forward: oracle keeps first {k_sim}": run(deploy.keep_first(plain, k_sim)),
         f"forward: tomato tokens={k}, parallel": run(patched, tokens=k, method="parallel"),
         f"forward: oracle keeps first {k}": run(deploy.keep_first(plain, k)),
         "forward: tome r=8": run(tome, r=8),
     }
 
 
+def _oracle_of(name: str, names: Sequence[str]) -> str | None:
+    """The oracle row a ToMato forward row is held against: the one that keeps as many
+    tokens (tokens=k: k; sim: the oracle listed right after the sim rows)."""
+    oracles = [n for n in names if n.startswith("forward: oracle")]
+    if not name.startswith("forward: tomato") or "sim=inf" in name or not oracles:
+        return None
+    if "tokens=" in name:
+        k = name.split("tokens=")[1].split(",")[0]
+        return next((o for o in oracles if o.endswith(f" {k}")), None)
+    return oracles[0]
+
+
 def _merge_steps(x: torch.Tensor, grid: tuple[int, int], p: int, k: int) -> dict[str, Callable[[], Any]]:
     fns: dict[str, Callable[[], Any]] = {}
+    index = grid_index(grid, x.shape[1] - p, x.device)  # kept by a patched model, built once
     for label, chosen in (("sim=1e-7", dict(sim=1e-7)), (f"tokens={k}", dict(tokens=k))):
         for method in ("parallel", "faithful"):
             cfg = pipeline.Settings(**chosen, method=method)
 
             def f(cfg: pipeline.Settings = cfg) -> Any:
                 with torch.inference_mode():
-                    return pipeline.merge_at_once(x, cfg, grid, p)
+                    return pipeline.merge_at_once(x, cfg, grid, p, index=index)
             fns[f"merge step: {method}, {label}"] = f
     if x.shape[0] == 1:
         fns["merge step: reference-style loop, sim=1e-7"] = lambda: reference.merge(x, 1e-7, grid, p)[0]
@@ -98,7 +123,7 @@ def _tokens(name: str, out: Any, patched: nn.Module, n: int, k: int, p: int) -> 
     if "unpatched" in name or "merging off" in name:
         return float(n)
     if "oracle" in name:
-        return float(k)
+        return float(name.rsplit(" ", 1)[1])
     if "tomato" in name:
         return float(patch.state(patched).tokens.double().mean())
     return None
@@ -136,8 +161,10 @@ def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int =
         base = stats["forward: unpatched"].median
         for name, s in stats.items():
             c, tok = counted[name]
+            oracle = _oracle_of(name, list(stats))
             rows.append(Row(name, s.median * 1e3, s.iqr * 1e3, s.median / base, tok, b,
-                            str(device), c.ops, c.syncs))
+                            str(device), c.ops, c.syncs,
+                            vs_oracle=None if oracle is None else s.median / stats[oracle].median))
     return rows
 
 
@@ -228,10 +255,12 @@ def static_run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup
             stats = timing.compare(fns, runs=runs, warmup=warmup, sync=timing.device_sync(device),
                                    progress=progress, desc=f"static-shape benchmark, batch {b}")
         for name, st in stats.items():
-            base = stats[f"{name.split(': ', 1)[0]}: unpatched"].median
+            treatment = name.split(": ", 1)[0]
+            base = stats[f"{treatment}: unpatched"].median
+            oracle = stats[f"{treatment}: oracle keeps first {tokens}"].median if "tomato" in name else None
             ops, syncs, tok = counted[name]
             rows.append(Row(name, st.median * 1e3, st.iqr * 1e3, st.median / base, tok, b, str(device), ops, syncs,
-                            diffs[name]))
+                            diffs[name], None if oracle is None else st.median / oracle))
     return rows
 
 
@@ -239,13 +268,14 @@ def format_rows(rows: list[Row], header: str = "") -> str:
     """A plain-text table of :func:`run`'s rows (the median stays the first number after
     the name, which is what the book's verdict reads)."""
     lines = [header] if header else []
-    lines.append(f"{'measurement':44s} {'median ms':>10s} {'IQR ms':>8s} {'x forward':>10s} "
+    lines.append(f"{'measurement':52s} {'median ms':>10s} {'IQR ms':>8s} {'x forward':>10s} {'x oracle':>9s} "
                  f"{'tokens':>7s} {'ops':>6s} {'syncs':>5s} {'batch':>5s}")
     for r in rows:
         tok = "" if r.tokens is None else f"{r.tokens:.1f}"
         ops = "" if r.ops is None else str(r.ops)
         syncs = "" if r.syncs is None else str(r.syncs)
-        lines.append(f"{r.name:44s} {r.median_ms:10.3f} {r.iqr_ms:8.3f} {r.ratio:10.4f} "
+        orc = "" if r.vs_oracle is None else f"{r.vs_oracle:.4f}"
+        lines.append(f"{r.name:52s} {r.median_ms:10.3f} {r.iqr_ms:8.3f} {r.ratio:10.4f} {orc:>9s} "
                      f"{tok:>7s} {ops:>6s} {syncs:>5s} {r.batch:5d}")
     return "\n".join(lines)
 
