@@ -7,7 +7,7 @@ The method (ToMato, Token Merging at Once), with the shapes of a DeiT at 224 px
 
     x = x + attn(norm1(x))                       # (B, P + N, C), block 0's attention
     A = softmax(p @ p.T)                         # (B, N, N), p = x[:, P:]  (similarity)
-    s = A at each patch's 4 grid neighbours      # (B, N, 4), -inf off the grid
+    s = A at each patch's 4 grid neighbours      # (B, N, 4), the only part of A kept
     edge i -> j  where  s[i, j] >= sim           # sim fixed, or per image from a budget
     group of j = smallest token reaching j       # = the paper's flood fill (visit)
     x = [prefix, mean of each group]             # (B, P + G, C), sizes (B, P + G, 1)
@@ -19,8 +19,9 @@ which attention masks out exactly), or exactly the budget k in static mode.
 :mod:`tomato.core.reference` states the same for one image as plainly as the paper.
 
 similarity   the attention distribution ToMato thresholds
-visit        grouping tokens on the grid: the paper's visit, faithful and parallel
-propagation  the same labels by rounds of label propagation (the budget search's probes)
+grid         the patch grid and each token's four neighbours
+visit        edges and grouping: the paper's visit, faithful and parallel
+propagation  the parallel visit's labels, by rounds of label propagation, checked exact
 budget       choosing ``sim`` per image from a token budget
 pipeline     block-0 tokens -> group labels, for a threshold or a budget (written once)
 merge        group labels -> merged tokens with sizes

@@ -12,7 +12,8 @@ step (``ceil(log2(4N))``, about 10 for a 14x14 grid), each read on the host.
 probe thresholds of every image in one batched labelling, with the next bracket picked
 on the device. Its operation count does not depend on the batch and it never waits for
 the device; it returns the pick and the candidate above it, which the caller checks
-exactly (by reachability) before accepting.
+by one more labelling with its closure check (:mod:`tomato.core.propagation`) before
+accepting.
 
 The group count never rises as ``sim`` falls: more edges can only give a token a smaller
 ancestor (see :mod:`tomato.core.visit`), for the faithful visit as for the symmetrised rules,

@@ -299,6 +299,12 @@ def _bias_for(st: State) -> torch.Tensor | None:
     return attention.size_bias((st.size > 0).to(st.size.dtype))
 
 
+def _index_usable(index: GridIndex | None, x: torch.Tensor) -> bool:
+    """Whether the kept grid tables serve this forward: on its device, and plain tensors
+    (tables built while torch.export or torch.compile traced are fake ones, no use after)."""
+    return index is not None and type(index.me) is torch.Tensor and index.me.device == x.device
+
+
 def _range(block: Timm, name: str) -> ContextManager[None]:
     """The model's optional profiling range around a stage (see ``State.ranges``)."""
     ranges = block._tomato.ranges
@@ -347,7 +353,7 @@ def _tomato_block(base: type) -> type:
             x, a = _attend(self, x, need_probs=merge_here and metric == "attention",
                            need_keys=(merge_here and metric == "keys") or r > 0)
             if merge_here:
-                if st.index is None or st.index.me.device != x.device:
+                if not _index_usable(st.index, x):
                     st.index = grid_index(st.grid, st.grid[0] * st.grid[1], x.device)
                 with _range(self, "tomato.merge"):
                     step = pipeline.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs, a.keys,
