@@ -305,6 +305,13 @@ def _index_usable(index: GridIndex | None, x: torch.Tensor) -> bool:
     return index is not None and type(index.me) is torch.Tensor and index.me.device == x.device
 
 
+def _timm_will_do(st: State, x: torch.Tensor) -> bool:
+    """Whether a block that neither merges nor runs ToMe may run timm's own forward: no
+    profiling ranges to wrap its stages, and no autocast (under which the float32 bias
+    would not match the half-precision queries that timm hands to its attention)."""
+    return st.ranges is None and not torch.is_autocast_enabled(x.device.type)
+
+
 def _range(block: Timm, name: str) -> ContextManager[None]:
     """The model's optional profiling range around a stage (see ``State.ranges``)."""
     ranges = block._tomato.ranges
@@ -349,6 +356,13 @@ def _tomato_block(base: type) -> type:
             # An empty batch has nothing to merge (and no maximum group count to read).
             merge_here = self._tomato_first and st.settings.active and x.shape[0] > 0
             r = st.r[self._tomato_index] if st.r and self._tomato_after else 0
+            if not merge_here and r == 0 and _timm_will_do(st, x):
+                # Nothing of ToMato's in this block but the sizes' bias: timm's own block
+                # runs, with the bias as its attention mask (exactly what _attend computes).
+                x = super().forward(x, attn_mask=_attention_bias(st))
+                if st.r:
+                    st.tokens_per_block.append(x.shape[1])
+                return x
             metric = st.settings.metric
             x, a = _attend(self, x, need_probs=merge_here and metric == "attention",
                            need_keys=(merge_here and metric == "keys") or r > 0)
