@@ -125,6 +125,20 @@ def test_eval_resumes_after_an_interruption_with_the_same_numbers(tiny, image_fo
     assert a == b
 
 
+def test_rerunning_a_finished_eval_rewrites_nothing(tiny, image_folder, tmp_path):
+    # A recording run again over finished folders must leave them byte for byte: no
+    # session of nothing appended to the provenance, no speed dropped from the summary.
+    model, weights = tiny
+    first = evaluate.evaluate(model, weights, "tomato:sim=1e-20", image_folder, tmp_path / "r",
+                              data_label="tmp", batch_size=2, progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file() and p.name != ".lock"}
+    again = evaluate.evaluate(model, weights, "tomato:sim=1e-20", image_folder, tmp_path / "r",
+                              data_label="tmp", batch_size=2, progress=False)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file() and p.name != ".lock"}
+    assert after == before and again == first
+    assert "images_per_s_last_session" in again
+
+
 def test_eval_refuses_to_mix_runs(tiny, image_folder, tmp_path):
     model, weights = tiny
     evaluate.evaluate(model, weights, "deit", image_folder, tmp_path / "r", data_label="tmp",

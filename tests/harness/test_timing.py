@@ -132,16 +132,26 @@ def test_paper_forwards_times_each_indexed_call_without_warmup() -> None:
 def test_compare_interleaves_round_robin_and_ratios() -> None:
     order: list[str] = []
     fns = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
-    # a: 2s, b: 1s, c: 4s on every run, interleaved a b c a b c ...
-    clock = fake_clock([2.0, 1.0, 4.0] * 3)
+    # a: 2s, b: 1s, c: 4s on every run; each timed round starts one variant later
+    # (a b c, b c a, c a b), so no variant always runs first after the bookkeeping.
+    clock = fake_clock([2.0, 1.0, 4.0, 1.0, 4.0, 2.0, 4.0, 2.0, 1.0])
     stats = compare(fns, runs=3, warmup=2, clock=clock)
-    assert order == ["a", "b", "c"] * 5  # 2 warm-up rounds + 3 timed rounds
+    assert order == ["a", "b", "c"] * 2 + ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert list(stats) == ["a", "b", "c"]
     assert stats["a"].times == [2.0] * 3 and stats["c"].median == 4.0
     r = ratios(stats, "a")
     assert r == {"a": 1.0, "b": 0.5, "c": 2.0}
     with pytest.raises(KeyError):
         ratios(stats, "missing")
+
+
+def test_compare_runs_each_setup_untimed_before_its_call() -> None:
+    order: list[str] = []
+    fns = {name: (lambda name=name: order.append(name)) for name in ("a", "b")}
+    setups = {name: (lambda name=name: order.append(f"set {name}")) for name in ("a", "b")}
+    stats = compare(fns, runs=2, warmup=1, clock=fake_clock([1.0, 3.0, 3.0, 1.0]), setup=setups)
+    assert order == ["set a", "a", "set b", "b", "set a", "a", "set b", "b", "set b", "b", "set a", "a"]
+    assert stats["a"].times == [1.0, 1.0] and stats["b"].times == [3.0, 3.0]
 
 
 def test_compare_sequential_when_not_interleaved() -> None:
@@ -169,7 +179,7 @@ def test_compare_budget_adds_rounds_beyond_the_minimum() -> None:
     fns = {"a": lambda: calls.append("a"), "b": lambda: (calls.append("b"), time.sleep(0.002))}
     stats = compare(fns, runs=2, warmup=0, budget_s=0.05)
     assert stats["a"].n == stats["b"].n > 2  # a budget only ever adds whole rounds
-    assert calls[:4] == ["a", "b", "a", "b"]
+    assert calls[:4] == ["a", "b", "b", "a"]  # each round starts one variant later
     with pytest.raises(ValueError, match="budget_s"):
         compare(fns, runs=2, budget_s=0)
 

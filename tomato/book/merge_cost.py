@@ -348,28 +348,30 @@ def static_records(results: Path | str) -> list[BenchRecord]:
     return bench_records(results, "static")
 
 
-def launch_table(records: Iterable[BenchRecord], batch: int = 1) -> pd.DataFrame:
-    """The whole-forward rows of the CUDA records at ``batch``.
+def launch_table(records: Iterable[BenchRecord], batch: int = 1, device: str = "cuda") -> pd.DataFrame:
+    """The whole-forward rows of the ``device`` records at ``batch``.
 
     Columns: record, machine, forward (the bench's name without ``forward:``), median ms,
-    x unpatched (ratio to the unpatched forward of the same run), ops, syncs, us per op
-    (median over ops: on a launch-bound device, nearly the same for every forward).
+    x unpatched (ratio to the unpatched forward of the same run), x oracle (a ToMato
+    forward over the oracle keeping as many tokens, same run; NaN for the others), ops,
+    syncs, us per op (median over ops: on a launch-bound device, nearly the same for
+    every forward).
     """
     import pandas as pd
 
     out = []
     for rec in records:
-        if rec.device != "cuda":
+        if rec.device != device:
             continue
         for r in rec.rows:
             if not r["name"].startswith(_FORWARD_PREFIX) or int(r.get("batch", 1)) != batch or not r.get("ops"):
                 continue
             ms = float(r["median_ms"])
             out.append({"record": rec.path.name, "machine": rec.label, "forward": r["name"][len(_FORWARD_PREFIX):],
-                        "median ms": ms, "x unpatched": float(r["ratio"]), "ops": int(r["ops"]),
-                        "syncs": int(r.get("syncs") or 0), "us per op": 1e3 * ms / int(r["ops"])})
-    return pd.DataFrame(out, columns=["record", "machine", "forward", "median ms", "x unpatched", "ops", "syncs",
-                                      "us per op"])
+                        "median ms": ms, "x unpatched": float(r["ratio"]), "x oracle": _number(r.get("vs_oracle")),
+                        "ops": int(r["ops"]), "syncs": int(r.get("syncs") or 0), "us per op": 1e3 * ms / int(r["ops"])})
+    return pd.DataFrame(out, columns=["record", "machine", "forward", "median ms", "x unpatched", "x oracle", "ops",
+                                      "syncs", "us per op"])
 
 
 def launch_sentence(df: pd.DataFrame) -> str:

@@ -62,7 +62,8 @@ class State:
     ``labels``: (B, N) group of each patch
     (ToMato's source map); ``source``: (B, T_out, T_in) ToMe's source map when traced;
     ``tokens_per_block``: token count leaving each block (padded count for ToMato batches).
-    ``index``: the patch grid's index tables, built by the first merge on a grid and kept.
+    ``index``: the patch grid's index tables, built when the model is patched (again when
+    a forward comes on another grid or device) and kept.
     ``bias``: (B, 1, 1, T) attention bias from ``size`` (see :func:`_attention_bias`),
     and ``bias_of`` the ``size`` tensor it was computed from: recomputed only when
     ``size`` is replaced (after a merge), so later blocks reuse it.
@@ -442,6 +443,10 @@ def _apply(model: Timm, kind: str, trace_source: bool, prop_attn: bool = True) -
         prop_attn=prop_attn,
         trace_source=trace_source,
     )
+    if kind == "tomato":  # the grid's tables for the model's own grid, ready before its first forward
+        grid = tuple(model.patch_embed.grid_size)
+        state.grid = grid
+        state.index = grid_index(grid, grid[0] * grid[1], next(model.parameters()).device)
     make_block = _tomato_block if kind == "tomato" else _tome_block
     model.__class__ = _model_class(model.__class__)
     model._tomato = state

@@ -110,10 +110,12 @@ def evaluate(
     variant = parse(variant)
     model = variant.apply(model).to(device).eval()
     config = run_config(weights.model, weights, variant, samples, data_label)
-    with RunStore.open(
-        out, config,
-        provenance.collect(started, **config, batch_size=batch_size, device=str(device), data_path=data_label),
-    ) as store:
+    with RunStore.open(out, config) as store:
+        finished = store.finished_summary(len(samples))
+        if finished is not None:  # nothing to do: the folder stays as the sessions that ran left it
+            return finished
+        store.record_provenance(
+            provenance.collect(started, **config, batch_size=batch_size, device=str(device), data_path=data_label))
         return _run(model, weights, variant, samples, store, batch_size=batch_size, num_workers=num_workers,
                     device=device, max_batches=max_batches, progress=progress, data_label=data_label,
                     photos=photos)

@@ -280,7 +280,7 @@ class RunStore:
         try:
             store = cls._open_locked(out, _normalise_config(config), lock)
             if provenance is not None:
-                store._record_provenance(dict(provenance))
+                store.record_provenance(provenance)
         except BaseException:
             release_refused(out, created, lock, fresh_lock)
             raise
@@ -330,7 +330,18 @@ class RunStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _record_provenance(self, provenance: dict[str, Any]) -> None:
+    def finished_summary(self, n_images: int) -> dict[str, Any] | None:
+        """The stored summary of a run that has every one of ``n_images`` done, no image
+        left to retry and a summary written; None while there is work left."""
+        path = self.out / SUMMARY_FILE
+        if not self.complete(n_images) or self.retry or not path.is_file():
+            return None
+        summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        summary["complete"] = True
+        return summary
+
+    def record_provenance(self, provenance: Mapping[str, Any]) -> None:
+        """Write this session's provenance (a resumed run appends it to the earlier ones)."""
         path = self.out / PROVENANCE_FILE
         record = jsonable(provenance)
         if path.exists() and (self._rows or self._bad):

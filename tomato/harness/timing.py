@@ -191,6 +191,7 @@ def compare(
     interleave: bool = True,
     progress: bool = False,
     desc: str = "timing rounds",
+    setup: Mapping[str, Callable[[], object]] | None = None,
 ) -> dict[str, TimingStats]:
     """The robust protocol: time several variants in one run, round-robin by default.
 
@@ -201,6 +202,8 @@ def compare(
     even when absolute times move; round i of two variants also forms a pair for
     :func:`bootstrap_ratio`. With ``interleave=False`` each variant runs to completion in
     turn (no budget). ``progress`` shows a bar of the rounds (warm-up included).
+    ``setup``: per variant, a call made untimed right before each of its calls (to put a
+    shared model into that variant's state without billing the switch to the variant).
     """
     if not fns:
         raise ValueError("compare() needs at least one variant")
@@ -209,16 +212,19 @@ def compare(
         raise ValueError(f"budget_s must be > 0 seconds, got {budget_s}")
     sync = sync or _noop
     if not interleave:
-        return {
-            name: measure(fn, runs=runs, warmup=warmup, clock=clock, sync=sync)
-            for name, fn in fns.items()
-        }
+        done = {}
+        for name, fn in fns.items():
+            (setup or {}).get(name, _noop)()
+            done[name] = measure(fn, runs=runs, warmup=warmup, clock=clock, sync=sync)
+        return done
     from tqdm.auto import tqdm
 
     times: dict[str, list[float]] = {name: [] for name in fns}
     bar = tqdm(total=warmup + runs, desc=desc, unit="round", disable=not progress, leave=False)
+    before = dict(setup or {})
     for _ in range(warmup):
-        for fn in fns.values():
+        for name, fn in fns.items():
+            before.get(name, _noop)()
             fn()
         bar.update()
     sync()
@@ -231,6 +237,7 @@ def compare(
         # the bookkeeping, or right after a given other) must not bias its time.
         shift = rounds % len(order)
         for name, fn in order[shift:] + order[:shift]:
+            before.get(name, _noop)()
             times[name].append(_timed_call(fn, clock, sync))
         rounds += 1
         bar.update()
