@@ -137,8 +137,9 @@ def test_figure_has_a_panel_per_record_and_says_the_weights():
     try:
         assert len(fig.axes) == len(records)
         assert "random-init" in fig._suptitle.get_text()
-        assert [ax.get_title().splitlines()[0] for ax in fig.axes] == list(dict.fromkeys(
-            merge_cost.merge_table(records)["machine"]))
+        t = merge_cost.merge_table(records)
+        assert [ax.get_title().splitlines()[0] for ax in fig.axes] == [
+            machine for _, machine in dict.fromkeys(zip(t["record"], t["machine"]))]
     finally:
         plt.close(fig)
 
@@ -207,7 +208,7 @@ def test_the_benchmark_times_the_model_it_is_given(vit, monkeypatch: pytest.Monk
 
     def forwards(plain, patched, images, k):
         seen["plain"], seen["patched"] = plain, patched
-        return {"forward: unpatched": lambda: None}
+        return {"forward: unpatched": lambda: None}, {}
 
     monkeypatch.setattr(bench, "_forwards", forwards)
     monkeypatch.setattr(bench, "_merge_steps", lambda *a: {})

@@ -62,16 +62,19 @@ def test_typed_number_detector() -> None:
     assert not _typed("11 forwards at batch 1, section 2, `sim = 1e-7`, 4 cores, a 95% interval")
 
 
-def test_method_texts_describe_the_reachability_labelling() -> None:
-    from tomato.core import pipeline, visit
+def test_method_texts_describe_the_propagation_labelling() -> None:
+    # Issue 35: the parallel visit labels by propagation with a closure check; the N x N
+    # reachability products are gone, and no text may still describe them.
+    from tomato.core import pipeline, propagation, visit
 
     method = (ROOT / "book" / "method.md").read_text(encoding="utf-8")
+    page = (ROOT / "notebooks" / "09_merge_cost.ipynb").read_text()
     stale = "flag that every labelling settled"
-    for text in (method, pipeline.__doc__ or "", (ROOT / "notebooks" / "09_merge_cost.ipynb").read_text()):
-        assert stale not in text and "found by label propagation" not in text
-    assert "reach_roots" in (pipeline.__doc__ or "") and "reach_roots" in method
+    for text in (method, pipeline.__doc__ or "", page):
+        assert stale not in text and "reach_roots" not in text and "batched matrix products" not in text
+    assert "closed" in method and "closure" in (pipeline.__doc__ or "")
     assert "Measured on" not in (ROOT / "tomato" / "core" / "visit.py").read_text(encoding="utf-8")
-    assert "reach_roots" in (visit.__doc__ or "")
+    assert "label propagation" in (visit.__doc__ or "") and "closed" in (propagation.__doc__ or "")
     # The open problem is solved exactly; whether faster is the merge-cost page's question.
     exact = method.index("The companion solves it **exactly**")
     assert "notebooks/09_merge_cost.ipynb" in method[exact:exact + 800]
