@@ -87,20 +87,15 @@ def test_counter_sees_syncs_and_ops():
     assert c.syncs == 1
 
 
+@pytest.mark.parametrize("method, budget", [("parallel", (SIM_OPS, SIM_KERNELS, SIM_SYNCS)),
+                                            ("faithful", (FAITHFUL_OPS, FAITHFUL_KERNELS, FAITHFUL_SYNCS))])
 @pytest.mark.parametrize("batch", [1, 4])
-def test_sim_mode_budget(model_and_images, batch):
+def test_sim_mode_budget(model_and_images, batch, method, budget):
     model, images = model_and_images
-    step, _ = merge_counts(model, images[:batch], sim=1e-7, method="parallel")
-    assert step.ops <= SIM_OPS and step.kernels <= SIM_KERNELS, dict(step.by_op)
-    assert step.syncs <= SIM_SYNCS, dict(step.by_sync)
-
-
-@pytest.mark.parametrize("batch", [1, 4])
-def test_faithful_sim_mode_budget(model_and_images, batch):
-    model, images = model_and_images
-    step, _ = merge_counts(model, images[:batch], sim=1e-7, method="faithful")
-    assert step.ops <= FAITHFUL_OPS and step.kernels <= FAITHFUL_KERNELS, dict(step.by_op)
-    assert step.syncs <= FAITHFUL_SYNCS, dict(step.by_sync)
+    ops, kernels, syncs = budget
+    step, _ = merge_counts(model, images[:batch], sim=1e-7, method=method)
+    assert step.ops <= ops and step.kernels <= kernels, dict(step.by_op)
+    assert step.syncs <= syncs, dict(step.by_sync)
 
 
 @pytest.mark.parametrize("settings", [dict(tokens=138), dict(keep_ratio=0.85)])
