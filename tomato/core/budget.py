@@ -37,9 +37,10 @@ __all__ = ["PROBE_ROUNDS", "STATIC_PROBE_ROUNDS", "budget_tokens", "search_sim",
 # the bisection, never a wrong pick; more rounds cost ops on every forward.
 PROBE_ROUNDS = (3, 3)
 # Static mode cannot fall back (that needs the host), so it buys exactness with rounds:
-# on 320 Imagenette val photos through the model trained here, the (3, 3) probes missed
-# the bracket on 29 / 11 / 3 photos at budgets of 10 / 20 / 49 tokens, (4, 4) on 6 / 2 / 0
-# and (5, 5) on none (and none at 98 to 176 tokens with either).
+# on 160 Imagenette val photos through the model trained here, (5, 5) probes and four
+# rounds for the pick and the one above (pipeline.STATIC_BRACKET_ROUNDS) confirm the
+# bracket on 157 / 159 / 160 / 160 / 160 photos at budgets of 10 / 49 / 98 / 138 / 176
+# tokens; (4, 4) on 156 / 159, (6, 6) on 157 / 160 (the rest are flagged, not exact).
 STATIC_PROBE_ROUNDS = (5, 5)
 
 
