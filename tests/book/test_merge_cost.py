@@ -208,7 +208,7 @@ def test_the_benchmark_times_the_model_it_is_given(vit, monkeypatch: pytest.Monk
 
     def forwards(plain, patched, images, k):
         seen["plain"], seen["patched"] = plain, patched
-        return {"forward: unpatched": lambda: None}, {}
+        return {"forward: unpatched": bench._Forward(lambda: None, lambda: None)}
 
     monkeypatch.setattr(bench, "_forwards", forwards)
     monkeypatch.setattr(bench, "_merge_steps", lambda *a: {})

@@ -63,7 +63,7 @@ class State:
     (ToMato's source map); ``source``: (B, T_out, T_in) ToMe's source map when traced;
     ``tokens_per_block``: token count leaving each block (padded count for ToMato batches).
     ``index``: the patch grid's index tables, built when the model is patched (again when
-    a forward comes on another grid or device) and kept.
+    a forward comes on another grid or device, see :func:`_grid_tables`) and kept.
     ``bias``: (B, 1, 1, T) attention bias from ``size`` (see :func:`_attention_bias`),
     and ``bias_of`` the ``size`` tensor it was computed from: recomputed only when
     ``size`` is replaced (after a merge), so later blocks reuse it.
@@ -99,8 +99,6 @@ class State:
 
     def reset(self, grid: tuple[int, int]) -> None:
         """Forget the last forward's tensors; called as each forward starts."""
-        if grid != self.grid:
-            self.index = None  # the grid's tables, kept while the grid stays
         self.grid = grid
         self.size = self.bias = self.bias_of = self.tokens = self.sim = self.log_sim = None
         self.exact = self.labels = self.source = None
@@ -300,10 +298,15 @@ def _bias_for(st: State) -> torch.Tensor | None:
     return attention.size_bias((st.size > 0).to(st.size.dtype))
 
 
-def _index_usable(index: GridIndex | None, x: torch.Tensor) -> bool:
-    """Whether the kept grid tables serve this forward: on its device, and plain tensors
-    (tables built while torch.export or torch.compile traced are fake ones, no use after)."""
-    return index is not None and type(index.me) is torch.Tensor and index.me.device == x.device
+def _grid_tables(st: State, device: torch.device) -> GridIndex:
+    """The tables of ``st.grid`` on ``device``: the kept ones when they serve (same grid and
+    device, and plain tensors: tables built while torch.export or torch.compile traced are
+    fake ones, no use after), else new ones, kept."""
+    index = st.index
+    if (index is None or (index.h, index.w) != tuple(st.grid) or type(index.me) is not torch.Tensor
+            or index.me.device != device):
+        index = st.index = grid_index(st.grid, st.grid[0] * st.grid[1], device)
+    return index
 
 
 def _timm_will_do(st: State, x: torch.Tensor) -> bool:
@@ -368,11 +371,10 @@ def _tomato_block(base: type) -> type:
             x, a = _attend(self, x, need_probs=merge_here and metric == "attention",
                            need_keys=(merge_here and metric == "keys") or r > 0)
             if merge_here:
-                if not _index_usable(st.index, x):
-                    st.index = grid_index(st.grid, st.grid[0] * st.grid[1], x.device)
+                index = _grid_tables(st, x.device)
                 with _range(self, "tomato.merge"):
                     step = pipeline.merge_at_once(x, st.settings, st.grid, st.num_prefix_tokens, a.probs, a.keys,
-                                                  st.index)
+                                                  index)
                 m = step.merged
                 x, st.size = m.x, m.size
                 _attention_bias(st)  # now, so later blocks all see a ready bias (one compile)
@@ -444,9 +446,8 @@ def _apply(model: Timm, kind: str, trace_source: bool, prop_attn: bool = True) -
         trace_source=trace_source,
     )
     if kind == "tomato":  # the grid's tables for the model's own grid, ready before its first forward
-        grid = tuple(model.patch_embed.grid_size)
-        state.grid = grid
-        state.index = grid_index(grid, grid[0] * grid[1], next(model.parameters()).device)
+        state.grid = tuple(model.patch_embed.grid_size)
+        _grid_tables(state, next(model.parameters()).device)
     make_block = _tomato_block if kind == "tomato" else _tome_block
     model.__class__ = _model_class(model.__class__)
     model._tomato = state

@@ -166,7 +166,7 @@ class Grouping:
     log_sim: torch.Tensor
     groups: int | None = None  # ``counts.max()`` when already read on the host
     # Static mode, parallel directed: (B,) bool, whether the budget search's bracket was
-    # confirmed exactly (then the grouping is the non-static mode's; see _parallel_directed).
+    # confirmed exactly (then the grouping is the non-static mode's; see _bracketed).
     exact: torch.Tensor | None = None
 
 

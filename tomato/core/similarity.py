@@ -117,6 +117,34 @@ def _softmax_logs(z: torch.Tensor, a: torch.Tensor, at: torch.Tensor | None = No
     return reference_logs(a, z.double() + shift)
 
 
+def _scores(
+    metric: str,
+    x: torch.Tensor,
+    num_prefix_tokens: int,
+    attn: torch.Tensor | None,
+    keys: torch.Tensor | None,
+    at: torch.Tensor | None,
+    logs: bool,
+) -> torch.Tensor:
+    """The metric's scores of each patch token towards the columns ``at`` (B, N, k) of its
+    row, or towards every token (``at=None``): float64 natural logs, or with
+    ``logs=False`` the float32 probabilities they decide by (for the features metric one
+    (B, N, N) product and its float32 softmax, :func:`_softmax_logs`)."""
+    def take(t: torch.Tensor) -> torch.Tensor:
+        return t if at is None else t.gather(-1, at)
+
+    if metric == "features":
+        f = x[:, num_prefix_tokens:].float()
+        z = f @ f.transpose(-1, -2)  # the one N x N product
+        a = torch.softmax(z, dim=-1)
+        return _softmax_logs(z, a, at) if logs else take(a)
+    if metric in ("keys", "cosine"):  # float64 throughout: no reference rounding to keep
+        s = take(distribution(metric, x, num_prefix_tokens, attn, keys)).log()
+        return s if logs else s.exp().float()
+    p = take(distribution(metric, x, num_prefix_tokens, attn))
+    return reference_logs(p) if logs else p
+
+
 def neighbour_log_scores(
     metric: str,
     x: torch.Tensor,
@@ -140,24 +168,8 @@ def neighbour_log_scores(
     grid), which is all a fixed threshold needs where ``float32(sim) > 0``: the test is
     then ``p >= float32(sim)`` (:func:`tomato.core.visit.log_edges`), with no logarithm.
     """
-    b = x.shape[0]
-    at = index.safe.expand(b, -1, -1)
-    if metric == "features":
-        f = x[:, num_prefix_tokens:].float()
-        z = f @ f.transpose(-1, -2)  # the one N x N product
-        a = torch.softmax(z, dim=-1)
-        if not logs:
-            return a.gather(-1, at).masked_fill_(index.off_grid, 0.0)
-        s = _softmax_logs(z, a, at)
-    elif metric in ("keys", "cosine"):  # float64 throughout: no reference rounding to keep
-        s = distribution(metric, x, num_prefix_tokens, attn, keys).gather(-1, at).log()
-    else:
-        p = distribution(metric, x, num_prefix_tokens, attn).gather(-1, at)
-        if not logs:
-            return p.masked_fill(index.off_grid, 0.0)
-        s = reference_logs(p)
-    s = s.masked_fill(index.off_grid, -math.inf)
-    return s if logs else s.exp().float()
+    s = _scores(metric, x, num_prefix_tokens, attn, keys, index.safe.expand(x.shape[0], -1, -1), logs)
+    return s.masked_fill(index.off_grid, -math.inf if logs else 0.0)
 
 
 def log_distribution(
@@ -169,13 +181,7 @@ def log_distribution(
 ) -> torch.Tensor:
     """Like :func:`distribution`, as natural logs: (B, N, N) float64, every entry the score
     :func:`neighbour_log_scores` would give it (for pictures and studies of all pairs)."""
-    if metric == "features":
-        f = x[:, num_prefix_tokens:].float()
-        z = f @ f.transpose(-1, -2)
-        return _softmax_logs(z, torch.softmax(z, dim=-1))
-    if metric in ("keys", "cosine"):
-        return distribution(metric, x, num_prefix_tokens, attn, keys).log()
-    return reference_logs(distribution(metric, x, num_prefix_tokens, attn))
+    return _scores(metric, x, num_prefix_tokens, attn, keys, None, True)
 
 
 def distribution(

@@ -56,10 +56,19 @@ class Row:
     vs_oracle: float | None = None  # median / the oracle's keeping as many tokens, same run and batch
 
 
-def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int
-              ) -> tuple[dict[str, Callable[[], Any]], dict[str, Callable[[], Any]]]:
-    """The forwards to time, and per forward its untimed setup (the shared patched model's
-    settings: setting one validates it, host work no user pays per forward)."""
+@dataclass(frozen=True)
+class _Forward:
+    """A whole forward to time: the call, its untimed setup (the shared patched model's
+    settings: setting one validates it, host work no user pays per forward), and the
+    oracle row it is held against (None for the rows that have none)."""
+
+    call: Callable[[], Any]
+    setup: Callable[[], None]
+    oracle: str | None = None
+
+
+def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int) -> dict[str, _Forward]:
+    """Every whole forward of the benchmark, by row name."""
     tome = copy.deepcopy(plain)
     patch.tome(tome)
     # The oracle at the fixed sim's own token count: the length ToMato's merged sequence
@@ -68,16 +77,17 @@ def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int
     with torch.inference_mode():
         patched(images)
     k_sim = int(patch.state(patched).tokens.max())
-    models: dict[str, tuple[nn.Module, dict[str, Any]]] = {
-        "forward: unpatched": (plain, {}),
-        "forward: patched, merging off": (patched, dict(sim=None, keep_ratio=None, tokens=None)),
-        "forward: tomato sim=inf (nothing merges), parallel": (patched, dict(sim=math.inf, method="parallel")),
-        "forward: tomato sim=1e-7, parallel": (patched, dict(sim=1e-7, method="parallel")),
-        "forward: tomato sim=1e-7, faithful": (patched, dict(sim=1e-7, method="faithful")),
-        f"forward: oracle keeps first {k_sim}": (deploy.keep_first(plain, k_sim), {}),
-        f"forward: tomato tokens={k}, parallel": (patched, dict(tokens=k, method="parallel")),
-        f"forward: oracle keeps first {k}": (deploy.keep_first(plain, k), {}),
-        "forward: tome r=8": (tome, dict(r=8)),
+    at_sim, at_k = f"forward: oracle keeps first {k_sim}", f"forward: oracle keeps first {k}"
+    models: dict[str, tuple[nn.Module, dict[str, Any], str | None]] = {
+        "forward: unpatched": (plain, {}, None),
+        "forward: patched, merging off": (patched, dict(sim=None, keep_ratio=None, tokens=None), None),
+        "forward: tomato sim=inf (nothing merges), parallel": (patched, dict(sim=math.inf, method="parallel"), None),
+        "forward: tomato sim=1e-7, parallel": (patched, dict(sim=1e-7, method="parallel"), at_sim),
+        "forward: tomato sim=1e-7, faithful": (patched, dict(sim=1e-7, method="faithful"), at_sim),
+        at_sim: (deploy.keep_first(plain, k_sim), {}, None),
+        f"forward: tomato tokens={k}, parallel": (patched, dict(tokens=k, method="parallel"), at_k),
+        at_k: (deploy.keep_first(plain, k), {}, None),
+        "forward: tome r=8": (tome, dict(r=8), None),
     }
 
     def forward(model: nn.Module) -> Callable[[], Any]:
@@ -93,20 +103,7 @@ def _forwards(plain: nn.Module, patched: nn.Module, images: torch.Tensor, k: int
                     setattr(model, name, value)
         return put
 
-    return ({name: forward(m) for name, (m, _) in models.items()},
-            {name: setup(m, st) for name, (m, st) in models.items()})
-
-
-def _oracle_of(name: str, names: Sequence[str]) -> str | None:
-    """The oracle row a ToMato forward row is held against: the one that keeps as many
-    tokens (tokens=k: k; sim: the oracle listed right after the sim rows)."""
-    oracles = [n for n in names if n.startswith("forward: oracle")]
-    if not name.startswith("forward: tomato") or "sim=inf" in name or not oracles:
-        return None
-    if "tokens=" in name:
-        k = name.split("tokens=")[1].split(",")[0]
-        return next((o for o in oracles if o.endswith(f" {k}")), None)
-    return oracles[0]
+    return {name: _Forward(forward(m), setup(m, st), oracle) for name, (m, st, oracle) in models.items()}
 
 
 def _merge_steps(x: torch.Tensor, grid: tuple[int, int], p: int, k: int) -> dict[str, Callable[[], Any]]:
@@ -158,8 +155,9 @@ def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int =
         images = photos[torch.arange(b) % len(photos)]
         with torch.inference_mode():
             x = probe.block0(plain, images).x
-        forwards, setups = _forwards(plain, patched, images, tokens)
-        fns = {**forwards, **_merge_steps(x, grid, p, tokens)}
+        forwards = _forwards(plain, patched, images, tokens)
+        setups = {name: f.setup for name, f in forwards.items()}
+        fns = {**{name: f.call for name, f in forwards.items()}, **_merge_steps(x, grid, p, tokens)}
         counted: dict[str, tuple[dispatch.Counts, float | None]] = {}
         for name, fn in fns.items():
             setups.get(name, lambda: None)()
@@ -172,7 +170,7 @@ def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int =
         base = stats["forward: unpatched"].median
         for name, s in stats.items():
             c, tok = counted[name]
-            oracle = _oracle_of(name, list(stats))
+            oracle = forwards[name].oracle if name in forwards else None
             rows.append(Row(name, s.median * 1e3, s.iqr * 1e3, s.median / base, tok, b,
                             str(device), c.ops, c.syncs,
                             vs_oracle=None if oracle is None else s.median / stats[oracle].median))
