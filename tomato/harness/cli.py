@@ -226,7 +226,13 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from . import recipe as recipes, training
 
-    chosen = recipes.recipe(args.recipe).with_seed(args.seed)
+    chosen = recipes.override(recipes.load(args.recipe), phase=args.phase, epochs=args.epochs, lr=args.lr,
+                              batch_size=args.batch_size, model=args.model).with_seed(args.seed)
+    if args.show_recipe:
+        print(recipes.to_toml(chosen), end="")
+        return 0
+    if args.data is None or args.out is None:
+        raise ValueError("train needs --data and --out (or --show-recipe to print the recipe and stop)")
     card = training.train(args.data, args.out, chosen, init=args.init, threads=args.threads,
                           progress=not args.quiet, device=args.device)
     val = card["val"]
@@ -310,9 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("train", help="train the book's ViT from scratch (resumable; writes weights + model card)")
-    p.add_argument("--data", required=True, help="folder with train/<class>/*.JPEG and val/<class>/*.JPEG")
-    p.add_argument("--out", required=True, help="run folder (resumed if it holds the same run)")
-    p.add_argument("--recipe", default="imagenette-cpu", help="recipe name (tomato/harness/recipe.py)")
+    p.add_argument("--data", help="folder with train/<class>/*.JPEG and val/<class>/*.JPEG")
+    p.add_argument("--out", help="run folder (resumed if it holds the same run)")
+    p.add_argument("--recipe", default="imagenette-cpu",
+                   help="a recipe's name (tomato/harness/recipe.py) or a .toml/.yaml recipe file")
+    p.add_argument("--show-recipe", action="store_true",
+                   help="print the recipe, overrides applied, as a TOML recipe file, and stop")
+    p.add_argument("--phase", default=None,
+                   help="the phase --epochs/--lr/--batch-size change (default: the first student phase)")
+    p.add_argument("--epochs", type=int, default=None, help="override the phase's epochs")
+    p.add_argument("--lr", type=float, default=None, help="override the phase's peak learning rate")
+    p.add_argument("--batch-size", type=int, default=None, help="override the phase's batch size")
+    p.add_argument("--model", default=None, help="override the student model (a timm ViT/DeiT name)")
     p.add_argument("--init", default=None,
                    help="for a recipe that continues another (imagenette-cpu-more): that run's model.safetensors")
     p.add_argument("--seed", type=int, default=0)

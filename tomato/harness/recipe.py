@@ -22,10 +22,19 @@ photos are decoded once into memory (see :mod:`tomato.harness.trainset`).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Phase", "Recipe", "RECIPES", "recipe"]
+__all__ = ["Phase", "Recipe", "RECIPES", "recipe", "load", "override", "to_toml"]
+
+
+# The Python types each Phase field's annotation allows (a float field takes an int too).
+_KINDS: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+                                       "tuple[float, float]": (tuple,)}
+_KIND_WORDS = {(str,): "a string", (int,): "an integer", (int, float): "a number", (bool,): "true or false",
+               (tuple,): "a pair of numbers"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,14 @@ class Phase:
 
     def validate(self, patch: int = 16) -> None:
         """ValueError naming the phase and the setting that is out of range."""
+        for f in fields(self):
+            value, kinds = getattr(self, f.name), _KINDS[str(f.type)]
+            if isinstance(value, bool) != (kinds == (bool,)) or not isinstance(value, kinds):
+                raise ValueError(f"phase {self.name!r}: {f.name} must be {_KIND_WORDS[kinds]}, not {value!r}")
+        if len(self.crop_scale) != 2 or not all(isinstance(v, (int, float)) for v in self.crop_scale) \
+                or not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ValueError(f"phase {self.name!r}: crop_scale must be two numbers 0 < lo <= hi <= 1, "
+                             f"not {self.crop_scale!r}")
         if self.role not in ("teacher", "student"):
             raise ValueError(f"phase {self.name!r}: role must be 'teacher' or 'student', not {self.role!r}")
         for key in ("epochs", "resolution", "batch_size"):
@@ -67,8 +84,8 @@ class Phase:
         if self.role == "student" and self.resolution % patch:
             raise ValueError(f"phase {self.name!r}: resolution {self.resolution} is not a multiple of the "
                              f"{patch}-pixel patch size; choose e.g. {max(patch, self.resolution // patch * patch)}")
-        if not self.lr > 0:
-            raise ValueError(f"phase {self.name!r}: lr must be > 0, not {self.lr!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"phase {self.name!r}: lr must be a finite number > 0, not {self.lr!r}")
 
 
 @dataclass(frozen=True)
@@ -220,3 +237,116 @@ def recipe(name: str) -> Recipe:
         return RECIPES[name]
     except KeyError:
         raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None
+
+
+# --------------------------------------------------------------------------- recipe files
+def load(spec: str | Path) -> Recipe:
+    """A built-in recipe by name, or one read from a ``.toml``/``.yaml``/``.yml`` file.
+
+    The file holds the fields of :class:`Recipe` at the top level and one table per phase
+    (``[[phases]]`` in TOML, a ``phases:`` list in YAML) with the fields of :class:`Phase`;
+    ``python -m tomato train --recipe NAME --show-recipe`` prints a built-in one as a
+    starting point. Data only: YAML is read with ``safe_load``, which builds no objects.
+    ValueError (one line) for a missing file, a syntax error, an unknown or missing field,
+    or a value out of range."""
+    path = Path(str(spec)).expanduser()
+    if path.suffix.lower() not in (".toml", ".yaml", ".yml"):
+        if path.exists() or "/" in str(spec) or (path.suffix and str(spec) not in RECIPES):
+            raise ValueError(f"--recipe {spec}: a recipe file must end in .toml, .yaml or .yml")
+        return recipe(str(spec))
+    if not path.is_file():
+        raise ValueError(f"--recipe {spec}: file not found")
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        else:
+            import yaml
+
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception as e:  # the parsers' own errors name the line
+        raise ValueError(f"--recipe {spec}: not a readable recipe file ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else e})") from None
+    made = _from_data(raw, where=f"--recipe {spec}")
+    made.validate()
+    return made
+
+
+def _from_data(raw: Any, where: str) -> Recipe:
+    """A :class:`Recipe` from plain data, every key checked against the dataclasses' fields."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: the file must hold a table of recipe fields, not {type(raw).__name__}")
+    phases = raw.get("phases")
+    if not isinstance(phases, list) or not phases:
+        raise ValueError(f"{where}: give at least one phase ([[phases]] in TOML, a 'phases:' list in YAML)")
+    made = []
+    for i, p in enumerate(phases):
+        if not isinstance(p, dict):
+            raise ValueError(f"{where}: phase {i + 1} must be a table of Phase fields")
+        p = dict(p)
+        if "crop_scale" in p:
+            p["crop_scale"] = tuple(p["crop_scale"])
+        made.append(_build_dataclass(Phase, p, f"{where}: phase {p.get('name', i + 1)!r}"))
+    top = {k: v for k, v in raw.items() if k != "phases"}
+    top.setdefault("name", Path(where.split(" ", 1)[-1]).stem)
+    return _build_dataclass(Recipe, {**top, "phases": tuple(made)}, where)
+
+
+def _build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    try:
+        return cls(**values)
+    except TypeError as e:  # a required field is missing
+        raise ValueError(f"{where}: {e}".replace("__init__() ", "")) from None
+
+
+def override(base: Recipe, *, phase: str | None = None, epochs: int | None = None, lr: float | None = None,
+             batch_size: int | None = None, model: str | None = None) -> Recipe:
+    """``base`` with the command line's overrides, validated.
+
+    ``epochs``, ``lr`` and ``batch_size`` change one phase: ``phase`` by name, or else the
+    recipe's first student phase (its long one); ``model`` replaces the student model in
+    every student phase (they train one model). ValueError (one line) naming the flag."""
+    names = [p.name for p in base.phases]
+    if phase is not None and phase not in names:
+        raise ValueError(f"--phase {phase}: recipe {base.name!r} has the phases {', '.join(names)}")
+    target = phase or next(p.name for p in base.phases if p.role == "student")
+    changes = {"epochs": epochs, "lr": lr, "batch_size": batch_size}
+    phases = []
+    for p in base.phases:
+        if p.name == target:
+            p = replace(p, **{k: v for k, v in changes.items() if v is not None})
+        if model is not None and p.role == "student":
+            p = replace(p, model=model)
+        phases.append(p)
+    made = replace(base, phases=tuple(phases))
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in {**changes, "model": model}.items() if v is not None)
+    try:
+        made.validate()
+    except ValueError as e:
+        raise ValueError(f"{flags}: {e}" if flags else str(e)) from None
+    return made
+
+
+def to_toml(r: Recipe) -> str:
+    """``r`` as a TOML recipe file that :func:`load` reads back to an equal recipe."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (tuple, list)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"# recipe {r.name!r} (tomato/harness/recipe.py); edit and pass with --recipe FILE.toml"]
+    lines += [f"{k} = {value(getattr(r, k))}" for k in ("name", "seed", "continues", "source")]
+    if r.extra:
+        raise ValueError(f"recipe {r.name!r}: its 'extra' table has no TOML form here")
+    for p in r.phases:
+        lines += ["", "[[phases]]"] + [f"{f.name} = {value(getattr(p, f.name))}" for f in fields(Phase)]
+    return "\n".join(lines) + "\n"
