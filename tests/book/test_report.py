@@ -164,7 +164,7 @@ def test_baseline_diversity_reads_only_the_baselines_predictions(run_dir: Path, 
     read: list[str] = []
     real = book_runs.read_predictions
     monkeypatch.setattr(book_runs, "read_predictions", lambda folder: read.append(Path(folder).name) or real(folder))
-    assert measures.baseline_diversity(run)["n"] == 10
+    assert book_runs.baseline_diversity(run)["n"] == 10
     assert read == ["deit"]  # a full-val run holds dozens of prediction files
     assert set(book_runs.predictions_of(run, only=["tome:r=2", "tomato:sim=1e-7"])) == {"tome:r=2", "tomato:sim=1e-07"}
 

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.text import Annotation, Text  # noqa: E402
 
-from tomato.book import notes, figures, measures, paper  # noqa: E402
+from tomato.book import notes, figures, measures, paper, runs  # noqa: E402
 
 
 def sweep_rows() -> pd.DataFrame:
@@ -134,21 +134,21 @@ def test_diversity_goes_beside_every_agreement_figure(tmp_path):
                                    "top5": ["3 1 2 0 9"] * 10}),
              "tome:r=2": pd.DataFrame({"index": range(10), "top1": [3] * 10, "label": range(10),
                                        "top5": ["3 1 2 0 9"] * 10})}
-    div = measures.baseline_diversity(preds)
+    div = runs.baseline_diversity(preds)
     assert (div["n"], div["distinct"], div["classes_seen"], div["degenerate"]) == (10, 3, 10, True)
     assert div["top_share"] == pytest.approx(0.8)
     note = notes.diversity_note(div)
     assert note.startswith("> **Warning: degenerate classifier.**") and "3 distinct top-1 classes over 10" in note
     assert "the images cover 10 classes" in note and "Flagged because one class takes 80.0%" in note
-    unlabelled = measures.baseline_diversity({k: v.assign(label=-1) for k, v in preds.items()})
+    unlabelled = runs.baseline_diversity({k: v.assign(label=-1) for k, v in preds.items()})
     assert not unlabelled["labelled"]
     assert "true classes are not recorded" in notes.diversity_note(unlabelled)
     ax = figures.plot_agreement(measures.prediction_agreement(preds), diversity=div)
     assert any("DEGENERATE" in t.get_text() for t in ax.texts)
     varied = {k: v.assign(top1=range(10)) for k, v in preds.items()}
-    ok = measures.baseline_diversity(varied)
+    ok = runs.baseline_diversity(varied)
     assert not ok["degenerate"] and "Warning" not in notes.diversity_note(ok)
-    assert measures.baseline_diversity({"tome:r=2": preds["tome:r=2"]}) is None
+    assert runs.baseline_diversity({"tome:r=2": preds["tome:r=2"]}) is None
     plt.close("all")
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tomato.harness import models
+from tomato.harness import models, provenance
 
 NAME = "deit_tiny_patch16_224"
 HUB_ID = "timm/deit_tiny_patch16_224.fb_in1k"
@@ -63,7 +63,7 @@ def test_checkpoint_round_trip(tmp_path: Path, source_model, kind: str):
     model, info = models.load(NAME, checkpoint=path)
     assert _same_params(model, source_model)
     assert not model.training
-    assert info.sha256 == models.state_dict_sha256(source_model)
+    assert info.sha256 == provenance.state_dict_sha256(source_model)
     assert info.source == f"checkpoint:{path.resolve()}"
     assert info.source.startswith("checkpoint:")
     assert info.pretrained and info.model == NAME
@@ -77,7 +77,7 @@ def test_checkpoint_original_deit_layout(tmp_path: Path, source_model):
     torch.save({"model": sd}, tmp_path / "deit.pth")
     model, info = models.load(NAME, checkpoint=tmp_path / "deit.pth")
     assert _same_params(model, source_model)
-    assert info.sha256 == models.state_dict_sha256(source_model)
+    assert info.sha256 == provenance.state_dict_sha256(source_model)
 
 
 def test_checkpoint_wrong_key(tmp_path: Path, source_model):
@@ -144,7 +144,7 @@ def test_pretrained_from_local_hub_cache(monkeypatch, offline_hub: Path, source_
 
     model, info = models.load(NAME)
     assert info.source == f"timm-pretrained:{HUB_ID}" and info.pretrained
-    assert info.sha256 == models.state_dict_sha256(source_model)
+    assert info.sha256 == provenance.state_dict_sha256(source_model)
     assert _same_params(model, source_model)
 
 
@@ -183,15 +183,15 @@ def test_unknown_name():
 
 def test_sha256_depends_on_values_and_keys(source_model):
     sd = source_model.state_dict()
-    base = models.state_dict_sha256(sd)
-    assert models.state_dict_sha256(source_model) == base
-    assert models.state_dict_sha256({k: v.clone() for k, v in reversed(list(sd.items()))}) == base
+    base = provenance.state_dict_sha256(sd)
+    assert provenance.state_dict_sha256(source_model) == base
+    assert provenance.state_dict_sha256({k: v.clone() for k, v in reversed(list(sd.items()))}) == base
     changed = dict(sd)
     changed["head.bias"] = sd["head.bias"] + 1
-    assert models.state_dict_sha256(changed) != base
+    assert provenance.state_dict_sha256(changed) != base
     renamed = {("x." + k if k == "head.bias" else k): v for k, v in sd.items()}
-    assert models.state_dict_sha256(renamed) != base
-    assert models.state_dict_sha256({"a": torch.ones(2, dtype=torch.bfloat16)})  # any dtype
+    assert provenance.state_dict_sha256(renamed) != base
+    assert provenance.state_dict_sha256({"a": torch.ones(2, dtype=torch.bfloat16)})  # any dtype
 
 
 def test_checkpoint_with_more_than_weights_says_how_to_save_the_weights_alone(tmp_path: Path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..harness import variants
-from . import measures, paper
+from . import measures, paper, runs
 from .notes import diversity_line, weights_note
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ def plot_agreement(agreement: pd.DataFrame, ax: Axes | None = None, *,
     variant's top-5 (100 - top-5 overlap), from :func:`prediction_agreement`. Values are
     written on the bars; the axis zooms in on small changes. Meaningful with any weights,
     but cheap when the baseline is degenerate: ``diversity``
-    (:func:`tomato.book.measures.baseline_diversity`) is written under the axis."""
+    (:func:`tomato.book.runs.baseline_diversity`) is written under the axis."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -271,7 +271,7 @@ def plot_run_agreement(run: RecordedRun, *, title: str) -> Axes | None:
     agreement = measures.prediction_agreement(run)
     if len(agreement) < 2:
         return None
-    return plot_agreement(agreement, title=title, diversity=measures.baseline_diversity(run))
+    return plot_agreement(agreement, title=title, diversity=runs.baseline_diversity(run))
 
 
 def _diversity_color(diversity: Mapping[str, Any] | None) -> str:
@@ -299,7 +299,7 @@ def plot_tradeoff_panels(rows: pd.DataFrame, *, pretrained: bool | None, title: 
     * (d) GFLOPs against tokens after block 0.
 
     Without timing, panel (b) uses tokens after block 0 and (c)-(d) are left out. ``diversity``
-    (:func:`tomato.book.measures.baseline_diversity`) goes under the agreement panels.
+    (:func:`tomato.book.runs.baseline_diversity`) goes under the agreement panels.
     Labels are placed after the layout so that none overlap. Returns the figure.
     """
     import matplotlib.pyplot as plt

@@ -156,7 +156,7 @@ def weights_note(pretrained: bool | None) -> str:
 
 def diversity_line(diversity: Mapping[str, Any] | None) -> str:
     """One line for a figure or caption: how varied the baseline's top-1 predictions are
-    (from :func:`tomato.book.measures.baseline_diversity`), flagged when degenerate."""
+    (from :func:`tomato.book.runs.baseline_diversity`), flagged when degenerate."""
     if not diversity:
         return "baseline predictions: not recorded"
     d = diversity
@@ -229,7 +229,7 @@ def timing_noise(rows: pd.DataFrame, threshold: float = 0.2, said: set[str] | No
 
 def baseline_note(run: RecordedRun) -> str:
     """:func:`diversity_note` of ``run``'s baseline predictions."""
-    from .measures import baseline_diversity
+    from .runs import baseline_diversity
 
     return diversity_note(baseline_diversity(run))
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..harness import manifest
 from ..harness import records as schema
 from ..harness import speed, variants
+from ..harness.fidelity import prediction_diversity
 from ..harness.models import WeightsInfo
 from . import paper
 
@@ -414,3 +415,24 @@ def pick_table1_run(runs: Sequence[RecordedRun]) -> RecordedRun | None:
 
     return max(ok, key=key)
 
+
+def baseline_diversity(source: Any, baseline: str = "deit") -> dict[str, Any] | None:
+    """How varied the baseline's top-1 predictions are over a run's images
+    (:func:`tomato.harness.fidelity.prediction_diversity`: ``n``, ``distinct``,
+    ``entropy_bits``, ``max_entropy_bits``, ``top_share``, ``degenerate``, ...).
+
+    ``source`` as for :func:`prediction_agreement`. Agreement with a classifier that
+    predicts a handful of classes for everything costs little, so every agreement figure
+    is read next to this. True labels (``label`` >= 0 on every image) set how many classes
+    the images cover; without them ``labelled`` is False. None when the baseline has no
+    predictions.
+    """
+    preds = predictions_of(source, only=[baseline]).get(variants.canonical(baseline))
+    if preds is None or preds.empty:
+        return None
+    # True labels only when every image has one (-1: unknown): a partial count of the
+    # classes would understate how many the images cover.
+    labels = None
+    if "label" in preds and (preds["label"] >= 0).all():
+        labels = [int(v) for v in preds["label"]]
+    return prediction_diversity([int(v) for v in preds["top1"]], labels)

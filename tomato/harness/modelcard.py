@@ -18,8 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from .models import state_dict_sha256
-from .provenance import jsonable
+from .provenance import jsonable, state_dict_sha256
 from .results import atomic_write_text
 
 __all__ = ["CARD_FILE", "WEIGHTS_FILE", "ModelCard", "card_for", "read_card", "write_card"]

@@ -13,7 +13,6 @@ so two runs can be checked to have used the same model whatever the source.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import inspect
 import logging
 import os
@@ -30,8 +29,11 @@ import timm
 import torch
 from torch import nn
 
+from .modelcard import WEIGHTS_FILE, card_for
+from .provenance import state_dict_sha256
+
 __all__ = ["DEFAULT_MODEL", "SUPPORTED_MODULES", "WEIGHTS_DIR", "WeightsInfo", "check_supported", "load",
-           "read_checkpoint", "resolve_checkpoint", "state_dict_sha256"]
+           "read_checkpoint", "resolve_checkpoint"]
 
 _log = logging.getLogger(__name__)
 
@@ -67,21 +69,6 @@ class WeightsInfo:
 
 
 # --------------------------------------------------------------------------- hashing
-def state_dict_sha256(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor]) -> str:
-    """Hex SHA-256 over a state dict: for each key in sorted order, the key, dtype, shape
-    and the tensor's raw bytes (``.detach().cpu().contiguous()``). Same weights -> same
-    hash, whatever file or device they came from."""
-    sd = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
-    h = hashlib.sha256()
-    for key in sorted(sd):
-        t = sd[key].detach().cpu().contiguous()
-        # Key, dtype and shape go in too, so a reshaped or renamed tensor changes the hash.
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        # Viewing as bytes works for every dtype (bfloat16 has no numpy equivalent).
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- names
 def _close_names(name: str, limit: int = 8) -> list[str]:
     """A few timm model names resembling ``name``, for error messages."""
@@ -387,8 +374,6 @@ def resolve_checkpoint(checkpoint: str | Path) -> Path:
     if path.is_file():
         return path.resolve()
     short = WEIGHTS_DIR / str(checkpoint)
-    from .modelcard import WEIGHTS_FILE
-
     if "/" not in str(checkpoint) and (short / WEIGHTS_FILE).is_file():
         return (short / WEIGHTS_FILE).resolve()
     known = sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / WEIGHTS_FILE).is_file()) if WEIGHTS_DIR.is_dir() else []
@@ -432,8 +417,6 @@ def load(
     """
     card = None
     if checkpoint is not None:
-        from .modelcard import card_for
-
         path = resolve_checkpoint(checkpoint)
         card = card_for(path)
         if card is not None and name not in (None, card.model):

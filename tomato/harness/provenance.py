@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import logging
 import math
 import socket
@@ -12,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 
 from . import machine
 
-__all__ = ["git_commit", "start", "collect", "jsonable"]
+__all__ = ["git_commit", "start", "collect", "jsonable", "state_dict_sha256"]
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +125,18 @@ def collect(started: Mapping[str, Any] | None = None, **fields: Any) -> dict[str
     if clash:
         log.warning("provenance fields %s are collected automatically; caller values ignored", clash)
     return jsonable({**fields, **auto})
+
+
+def state_dict_sha256(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """Hex SHA-256 over a state dict: for each key in sorted order, the key, dtype, shape
+    and the tensor's raw bytes (``.detach().cpu().contiguous()``). Same weights -> same
+    hash, whatever file or device they came from."""
+    sd = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
+    h = hashlib.sha256()
+    for key in sorted(sd):
+        t = sd[key].detach().cpu().contiguous()
+        # Key, dtype and shape go in too, so a reshaped or renamed tensor changes the hash.
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        # Viewing as bytes works for every dtype (bfloat16 has no numpy equivalent).
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()

@@ -289,7 +289,8 @@ def _parent(recipe: Recipe, init: str | Path | None, classes: list[str]) -> tupl
     ValueError (one line) when ``init`` is missing, not needed, or not the model the
     recipe continues (other recipe, model or classes)."""
     from .modelcard import card_for
-    from .models import read_checkpoint, state_dict_sha256
+    from .models import read_checkpoint
+    from .provenance import state_dict_sha256
 
     if not recipe.continues:
         if init is not None:
