@@ -70,8 +70,8 @@ from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKS = ("images", "figures", "screenshot", "math", "stderr", "params", "verdict", "diversity", "placeholders",
-          "tables")
+CHECKS = ("images", "offline", "figures", "screenshot", "math", "stderr", "params", "verdict", "diversity",
+          "placeholders", "tables")
 BROWSER_CHECKS = {"screenshot", "math", "stderr", "params", "verdict", "diversity", "placeholders", "tables"}
 LAYOUT_JS = Path(__file__).with_name("table_layout.js")
 LAYOUT_ID = "tomato-layout"
@@ -133,20 +133,30 @@ def toc_pages(toc_path: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- images
+def _remote(url: str) -> bool:
+    return urlsplit(url).scheme in ("http", "https") or url.startswith("//")
+
+
 class ImgCollector(HTMLParser):
+    """The page's image sources, and the scripts and stylesheets it would fetch from the network."""
+
     def __init__(self) -> None:
         super().__init__()
         self.srcs: list[str] = []
+        self.remote: list[str] = []
 
     def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            src = dict(attrs).get("src")
-            if src is not None:
-                self.srcs.append(src)
+        a = dict(attrs)
+        if tag == "img" and a.get("src") is not None:
+            self.srcs.append(a["src"])
+        elif tag == "script" and _remote(a.get("src") or ""):
+            self.remote.append(f"script {a['src']}")
+        elif tag == "link" and "stylesheet" in (a.get("rel") or "") and _remote(a.get("href") or ""):
+            self.remote.append(f"stylesheet {a['href']}")
 
 
-def check_images(page_html: Path, html_root: Path) -> tuple[list[str], int]:
-    """Return (problems, number of content figures) for one page."""
+def check_images(page_html: Path, html_root: Path) -> tuple[list[str], int, list[str]]:
+    """Return (image problems, number of content figures, remote scripts and stylesheets) for one page."""
     parser = ImgCollector()
     parser.feed(page_html.read_text(encoding="utf-8", errors="replace"))
     problems, figures = [], 0
@@ -158,7 +168,7 @@ def check_images(page_html: Path, html_root: Path) -> tuple[list[str], int]:
                 figures += 1
             continue
         parts = urlsplit(src)
-        if parts.scheme in ("http", "https") or src.startswith("//"):
+        if _remote(src):
             problems.append(f"remote image {src} (the book must read offline)")
             continue
         target = (page_html.parent / unquote(parts.path)).resolve()
@@ -173,7 +183,7 @@ def check_images(page_html: Path, html_root: Path) -> tuple[list[str], int]:
                 rel = target
             if not str(rel).startswith("_static"):  # theme assets are not figures
                 figures += 1
-    return problems, figures
+    return problems, figures, parser.remote
 
 
 # --------------------------------------------------------------------------- rendered DOM
@@ -591,9 +601,11 @@ def main(argv: list[str] | None = None) -> int:
                 failures.append(f"{page}: missing page {html}")
                 print(f"FAIL  {page}: no HTML at {html}")
                 continue
-            problems, figures = check_images(html, html_root)
+            problems, figures, remote = check_images(html, html_root)
             if "images" in checks:
                 notes += [f"[images] {p}" for p in problems]
+            if "offline" in checks:
+                notes += [f"[offline] loads the {r} from the network (dead offline)" for r in remote]
             is_notebook = page.startswith("book/notebooks/")
             if "figures" in checks and is_notebook and name not in NO_FIGURE_OK and figures == 0:
                 notes.append("[figures] notebook page has no figure")

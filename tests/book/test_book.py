@@ -271,7 +271,7 @@ def test_checker_passes_a_good_offline_book(tmp_path: Path):
 
 
 def test_checker_fails_each_missing_feature(tmp_path: Path):
-    """A CDN MathJax (networking blocked), a stderr log, no parameter table, no verdict, agreement
+    """A CDN MathJax (networking blocked, and a script from the network: [offline]), a stderr log, no parameter table, no verdict, agreement
     without the baseline's diversity, a literal ``{device}``, tables that spill out of the column,
     out of a cell, or break a number."""
     chromium_or_skip()
@@ -279,14 +279,14 @@ def test_checker_fails_each_missing_feature(tmp_path: Path):
     html = mini_book(tmp_path, "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js", good=False)
     proc = run_checker(tmp_path, html)
     assert proc.returncode == 1, proc.stdout
-    for check in ("math", "stderr", "params", "verdict", "diversity", "placeholders"):
+    for check in ("math", "stderr", "params", "verdict", "diversity", "placeholders", "offline"):
         assert f"[{check}]" in proc.stdout, (check, proc.stdout)
     for problem in ("table wider than its column", "1 cell(s) whose text runs out of the cell",
                     "1 number(s) broken across lines"):
         assert problem in proc.stdout, (problem, proc.stdout)
     # each check can be switched off on its own
     proc = run_checker(tmp_path, html, "math", "stderr", "params", "verdict", "diversity", "placeholders",
-                       "tables")
+                       "tables", "offline")
     assert proc.returncode == 0, proc.stdout
     proc = run_checker(tmp_path, html, "stderr", "params", "verdict", "diversity")
     assert proc.returncode == 1 and "[math]" in proc.stdout and "[params]" not in proc.stdout
