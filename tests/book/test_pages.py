@@ -24,10 +24,19 @@ def test_budget_grid_counts_its_panels(keep_ratio: float) -> None:
     keeps = pictures.budget_keep_ratios(keep_ratio)
     assert keep_ratio in keeps and len(keeps) == len(set(keeps))
     assert keeps == sorted(keeps, reverse=True)
-    expected = len(pictures.BUDGET_GRID_KEEPS) + (keep_ratio not in pictures.BUDGET_GRID_KEEPS)
+    expected = len(pictures.BUDGET_GRID_KEEPS)  # two full rows of three: no blank panel
     assert len(keeps) == expected
     assert pictures.budget_grid_title("chelsea", keeps, "random-init DeiT-B") == \
         f"chelsea at {expected} token budgets (random-init DeiT-B)"
+
+
+def test_sim_text_reads_any_depth() -> None:
+    import math
+
+    assert pictures.sim_text(math.log(1e-7)) == "sim = 1.0e-7"
+    assert pictures.sim_text(-115.0 * math.log(10)) == "sim = 1.0e-115"
+    assert pictures.sim_text(math.log(3.2e-115)) == "sim = 3.2e-115"
+    assert pictures.sim_text(-900.0 * math.log(10) + math.log(9.99)) == "sim = 1.0e-899"  # below float64
 
 
 def test_merge_page_builds_the_budget_grid_from_its_keep_ratios() -> None:

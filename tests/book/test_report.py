@@ -214,7 +214,11 @@ def test_provenance_table_and_overview(run_dir: Path):
     assert t["Jetson board"] == "absent (not a Jetson)"
     assert t["trained weights"] == "no: random-init"
     ours = {**prov(), "pretrained": True, "weights_source": "checkpoint:/a/data/weights/deit-x/model.safetensors"}
-    assert tables.provenance_table(ours).set_index("field")["value"]["trained weights"] == "yes, trained here"
+    shown = tables.provenance_table({**ours, "data": "/a/shared/imagenette/val"}).set_index("field")["value"]
+    assert shown["trained weights"] == "yes, trained here"
+    # No path of the machine that recorded it: the project's names.
+    assert shown["weights source"].startswith("data/weights/deit-x") and shown["data"] == "imagenette/val"
+    assert "/a/" not in tables.provenance_table({**ours, "data": "/a/shared/imagenette/val"}).to_string()
     ov = tables.runs_overview(book_runs.recorded_runs(run_dir.parent))
     assert ov.loc[0, "run"] == "sample_run"
     assert ov.loc[0, "variants"] == "deit, tome:r=2, tomato:sim=1e-07"

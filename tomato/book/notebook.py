@@ -306,7 +306,7 @@ def parameter_table(params: dict[str, Any], weights: WeightsInfo | None = None) 
     for row in rows:
         if row["parameter"] == "model" and weights is not None and weights.model != params["model"]:
             row["value"] = repr(weights.model)
-            row["meaning"] = f"from the checkpoint's model card (the parameter's {params['model']!r} is not used)"
+            row["meaning"] = "the model the checkpoint's card names (a checkpoint decides the model)"
     return pd.DataFrame(rows, columns=["parameter", "value", "meaning"])
 
 

@@ -324,13 +324,26 @@ def merged_figure(model: nn.Module, images: torch.Tensor, photos: Sequence[np.nd
     return fig, torch.stack([t for _, _, t in columns[:-1]]).cpu()
 
 
-#: Keep ratios of the merging page's budget grid, besides the page's own ``keep_ratio``.
+#: Keep ratios of the merging page's budget grid (two rows of three panels); the page's
+#: own ``keep_ratio`` takes the place of the nearest one.
 BUDGET_GRID_KEEPS: tuple[float, ...] = (0.9, 0.75, 0.6, 0.45, 0.3, 0.15)
 
 
 def budget_keep_ratios(keep_ratio: float, keeps: Sequence[float] = BUDGET_GRID_KEEPS) -> list[float]:
-    """The budget grid's keep ratios: ``keeps`` and ``keep_ratio``, each once, largest first."""
-    return sorted({float(k) for k in (*keeps, keep_ratio)}, reverse=True)
+    """The budget grid's keep ratios, largest first: ``keeps`` with the one nearest to
+    ``keep_ratio`` replaced by it, so the grid always has ``len(keeps)`` panels, none blank."""
+    nearest = min(range(len(keeps)), key=lambda k: abs(keeps[k] - keep_ratio))
+    return sorted({float(keep_ratio if k == nearest else v) for k, v in enumerate(keeps)}, reverse=True)
+
+
+def sim_text(log_sim: float) -> str:
+    """``sim`` from its natural logarithm, as "sim = 3.2e-115" (any depth: no float underflow)."""
+    decades = float(log_sim) / math.log(10)
+    exponent = math.floor(decades)
+    mantissa = 10 ** (decades - exponent)
+    if round(mantissa, 1) >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"sim = {mantissa:.1f}e{exponent}"
 
 
 def budget_grid_title(name: str, keeps: Sequence[float], who: str) -> str:
@@ -419,8 +432,8 @@ def _keep_png(image: np.ndarray, log_scores: torch.Tensor, grid: Sequence[int], 
     n = log_scores.shape[0]
     g = _grouping(log_scores, grid, pipeline.Settings(keep_ratio=keep_ratio))
     return _png(merge_picture(image, g.labels[0], grid),
-                f"{title}\nkeep ratio {keep_ratio:.2f}: {int(g.counts[0])} of {n} tokens, "
-                f"sim = 1e{float(g.log_sim[0]) / math.log(10):.1f}")
+                f"{title}\nkeep ratio {keep_ratio:.2f}: {int(g.counts[0])} of {n} tokens, " +
+                sim_text(float(g.log_sim[0])))
 
 
 def sim_slider(

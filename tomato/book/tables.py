@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..harness import variants
 from .runs import RecordedRun
+from .notes import data_label, source_label, stage, trained_here
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -90,8 +91,6 @@ def _commit_text(prov: Mapping[str, Any]) -> str:
 
 def _trained(prov: Mapping[str, Any]) -> str | None:
     """The record's ``pretrained`` flag in words: trained here, trained elsewhere, or random."""
-    from .notes import stage, trained_here
-
     if prov.get("pretrained") is None:
         return None
     if not prov["pretrained"]:
@@ -110,10 +109,11 @@ def provenance_table(prov: Mapping[str, Any]) -> pd.DataFrame:
     sha = prov.get("weights_sha256")
     fields = [
         ("model", prov.get("model")),
-        ("weights source", prov.get("weights_source")),
+        ("weights source", source_label(str(prov.get("weights_source"))).replace("`", "")
+         if prov.get("weights_source") else None),
         ("weights sha256", f"{sha[:12]}…" if isinstance(sha, str) and sha else None),
         ("trained weights", _trained(prov)),
-        ("data", prov.get("data")),
+        ("data", data_label(prov["data"]) if prov.get("data") else None),
         ("images", prov.get("n_images")),
         ("variants", ", ".join(prov["variants"]) if isinstance(prov.get("variants"), list) else prov.get("variant")),
         ("batch size", prov.get("batch_size")),
