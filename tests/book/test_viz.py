@@ -246,12 +246,31 @@ def test_frame_slider_moves_in_a_real_browser(tmp_path):
     assert re.findall(r"<output>([^<]*)</output>", out) == ["keep = 0.25"]
 
 
-def test_merged_figure_draws_each_photo_at_each_setting_and_unpatches(vit):
+def test_figure2_draws_each_photo_at_each_setting_reads_it_and_unpatches(vit):
+    from tomato.book import figure2
+
     model = vit()
-    images = torch.randn(2, 3, 224, 224)
-    photos = [np.random.default_rng(k).random((224, 224, 3)) for k in range(2)]
-    fig, kept = pictures.merged_figure(model, images, photos, ["a", "b"], [1e-7, 0.0], 2, suptitle="t")
-    assert kept.shape == (2, 2) and bool((kept[1] == 1).all())  # sim=0 merges every patch into one token
+    flat = np.full((224, 224, 3), 0.5)                       # every patch uniform
+    noisy = np.random.default_rng(1).random((224, 224, 3))   # none uniform
+    photos = figure2.Photos(torch.randn(2, 3, 224, 224), [flat, noisy], ["a", "b"], "test")
+    fig, seen = figure2.draw(model, photos, [1e-7, 0.0], 2, suptitle="t")
     assert len([ax for ax in fig.axes if ax.images]) == 2 * 4  # photo, two ToMato columns, ToMe
     assert fig.axes[3].get_title().startswith("ToMe r=2: ") and not hasattr(model, "_tomato")
+    # sim=0 merges every patch into one token; the reading counts the flat photo's 196 uniform patches
+    assert seen.kept_mean[1] == 1 and seen.uniform_merged[1] == 100 and seen.uniform_patches == 196
     plt.close(fig)
+
+
+def test_uniform_patches_and_the_most_uniform_photos():
+    from tomato.book import figure2
+
+    photo = np.random.default_rng(0).random((28, 28, 3))
+    photo[:14, :14] = 0.3  # the top-left 2 x 2 patches of a 4 x 4 grid are flat
+    mask = figure2.uniform_patches(photo, (4, 4))
+    assert mask.reshape(4, 4)[:2, :2].all() and mask.sum() == 4
+    groups = figure2._in_groups(np.array([[0, 0, 1, 2]]))
+    assert groups.tolist() == [[True, True, False, False]]
+    # The reading counts the uniform patches only: a flat photo merged whole, a noisy one not at all.
+    flat, noisy = np.full((28, 28, 3), 0.5), np.random.default_rng(1).random((28, 28, 3))
+    seen = figure2.read([1e-7], [np.array([[0] * 16, list(range(16))])], [flat, noisy], (4, 4))
+    assert seen.uniform_merged == [100.0] and seen.uniform_patches == 16 and seen.kept_mean == [8.5]

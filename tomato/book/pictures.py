@@ -283,47 +283,6 @@ def picture_grid(
     return fig
 
 
-def merged_figure(model: nn.Module, images: torch.Tensor, photos: Sequence[np.ndarray], names: Sequence[str],
-                  sims: Sequence[float], tome_r: int, *, suptitle: str = "") -> tuple[Figure, torch.Tensor]:
-    """The paper's Figure 2 on ``photos``: per row a photo, ToMato's merge at each of
-    ``sims`` and ToMe's with ``tome_r`` after its last block, each group painted its mean
-    colour. images: (B, 3, H, W) the model's inputs of ``photos``. Returns the figure and
-    the patch tokens ToMato kept, (len(sims), B). ``model`` is left unpatched."""
-    from ..core import patch
-
-    grid = tuple(model.patch_embed.grid_size)
-    prefix = int(getattr(model, "num_prefix_tokens", 1))
-    columns: list[tuple[str, torch.Tensor, torch.Tensor]] = []
-    patch.timm(model)
-    try:
-        for s in sims:
-            model.sim = s
-            with torch.inference_mode():
-                model(images)
-            st = patch.state(model)
-            columns.append((f"ToMato sim={s:g}", st.labels.clone(), st.tokens.clone()))
-    finally:
-        patch.remove(model)
-    patch.tome(model, trace_source=True)
-    try:
-        model.r = tome_r
-        with torch.inference_mode():
-            model(images)
-        labels = labels_from_tome_source(patch.state(model).source, prefix)
-    finally:
-        patch.remove(model)
-    columns.append((f"ToMe r={tome_r}", labels, labels.max(dim=1).values + 1))
-    pics, titles = [], []
-    for k, (photo, name) in enumerate(zip(photos, names)):
-        pics.append(photo)
-        titles.append(name)
-        for title, labels, tokens in columns:
-            pics.append(merge_picture(photo, labels[k], grid))
-            titles.append(f"{title}: {int(tokens[k])} tokens")
-    fig = picture_grid(pics, titles, cols=len(columns) + 1, size=2.4, suptitle=suptitle)
-    return fig, torch.stack([t for _, _, t in columns[:-1]]).cpu()
-
-
 #: Keep ratios of the merging page's budget grid (two rows of three panels); the page's
 #: own ``keep_ratio`` takes the place of the nearest one.
 BUDGET_GRID_KEEPS: tuple[float, ...] = (0.9, 0.75, 0.6, 0.45, 0.3, 0.15)
