@@ -335,7 +335,7 @@ def _write_from_records(name: str, function: str) -> None:
 def write_verdict() -> None:
     """``_build/answer.md`` (:func:`tomato.book.miniature.answer_box`), the short verdict
     the introduction includes, written from the recorded runs at each build (the whole
-    verdict, :mod:`tomato.book.verdict`, is on the reproduction page)."""
+    experiment is on ``notebooks/10_trained.ipynb``)."""
     BUILD_DIR.mkdir(exist_ok=True)
     _write_from_records("answer.md", "miniature.answer_box")
 

@@ -14,7 +14,7 @@ checks run, each named so it can be switched off (``--skip``) or run alone (``--
     ``data:`` URI carries data; remote images fail (the book must read offline).
 ``figures``
     every notebook page (``book/notebooks/*``) shows a figure (an image from the page's
-    content, not a theme asset), except the summary page ``07_reproduction``.
+    content, not a theme asset), except those named in ``NO_FIGURE_OK`` (none at present).
 ``screenshot``
     a headless Chromium screenshot (``--out/<page>.png``) is not blank.
 ``math``
@@ -43,8 +43,8 @@ checks run, each named so it can be switched off (``--skip``) or run alone (``--
     was forgotten.
 ``diversity``
     a notebook page that reports top-1 agreement with the baseline also says how varied
-    the baseline's predictions are ("Baseline predictions: ...", written by
-    ``tomato.book.notes.diversity_note``): agreement with a degenerate classifier is cheap.
+    the baseline's predictions are ("Baseline predictions: ..."): agreement with a
+    degenerate classifier is cheap. (No page reports agreement at present.)
 
 Chromium (Debian's ``chromium``; ``--chromium PATH`` for another) runs headless with a
 throw-away profile, every host name resolving to nothing and a proxy to a closed port,
@@ -75,8 +75,8 @@ CHECKS = ("images", "offline", "figures", "screenshot", "math", "stderr", "param
 BROWSER_CHECKS = {"screenshot", "math", "stderr", "params", "verdict", "diversity", "placeholders", "tables"}
 LAYOUT_JS = Path(__file__).with_name("table_layout.js")
 LAYOUT_ID = "tomato-layout"
-# notebook pages allowed to have no figure (the reproduction summary is a table)
-NO_FIGURE_OK = {"07_reproduction"}
+# notebook pages allowed to have no figure (none at present)
+NO_FIGURE_OK: set[str] = set()
 PARAMS_MARKER = "parameters in force"
 VERDICT_MARKER = "verdict"
 # A format field left unfilled in generated prose: "measured on `{device}`".

@@ -1,4 +1,4 @@
-"""The merge-cost page and the verdict read the benchmark records through one reader."""
+"""The merge-cost page reads the benchmark records through one reader."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tomato.book import merge_cost, parameters, verdict
+from tomato.book import merge_cost, parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "data" / "results"
@@ -142,60 +142,6 @@ def test_figure_has_a_panel_per_record_and_says_the_weights():
             machine for _, machine in dict.fromkeys(zip(t["record"], t["machine"]))]
     finally:
         plt.close(fig)
-
-
-def test_verdict_merge_cost_comes_from_the_json_records(tmp_path: Path):
-    _write(tmp_path)
-    text = verdict.verdict_markdown(tmp_path)
-    assert ("**Cost of the merge.** The merge step at sim=1e-7 (median, batch 1) costs, with the faithful visit and "
-            "then the parallel one, 1.0 and 2.0 ms, 1.0% and 2.0% of a 100 ms forward on EPYC test CPU (4 cores), "
-            "2 threads (`bench_a-cpu.json`); 3.0 and 1.0 ms, 75% and 25% of a 4 ms forward on Test H100 GPU "
-            "(`bench_b-cuda.json`).") in text
-    assert "999" not in text and "77.0" not in text  # nothing from the text record
-    # the CUDA record has no loop row, so only 1 of the 2 records counted the same
-    assert ("**Kernels of the merge.** The merge step dispatches (batch 1, counted with a TorchDispatchMode; the same "
-            "in 1 of 2 records) parallel, sim=1e-7: 102 ops, 1 host sync; faithful, sim=1e-7: 99 ops, 4 host syncs; "
-            "reference-style loop, sim=1e-7: 4,443 ops, 1,288 host syncs (`bench_a-cpu.json`).") in text
-
-
-def test_verdict_names_the_mode_its_numbers_come_from(tmp_path: Path):
-    """A record with a second sim mode after sim=1e-7: the sentence names sim=1e-7 and
-    gives that mode's numbers, not the last sim= row's."""
-    rows = [_row("forward: unpatched", 100.0, 1.0, 1, 227, 0),
-            _row("merge step: parallel, sim=1e-7", 2.0, 0.02, 1, 102, 1),
-            _row("merge step: faithful, sim=1e-7", 1.0, 0.01, 1, 99, 4),
-            _row("merge step: parallel, sim=1e-9", 7.0, 0.07, 1, 102, 1),
-            _row("merge step: faithful, sim=1e-9", 6.0, 0.06, 1, 99, 4)]
-    (tmp_path / "bench_two.json").write_text(json.dumps({"rows": rows, "provenance": _provenance("cpu", 2)}))
-    cost = next(line for line in verdict.verdict_markdown(tmp_path).splitlines() if "**Cost of the merge.**" in line)
-    assert cost.startswith("- **Cost of the merge.** The merge step at sim=1e-7 (median, batch 1) costs")
-    assert "1.0 and 2.0 ms, 1.0% and 2.0% of a 100 ms forward" in cost
-    assert "sim=1e-9" not in cost and "6.0" not in cost and "7.0" not in cost
-
-
-def _raw_clause(path: Path) -> str | None:
-    """The verdict's clause for one record, written here from the JSON rows themselves."""
-    data = json.loads(path.read_text())
-    at1 = {x["name"]: x for x in data["rows"] if x.get("batch", 1) == 1}
-    f, p = at1.get("merge step: faithful, sim=1e-7"), at1.get("merge step: parallel, sim=1e-7")
-    if f is None or p is None:
-        return None
-    forward = at1["forward: unpatched"]["median_ms"]
-    label = merge_cost.read_record(path).label
-    return (f"{f['median_ms']:.1f} and {p['median_ms']:.1f} ms, {merge_cost.pct(f['ratio'])} and {merge_cost.pct(p['ratio'])} "
-            f"of a {forward:.3g} ms forward on {label} (`{path.name}`)")
-
-
-def test_verdict_on_the_recorded_benchmarks():
-    text = verdict.verdict_markdown(RESULTS)
-    cost = next(line for line in text.splitlines() if "**Cost of the merge.**" in line)
-    clauses = {r.path.name: _raw_clause(r.path) for r in merge_cost.bench_records(RESULTS)}
-    clauses = {name: c for name, c in clauses.items() if c}
-    assert clauses, "no recorded benchmark with both visits at sim=1e-7, batch 1"
-    assert cost.startswith("- **Cost of the merge.** The merge step at sim=1e-7 (median, batch 1) costs")
-    for name, clause in clauses.items():  # each record's own medians, shares and forward, beside its own name
-        assert clause in cost, (name, clause)
-    assert cost.count("`bench_") == len(clauses) and ".txt" not in cost
 
 
 def test_the_benchmark_times_the_model_it_is_given(vit, monkeypatch: pytest.MonkeyPatch):

@@ -101,15 +101,6 @@ def test_table_1_beside_the_paper_adds_tome_at_tomatos_gflops_once():
                                                         "ToMato sim=1e-7"]
 
 
-def test_the_reproduction_verdict_answers_in_one_sentence():
-    flops = pd.DataFrame([{"tomato": "ToMato sim=1e-15", "tome": "ToMe r=8", "diff": -1.5, "low": -2.5, "high": -0.5}])
-    text = miniature.short_answer(_rows(), flops)
-    assert text.startswith("at the paper's sim=1e-7 ToMato's top-1 changes by -0.50 points (95% CI -1.00 to +0.10, "
-                           "within the noise) on 400 photos")
-    assert text.endswith("ahead in 0, behind in 1 and within the noise in 0 of 1 pairs")
-    assert miniature.short_answer(_rows().iloc[[0]], flops) == ""
-
-
 def test_faster_or_slower_only_where_the_interval_excludes_one():
     from tomato.book.miniature import speed_word
 

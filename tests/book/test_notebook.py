@@ -190,7 +190,7 @@ def test_executed_copies_link_to_book_pages(tmp_path: Path):
                 nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output(
                     "display_data", data={"text/html": '<td><a href="03_merge.ipynb">03_merge</a></td>'}),
                     nbformat.v4.new_output("display_data", data={
-                        "text/markdown": "([its card](00_model.ipynb), [a figure](06_tradeoff.ipynb#figure-3))"})])]
+                        "text/markdown": "([its card](00_model.ipynb), [a figure](10_trained.ipynb#figure-3))"})])]
     path = tmp_path / "n.ipynb"
     nbformat.write(nb, str(path))
     build_book.book_links(path)
@@ -198,7 +198,7 @@ def test_executed_copies_link_to_book_pages(tmp_path: Path):
     assert nb.cells[0].source == "see [the method](../method.md) and [the visit](02_visit.ipynb)"
     assert nb.cells[1].outputs[0]["data"]["text/html"] == '<td><a href="03_merge.html">03_merge</a></td>'
     assert nb.cells[1].outputs[1]["data"]["text/markdown"] == \
-        "([its card](00_model.html), [a figure](06_tradeoff.html#figure-3))"
+        "([its card](00_model.html), [a figure](10_trained.html#figure-3))"
 
 
 def test_the_build_names_every_link_that_points_at_nothing(tmp_path: Path):

@@ -37,6 +37,7 @@ def test_sim_text_reads_any_depth() -> None:
     assert pictures.sim_text(-115.0 * math.log(10)) == "sim = 1.0e-115"
     assert pictures.sim_text(math.log(3.2e-115)) == "sim = 3.2e-115"
     assert pictures.sim_text(-900.0 * math.log(10) + math.log(9.99)) == "sim = 1.0e-899"  # below float64
+    assert pictures.sim_text(math.inf) == "sim = inf" and pictures.sim_text(-math.inf) == "sim = 0"
 
 
 def test_merge_page_builds_the_budget_grid_from_its_keep_ratios() -> None:

@@ -7,16 +7,15 @@ Notebook setup
 The paper and our runs
     :mod:`~tomato.book.paper` (the paper's numbers, claims and decoded profiles),
     :mod:`~tomato.book.runs` (reading recorded runs), :mod:`~tomato.book.measures`
-    (agreement, token cuts, FLOPs, latency changes, Figure 3's reading),
-    :mod:`~tomato.book.claims` (Table 1 beside ours, one verdict per claim, the runs behind
-    them), :mod:`~tomato.book.verdict` (the build's verdict).
+    (token cuts against the paper's).
 Text, tables and figures
     :mod:`~tomato.book.notes` (banners and notes), :mod:`~tomato.book.tables`
-    (provenance and result tables), :mod:`~tomato.book.figures` (results plots).
+    (provenance tables and the table style), :mod:`~tomato.book.figures` (timing plots).
 Pages of their own
     :mod:`~tomato.book.latency` (the latency pages), :mod:`~tomato.book.merge_cost` (the
     merge step's cost, launch-bound devices, static mode), :mod:`~tomato.book.trained`
     (the model trained here), :mod:`~tomato.book.miniature` (Table 1 in miniature),
+    :mod:`~tomato.book.figure2` (the paper's Figure 2 on that model),
     :mod:`~tomato.book.beyond` (past the paper).
 Walk-through pictures
     :mod:`~tomato.book.pictures` (photos, token groups and sliders), :mod:`~tomato.book.plots`

@@ -20,12 +20,14 @@ import torch
 from torch import nn
 
 from ..harness import data as datasets
+from .measures import sim_for_cut
 from .pictures import labels_from_tome_source, merge_picture, picture_grid
+from .runs import RecordedRun
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Photos", "Reading", "uniform_patches", "candidates", "most_uniform", "draw", "read"]
+__all__ = ["Photos", "Reading", "uniform_patches", "candidates", "most_uniform", "sims", "draw", "read"]
 
 #: A patch is uniform when its pixels' standard deviation (all channels, in [0, 1]) is
 #: below this: about 10 of 255 levels, a clear sky or a plain wall, not a textured lawn.
@@ -53,6 +55,12 @@ class Reading:
     uniform_merged: list[float]
     uniform_patches: int
     patches: int
+
+    @property
+    def like_paper(self) -> str:
+        """"looks like" when most uniform patches merge at the first sim (the paper's
+        picture at 1e-7), else "does not look like": the page's verdict words."""
+        return "looks like" if self.uniform_merged[0] >= 50 else "does not look like"
 
 
 def uniform_patches(photo: np.ndarray, grid: Sequence[int], std: float = UNIFORM_STD) -> np.ndarray:
@@ -105,6 +113,14 @@ def _name(wnid: str, stem: str) -> str:
         return datasets.class_name(datasets.wnid_index(wnid)).split(",")[0]
     except KeyError:
         return stem
+
+
+def sims(runs: Sequence[RecordedRun], weights_sha256: str) -> list[float]:
+    """The figure's two thresholds: the paper's ``1e-7``, and the recorded sim whose mean
+    token cut on these weights comes nearest the paper's (:func:`measures.sim_for_cut`;
+    ``1e-15`` when no record of these weights says)."""
+    near = sim_for_cut(runs, weights_sha256=weights_sha256)
+    return [1e-7, near[0] if near is not None and near[0] != 1e-7 else 1e-15]
 
 
 def draw(model: nn.Module, photos: Photos, sims: Sequence[float], tome_r: int = 2, *, suptitle: str = ""

@@ -3,7 +3,7 @@
 One reader serves the book: :func:`bench_records` lists a folder's ``bench_*.json`` records
 with their provenance, :func:`merge_table` makes their merge-step rows one tidy table, and
 the page's table, figure and sentences (:func:`table_view`, :func:`plot_shares`,
-:func:`conclusions`, :func:`run_sentence`) and the build's verdict are written from it.
+:func:`conclusions`, :func:`run_sentence`) are written from it.
 Below: the launch-bound reading of the same records and the static-shape records.
 """
 from __future__ import annotations
@@ -31,7 +31,6 @@ __all__ = [
     "plot_shares",
     "conclusions",
     "run_sentence",
-    "paper_mode",
     "pct",
     "METHODS",
     "static_records",
@@ -172,19 +171,6 @@ def table_view(df: pd.DataFrame) -> pd.DataFrame:
     view = view.astype({"ops": object, "syncs": object}).where(view.notna(), None)
     return view.rename(columns={"median_ms": "median ms", "iqr_ms": "IQR ms", "share": "% of forward",
                                 "forward_ms": "forward ms"})
-
-
-def paper_mode(modes: Iterable[str]) -> str | None:
-    """The first of ``modes`` that is the paper's fixed threshold, ``sim=1e-7`` however the
-    rows spell the number ("sim=1e-7", "sim=1e-07"); None when none is."""
-    for mode in modes:
-        key, _, value = str(mode).partition("=")
-        try:
-            if key == "sim" and float(value) == 1e-7:
-                return str(mode)
-        except ValueError:
-            continue
-    return None
 
 
 def _two_digit_decimals(x: float) -> int:

@@ -331,23 +331,6 @@ def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKE
     return lines
 
 
-def short_answer(df: pd.DataFrame, flops: pd.DataFrame) -> str:
-    """One sentence for the reproduction page's verdict: ToMato's top-1 change at the
-    paper's sim=1e-7 and its tally against ToMe at equal GFLOPs ("" without the row)."""
-    ours = df.set_index("variant")
-    spec = variants.canonical(paper.TOMATO)
-    if spec not in ours.index:
-        return ""
-    t = ours.loc[spec]
-    text = (f"at the paper's sim=1e-7 ToMato's top-1 changes by {_pts(t['d_top1'])} points (95% CI {_pts(t['d_low'])} "
-            f"to {_pts(t['d_high'])}, {_resolved(t['d_low'], t['d_high'])}) on {int(t['n']):,} photos")
-    if not flops.empty:
-        wins, losses = _tally(flops)
-        text += (f"; against ToMe at equal GFLOPs ToMato is ahead in {wins}, behind in {losses} and within the noise in "
-                 f"{len(flops) - wins - losses} of {len(flops)} pairs")
-    return text
-
-
 def plot_figure3(df: pd.DataFrame, null_rows: pd.DataFrame | None = None, *, title: str = "") -> Figure:
     """Top-1 against GFLOPs (left) and against the batch-1 speed-up (right): ToMe's r sweep,
     ToMato's sim and keep sweeps as curves, the null baselines as points, the paper's three
@@ -514,8 +497,8 @@ def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_C
                      f"speed-up ×{t['speedup']:.2f} (95% CI {t['speedup_low']:.2f}–{t['speedup_high']:.2f}; "
                      f"unpatched time / ToMato time){b8}.")
     lines.append("- **Not measured here:** DeiT-B on ImageNet (`python -m tomato sweep --checkpoint deit_base.pth "
-                 "--data <ImageNet-Mini>/val ...`) and a Jetson board ([the Jetson guide](jetson.md)); the paper's "
-                 "claims one by one: [the reproduction page](notebooks/07_reproduction.ipynb).")
+                 "--data <ImageNet-Mini>/val ...`) and a Jetson board ([the Jetson guide](jetson.md)); what is "
+                 "measured: [the paper's experiment on the trained model](notebooks/10_trained.ipynb).")
     return ":::{admonition} Verdict, in short\n:class: tip\n" + "\n".join(lines[:6]) + "\n:::\n"
 
 

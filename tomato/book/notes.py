@@ -1,7 +1,6 @@
 """What a notebook page says about its own run: the weights banner (of live weights, or
-of a recorded run), short weight notes for captions, how far an agreement figure can be
-trusted (the baseline's prediction diversity), a warning when timing is too noisy to
-read, and :func:`run_notes`, all of these for one recorded run.
+of a recorded run), short weight notes for captions, a note when one weights label holds
+different weights, and a warning when timing is too noisy to read.
 """
 from __future__ import annotations
 
@@ -12,8 +11,6 @@ from ..harness.models import WEIGHTS_DIR, WeightsInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-
-    from .runs import RecordedRun
 
 
 def trained_here(source: str) -> str | None:
@@ -154,38 +151,6 @@ def weights_note(pretrained: bool | None) -> str:
     return "random-init weights: top-1/top-5 are NOT accuracy"
 
 
-def diversity_line(diversity: Mapping[str, Any] | None) -> str:
-    """One line for a figure or caption: how varied the baseline's top-1 predictions are
-    (from :func:`tomato.book.runs.baseline_diversity`), flagged when degenerate."""
-    if not diversity:
-        return "baseline predictions: not recorded"
-    d = diversity
-    line = (f"baseline: {d['distinct']:,} distinct top-1 classes over {d['n']:,} images, "
-            f"top class {100 * d['top_share']:.1f}%, entropy {d['entropy_bits']:.2f} of "
-            f"{d['max_entropy_bits']:.2f} bits")
-    return line + ("; DEGENERATE: agreement with it costs little" if d["degenerate"] else "")
-
-
-def diversity_note(diversity: Mapping[str, Any] | None) -> str:
-    """Markdown printed beside an agreement table or figure: the baseline's prediction
-    diversity and, when the classifier is degenerate, a warning that agreement is cheap."""
-    if not diversity:
-        return "*Baseline predictions not recorded: agreement cannot be weighed.*"
-    d = diversity
-    cover = (f"the images cover {d['classes_seen']:,} classes" if d.get("labelled", True)
-             else "the images' true classes are not recorded")
-    text = (f"**Baseline predictions:** {d['distinct']:,} distinct top-1 classes over {d['n']:,} "
-            f"images ({cover}); the most frequent class takes {100 * d['top_share']:.1f}%; entropy "
-            f"{d['entropy_bits']:.2f} bits of at most {d['max_entropy_bits']:.2f}.")
-    if not d["degenerate"]:
-        return text
-    why = "; ".join(d.get("reasons") or [])
-    return ("> **Warning: degenerate classifier.** " + text + (f" Flagged because {why}." if why else "")
-            + " A classifier whose predictions crowd onto few classes is hard to move, so agreement "
-            "with it costs little and says little about accuracy. Read the output drift and the null "
-            "baselines at equal tokens (`python -m tomato fidelity`, summarised in the verdict) beside it.")
-
-
 def first(said: set[str] | None, key: str) -> bool:
     """Whether the warning ``key`` is new to a page that keeps what it has ``said`` (a set
     the page owns: :attr:`tomato.book.notebook.Page.said`), and note it as said. Each warning
@@ -225,23 +190,3 @@ def timing_noise(rows: pd.DataFrame, threshold: float = 0.2, said: set[str] | No
     return (f"> **Noisy timing:** the interquartile range reaches {spread}, so differences between variants below "
             "are within the noise and their ratios are not reliable. The machine was probably busy with "
             "other work; re-time on an idle machine (e.g. `python -m tomato time ...`) with more runs.")
-
-
-def baseline_note(run: RecordedRun) -> str:
-    """:func:`diversity_note` of ``run``'s baseline predictions."""
-    from .runs import baseline_diversity
-
-    return diversity_note(baseline_diversity(run))
-
-
-def run_notes(run: RecordedRun, rows: pd.DataFrame | None = None, said: set[str] | None = None) -> str:
-    """How far ``run``'s numbers can be read, as Markdown paragraphs: how it was timed, a
-    noise warning for its timing ``rows`` (default: the run's own rows; short when the page
-    has ``said`` it, :func:`first`), and with random-init weights how varied the baseline's
-    predictions are. Empty when there is nothing to say."""
-    from ..harness.speed import describe
-
-    rows = run.rows() if rows is None else rows
-    parts = [describe(run.timing_config) if run.timing_config else "", timing_noise(rows, said=said),
-             "" if run.pretrained else baseline_note(run)]
-    return "\n\n".join(p for p in parts if p)

@@ -201,7 +201,7 @@ RULES: dict[str, Rule] = {
     "tome_r": Rule("int", "ToMe's tokens merged per block (the paper's: 2)", _at_least(0, "an integer >= 0")),
     "tome_r_extra": Rule("int", "a second ToMe r drawn beside the paper's (0: none)", _at_least(0, "an integer >= 0")),
     "max_images": Rule("int", "use at most this many images of data", _at_least(1, "an integer >= 1")),
-    "val": Rule("str", "val photos for Figure 2, one per class (absent: skipped)", _text),
+    "val": Rule("str", "photos for Figure 2 (absent: the shipped ones)", _text),
     "batch_size": Rule("int", "evaluation batch size (results do not depend on it)", _at_least(1, "an integer >= 1")),
     "time_runs": Rule("int", "timed rounds per variant, at least (robust protocol)", _at_least(1, "an integer >= 1")),
     "warmup": Rule("int", "untimed rounds per variant before the timed ones", _at_least(0, "an integer >= 0")),

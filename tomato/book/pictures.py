@@ -297,6 +297,8 @@ def budget_keep_ratios(keep_ratio: float, keeps: Sequence[float] = BUDGET_GRID_K
 
 def sim_text(log_sim: float) -> str:
     """``sim`` from its natural logarithm, as "sim = 3.2e-115" (any depth: no float underflow)."""
+    if not math.isfinite(log_sim):  # +inf: nothing merges; -inf: everything may
+        return f"sim = {'inf' if log_sim > 0 else '0'}"
     decades = float(log_sim) / math.log(10)
     exponent = math.floor(decades)
     mantissa = 10 ** (decades - exponent)

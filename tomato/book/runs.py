@@ -21,14 +21,12 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..harness import manifest
 from ..harness import records as schema
 from ..harness import speed, variants
-from ..harness.fidelity import prediction_diversity
 from ..harness.models import WeightsInfo
-from . import paper
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -380,59 +378,3 @@ def recorded_variant(root: Path | str, spec: str, weights_sha256: str | None = N
     found = [r.variants[spec] for r in recorded_runs(root) if spec in r.variants]
     same = [v for v in found if weights_sha256 and v.config.get("weights_sha256") == weights_sha256]
     return max(same or found, key=lambda v: v.stats().get("n_images") or 0, default=None)
-
-
-def predictions_of(source: Any, only: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
-    """variant spec -> predictions DataFrame, from a :class:`RecordedRun`, a run folder,
-    or a mapping of spec -> DataFrame (specs made canonical); of the variants ``only``
-    when given (a full-val run holds dozens of prediction files: read what is asked)."""
-    wanted = None if only is None else {variants.canonical(s) for s in only}
-    if isinstance(source, RecordedRun):
-        return {s: v.predictions() for s, v in source.variants.items()
-                if v.has_predictions and (wanted is None or s in wanted)}
-    if isinstance(source, Mapping):
-        found = {variants.canonical(k): v for k, v in source.items()}
-        return {s: v for s, v in found.items() if wanted is None or s in wanted}
-    root = Path(source)
-    if not root.is_absolute():
-        root = repo_path(root)
-    if not root.is_dir():
-        return {}
-    return predictions_of(_load_run(root, root.parent), only)
-
-
-def pick_table1_run(runs: Sequence[RecordedRun]) -> RecordedRun | None:
-    """The run to compare with Table 1: among those holding all three Table-1 variants,
-    the one with the most evaluated images (a complete one first); None if none has them."""
-    need = {r["variant"] for r in paper.TABLE1}
-    ok = [r for r in runs if need <= set(r.variants)]
-    if not ok:
-        return None
-
-    def key(r: RecordedRun) -> tuple:
-        n = min((r.variants[s].stats().get("n_images") or 0) for s in need)
-        return (r.complete, bool(r.timing), n)
-
-    return max(ok, key=key)
-
-
-def baseline_diversity(source: Any, baseline: str = "deit") -> dict[str, Any] | None:
-    """How varied the baseline's top-1 predictions are over a run's images
-    (:func:`tomato.harness.fidelity.prediction_diversity`: ``n``, ``distinct``,
-    ``entropy_bits``, ``max_entropy_bits``, ``top_share``, ``degenerate``, ...).
-
-    ``source`` as for :func:`prediction_agreement`. Agreement with a classifier that
-    predicts a handful of classes for everything costs little, so every agreement figure
-    is read next to this. True labels (``label`` >= 0 on every image) set how many classes
-    the images cover; without them ``labelled`` is False. None when the baseline has no
-    predictions.
-    """
-    preds = predictions_of(source, only=[baseline]).get(variants.canonical(baseline))
-    if preds is None or preds.empty:
-        return None
-    # True labels only when every image has one (-1: unknown): a partial count of the
-    # classes would understate how many the images cover.
-    labels = None
-    if "label" in preds and (preds["label"] >= 0).all():
-        labels = [int(v) for v in preds["label"]]
-    return prediction_diversity([int(v) for v in preds["top1"]], labels)

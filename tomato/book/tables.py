@@ -1,17 +1,14 @@
-"""Tables for the book: provenance records, run overviews, short-header views of result
-rows, and the pandas Styler every table is shown with.
+"""Tables for the book: provenance records, short machine names, and the pandas Styler
+every table is shown with.
 
 :func:`provenance_table` turns a provenance record (model, weights, data, machine,
-commit, date) into a two-column table; :func:`runs_overview` gives one line per recorded
-run; :func:`sweep_view` renames result columns for a book page;
-:func:`styled` formats any of them. pandas is imported inside the functions.
+commit, date) into a two-column table; :func:`machine_short` names a record's machine in
+a few words; :func:`styled` formats any table. pandas is imported inside the functions.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping
 
-from ..harness import variants
-from .runs import RecordedRun
 from .notes import data_label, source_label, stage, trained_here
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,41 +16,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: A Jetson probe that found no board writes a value starting with this.
 NOT_JETSON_PREFIX = "absent"
-
-
-def runs_overview(runs: Sequence[RecordedRun]) -> pd.DataFrame:
-    """One line per recorded run: what it holds and where it came from."""
-    import pandas as pd
-
-    records = []
-    for run in runs:
-        prov = run.provenance
-        machine = prov.get("machine") or {}
-        records.append({
-            "run": run.name,
-            "status": run.status,
-            "variants": ", ".join(variants.order(list(run.variants))),
-            "images": prov.get("n_images"),
-            "model": prov.get("model"),
-            "weights": prov.get("weights_source"),
-            "data": prov.get("data"),
-            "machine": _machine_text(prov, machine),
-            "commit": _commit_text(prov),
-            "date (UTC)": prov.get("date_utc"),
-        })
-    return pd.DataFrame(records, columns=["run", "status", "variants", "images", "model", "weights",
-                                          "data", "machine", "commit", "date (UTC)"])
-
-
-def _machine_text(prov: Mapping[str, Any], machine: Mapping[str, Any]) -> str:
-    cpu = prov.get("cpu_model") or machine.get("cpu_model") or "?"
-    n = machine.get("cpu_count")
-    gpu = prov.get("gpu_name") or machine.get("cuda_device") or "?"
-    board = machine.get("board_model")
-    text = f"{cpu}" + (f" ({n} cores)" if n else "") + f"; GPU: {gpu}"
-    if board and not str(board).startswith(NOT_JETSON_PREFIX):
-        text += f"; Jetson: {board}, {machine.get('power_mode', '?')}"
-    return text
 
 
 def machine_short(prov: Mapping[str, Any]) -> str:
@@ -73,11 +35,6 @@ def machine_short(prov: Mapping[str, Any]) -> str:
 def _with_kind(name: str, kind: str) -> str:
     """``name`` followed by ``kind`` ("GPU", "CPU") unless the name already ends in it."""
     return name if name.upper().endswith(kind) else f"{name} {kind}"
-
-
-def is_jetson(prov: Mapping[str, Any]) -> bool:
-    board = (prov.get("machine") or {}).get("board_model")
-    return bool(board) and not str(board).startswith(NOT_JETSON_PREFIX)
 
 
 def _commit_text(prov: Mapping[str, Any]) -> str:
@@ -191,35 +148,3 @@ def styled(df: pd.DataFrame, caption: str = "", *, digits: int = 2, formats: Map
                 styles.append({"selector": f"th:nth-child({k}), td:nth-child({k})",
                                "props": f"width: max({widths[col]}, {min_em[col]:.1f}em);"})
     return sty.set_table_styles(styles, overwrite=False)
-
-
-def sweep_view(rows: pd.DataFrame) -> pd.DataFrame:
-    """Sweep rows (plus agreement and ``gflops_eval`` when present) with short headers:
-    variant, top-1 %, same top-1 % (agreement with the baseline), top-5 kept % (top-5
-    overlap), tokens "mean (min–max)", median s, speed-up ×, timed tokens (the mean tokens
-    of the photos the speed-up was timed on), GFLOPs, ideal × (both over every image)."""
-    import pandas as pd
-
-    def num(col: str) -> Any:
-        return pd.to_numeric(rows[col], errors="coerce").to_numpy() if col in rows else float("nan")
-
-    g, ideal = ("gflops_eval", "ideal_speedup_eval") if "gflops_eval" in rows else ("gflops", "ideal_speedup")
-    tokens = [f"{m:.1f} ({lo:.0f}–{hi:.0f})" if m == m and lo == lo else "–"
-              for m, lo, hi in zip(num("tokens_mean"), num("tokens_min"), num("tokens_max"))]
-    return pd.DataFrame({
-        "variant": [variants.label(s) for s in rows["variant"]],
-        "top-1 %": num("top1"), "same top-1 %": num("top1_agreement"), "top-5 kept %": num("top5_overlap"),
-        "tokens (min–max)": tokens, "median s": num("median_s"), "speed-up ×": num("speedup"),
-        # The speed-up comes from the few timed photos, whose token counts can differ from
-        # the mean over every image that GFLOPs and ideal × are computed from.
-        "timed tokens": num("tokens_timed"), "GFLOPs": num(g), "ideal ×": num(ideal),
-    })
-
-
-def paper_setup() -> pd.DataFrame:
-    """The paper's experimental setting (:data:`tomato.book.paper.SETUP`): field, value."""
-    import pandas as pd
-
-    from .paper import SETUP
-
-    return pd.DataFrame(list(SETUP.items()), columns=["field", "value"])

@@ -275,7 +275,7 @@ def static_run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup
 
 def format_rows(rows: list[Row], header: str = "") -> str:
     """A plain-text table of :func:`run`'s rows (the median stays the first number after
-    the name, which is what the book's verdict reads)."""
+    the name, where a reader of the text looks for it)."""
     lines = [header] if header else []
     lines.append(f"{'measurement':52s} {'median ms':>10s} {'IQR ms':>8s} {'x forward':>10s} {'x oracle':>9s} "
                  f"{'tokens':>7s} {'ops':>6s} {'syncs':>5s} {'batch':>5s}")
