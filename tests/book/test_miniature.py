@@ -44,7 +44,7 @@ def test_answer_is_written_from_the_rows():
     assert "sim=1e-7 cuts 7.5% of the tokens and changes top-1 by -0.50 points" in lines[1]
     assert lines[1].endswith("within the noise).")
     assert "ToMato sim=1e-15 cuts 15.1% and changes top-1 by -2.00 points" in lines[2]
-    assert "behind in 1" in lines[3] and "ahead in 0" in lines[3]
+    assert "ToMato is behind in 1 of 1 pair, ahead in none, level within the noise in none." in lines[3]
 
 
 def test_the_opening_box_is_six_lines_from_the_rows():
@@ -59,7 +59,7 @@ def test_the_opening_box_is_six_lines_from_the_rows():
     assert len(body) <= 6 and "top-1 70.0%" in body[0] and "all 400 Imagenette val photos" in body[0]
     assert "7.5% fewer tokens; top-1 -0.50 points (95% CI -1.00 to +0.10), within the noise." in body[1]
     assert "ToMato sim=1e-15, 15.1% fewer): top-1 -2.00 points (95% CI -2.80 to -1.20), lower." in body[2]
-    assert "ahead in 0, behind in 1, within the noise in 1 of 2" in body[3] and "ToMe r=2: +0.20 points" in body[3]
+    assert "ToMato is behind in 1 of 2 pairs, ahead in none" in body[3] and "ToMe r=2: +0.20 points" in body[3]
     assert "not measurably faster" in body[4] and "×1.10 (95% CI 1.00–1.20;" in body[4] and "Jetson" in body[5]
 
 
@@ -108,3 +108,12 @@ def test_faster_or_slower_only_where_the_interval_excludes_one():
     assert speed_word(0.9, 0.85, 0.95) == "slower"
     assert speed_word(0.97, 0.89, 1.05) == "not faster"
     assert speed_word(1.04, 0.98, 1.10) == "not measurably faster"
+
+
+def test_tally_says_paired_differences_in_words():
+    from tomato.book.measures import tally
+
+    rows = [{"low": 0.1, "high": 0.5}, {"low": -0.9, "high": -0.2}, {"low": -0.8, "high": -0.1},
+            {"low": -0.3, "high": 0.2}]
+    assert tally(rows) == "behind in 2 of 4 pairs, ahead in 1, level within the noise in 1"
+    assert tally(rows[:1]) == "ahead in 1 of 1 pair, behind in none, level within the noise in none"

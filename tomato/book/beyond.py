@@ -14,12 +14,13 @@ its 95% interval comes from resampling photos (bootstrap). No curve is extrapola
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..harness import variants
 from . import miniature
+from .measures import tally
 from .runs import RecordedRun
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,11 +115,6 @@ def _ci(d: dict[str, float]) -> str:
     return f"{d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"
 
 
-def _verdict(ds: Sequence[dict[str, float]]) -> str:
-    wins, losses = sum(d["low"] > 0 for d in ds), sum(d["high"] < 0 for d in ds)
-    return f"ahead in {wins}, behind in {losses}, within the noise in {len(ds) - wins - losses} of {len(ds)}"
-
-
 def pairs(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> pd.DataFrame:
     """The paired comparisons behind one question (``block``, ``metric``, ``hybrid`` or
     ``sim``): one row per point with its reference, GFLOPs and difference [95% CI]."""
@@ -166,11 +162,11 @@ def answer(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> 
     if question == "block":
         mean = p.groupby("block")["diff"].mean()
         top = int(mean.idxmax())
-        return (f"At equal GFLOPs, against block 0's keep sweep, a later merge is {_verdict(p.to_dict('records'))} "
+        return (f"At equal GFLOPs, against block 0's keep sweep, a later merge is {tally(p)} "
                 f"points; best on average: block {top} ({mean.max():+.2f} points), best point {best['variant']} "
                 f"{best['Δ [95% CI]']}, worst {worst['variant']} {worst['Δ [95% CI]']}.")
     if question == "metric":
-        return (f"At the same token budget, against the paper's distribution: {_verdict(p.to_dict('records'))} "
+        return (f"At the same token budget, against the paper's distribution: {tally(p)} "
                 f"pairs; best {best['variant']} {best['Δ [95% CI]']}, worst {worst['variant']} {worst['Δ [95% CI]']} "
                 "points.")
     if question == "hybrid":
@@ -179,12 +175,12 @@ def answer(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> 
             q = p[p["against"] == against]
             if not q.empty:
                 top = q.loc[q["diff"].idxmax()]
-                parts.append(f"against the {against} it is {_verdict(q.to_dict('records'))} "
+                parts.append(f"against the {against} it is {tally(q)} "
                              f"(best {top['variant']} {top['Δ [95% CI]']})")
         return "At equal GFLOPs, " + "; ".join(parts) + " points."
     fixed = df[_fixed_sim(df)]
     budget = df[_budget(df) & df["keep"].notna()]
-    return (f"The token budget against a fixed sim at equal mean GFLOPs: {_verdict(p.to_dict('records'))} "
+    return (f"The token budget against a fixed sim at equal mean GFLOPs: {tally(p)} "
             f"(best {best['variant']} {best['Δ [95% CI]']} points). Per-photo tokens "
             f"spread by a standard deviation of {budget['tokens_sd'].median():.1f} under a budget and "
             f"{fixed['tokens_sd'].median():.1f} under a fixed sim (medians over each sweep).")

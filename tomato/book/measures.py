@@ -78,3 +78,19 @@ def cut_summary(cuts: Mapping[str, np.ndarray]) -> pd.DataFrame:
 #: Two variants are "at equal FLOPs" when their GFLOPs differ by at most this fraction
 #: (the pairs of Table 1 in miniature, :func:`tomato.book.miniature.equal_flops`).
 EQUAL_FLOPS = 0.05
+
+
+def tally(pairs: Any) -> str:
+    """Paired differences in words, from their 95% intervals (``low``, ``high``; a table or
+    a list of dicts): "behind in 4 of 6 pairs, ahead in none, level within the noise in 2".
+    The larger side comes first; a count of zero reads "none"."""
+    rows = pairs.to_dict("records") if hasattr(pairs, "to_dict") else list(pairs)
+    ahead, behind = sum(r["low"] > 0 for r in rows), sum(r["high"] < 0 for r in rows)
+    level, n = len(rows) - ahead - behind, len(rows)
+
+    def count(k: int) -> str:
+        return str(k) if k else "none"
+
+    first, second = (("behind", behind), ("ahead", ahead)) if behind > ahead else (("ahead", ahead), ("behind", behind))
+    return (f"{first[0]} in {count(first[1])} of {n} pair{'s' if n != 1 else ''}, {second[0]} in {count(second[1])}, "
+            f"level within the noise in {count(level)}")

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..harness import flops, speed, variants
 from . import paper
-from .measures import EQUAL_FLOPS, within_paper_range
+from .measures import EQUAL_FLOPS, tally, within_paper_range
 from .runs import RecordedRun, record, recorded_run, records
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -293,11 +293,6 @@ def _at_cut(df: pd.DataFrame, target_cut: float) -> pd.Series | None:
     return None if near["variant"] == variants.canonical(paper.TOMATO) else near
 
 
-def _tally(flops: pd.DataFrame) -> tuple[int, int]:
-    """(pairs where ToMato is ahead, behind) of :func:`equal_flops`, by their intervals."""
-    return int((flops["low"] > 0).sum()), int((flops["high"] < 0).sum())
-
-
 def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_CUT_MIDDLE,
            nulls: pd.DataFrame | None = None) -> list[str]:
     """Lines that answer "does ToMato keep accuracy?", written from the rows (and from
@@ -321,11 +316,9 @@ def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKE
     if not flops.empty:
         parts = [f"{r['tomato']} vs {r['tome']}: {_pts(r['diff'])} [{_pts(r['low'])}, {_pts(r['high'])}]"
                  for _, r in flops.iterrows()]
-        wins, losses = _tally(flops)
         lines.append(f"Against ToMe at equal GFLOPs (within {EQUAL_FLOPS:.0%}), ToMato's top-1 minus ToMe's, paired, "
                      "in points: "
-                     + "; ".join(parts) + f". ToMato is ahead in {wins}, behind in {losses}, and within the noise "
-                     f"in {len(flops) - wins - losses} of {len(flops)} pairs.")
+                     + "; ".join(parts) + f". ToMato is {tally(flops)}.")
     if nulls is not None and not nulls.empty:
         lines.append(null_line(nulls))
     return lines
@@ -481,12 +474,10 @@ def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_C
         lines.append(f"- **At the paper's token cut** (the middle of its {lo}–{hi}%: {near['label']}, "
                      f"{near['cut_pct']:.1f}% fewer): {change(near)}.")
     if not flops.empty:
-        wins, losses = _tally(flops)
         at = flops[flops["tomato"] == ours.loc[spec, "label"]] if spec in ours.index else flops.iloc[:0]
         pair = ("" if at.empty else f" (sim=1e-7 against {at.iloc[0]['tome']}: {_pts(at.iloc[0]['diff'])} points, "
                 f"95% CI {_pts(at.iloc[0]['low'])} to {_pts(at.iloc[0]['high'])})")
-        lines.append(f"- **Against ToMe at equal GFLOPs:** ahead in {wins}, behind in {losses}, within the "
-                     f"noise in {len(flops) - wins - losses} of {len(flops)} paired comparisons{pair}.")
+        lines.append(f"- **Against ToMe at equal GFLOPs:** ToMato is {tally(flops)}{pair}.")
     if spec in ours.index and ours.loc[spec, "speedup"] == ours.loc[spec, "speedup"]:
         t = ours.loc[spec]
         word = speed_word(t["speedup"], t["speedup_low"], t["speedup_high"])
