@@ -24,9 +24,7 @@ Steps
    unknown parameter names. Links to the book's chapters, written
    ``(../book/NAME.md)`` so that they work in JupyterLab from ``notebooks/``, are
    rewritten to ``(../NAME.md)`` in the executed copy under ``book/notebooks/``.
-2. The short verdict of the build is written from ``data/results`` to ``_build/answer.md``
-   (:func:`tomato.book.miniature.answer_box`), where ``book/intro.md`` includes it.
-3. ``jupyter-book build .`` (Jupyter Book 1.x, run with this very interpreter) turns
+2. ``jupyter-book build .`` (Jupyter Book 1.x, run with this very interpreter) turns
    ``_toc.yml`` into ``_build/html``.  Notebook execution is off in ``_config.yml``:
    papermill has already run them.  Math is typeset by MathJax 3 served from the book
    itself (the ``sphinx_mathjax_offline`` extension in ``_config.yml``), so the HTML
@@ -320,26 +318,6 @@ def check_outputs() -> None:
         log(f"build_book: note: sources newer than their executed copies: {', '.join(stale)}")
 
 
-def _write_from_records(name: str, function: str) -> None:
-    """``_build/<name>`` from the recorded runs, by ``tomato.book.<function>('data/results')``."""
-    module, _, func = function.rpartition(".")
-    code = f"import sys; from tomato.book.{module} import {func}; sys.stdout.write({func}('data/results'))"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=kernel_env(), capture_output=True, text=True)
-    if proc.returncode != 0:
-        log(f"build_book: {name} could not be written: {proc.stderr.strip().splitlines()[-1:]}")
-        raise SystemExit(1)
-    (BUILD_DIR / name).write_text(proc.stdout, encoding="utf-8")
-    log(f"{name} written from data/results -> {rel(BUILD_DIR / name)}")
-
-
-def write_verdict() -> None:
-    """``_build/answer.md`` (:func:`tomato.book.miniature.answer_box`), the short verdict
-    the introduction includes, written from the recorded runs at each build (the whole
-    experiment is on ``notebooks/10_trained.ipynb``)."""
-    BUILD_DIR.mkdir(exist_ok=True)
-    _write_from_records("answer.md", "miniature.answer_box")
-
-
 def _links(html: str) -> list[str]:
     """The ``href`` and ``src`` of every tag of a page (escaped text, such as a code cell
     that shows ``<a href=...>``, holds none)."""
@@ -373,7 +351,6 @@ def broken_links(html_dir: Path) -> list[str]:
 
 def build_book(fresh: bool, strict: bool) -> None:
     BUILD_DIR.mkdir(exist_ok=True)
-    write_verdict()
     cmd = [
         sys.executable,
         "-c",

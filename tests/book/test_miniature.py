@@ -47,20 +47,21 @@ def test_answer_is_written_from_the_rows():
     assert "ToMato is behind in 1 of 1 pair, ahead in none, level within the noise in none." in lines[3]
 
 
-def test_the_opening_box_is_six_lines_from_the_rows():
+def test_the_answers_values_come_from_the_rows_and_say_not_recorded_where_absent():
     flops = pd.DataFrame([{"tomato": "ToMato sim=1e-7", "tome": "ToMe r=2", "diff": 0.2, "low": -0.2,
                            "high": 0.6, "p": 0.3},
                           {"tomato": "ToMato sim=1e-15", "tome": "ToMe r=8", "diff": -1.5, "low": -2.5,
                            "high": -0.5, "p": 0.01}])
-    text = miniature.box(_rows(), flops)
-    lines = text.splitlines()
-    assert lines[0] == ":::{admonition} Verdict, in short" and lines[-1] == ":::"
-    body = lines[2:-1]
-    assert len(body) <= 6 and "top-1 70.0%" in body[0] and "all 400 Imagenette val photos" in body[0]
-    assert "7.5% fewer tokens; top-1 -0.50 points (95% CI -1.00 to +0.10), within the noise." in body[1]
-    assert "ToMato sim=1e-15, 15.1% fewer): top-1 -2.00 points (95% CI -2.80 to -1.20), lower." in body[2]
-    assert "ToMato is behind in 1 of 2 pairs, ahead in none" in body[3] and "ToMe r=2: +0.20 points" in body[3]
-    assert "not measurably faster" in body[4] and "×1.10 (95% CI 1.00–1.20;" in body[4] and "Jetson" in body[5]
+    v = miniature.answer_values(_rows(), flops)
+    assert (v["base_top1"], v["photos"]) == ("70.0", "400")
+    assert (v["sim7_cut"], v["sim7_d"], v["sim7_low"], v["sim7_high"], v["sim7_word"]) == \
+        ("7.5", "-0.50", "-1.00", "+0.10", "within the noise")
+    assert (v["near_label"], v["near_cut"], v["near_d"], v["near_word"]) == ("ToMato sim=1e-15", "15.1", "-2.00", "lower")
+    assert v["tome_tally"].startswith("behind in 1 of 2 pairs, ahead in none") and v["tome_pair"] == "ToMe r=2"
+    assert (v["speed_b1"], v["speed_b1_low"], v["speed_b1_high"], v["speed_b1_word"]) == \
+        ("1.10", "1.00", "1.20", "not measurably faster")
+    empty = miniature.answer_values(None, None)
+    assert set(empty) == set(v) and set(empty.values()) == {"not recorded"}
 
 
 def test_tomato_against_each_null_is_paired_on_the_same_photos():

@@ -450,59 +450,47 @@ def load(results: Path | str, model: str) -> tuple[RecordedRun | None, dict[str,
     return recorded_run(results, sweep_name(model)), record("fidelity", Path(results) / fidelity_name(model))
 
 
-def box(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_CUT_MIDDLE, then: str = "") -> str:
-    """The introduction's opening box, at most six lines, written from :func:`table`'s rows
-    and :func:`equal_flops`' pairs: ToMato at the paper's sim and at the paper's token cut,
-    against ToMe at equal GFLOPs, its CPU speed, and what cannot be measured here. ``then``:
-    the weights' :func:`~tomato.book.notes.stage` when the run measured an earlier stage."""
-    ours = df.set_index("variant")
+def answer_values(df: pd.DataFrame | None, flops: pd.DataFrame | None,
+                  target_cut: float = paper.TOKEN_CUT_MIDDLE) -> dict[str, Any]:
+    """The numbers and verdict words of the book's short answer, by name, for myst-nb's
+    ``glue`` (the sentences live in the Markdown that pastes them): the baseline's top-1
+    and photos; at the paper's sim=1e-7 (``sim7_*``) and at the sim nearest the paper's
+    token cut (``near_*``) the cut and the paired top-1 change with its interval and word;
+    ToMe at equal GFLOPs (``tome_*``); the speed-up at batch 1 and 8 (``speed_b1_*``,
+    ``speed_b8_*``: unpatched time / ToMato time, with the word). A value that no record
+    gives is "not recorded"."""
+    none = "not recorded"
+    out: dict[str, Any] = {}
+    ours = df.set_index("variant") if df is not None else None
     spec = variants.canonical(paper.TOMATO)
-    level = f"top-1 {ours.loc[paper.BASELINE, 'top1']:.1f}%" + (f", measured after {then}" if then else "")
-    lines = [f"On **DeiT-Ti trained here** ({level}, [the model](notebooks/00_model.ipynb)), all "
-             f"{int(df['n'].iloc[0]):,} Imagenette val photos ([Table 1 in miniature](notebooks/10_trained.ipynb)):"]
 
-    def change(t: pd.Series) -> str:
-        return (f"top-1 {_pts(t['d_top1'])} points (95% CI {_pts(t['d_low'])} to {_pts(t['d_high'])}), "
-                f"{_resolved(t['d_low'], t['d_high'])}")
+    def accuracy(prefix: str, t: pd.Series | None) -> None:
+        if t is None:
+            out.update({f"{prefix}_{k}": none for k in ("label", "cut", "d", "low", "high", "word")})
+            return
+        out.update({f"{prefix}_label": str(t["label"]), f"{prefix}_cut": f"{t['cut_pct']:.1f}",
+                    f"{prefix}_d": _pts(t["d_top1"]), f"{prefix}_low": _pts(t["d_low"]),
+                    f"{prefix}_high": _pts(t["d_high"]), f"{prefix}_word": _resolved(t["d_low"], t["d_high"])})
 
-    if spec in ours.index:
-        lines.append(f"- **At the paper's sim=1e-7:** {ours.loc[spec, 'cut_pct']:.1f}% fewer tokens; "
-                     f"{change(ours.loc[spec])}.")
-    near = _at_cut(df, target_cut)
-    if near is not None:
-        lo, hi = paper.TOKEN_CUT_SIM_1E7
-        lines.append(f"- **At the paper's token cut** (the middle of its {lo}–{hi}%: {near['label']}, "
-                     f"{near['cut_pct']:.1f}% fewer): {change(near)}.")
-    if not flops.empty:
-        at = flops[flops["tomato"] == ours.loc[spec, "label"]] if spec in ours.index else flops.iloc[:0]
-        pair = ("" if at.empty else f" (sim=1e-7 against {at.iloc[0]['tome']}: {_pts(at.iloc[0]['diff'])} points, "
-                f"95% CI {_pts(at.iloc[0]['low'])} to {_pts(at.iloc[0]['high'])})")
-        lines.append(f"- **Against ToMe at equal GFLOPs:** ToMato is {tally(flops)}{pair}.")
-    if spec in ours.index and ours.loc[spec, "speedup"] == ours.loc[spec, "speedup"]:
-        t = ours.loc[spec]
-        word = speed_word(t["speedup"], t["speedup_low"], t["speedup_high"])
-        b8 = (f"; at batch 8 {speed_word(t['speedup_b8'], t['speedup_b8_low'], t['speedup_b8_high'])}, "
-              f"×{t['speedup_b8']:.2f} ({t['speedup_b8_low']:.2f}–{t['speedup_b8_high']:.2f})"
-              if "speedup_b8" in t and t["speedup_b8"] == t["speedup_b8"] else "")
-        lines.append(f"- **Speed at sim=1e-7:** {word} than the unpatched model on this 2-core CPU at batch 1, "
-                     f"speed-up ×{t['speedup']:.2f} (95% CI {t['speedup_low']:.2f}–{t['speedup_high']:.2f}; "
-                     f"unpatched time / ToMato time){b8}.")
-    lines.append("- **Not measured here:** DeiT-B on ImageNet (`python -m tomato sweep --checkpoint deit_base.pth "
-                 "--data <ImageNet-Mini>/val ...`) and a Jetson board ([the Jetson guide](jetson.md)); what is "
-                 "measured: [the paper's experiment on the trained model](notebooks/10_trained.ipynb).")
-    return ":::{admonition} Verdict, in short\n:class: tip\n" + "\n".join(lines[:6]) + "\n:::\n"
+    has = ours is not None and spec in ours.index
+    out["base_top1"] = f"{ours.loc[paper.BASELINE, 'top1']:.1f}" if ours is not None else none
+    out["photos"] = f"{int(df['n'].iloc[0]):,}" if df is not None else none
+    accuracy("sim7", ours.loc[spec] if has else None)
+    accuracy("near", _at_cut(df, target_cut) if df is not None else None)
+    at = flops[flops["tomato"] == ours.loc[spec, "label"]] if has and flops is not None else None
+    out["tome_tally"] = tally(flops) if flops is not None and not flops.empty else none
+    pair = at.iloc[0] if at is not None and not at.empty else None
+    out.update({"tome_pair": str(pair["tome"]) if pair is not None else none,
+                "tome_d": _pts(pair["diff"]) if pair is not None else none,
+                "tome_low": _pts(pair["low"]) if pair is not None else none,
+                "tome_high": _pts(pair["high"]) if pair is not None else none})
+    for b, col in ((1, "speedup"), (8, "speedup_b8")):
+        t = ours.loc[spec] if has and col in ours.columns and ours.loc[spec, col] == ours.loc[spec, col] else None
+        out.update({f"speed_b{b}": f"{t[col]:.2f}" if t is not None else none,
+                    f"speed_b{b}_low": f"{t[col + '_low']:.2f}" if t is not None else none,
+                    f"speed_b{b}_high": f"{t[col + '_high']:.2f}" if t is not None else none,
+                    f"speed_b{b}_word": speed_word(t[col], t[col + "_low"], t[col + "_high"]) if t is not None
+                    else none})
+    return out
 
 
-def answer_box(results: Path | str = "data/results", model: str = "deit-tiny-imagenette") -> str:
-    """:func:`box` from the records of ``model`` under ``results``."""
-    run, _ = load(results, model)
-    if run is None or paper.BASELINE not in run.variants:
-        return (":::{admonition} Verdict, in short\n:class: tip\nNo full-val run of the trained model is recorded "
-                f"yet (`data/results/{sweep_name(model)}`); the pages below use what is recorded.\n:::\n")
-    b8 = batch_timing(results, run)
-    df = with_batch(table(run), b8[1] if b8 else None)
-    from .notes import stage_parts
-
-    parts = stage_parts(str(run.provenance.get("weights_source")), run.provenance.get("weights_sha256"))
-    then = f"{parts[0]}; {parts[2]}" if parts else ""  # "run 1 of 2; the committed weights score ..."
-    return box(df, equal_flops(df, run), then=then)
