@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["per_forward_table", "paper_summary_table", "reports_table", "pairwise_table", "gap_sentences",
            "run_gaps", "speedup_table", "ratio_table", "recorded_timings", "plot_forwards", "merge_share_table",
            "baseline_column", "reports_overview", "spread_sentence", "protocol_support", "machine_load",
-           "load_warning", "load_warnings"]
+           "load_warning", "load_warnings", "payoff_table", "payoff_verdicts", "plot_payoff"]
 
 
 def per_forward_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -295,6 +295,70 @@ def plot_forwards(runs: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str
     axes[2].set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
     axes[2].set_ylabel("% from the run's mean")
     axes[2].set_title("spread within each run", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- when ToMato pays off
+def payoff_table(results: Path | str = "data/results") -> pd.DataFrame:
+    """Every ``payoff`` record under ``results`` (``python -m tomato bench --payoff``) as one
+    row per model, batch and sim: ``model`` (short, with "random-init" where it is), the
+    cut, ToMato's and the oracle's speed-up (unpatched / variant) and their intervals."""
+    import pandas as pd
+
+    from .pictures import model_title
+
+    rows = []
+    for path, rec in runs.records("payoff", results):
+        prov = rec["provenance"]
+        who = model_title(str(prov.get("model")), bool(prov.get("pretrained", True)))
+        rows += [{"model": who, "record": path.name, **r} for r in rec["rows"]]
+    return pd.DataFrame(rows)
+
+
+def payoff_verdicts(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model and batch: the smallest measured cut at which ToMato is faster (its
+    interval above 1) and the oracle is, and the largest cut measured ("none" where no
+    measured cut is faster)."""
+    import pandas as pd
+
+    def first(g: pd.DataFrame, low: str) -> str:
+        faster = g[g[low] > 1].sort_values("cut_pct")
+        return f"{faster['cut_pct'].iloc[0]:.1f}%" if len(faster) else "none"
+
+    out = []
+    for (model, batch), g in df.groupby(["model", "batch"], sort=False):
+        out.append({"model": model, "batch": int(batch), "ToMato faster from a cut of": first(g, "speedup_low"),
+                    "the oracle faster from": first(g, "oracle_low"),
+                    "largest cut measured": f"{g['cut_pct'].max():.1f}%"})
+    return pd.DataFrame(out)
+
+
+def plot_payoff(df: pd.DataFrame, title: str = "") -> Figure:
+    """Speed-up against token cut, one panel per model: ToMato (solid, 95% intervals) and
+    the keep-first-k oracle at the same padded length (dashed: the ceiling), one colour
+    per batch size; above the grey line is faster than the unpatched model."""
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(df["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.0), squeeze=False, sharey=True)
+    colours = plt.get_cmap("tab10")
+    for ax, model in zip(axes[0], models):
+        part = df[df["model"] == model]
+        for k, (batch, g) in enumerate(part.groupby("batch")):
+            g = g.sort_values("cut_pct")
+            ax.errorbar(g["cut_pct"], g["speedup"], yerr=[g["speedup"] - g["speedup_low"],
+                                                          g["speedup_high"] - g["speedup"]],
+                        fmt="-o", ms=4, capsize=2, color=colours(k), label=f"ToMato, batch {batch}")
+            ax.plot(g["cut_pct"], g["oracle_speedup"], "--", color=colours(k), alpha=0.7,
+                    label=f"oracle, batch {batch}")
+        ax.axhline(1.0, color="grey", lw=0.9)
+        ax.set(title=model, xlabel="patch tokens cut after block 0 (%, mean per photo)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("speed-up (unpatched time / variant time)")
+    axes[0][-1].legend(fontsize=7, loc="upper left")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -184,6 +184,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.tokens > patches:
         raise ValueError(f"--tokens {args.tokens}: {weights.model} has {patches} patch tokens at its input size; "
                          f"keep at most {patches}")
+    if args.payoff:
+        return _payoff(args, model, weights, started)
     common = dict(runs=args.runs, warmup=args.warmup, device=args.device, threads=args.threads,
                   batch_sizes=args.batch_sizes, tokens=args.tokens, model=model, progress=not args.quiet)
     if args.static:
@@ -203,6 +205,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      weights_sha256=weights.sha256, device=args.device, batch_sizes=list(args.batch_sizes),
                      tokens=args.tokens, runs=args.runs, warmup=args.warmup, threads=args.threads,
                      static=args.static, **extra)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _payoff(args: argparse.Namespace, model: Any, weights: models.WeightsInfo, started: dict[str, Any]) -> int:
+    from . import payoff
+    from .speed import torch_threads
+
+    with torch_threads(args.threads):
+        points = payoff.run(model, args.sims, args.batch_sizes, runs=args.runs, warmup=args.warmup,
+                            device=args.device, progress=not args.quiet)
+    print(f"{weights.model} ({weights.source}), {args.device}: speed-up = unpatched time / variant time")
+    for p in points:
+        print(f"batch {p.batch:3d}  sim={p.sim:<8g} cut {p.cut_pct:5.1f}%  padded {p.tokens_padded:3d}  "
+              f"ToMato x{p.speedup:.3f} [{p.speedup_low:.3f}, {p.speedup_high:.3f}]  "
+              f"oracle x{p.oracle_speedup:.3f} [{p.oracle_low:.3f}, {p.oracle_high:.3f}]")
+    if args.out:
+        payoff.record(points, args.out, started=started, model=weights.model, weights=weights.source,
+                      weights_sha256=weights.sha256, pretrained=weights.pretrained, device=args.device,
+                      batch_sizes=list(args.batch_sizes), sims=list(args.sims), runs=args.runs,
+                      warmup=args.warmup, threads=args.threads)
         print(f"wrote {args.out}")
     return 0
 
@@ -350,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--static", action="store_true",
                    help="the static-shape benchmark: unpatched, keep-first-k oracle and static ToMato "
                         "under each --treatments")
+    p.add_argument("--payoff", action="store_true",
+                   help="when ToMato pays off: its speed-up at each --sims beside the keep-first-k oracle's")
+    p.add_argument("--sims", nargs="+", type=float, default=[1e-3, 1e-7, 1e-15, 1e-30, 1e-60],
+                   help="with --payoff: the thresholds (default: %(default)s)")
     p.add_argument("--treatments", nargs="+", default=["eager", "onnxruntime"], choices=bench.TREATMENTS,
                    help="with --static: how each model runs (default: eager onnxruntime)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -412,7 +439,7 @@ _OUT_FILE = {"time", "agree", "fidelity", "bench"}
 def _out_kind(args: argparse.Namespace) -> str:
     """The record kind a file-writing command leaves at ``--out``."""
     if args.command == "bench":
-        return "static" if args.static else "bench"
+        return "payoff" if args.payoff else "static" if args.static else "bench"
     return {"time": "timing", "agree": "agreement", "fidelity": "fidelity"}[args.command]
 
 

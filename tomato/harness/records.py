@@ -13,6 +13,7 @@ kind           file name under the root      written by
 ``static``     ``bench-static_*.json``       ``python -m tomato bench --static``
 ``fidelity``   ``fidelity_*.json``           ``python -m tomato fidelity``
 ``agreement``  ``agreement_*.json``          ``python -m tomato agree``
+``payoff``     ``payoff_*.json``             ``python -m tomato bench --payoff``
 =============  ============================  ==========================================
 
 :func:`write` checks a record against its kind before it replaces the file atomically;
@@ -48,6 +49,10 @@ def _agreement(data: Mapping[str, Any]) -> bool:
     return all(isinstance(r, dict) and "setting" in r and "ari_either" in r for r in data["rows"])
 
 
+def _payoff(data: Mapping[str, Any]) -> bool:
+    return bool(data["rows"]) and all(isinstance(r, dict) and "oracle_speedup" in r for r in data["rows"])
+
+
 def _fidelity(data: Mapping[str, Any]) -> bool:
     return isinstance(data.get("baseline"), dict) and "n" in data["baseline"]
 
@@ -80,6 +85,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("static", "bench-static_*.json", ("rows", "provenance"), _named_rows("eager: ")),
     Kind("fidelity", "fidelity_*.json", ("baseline", "provenance"), _fidelity),
     Kind("agreement", "agreement_*.json", ("rows", "provenance"), _agreement),
+    Kind("payoff", "payoff_*.json", ("rows", "provenance"), _payoff),
 )}
 
 

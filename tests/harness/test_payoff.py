@@ -1,0 +1,48 @@
+"""python -m tomato bench --payoff: ToMato's speed-up against its token cut, beside the oracle's."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tomato.harness import cli, payoff, records
+
+
+def test_payoff_points_hold_the_cut_the_padded_length_and_both_speedups(vit, tmp_path):
+    model = vit()
+    points = payoff.run(model, [1e-7, 0.0], (1, 2), runs=3, warmup=0)
+    assert [(p.sim, p.batch) for p in points] == [(1e-7, 1), (0.0, 1), (1e-7, 2), (0.0, 2)]
+    everything = [p for p in points if p.sim == 0.0]
+    # sim=0 merges every patch into one token: 195 of 196 cut, and the oracle keeps one.
+    assert all(p.tokens_padded == 1 and p.cut_pct == pytest.approx(100 * 195 / 196) for p in everything)
+    # At batch 2 the photos keep different counts: the batch computes on the larger (padded)
+    # length, and the cut is the mean over the photos.
+    import copy
+
+    import torch
+
+    from tomato.core import patch
+
+    m = patch.timm(copy.deepcopy(model))
+    m.sim = 1e-7
+    with torch.inference_mode():
+        m(payoff._photos(model, 2, "cpu"))
+    kept = patch.state(m).tokens.double()
+    assert kept.min() < kept.max() and points[2].tokens_padded == int(kept.max())
+    assert points[2].cut_pct == pytest.approx(float(100 * (196 - kept).mean() / 196))
+    assert all(p.speedup_low <= p.speedup_high and p.oracle_low <= p.oracle_high for p in points)
+    assert all(p.speedup > 0 and p.oracle_speedup > 0 for p in points)
+    assert not hasattr(model, "_tomato")  # the caller's model is left unpatched
+    out = payoff.record(points, tmp_path / "payoff_x.json", model="deit_tiny_patch16_224")
+    assert records.read("payoff", out)["rows"][1]["tokens_padded"] == 1
+    assert records.read("bench", out) is None
+
+
+def test_payoff_refuses_an_out_file_of_another_kind(tmp_path, capsys):
+    other = tmp_path / "bench_x.json"
+    other.write_text(json.dumps({"rows": [{"name": "merge step: x"}], "provenance": {}}))
+    assert cli.main(["bench", "--payoff", "--out", str(other), "--runs", "1", "--quiet"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "is not a payoff record" in err[0]
+    assert cli.main(["bench", "--payoff", "--sims", "-1", "--runs", "1", "--quiet"]) == 2
+    assert "--sims -1.0" in capsys.readouterr().err
