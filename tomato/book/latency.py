@@ -343,7 +343,7 @@ def plot_payoff(df: pd.DataFrame, title: str = "") -> Figure:
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(df["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.0), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.0), squeeze=False)
     colours = plt.get_cmap("tab10")
     for ax, model in zip(axes[0], models):
         part = df[df["model"] == model]

@@ -108,15 +108,10 @@ def weights_banner(weights: WeightsInfo) -> str:
     if weights.pretrained:
         return (f"**Weights:** `{weights.model}` from `{weights.source}` "
                 f"(sha256 `{weights.sha256[:12]}…`).")
-    # A plain blockquote: it renders the same in JupyterLab and in the built book.
-    return (f"> **Warning: random-init weights.** `{weights.model}` runs with "
-            f"`{weights.source}` because no pretrained weights can be downloaded where this "
-            "page was built. Token merging, token counts, timings and pictures below are real "
-            "computations on real photos, but every *accuracy* number from these weights is "
-            "meaningless (chance level) and must not be read as accuracy. For real numbers, "
-            "give it weights: in JupyterLab set `checkpoint = \"/path/to/deit_base_patch16_224.pth\"` "
-            "in the parameters cell; with papermill pass `-p checkpoint /path/to/...`; or run "
-            "it on an online machine.")
+    # One line, once a page: what runs, and what its numbers are not.
+    return (f"> **Seeded random-init `{weights.model}`:** this page measures the architecture (token "
+            "counts, timings, pictures); its top-1 is not accuracy. To run it on trained weights, set "
+            "`checkpoint` in the parameters cell.")
 
 
 def one_label(records: Mapping[str, Mapping[str, Any]]) -> str:
