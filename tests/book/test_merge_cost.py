@@ -205,4 +205,5 @@ def test_static_view_pairs_each_treatment_with_its_own_unpatched_model(tmp_path)
     assert view["ToMato / oracle"].round(2).tolist() == [1.1, 1.1]
     assert view["syncs"].tolist() == [0, None]
     text = merge_cost.static_sentences(merge_cost.static_table(records))
-    assert "random-init DeiT-B" in text and "(ToMato / oracle 1.10)" in text and "+423" in text
+    assert "random-init DeiT-B" in text and "(ToMato takes 1.10 of the oracle's time)" in text and "+423" in text
+    assert "speed-up (unpatched time / ToMato's, above 1 is faster)" in text and " x0." not in text

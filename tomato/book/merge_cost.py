@@ -373,7 +373,8 @@ def launch_sentence(df: pd.DataFrame) -> str:
             continue
         lo, hi = g["us per op"].min(), g["us per op"].max()
         examples = "; ".join(
-            f"{f}: {r['ops']} ops and {_syncs(r['syncs'])} in {r['median ms']:.2f} ms (x{r['x unpatched']:.2f})"
+            f"{f}: {r['ops']} ops and {_syncs(r['syncs'])} in {r['median ms']:.2f} ms "
+            f"({r['x unpatched']:.2f}× DeiT-B's time)"
             for f, r in rows.items() if f.startswith("tome") or (f.startswith("tomato") and "parallel" in f))
         parts.append(
             f"On the {g['machine'].iloc[0]} at batch 1 (`{record}`), every forward costs {lo:.0f}-{hi:.0f} µs per "
@@ -475,11 +476,11 @@ def static_sentences(df: pd.DataFrame) -> str:
         cells: dict[str, list[str]] = {}
         for p in sorted(mine, key=lambda p: p["batch"]):
             cells.setdefault(p["treatment"], []).append(
-                f"batch {p['batch']}: x{p['tomato']['x unpatched']:.2f} against the oracle's "
-                f"x{p['oracle']['x unpatched']:.2f} (ToMato / oracle {p['ratio']:.2f})")
+                f"batch {p['batch']}: ×{1 / p['tomato']['x unpatched']:.2f} against the oracle's "
+                f"×{1 / p['oracle']['x unpatched']:.2f} (ToMato takes {p['ratio']:.2f} of the oracle's time)")
         order = list(dict.fromkeys(p["treatment"] for p in mine))
         lines.append(f"- **{_weights_name(mine[0]['weights'])}** on {mine[0]['machine']} (`{record}`), static "
-                     "ToMato's time as a share of the unpatched model's under the same treatment: "
+                     "ToMato's speed-up (unpatched time / ToMato's, above 1 is faster) under the same treatment: "
                      + ". ".join(f"{t}, " + "; ".join(cells[t]) for t in order) + ".")
         eager = [p for p in mine if p["treatment"] == "eager" and not _missing(p["tomato"]["ops"])]
         if eager:
