@@ -257,44 +257,41 @@ def merge_share_table(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.Dat
 
 
 def plot_forwards(runs: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str = "") -> Figure:
-    """Per-forward times: the authors' five reports (left, seconds on their Nano CPU), our
-    paper-protocol runs (middle, seconds, log scale), and all of them as % from their own run's
-    mean (right), which puts the spreads on one scale. ``runs``: name -> paper-protocol rows."""
+    """Per-forward times, one horizontal strip per run and variant (labels read left to
+    right): the authors' five reports (seconds on their Nano CPU), our paper-protocol runs
+    (seconds, log scale), and all of them as % from their own run's mean, which puts the
+    spreads on one scale. ``runs``: name -> paper-protocol rows."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 5), gridspec_kw={"width_ratios": [5, 5, 9]})
-    rng = np.random.default_rng(0)  # horizontal jitter only
-
-    def strip(ax: Any, k: int, values: Sequence[float], color: str) -> None:
-        v = np.asarray(values, dtype=float)
-        ax.boxplot([v], positions=[k], widths=0.5, showfliers=False)
-        ax.plot(k + rng.uniform(-0.15, 0.15, v.size), v, "o", ms=3, color=color, alpha=0.8)
-
-    names, rel = [], []
-    for k, r in enumerate(paper.REPORTS):
-        strip(axes[0], k, r.forwards, "tab:red")
-        names.append(f"paper: {r.name}")
-        rel.append(100 * (np.asarray(r.forwards) / np.mean(r.forwards) - 1))
-    axes[0].set_xticks(range(len(paper.REPORTS)), [r.name for r in paper.REPORTS], rotation=30,
-                       ha="right", fontsize=7)
-    axes[0].set_ylabel("seconds per forward")
-    axes[0].set_title("the paper's reports (Nano CPU)", fontsize=9)
+    theirs = [(f"paper: {r.name}", list(r.forwards)) for r in paper.REPORTS]
     ours = [(f"{name}: {spec}", [float(x["seconds"]) for x in rows if x["variant"] == spec])
             for name, rows in runs.items() for spec in dict.fromkeys(x["variant"] for x in rows)]
-    for k, (label, values) in enumerate(ours):
-        strip(axes[1], k, values, "tab:blue")
-        names.append(label)
-        rel.append(100 * (np.asarray(values) / np.mean(values) - 1))
-    axes[1].set_xticks(range(len(ours)), [label for label, _ in ours], rotation=30, ha="right", fontsize=7)
-    axes[1].set_yscale("log")  # our runs differ by machine far more than within a run
-    axes[1].set_title("ours, paper protocol (log scale)", fontsize=9)
-    for k, v in enumerate(rel):
-        strip(axes[2], k, v, "tab:red" if k < len(paper.REPORTS) else "tab:blue")
-    axes[2].axhline(0, color="grey", lw=0.8)
-    axes[2].set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=7)
-    axes[2].set_ylabel("% from the run's mean")
-    axes[2].set_title("spread within each run", fontsize=9)
+    height = 0.32 * (len(theirs) + len(ours)) + 1.6
+    fig, axes = plt.subplots(1, 3, figsize=(13, height), gridspec_kw={"width_ratios": [4, 4, 5]})
+    rng = np.random.default_rng(0)  # vertical jitter only
+
+    def strips(ax: Any, items: Sequence[tuple[str, Sequence[float]]], colour: Any, labels: bool = True) -> None:
+        for k, (_, values) in enumerate(items):
+            v = np.asarray(values, dtype=float)
+            ax.boxplot([v], positions=[k], widths=0.5, showfliers=False, vert=False)
+            ax.plot(v, k + rng.uniform(-0.15, 0.15, v.size), "o", ms=3, color=colour(k), alpha=0.8)
+        ax.set_yticks(range(len(items)), [label for label, _ in items] if labels else [""] * len(items),
+                      fontsize=8)
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+
+    strips(axes[0], theirs, lambda k: "tab:red")
+    axes[0].set(xlabel="seconds per forward", title="the paper's reports (Nano CPU)")
+    strips(axes[1], ours, lambda k: "tab:blue")
+    axes[1].set_xscale("log")  # our runs differ by machine far more than within a run
+    axes[1].set(xlabel="seconds per forward (log)", title="ours, paper protocol")
+    spread = [(label, 100 * (np.asarray(v, dtype=float) / np.mean(v) - 1)) for label, v in (*theirs, *ours)]
+    strips(axes[2], spread, lambda k: "tab:red" if k < len(theirs) else "tab:blue", labels=False)
+    axes[2].axvline(0, color="grey", lw=0.8)
+    axes[2].set(xlabel="% from the run's mean", title="spread within each run (same order: paper, then ours)")
+    for ax in axes:
+        ax.title.set_fontsize(9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
