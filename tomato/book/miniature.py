@@ -293,37 +293,6 @@ def _at_cut(df: pd.DataFrame, target_cut: float) -> pd.Series | None:
     return None if near["variant"] == variants.canonical(paper.TOMATO) else near
 
 
-def answer(df: pd.DataFrame, flops: pd.DataFrame, target_cut: float = paper.TOKEN_CUT_MIDDLE,
-           nulls: pd.DataFrame | None = None) -> list[str]:
-    """Lines that answer "does ToMato keep accuracy?", written from the rows (and from
-    :func:`null_pairs` when given)."""
-    lines = []
-    ours = df.set_index("variant")
-    base = ours.loc[paper.BASELINE]
-    lines.append(f"The unpatched model: top-1 {base['top1']:.2f}% on {int(base['n']):,} val photos.")
-    spec = variants.canonical(paper.TOMATO)
-    if spec in ours.index:
-        t = ours.loc[spec]
-        lines.append(f"ToMato at the paper's sim=1e-7 cuts {t['cut_pct']:.1f}% of the tokens and changes top-1 by "
-                     f"{_pts(t['d_top1'])} points (95% CI {_pts(t['d_low'])} to {_pts(t['d_high'])}; "
-                     f"{_resolved(t['d_low'], t['d_high'])}).")
-    near = _at_cut(df, target_cut)
-    if near is not None:
-        lo, hi = paper.TOKEN_CUT_SIM_1E7
-        lines.append(f"At the middle of the paper's token cut ({lo}–{hi}%), {near['label']} cuts {near['cut_pct']:.1f}% "
-                     f"and changes top-1 by {_pts(near['d_top1'])} points (95% CI {_pts(near['d_low'])} to "
-                     f"{_pts(near['d_high'])}).")
-    if not flops.empty:
-        parts = [f"{r['tomato']} vs {r['tome']}: {_pts(r['diff'])} [{_pts(r['low'])}, {_pts(r['high'])}]"
-                 for _, r in flops.iterrows()]
-        lines.append(f"Against ToMe at equal GFLOPs (within {EQUAL_FLOPS:.0%}), ToMato's top-1 minus ToMe's, paired, "
-                     "in points: "
-                     + "; ".join(parts) + f". ToMato is {tally(flops)}.")
-    if nulls is not None and not nulls.empty:
-        lines.append(null_line(nulls))
-    return lines
-
-
 def plot_figure3(df: pd.DataFrame, null_rows: pd.DataFrame | None = None, *, title: str = "") -> Figure:
     """Top-1 against GFLOPs (left) and against the batch-1 speed-up (right): ToMe's r sweep,
     ToMato's sim and keep sweeps as curves, the null baselines as points, the paper's three
