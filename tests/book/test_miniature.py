@@ -48,7 +48,11 @@ def test_the_answers_values_come_from_the_rows_and_say_not_recorded_where_absent
     assert (v["near_label"], v["near_cut"], v["near_d"], v["near_word"]) == ("ToMato sim=1e-15", "15.1", "-2.00", "lower")
     assert v["tome_tally"].startswith("behind in 1 of 2 pairs, ahead in none") and v["tome_pair"] == "ToMe r=2"
     assert (v["speed_b1"], v["speed_b1_low"], v["speed_b1_high"], v["speed_b1_word"]) == \
-        ("1.10", "1.00", "1.20", "not measurably faster")
+        ("1.100", "1.000", "1.200", "not measurably faster")
+    nulls = pd.DataFrame([{"setting": "sim=1e-07", "null": "first k tokens kept", "diff": -0.56, "low": -1.15,
+                           "high": -0.03}])
+    w = miniature.answer_values(_rows(), flops, nulls=nulls)
+    assert (w["null_first_d"], w["null_first_word"], w["null_random_word"]) == ("-0.56", "behind", "not recorded")
     empty = miniature.answer_values(None, None)
     assert set(empty) == set(v) and set(empty.values()) == {"not recorded"}
 

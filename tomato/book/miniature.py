@@ -420,14 +420,16 @@ def load(results: Path | str, model: str) -> tuple[RecordedRun | None, dict[str,
 
 
 def answer_values(df: pd.DataFrame | None, flops: pd.DataFrame | None,
-                  target_cut: float = paper.TOKEN_CUT_MIDDLE) -> dict[str, Any]:
+                  target_cut: float = paper.TOKEN_CUT_MIDDLE, nulls: pd.DataFrame | None = None) -> dict[str, Any]:
     """The numbers and verdict words of the book's short answer, by name, for myst-nb's
     ``glue`` (the sentences live in the Markdown that pastes them): the baseline's top-1
     and photos; at the paper's sim=1e-7 (``sim7_*``) and at the sim nearest the paper's
     token cut (``near_*``) the cut and the paired top-1 change with its interval and word;
     ToMe at equal GFLOPs (``tome_*``); the speed-up at batch 1 and 8 (``speed_b1_*``,
-    ``speed_b8_*``: unpatched time / ToMato time, with the word). A value that no record
-    gives is "not recorded"."""
+    ``speed_b8_*``: unpatched time / ToMato time, with the word); and from :func:`null_pairs`
+    (``nulls``) ToMato at sim=1e-7 against k random tokens and the first k tokens kept at its
+    own per-photo count (``null_random_*``, ``null_first_*``: ahead, behind or level). A
+    value that no record gives is "not recorded"."""
     none = "not recorded"
     out: dict[str, Any] = {}
     ours = df.set_index("variant") if df is not None else None
@@ -453,11 +455,21 @@ def answer_values(df: pd.DataFrame | None, flops: pd.DataFrame | None,
                 "tome_d": _pts(pair["diff"]) if pair is not None else none,
                 "tome_low": _pts(pair["low"]) if pair is not None else none,
                 "tome_high": _pts(pair["high"]) if pair is not None else none})
+    for key, label in (("random", _NULL_LABELS["random_keep"]), ("first", _NULL_LABELS["first_keep"])):
+        hit = (nulls[(nulls["setting"] == "sim=1e-07") & (nulls["null"] == label)]
+               if nulls is not None and not nulls.empty else None)
+        r = hit.iloc[0] if hit is not None and len(hit) else None
+        out.update({f"null_{key}_d": _pts(r["diff"]) if r is not None else none,
+                    f"null_{key}_low": _pts(r["low"]) if r is not None else none,
+                    f"null_{key}_high": _pts(r["high"]) if r is not None else none,
+                    f"null_{key}_word": ("ahead of" if r["low"] > 0 else "behind" if r["high"] < 0 else "level with")
+                    if r is not None else none})
     for b, col in ((1, "speedup"), (8, "speedup_b8")):
         t = ours.loc[spec] if has and col in ours.columns and ours.loc[spec, col] == ours.loc[spec, col] else None
-        out.update({f"speed_b{b}": f"{t[col]:.2f}" if t is not None else none,
-                    f"speed_b{b}_low": f"{t[col + '_low']:.2f}" if t is not None else none,
-                    f"speed_b{b}_high": f"{t[col + '_high']:.2f}" if t is not None else none,
+        # Three decimals: an interval that ends at 0.999 must not print as 1.00 beside "slower".
+        out.update({f"speed_b{b}": f"{t[col]:.3f}" if t is not None else none,
+                    f"speed_b{b}_low": f"{t[col + '_low']:.3f}" if t is not None else none,
+                    f"speed_b{b}_high": f"{t[col + '_high']:.3f}" if t is not None else none,
                     f"speed_b{b}_word": speed_word(t[col], t[col + "_low"], t[col + "_high"]) if t is not None
                     else none})
     return out

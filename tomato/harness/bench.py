@@ -15,7 +15,7 @@ measurement also gets its aten-op and host-sync counts (:mod:`tomato.harness.dis
   Python with one torch op per token (:func:`tomato.core.reference.merge`; batch 1 only: the
   reference handles one image).
 
-:func:`static_run` is the deployment benchmark (issue 22): the unpatched model, the
+:func:`static_run` is the deployment benchmark: the unpatched model, the
 keep-first-``k`` oracle and ToMato in static mode, each eager, compiled
 (``fullgraph=True``), under ONNX Runtime and CUDA-graphed (on CUDA), all in one
 interleaved run per batch size, each ratio against the unpatched model *under the same

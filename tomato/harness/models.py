@@ -39,6 +39,7 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "deit_base_patch16_224"
 #: Where the model trained here lives (weights + model card), in the checkout.
+#: :meta hide-value:
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "data" / "weights"
 _TORCH_SUFFIXES = frozenset({".pth", ".pt", ".bin"})
 _SAFETENSORS_SUFFIX = ".safetensors"
