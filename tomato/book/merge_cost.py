@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import runs
+from .notes import source_label
 from .tables import machine_short
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,7 +107,7 @@ def records_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame([{
-        "record": r.path.name, "machine": r.label, "weights": r.provenance.get("weights", "–"),
+        "record": r.path.name, "machine": r.label, "weights": _shown(r.provenance.get("weights")),
         "batch sizes": ", ".join(str(b) for b in sorted({int(x.get("batch", 1)) for x in r.rows})),
         "runs": r.provenance.get("runs"), "warm-up": r.provenance.get("warmup"),
         "torch": r.provenance.get("torch", "–"), "date (UTC)": str(r.provenance.get("date_utc", "–"))[:16],
@@ -141,7 +142,7 @@ def merge_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
             method, _, mode = r["name"][len(_MERGE):].partition(", ")
             batch = int(r.get("batch", 1))
             out.append({"record": rec.path.name, "device": rec.device, "machine": rec.label, "threads": rec.threads,
-                        "weights": str(rec.provenance.get("weights", "?")), "runs": runs, "batch": batch,
+                        "weights": _shown(rec.provenance.get("weights")), "runs": runs, "batch": batch,
                         "method": method,
                         "mode": mode, "median_ms": _number(r.get("median_ms")), "iqr_ms": _number(r.get("iqr_ms")),
                         "share": _number(r.get("ratio")), "forward_ms": forward.get(batch, math.nan),
@@ -452,6 +453,12 @@ def static_view(df: pd.DataFrame) -> pd.DataFrame:
                                       "ToMato / oracle", "ToMato ops", "syncs"])
     view = view.astype({"ToMato ops": "Int64", "syncs": "Int64"})
     return view.astype({"ToMato ops": object, "syncs": object}).where(view.notna(), None)
+
+
+def _shown(weights: object) -> str:
+    """A record's weights as the page prints them (:func:`tomato.book.notes.source_label`:
+    the project's names, not the recording machine's paths)."""
+    return source_label(str(weights)).replace("`", "") if weights else "–"
 
 
 def _weights_name(weights: str, short: bool = False) -> str:
