@@ -256,21 +256,35 @@ def load(spec: str | Path) -> Recipe:
         return recipe(str(spec))
     if not path.is_file():
         raise ValueError(f"--recipe {spec}: file not found")
+    parse = _toml_reader(spec) if path.suffix.lower() == ".toml" else _yaml_reader()
     try:
-        if path.suffix.lower() == ".toml":
-            import tomllib
-
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        else:
-            import yaml
-
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse(path.read_text(encoding="utf-8"))
     except Exception as e:  # the parsers' own errors name the line
         raise ValueError(f"--recipe {spec}: not a readable recipe file ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else e})") from None
     made = _from_data(raw, where=f"--recipe {spec}")
     made.validate()
     return made
+
+
+def _toml_reader(spec: str | Path) -> Any:
+    """``tomllib.loads`` (Python 3.11+), else the ``tomli`` package it came from (older
+    Pythons, e.g. a Jetson's 3.8); ValueError saying how to read the file without either."""
+    import importlib
+
+    for name in ("tomllib", "tomli"):  # the standard library's from 3.11; the package before
+        try:
+            return importlib.import_module(name).loads
+        except ImportError:
+            continue
+    raise ValueError(f"--recipe {spec}: reading TOML needs Python 3.11+ or 'pip install tomli'; "
+                     "or write the recipe as YAML")
+
+
+def _yaml_reader() -> Any:
+    import yaml
+
+    return yaml.safe_load  # data only: builds no objects
 
 
 def _from_data(raw: Any, where: str) -> Recipe:
