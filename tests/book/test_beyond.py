@@ -161,3 +161,12 @@ def test_equal_gflops_comparison_interpolates_photo_by_photo():
     assert at(1.5)["ref_top1"] == pytest.approx(75) and at(1.5)["diff"] == pytest.approx(-25)
     assert at(1.5)["low"] < -25 < at(1.5)["high"]
     assert at(0.5) is None and at(3.5) is None
+
+
+def test_the_answers_values_say_not_recorded_without_a_run():
+    from tomato.book import beyond
+
+    values = beyond.answer_values(None, None)
+    assert {"block_tally", "block_top", "metric_best", "hybrid_tome_tally", "hybrid_keep_best", "sim_sd_budget",
+            "sim_sd_fixed"} <= set(values)
+    assert set(values.values()) == {"not recorded"}

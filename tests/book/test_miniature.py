@@ -110,3 +110,5 @@ def test_tally_says_paired_differences_in_words():
             {"low": -0.3, "high": 0.2}]
     assert tally(rows) == "behind in 2 of 4 pairs, ahead in 1, level within the noise in 1"
     assert tally(rows[:1]) == "ahead in 1 of 1 pair, behind in none, level within the noise in none"
+    assert tally(rows[3:]) == "level within the noise in the one pair"
+    assert tally(rows[3:] * 3) == "level within the noise in all 3 pairs"

@@ -152,38 +152,42 @@ def pairs(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> p
                          for row, against, d in out if d is not None], columns=columns)
 
 
-def answer(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> str:
-    """A two-line answer to one question, written from :func:`pairs`."""
-    p = pairs(run, df, question, seed)
-    if p.empty:
-        return "Not recorded yet: the sweep holds no point for this question."
-    best = p.loc[p["diff"].idxmax()]
-    worst = p.loc[p["diff"].idxmin()]
-    if question == "block":
-        mean = p.groupby("block")["diff"].mean()
-        top = int(mean.idxmax())
-        return (f"At equal GFLOPs, against block 0's keep sweep, a later merge is {tally(p)} "
-                f"points; best on average: block {top} ({mean.max():+.2f} points), best point {best['variant']} "
-                f"{best['Δ [95% CI]']}, worst {worst['variant']} {worst['Δ [95% CI]']}.")
-    if question == "metric":
-        return (f"At the same token budget, against the paper's distribution: {tally(p)} "
-                f"pairs; best {best['variant']} {best['Δ [95% CI]']}, worst {worst['variant']} {worst['Δ [95% CI]']} "
-                "points.")
-    if question == "hybrid":
-        parts = []
-        for against in ("ToMe r sweep", "ToMato keep sweep"):
-            q = p[p["against"] == against]
-            if not q.empty:
-                top = q.loc[q["diff"].idxmax()]
-                parts.append(f"against the {against} it is {tally(q)} "
-                             f"(best {top['variant']} {top['Δ [95% CI]']})")
-        return "At equal GFLOPs, " + "; ".join(parts) + " points."
-    fixed = df[_fixed_sim(df)]
-    budget = df[_budget(df) & df["keep"].notna()]
-    return (f"The token budget against a fixed sim at equal mean GFLOPs: {tally(p)} "
-            f"(best {best['variant']} {best['Δ [95% CI]']} points). Per-photo tokens "
-            f"spread by a standard deviation of {budget['tokens_sd'].median():.1f} under a budget and "
-            f"{fixed['tokens_sd'].median():.1f} under a fixed sim (medians over each sweep).")
+def answer_values(run: RecordedRun | None, df: pd.DataFrame | None, seed: int = 0) -> dict[str, Any]:
+    """The numbers and words of the page's answers, by name, for myst-nb's ``glue`` (the
+    sentences live in the page's Markdown), from :func:`pairs` of each question: per
+    question ``<q>_tally`` (:func:`~tomato.book.measures.tally`), ``<q>_best`` and
+    ``<q>_worst`` (a variant with its difference and interval); ``block_top`` and
+    ``block_top_mean`` (the block best on average); the hybrid's tallies against ToMe's and
+    ToMato's curves (``hybrid_tome_*``, ``hybrid_keep_*``); and the median per-photo token
+    spread under a budget and a fixed sim (``sim_sd_budget``, ``sim_sd_fixed``). A value
+    that no record gives is "not recorded"."""
+    none = "not recorded"
+    out: dict[str, Any] = {}
+
+    def point(row: Any) -> str:
+        return f"{row['variant']} {row['Δ [95% CI]']}"
+
+    for q in ("block", "metric", "hybrid", "sim"):
+        p = pairs(run, df, q, seed) if run is not None and df is not None else None
+        ok = p is not None and not p.empty
+        out[f"{q}_tally"] = tally(p) if ok else none
+        out[f"{q}_best"] = point(p.loc[p["diff"].idxmax()]) if ok else none
+        out[f"{q}_worst"] = point(p.loc[p["diff"].idxmin()]) if ok else none
+        if q == "block":
+            mean = p.groupby("block")["diff"].mean() if ok else None
+            out["block_top"] = f"{int(mean.idxmax())}" if ok else none
+            out["block_top_mean"] = f"{mean.max():+.2f}" if ok else none
+        if q == "hybrid":
+            for key, against in (("tome", "ToMe r sweep"), ("keep", "ToMato keep sweep")):
+                h = p[p["against"] == against] if ok else None
+                has = h is not None and not h.empty
+                out[f"hybrid_{key}_tally"] = tally(h) if has else none
+                out[f"hybrid_{key}_best"] = point(h.loc[h["diff"].idxmax()]) if has else none
+    budget = df[_budget(df) & df["keep"].notna()] if df is not None else None
+    fixed = df[_fixed_sim(df)] if df is not None else None
+    out["sim_sd_budget"] = f"{budget['tokens_sd'].median():.1f}" if budget is not None and len(budget) else none
+    out["sim_sd_fixed"] = f"{fixed['tokens_sd'].median():.1f}" if fixed is not None and len(fixed) else none
+    return out
 
 
 def plot(df: pd.DataFrame, question: str, *, title: str = "") -> Figure:

@@ -91,6 +91,9 @@ def tally(pairs: Any) -> str:
     def count(k: int) -> str:
         return str(k) if k else "none"
 
+    if n and level == n:
+        return f"level within the noise in {'the one pair' if n == 1 else f'all {n} pairs'}"
+
     first, second = (("behind", behind), ("ahead", ahead)) if behind > ahead else (("ahead", ahead), ("behind", behind))
     return (f"{first[0]} in {count(first[1])} of {n} pair{'s' if n != 1 else ''}, {second[0]} in {count(second[1])}, "
             f"level within the noise in {count(level)}")
