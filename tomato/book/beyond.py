@@ -147,9 +147,10 @@ def pairs(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> p
         raise ValueError(f"unknown question {question!r}; choose block, metric, hybrid or sim")
     columns = ["variant", "block", "against", "GFLOPs", "tokens", "tokens sd", "top-1 %", "Δ [95% CI]",
                "diff", "low", "high"]
-    return pd.DataFrame([[row["label"], row["block"], against, row["gflops"], row["tokens_mean"], row["tokens_sd"],
-                          row["top1"], _ci(d), d["diff"], d["low"], d["high"]]
-                         for row, against, d in out if d is not None], columns=columns)
+    table = pd.DataFrame([[row["label"], row["block"], against, row["gflops"], row["tokens_mean"], row["tokens_sd"],
+                           row["top1"], _ci(d), d["diff"], d["low"], d["high"]]
+                          for row, against, d in out if d is not None], columns=columns)
+    return table.astype({"block": "Int64"})  # a block is a whole number: "2", not "2.00"
 
 
 def answer_values(run: RecordedRun | None, df: pd.DataFrame | None, seed: int = 0) -> dict[str, Any]:
