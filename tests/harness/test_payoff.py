@@ -46,3 +46,20 @@ def test_payoff_refuses_an_out_file_of_another_kind(tmp_path, capsys):
     assert len(err) == 1 and "is not a payoff record" in err[0]
     assert cli.main(["bench", "--payoff", "--sims", "-1", "--runs", "1", "--quiet"]) == 2
     assert "--sims -1.0" in capsys.readouterr().err
+
+
+def test_the_bench_gives_every_forward_row_its_own_model(vit):
+    """A model called several rows in a row keeps its weights in cache and times faster than
+    one called once a round; so no two timed forwards share a model object."""
+    import copy
+
+    import torch
+
+    from tomato.core import patch
+    from tomato.harness import bench
+
+    plain = vit()
+    images = torch.randn(1, 3, 224, 224)
+    forwards = bench._forwards(plain, patch.timm(copy.deepcopy(plain)), images, 138)
+    models = [f.model for f in forwards.values()]
+    assert all(m is not None for m in models) and len({id(m) for m in models}) == len(models)
