@@ -307,26 +307,6 @@ def test_sim_for_cut_and_cut_summary(run_dir: Path):
     assert summary.loc["live", "within paper range (%)"] == pytest.approx(100 / 3)
 
 
-def test_photos_per_class_takes_the_first_readable_of_each_class(tmp_path: Path, vit):
-    from tomato.book.notebook import Page
-    from tomato.harness import data
-    from tomato.harness.models import WeightsInfo
-
-    root = tmp_path / "val"
-    smoke = data.smoke_samples()
-    for s in smoke[:3] + smoke[:1]:  # the first class twice
-        (root / s.wnid).mkdir(parents=True, exist_ok=True)
-        data.load_image(s.path).resize((64, 48)).save(root / s.wnid / f"{s.path.stem}_{len(list((root / s.wnid).iterdir()))}.JPEG")
-    (root / smoke[0].wnid / "0_broken.JPEG").write_bytes(b"not a jpeg")  # sorts first in its class
-    page = Page({"device": "cpu"}, vit(), WeightsInfo("deit_tiny", "random-init:seed=0", False, "0" * 64), [], "x")
-    images, photos, names = page.photos_per_class(str(root))
-    wnids = sorted({s.wnid for s in smoke[:3]})
-    assert images.shape == (len(wnids), 3, 224, 224) and len(photos) == len(names) == len(wnids)
-    assert names == [data.class_name(data.wnid_index(w)).split(",")[0] for w in wnids]
-    assert [Path(p).name for p, _ in page.skipped] == ["0_broken.JPEG"]  # skipped, and named
-    assert page.photos_per_class(str(tmp_path / "absent")) is None
-
-
 def test_tome_reach_says_where_tomes_r_stops(run_dir: Path):
     from tomato.book import miniature
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tomato.harness import cli, payoff, records
+from tomato.harness import cli, data, payoff, records
 
 
 def test_payoff_points_hold_the_cut_the_padded_length_and_both_speedups(vit, tmp_path):
@@ -26,7 +26,7 @@ def test_payoff_points_hold_the_cut_the_padded_length_and_both_speedups(vit, tmp
     m = patch.timm(copy.deepcopy(model))
     m.sim = 1e-7
     with torch.inference_mode():
-        m(payoff._photos(model, 2, "cpu"))
+        m(data.smoke_images(model)[:2])
     kept = patch.state(m).tokens.double()
     assert kept.min() < kept.max() and points[2].tokens_padded == int(kept.max())
     assert points[2].cut_pct == pytest.approx(float(100 * (196 - kept).mean() / 196))

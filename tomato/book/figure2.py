@@ -95,7 +95,7 @@ def most_uniform(samples: Sequence[datasets.Sample], source: str, model: nn.Modu
     for s in samples:
         images, shown, kept, _ = read_photos([s], model)
         if images is not None:
-            scored.append((float(uniform_patches(shown[0], grid).mean()), s.wnid, images[0], shown[0], s.path.stem))
+            scored.append((float(uniform_patches(shown[0], grid).mean()), s.wnid, images[0], shown[0]))
     scored.sort(key=lambda t: -t[0])
     chosen, classes = [], set()
     for item in scored:
@@ -105,14 +105,7 @@ def most_uniform(samples: Sequence[datasets.Sample], source: str, model: nn.Modu
         if len(chosen) == n:
             break
     return Photos(torch.stack([c[2] for c in chosen]), [c[3] for c in chosen],
-                  [_name(c[1], c[4]) for c in chosen], source)
-
-
-def _name(wnid: str, stem: str) -> str:
-    try:
-        return datasets.class_name(datasets.wnid_index(wnid)).split(",")[0]
-    except KeyError:
-        return stem
+                  [datasets.wnid_name(c[1]) for c in chosen], source)
 
 
 def sims(runs: Sequence[RecordedRun], weights_sha256: str) -> list[float]:

@@ -109,39 +109,6 @@ class Page:
         preferring runs of this page's own weights (:func:`runs.recorded_variant`)."""
         return runs.recorded_variant(self.path("results"), spec, self.weights.sha256)
 
-    def photos_per_class(self, folder: str, per_class: int = 1
-                         ) -> tuple[torch.Tensor, list[np.ndarray], list[str]] | None:
-        """The first ``per_class`` readable photos of every class of the labelled ``folder``
-        (``<wnid>/*.JPEG``, relative to the repository): inputs (B, 3, H, W), display arrays
-        (H, W, 3) and class names; an unreadable photo is skipped (and listed in ``skipped``).
-        None when ``folder`` is absent, so a page can say so and go on; a folder of the wrong
-        layout, or none of whose photos can be read, stops the page with one ``error:`` line."""
-        root = repo_path(folder)
-        if not root.exists():
-            return None
-        try:
-            samples = datasets.scan_imagenet_folder(root)
-        except ValueError as e:
-            raise ParameterError([f"error: {folder!r}: {str(e).splitlines()[0]}"]) from None
-        by_class: dict[str, list[Sample]] = {}
-        for s in samples:
-            by_class.setdefault(s.wnid, []).append(s)
-        device = self.params.get("device", "cpu")
-        images, photos, names = [], [], []
-        for wnid, files in by_class.items():
-            for s in files:  # the first readable ones: a broken photo is skipped, and named
-                if sum(n == wnid for n in names) == per_class:
-                    break
-                read, shown, kept, skipped = read_photos([s], self.model, device)
-                self.skipped += skipped
-                if read is not None:
-                    images.append(read)
-                    photos += shown
-                    names.append(wnid)
-        if not images:
-            raise ParameterError([f"error: {folder!r}: none of its photos could be read"])
-        return torch.cat(images), photos, [datasets.class_name(datasets.wnid_index(w)).split(",")[0] for w in names]
-
     @staticmethod
     def shown(path: Path | str) -> str:
         """``path`` as a page prints it (relative to the repository when inside it)."""

@@ -153,8 +153,7 @@ def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int =
         torch.set_num_threads(threads)
     plain = model if model is not None else models.load(model_name, pretrained=False, seed=0, device=device)[0]
     patched = patch.timm(copy.deepcopy(plain))
-    tf = data.transform_for(plain)
-    photos = torch.stack([tf(data.load_image(s.path)) for s in data.smoke_samples()]).to(device)
+    photos = data.smoke_images(plain, device)
     grid = tuple(plain.patch_embed.grid_size)
     p, n = plain.num_prefix_tokens, grid[0] * grid[1]
     rows: list[Row] = []
@@ -233,8 +232,7 @@ def static_run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup
     plain = model if model is not None else models.load(model_name, pretrained=False, seed=0, device=device)[0]
     variants = {"unpatched": plain, f"oracle keeps first {tokens}": deploy.keep_first(plain, tokens),
                 f"tomato tokens={tokens}, static": deploy.static_tomato(plain, tokens)}
-    tf = data.transform_for(plain)
-    photos = torch.stack([tf(data.load_image(s.path)) for s in data.smoke_samples()]).to(device)
+    photos = data.smoke_images(plain, device)
     n = plain.patch_embed.grid_size[0] * plain.patch_embed.grid_size[1]
     rows: list[Row] = []
     for b in batch_sizes:

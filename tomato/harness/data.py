@@ -43,9 +43,11 @@ __all__ = [
     "load_image",
     "resolve_data",
     "scan_imagenet_folder",
+    "smoke_images",
     "smoke_samples",
     "transform_for",
     "wnid_index",
+    "wnid_name",
 ]
 
 _log = logging.getLogger(__name__)
@@ -102,6 +104,14 @@ def class_name(index: int) -> str:
     if not 0 <= index < len(names):
         raise IndexError(f"class index {index} out of range 0..{len(names) - 1}")
     return names[index]
+
+
+def wnid_name(wnid: str) -> str:
+    """ImageNet's short name for a wnid folder (``'tench'``), or the folder name for other data."""
+    try:
+        return class_name(wnid_index(wnid)).split(",")[0]
+    except KeyError:
+        return wnid
 
 
 # --------------------------------------------------------------------------- scanning
@@ -431,6 +441,14 @@ def smoke_samples() -> list[Sample]:
     if not samples:
         raise FileNotFoundError(f"none of the smoke images {[t.file for t in SMOKE_TABLE]} found in {data_dir}")
     return samples
+
+
+def smoke_images(model: nn.Module, device: Any = "cpu") -> torch.Tensor:
+    """The SMOKE photos as ``model`` reads them (:func:`transform_for`): (P, 3, H, W) on
+    ``device``, for benchmarks that need real photos and no download; a batch of ``b``
+    repeats them: ``images[torch.arange(b) % len(images)]``."""
+    tf = transform_for(model)
+    return torch.stack([tf(load_image(s.path)) for s in smoke_samples()]).to(device)
 
 
 def label_samples(samples: Sequence[Sample], classes: Sequence[str] | None, num_classes: int,

@@ -48,13 +48,6 @@ class Point:
     oracle_high: float
 
 
-def _photos(model: nn.Module, batch: int, device: str) -> torch.Tensor:
-    """(batch, 3, H, W): the shipped photos as ``model`` reads them, repeated to ``batch``."""
-    tf = data.transform_for(model)
-    photos = torch.stack([tf(data.load_image(s.path)) for s in data.smoke_samples()]).to(device)
-    return photos[torch.arange(batch) % len(photos)]
-
-
 def run(model: nn.Module, sims: Sequence[float], batch_sizes: Sequence[int] = (1, 8), *, runs: int = 30,
         warmup: int = 5, device: str = "cpu", progress: bool = False) -> list[Point]:
     """The payoff points of ``model`` (unpatched, on ``device``; left unchanged) at each of
@@ -62,9 +55,10 @@ def run(model: nn.Module, sims: Sequence[float], batch_sizes: Sequence[int] = (1
     patched = patch.timm(copy.deepcopy(model))
     patched.method = "parallel"
     n = int(patched.patch_embed.num_patches)
+    photos = data.smoke_images(model, device)
     points: list[Point] = []
     for b in batch_sizes:
-        images = _photos(model, b, device)
+        images = photos[torch.arange(b) % len(photos)]
 
         def forward(m: nn.Module) -> Any:
             def f() -> Any:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import provenance
-from .data import class_name, wnid_index
+from .data import wnid_name
 from .modelcard import CARD_FILE, write_card
 from .recipe import Phase, Recipe
 from .speed import torch_threads
@@ -432,7 +432,7 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
                                device=device)
         final = final.cpu()
         card = write_card(
-            out_dir, final, recipe=recipe, classes=[(w, _class_name(w)) for w in classes],
+            out_dir, final, recipe=recipe, classes=[(w, wnid_name(w)) for w in classes],
             eval_transform={"size": recipe.final_resolution, "resize": "squash to size x size, no centre crop",
                             "interpolation": cfg["interpolation"], "mean": list(mean), "std": list(std)},
             val={"top1": round(top1, 2), "top5": round(top5, 2), "images": len(val_set.labels),
@@ -449,11 +449,3 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
         return card
     finally:
         lock.release()
-
-
-def _class_name(wnid: str) -> str:
-    """ImageNet's name for a wnid folder, or the folder name for other data."""
-    try:
-        return class_name(wnid_index(wnid)).split(",")[0]
-    except KeyError:
-        return wnid
