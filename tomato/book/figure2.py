@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Photos", "Reading", "uniform_patches", "candidates", "most_uniform", "sims", "draw", "read"]
 
-#: A patch is uniform when its pixels' standard deviation (all channels, in [0, 1]) is
+#: A patch is uniform when its pixels' standard deviation (in each channel, in [0, 1]) is
 #: below this: about 10 of 255 levels, a clear sky or a plain wall, not a textured lawn.
 UNIFORM_STD = 0.04
 
@@ -64,12 +64,13 @@ class Reading:
 
 
 def uniform_patches(photo: np.ndarray, grid: Sequence[int], std: float = UNIFORM_STD) -> np.ndarray:
-    """photo: (H, W, 3) in [0, 1] -> (N,) bool, True where the patch's pixels vary by less
-    than ``std`` (N = grid[0] * grid[1], row-major like the tokens)."""
+    """photo: (H, W, C) in [0, 1] -> (N,) bool, True where, in every channel, the patch's
+    pixels vary by less than ``std`` (N = grid[0] * grid[1], row-major like the tokens). Per
+    channel: a flat blue sky is uniform although its three channels differ."""
     gh, gw = int(grid[0]), int(grid[1])
     h, w = photo.shape[0] // gh, photo.shape[1] // gw
     patches = np.asarray(photo)[:gh * h, :gw * w].reshape(gh, h, gw, w, -1).transpose(0, 2, 1, 3, 4)
-    return patches.reshape(gh * gw, -1).std(axis=1) < std
+    return (patches.reshape(gh * gw, h * w, -1).std(axis=1) < std).all(axis=1)
 
 
 def candidates(val: str | Path, per_class: int = 12) -> tuple[list[datasets.Sample], str]:
