@@ -435,43 +435,37 @@ def answer_values(df: pd.DataFrame | None, flops: pd.DataFrame | None,
     ours = df.set_index("variant") if df is not None else None
     spec = variants.canonical(paper.TOMATO)
 
-    def accuracy(prefix: str, t: pd.Series | None) -> None:
-        if t is None:
-            out.update({f"{prefix}_{k}": none for k in ("label", "cut", "d", "low", "high", "word")})
-            return
-        out.update({f"{prefix}_label": str(t["label"]), f"{prefix}_cut": f"{t['cut_pct']:.1f}",
-                    f"{prefix}_d": _pts(t["d_top1"]), f"{prefix}_low": _pts(t["d_low"]),
-                    f"{prefix}_high": _pts(t["d_high"]), f"{prefix}_word": _resolved(t["d_low"], t["d_high"])})
+    def interval(point: str, prefix: str, row: Any, cols: tuple[str, str, str], fmt: Any = _pts) -> None:
+        """``point``, ``<prefix>_low``, ``<prefix>_high`` from ``row``'s three ``cols``."""
+        keys = (point, f"{prefix}_low", f"{prefix}_high")
+        out.update({k: none if row is None else fmt(row[c]) for k, c in zip(keys, cols)})
 
     has = ours is not None and spec in ours.index
     out["base_top1"] = f"{ours.loc[paper.BASELINE, 'top1']:.1f}" if ours is not None else none
     out["photos"] = f"{int(df['n'].iloc[0]):,}" if df is not None else none
-    accuracy("sim7", ours.loc[spec] if has else None)
-    accuracy("near", _at_cut(df, target_cut) if df is not None else None)
-    at = flops[flops["tomato"] == ours.loc[spec, "label"]] if has and flops is not None else None
+    for prefix, t in (("sim7", ours.loc[spec] if has else None),
+                      ("near", _at_cut(df, target_cut) if df is not None else None)):
+        out[f"{prefix}_label"] = none if t is None else str(t["label"])
+        out[f"{prefix}_cut"] = none if t is None else f"{t['cut_pct']:.1f}"
+        interval(f"{prefix}_d", prefix, t, ("d_top1", "d_low", "d_high"))
+        out[f"{prefix}_word"] = none if t is None else _resolved(t["d_low"], t["d_high"])
     out["tome_tally"] = tally(flops) if flops is not None and not flops.empty else none
+    at = flops[flops["tomato"] == ours.loc[spec, "label"]] if has and flops is not None else None
     pair = at.iloc[0] if at is not None and not at.empty else None
-    out.update({"tome_pair": str(pair["tome"]) if pair is not None else none,
-                "tome_d": _pts(pair["diff"]) if pair is not None else none,
-                "tome_low": _pts(pair["low"]) if pair is not None else none,
-                "tome_high": _pts(pair["high"]) if pair is not None else none})
+    out["tome_pair"] = none if pair is None else str(pair["tome"])
+    interval("tome_d", "tome", pair, ("diff", "low", "high"))
     for key, label in (("random", _NULL_LABELS["random_keep"]), ("first", _NULL_LABELS["first_keep"])):
         hit = (nulls[(nulls["setting"] == "sim=1e-07") & (nulls["null"] == label)]
                if nulls is not None and not nulls.empty else None)
         r = hit.iloc[0] if hit is not None and len(hit) else None
-        out.update({f"null_{key}_d": _pts(r["diff"]) if r is not None else none,
-                    f"null_{key}_low": _pts(r["low"]) if r is not None else none,
-                    f"null_{key}_high": _pts(r["high"]) if r is not None else none,
-                    f"null_{key}_word": ("ahead of" if r["low"] > 0 else "behind" if r["high"] < 0 else "level with")
-                    if r is not None else none})
+        interval(f"null_{key}_d", f"null_{key}", r, ("diff", "low", "high"))
+        out[f"null_{key}_word"] = (none if r is None else "ahead of" if r["low"] > 0
+                                   else "behind" if r["high"] < 0 else "level with")
     for b, col in ((1, "speedup"), (8, "speedup_b8")):
         t = ours.loc[spec] if has and col in ours.columns and ours.loc[spec, col] == ours.loc[spec, col] else None
         # Three decimals: an interval that ends at 0.999 must not print as 1.00 beside "slower".
-        out.update({f"speed_b{b}": f"{t[col]:.3f}" if t is not None else none,
-                    f"speed_b{b}_low": f"{t[col + '_low']:.3f}" if t is not None else none,
-                    f"speed_b{b}_high": f"{t[col + '_high']:.3f}" if t is not None else none,
-                    f"speed_b{b}_word": speed_word(t[col], t[col + "_low"], t[col + "_high"]) if t is not None
-                    else none})
+        interval(f"speed_b{b}", f"speed_b{b}", t, (col, f"{col}_low", f"{col}_high"), fmt=lambda v: f"{v:.3f}")
+        out[f"speed_b{b}_word"] = none if t is None else speed_word(t[col], t[col + "_low"], t[col + "_high"])
     return out
 
 
