@@ -27,6 +27,13 @@ def test_every_builtin_recipe_reads_back_equal_from_toml_and_yaml(tmp_path, name
     assert recipe.load(as_yaml) == r
 
 
+def test_a_recipe_text_with_quotes_newlines_and_backslashes_reads_back_equal(tmp_path):
+    r = dataclasses.replace(recipe.RECIPES["tiny"], source='a "quoted" line\nand a \\ backslash, é')
+    path = tmp_path / "r.toml"
+    path.write_text(recipe.to_toml(r), encoding="utf-8")
+    assert recipe.load(path) == r
+
+
 def test_overrides_change_the_named_phase_or_the_first_student_phase():
     base = recipe.RECIPES["imagenette-cpu"]
     r = recipe.override(base, epochs=3, lr=1e-3, batch_size=8)

@@ -22,6 +22,7 @@ photos are decoded once into memory (see :mod:`tomato.harness.trainset`).
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -355,12 +356,12 @@ def to_toml(r: Recipe) -> str:
             return repr(v)
         if isinstance(v, (tuple, list)):
             return "[" + ", ".join(value(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return json.dumps(str(v))  # a JSON string is a TOML basic string (same escapes)
 
-    lines = [f"# recipe {r.name!r} (tomato/harness/recipe.py); edit and pass with --recipe FILE.toml"]
-    lines += [f"{k} = {value(getattr(r, k))}" for k in ("name", "seed", "continues", "source")]
     if r.extra:
         raise ValueError(f"recipe {r.name!r}: its 'extra' table has no TOML form here")
+    lines = [f"# recipe {r.name!r} (tomato/harness/recipe.py); edit and pass with --recipe FILE.toml"]
+    lines += [f"{k} = {value(getattr(r, k))}" for k in ("name", "seed", "continues", "source")]
     for p in r.phases:
         lines += ["", "[[phases]]"] + [f"{f.name} = {value(getattr(p, f.name))}" for f in fields(Phase)]
     return "\n".join(lines) + "\n"
