@@ -108,7 +108,9 @@ def test_run_sentence_is_written_from_the_provenance(tmp_path: Path):
 def test_reader_on_the_recorded_benchmarks():
     records = merge_cost.bench_records(RESULTS)
     assert records, "no merge-step benchmark under data/results"
-    raw = {p.name: json.loads(p.read_text())["rows"] for p in RESULTS.glob("bench_*.json")}
+    # Directly under the results and in each model's recording folder (python -m tomato record).
+    found = [*RESULTS.glob("bench_*.json"), *RESULTS.glob("*/bench_*.json")]
+    raw = {p.name: json.loads(p.read_text())["rows"] for p in found}
     raw = {n: rows for n, rows in raw.items() if isinstance(rows, list)}  # not the exactness study's table
     assert {r.path.name for r in records} == {n for n, rows in raw.items()
                                              if any(str(x.get("name", "")).startswith("merge step") for x in rows)}

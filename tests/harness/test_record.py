@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -68,6 +69,14 @@ def test_kill_9_mid_run_then_resume_gives_the_records_of_an_uninterrupted_run(tm
     assert {r["weights_sha256"] for r in state["records"]} == {state["weights_sha256"]}
     assert state["wall_s"] > 0 and state["floor_s"] > 0
     assert not (broken / ".fidelity-parts").exists()
+    # Every weights-dependent kind the book reads, in the one folder.
+    assert {r["kind"] for r in state["records"]} == {"sweep", "fidelity", "agreement", "timing", "static",
+                                                      "bench", "payoff"}
+    # One batch-1 timing per variant: a variant of both sweeps has one speed-up.
+    table1, beyond = (pd.read_csv(whole / name / "sweep.csv").set_index("variant") for name in ("table1", "beyond"))
+    both = table1.index.intersection(beyond.index)
+    assert len(both) >= 2
+    assert table1.loc[both, "speedup"].tolist() == beyond.loc[both, "speedup"].tolist()
 
 
 def test_record_refuses_random_weights_and_a_foreign_folder(tmp_path, capsys):

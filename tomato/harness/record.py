@@ -6,12 +6,16 @@ fills one folder (default ``data/results/<model>/``)::
     manifest.json                the weights, the command, one entry per record (manifest.py)
     table1/                      Table 1 in miniature: a run folder per variant, timing.json
                                  (batch 1), sweep.csv (accuracy, top-5, tokens, GFLOPs, speed-up)
-    beyond/                      the beyond-the-paper variants, the same layout
+    beyond/                      the beyond-the-paper variants, the same layout; its timing.json
+                                 is table1's: every variant of both is timed in one interleaved
+                                 run, so a variant on two pages has one speed-up
     fidelity_<data>.json         drift from the unpatched model, null baselines and ToMe at
                                  ToMato's per-photo token count
     agreement_<data>.json        faithful against parallel partitions
     robust-b8_<device>.json      Table 1's variants timed at batch 8
     bench-static_<device>.json   static mode beside the unpatched model and the keep-first-k oracle
+    bench_<device>.json          the merge step's cost, ops and syncs (``python -m tomato bench``)
+    payoff_<device>.json         speed-up against token cut, ToMato and the oracle (``bench --payoff``)
 
 At the compute floor: accuracy passes never time and timings never run over the whole
 data; each photo is decoded once (:class:`tomato.harness.decoded.Photos`) and a variant
@@ -41,7 +45,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import agreement, bench, data, fidelity, manifest, provenance, records, speed, sweep
+from . import agreement, bench, data, fidelity, manifest, payoff, provenance, records, speed, sweep
 from .decoded import Photos
 from .evaluate import evaluate
 from .models import WeightsInfo
@@ -66,12 +70,20 @@ class Plan:
     timing_images: int = 8
     runs_b1: int = 30
     runs_b8: int = 30
-    runs_beyond: int = 10
     warmup: int = 5
     static_batches: tuple[int, ...] = (1, 8, 64)
     static_treatments: tuple[str, ...] = ("eager", "onnxruntime")
     static_tokens: int = 138
     null_seed: int = 0
+    bench_runs: int = 60
+    bench_batches: tuple[int, ...] = (1, 8)
+    payoff_sims: tuple[float, ...] = (1e-3, 1e-7, 1e-15, 1e-30, 1e-60, 1e-90)
+    payoff_batches: tuple[int, ...] = (1, 8)
+
+    @property
+    def timed(self) -> tuple[str, ...]:
+        """Every variant timed at batch 1, once: Table 1's, then the others of beyond."""
+        return tuple(dict.fromkeys(parse(s).spec for s in (*self.table1, *self.beyond)))
 
 
 _TABLE1 = ("deit", "tome:r=2", "tome:r=4", "tome:r=8", "tome:r=16",
@@ -88,10 +100,10 @@ _BEYOND = ("deit", "tome:r=4", "tome:r=8", "tome:r=12", "tome:r=16",
 PLANS: dict[str, Plan] = {
     "book": Plan(_TABLE1, _BEYOND, fidelity_sims=(1e-7, 1e-15, 1e-30), fidelity_keep=(0.5,)),
     "smoke": Plan(("deit", "tome:r=2", "tomato:sim=1e-7", "tomato:keep=0.5"),
-                  ("deit", "tomato:keep=0.5,block=1", "hybrid:sim=1e-15,r=2"),
+                  ("deit", "tomato:keep=0.5", "tomato:keep=0.5,block=1", "hybrid:sim=1e-15,r=2"),
                   fidelity_sims=(1e-7,), fidelity_keep=(), agreement_photos=4, batch_size=4, timing_images=2,
-                  runs_b1=3, runs_b8=3, runs_beyond=3, warmup=1, static_batches=(1,),
-                  static_treatments=("eager",)),
+                  runs_b1=3, runs_b8=3, warmup=1, static_batches=(1,), static_treatments=("eager",),
+                  bench_runs=3, bench_batches=(1,), payoff_sims=(1e-7,), payoff_batches=(1,)),
 }
 
 _PARTS = ".fidelity-parts"
@@ -178,9 +190,11 @@ def _forward_s(summary: dict[str, Any]) -> float:
 # ----------------------------------------------------------------------------- the passes
 def _accuracy(name: str, specs: Sequence[str], session: _Session, model: nn.Module, weights: WeightsInfo,
               samples: Sequence[data.Sample], photos: Photos, plan: Plan, data_label: str, device: str,
-              progress: bool, runs: int) -> float:
+              progress: bool) -> float:
     """A sweep folder: every variant evaluated (or copied from another record's folder that
-    evaluated it), then timed at batch 1 on a few photos; returns the floor seconds."""
+    evaluated it), with its batch-1 timing from the one interleaved run of every timed
+    variant (``table1/timing.json``, made by the first sweep, copied by the next); returns
+    the floor seconds."""
     folder = session.out / name
     folder.mkdir(exist_ok=True)
     vs = [parse(s) for s in specs]
@@ -199,9 +213,12 @@ def _accuracy(name: str, specs: Sequence[str], session: _Session, model: nn.Modu
             forward_s[f"{name}/{v.spec}"] = round(_forward_s(summaries[v.spec]), 1)
             session.save()
     t0 = time.perf_counter()
-    timed = sweep.timed_rows(model, weights, vs, photos.images[:plan.timing_images], folder / "timing.json",
-                             runs=runs, warmup=plan.warmup, device=device, data_label=data_label, progress=progress,
-                             started=session.code)
+    shared_timing = session.out / "table1" / "timing.json"
+    timed = sweep.timed_rows(model, weights, [parse(s) for s in plan.timed], photos.images[:plan.timing_images],
+                             shared_timing, runs=plan.runs_b1, warmup=plan.warmup, device=device,
+                             data_label=data_label, progress=progress, started=session.code)
+    if folder / "timing.json" != shared_timing:
+        shutil.copyfile(shared_timing, folder / "timing.json")
     timing_s = time.perf_counter() - t0
     sweep.write_table(model, vs, summaries, timed, folder)
     parse("deit").apply(model)
@@ -289,6 +306,36 @@ def _static(name: str, session: _Session, model: nn.Module, weights: WeightsInfo
     return floor
 
 
+def _bench(name: str, session: _Session, model: nn.Module, weights: WeightsInfo, plan: Plan, device: str,
+           progress: bool) -> float:
+    """The merge step's cost beside the unpatched model and the oracle (``python -m tomato bench``)."""
+    started = session.code
+    t0 = time.perf_counter()
+    rows = bench.run(weights.model, runs=plan.bench_runs, warmup=plan.warmup, device=device,
+                     batch_sizes=plan.bench_batches, tokens=plan.static_tokens, model=model, progress=progress)
+    floor = time.perf_counter() - t0
+    bench.record(rows, session.out / name, "bench", started=started, model=weights.model, weights=weights.source,
+                 weights_sha256=weights.sha256, device=device, batch_sizes=list(plan.bench_batches),
+                 tokens=plan.static_tokens, runs=plan.bench_runs, warmup=plan.warmup,
+                 threads=torch.get_num_threads(), static=False)
+    return floor
+
+
+def _payoff(name: str, session: _Session, model: nn.Module, weights: WeightsInfo, plan: Plan, device: str,
+            progress: bool) -> float:
+    """Speed-up against token cut, ToMato and the keep-first-k oracle (``bench --payoff``)."""
+    started = session.code
+    t0 = time.perf_counter()
+    points = payoff.run(model, plan.payoff_sims, plan.payoff_batches, runs=plan.runs_b1, warmup=plan.warmup,
+                        device=device, progress=progress)
+    floor = time.perf_counter() - t0
+    payoff.record(points, session.out / name, started=started, model=weights.model, weights=weights.source,
+                  weights_sha256=weights.sha256, pretrained=weights.pretrained, device=device,
+                  batch_sizes=list(plan.payoff_batches), sims=list(plan.payoff_sims), runs=plan.runs_b1,
+                  warmup=plan.warmup, threads=torch.get_num_threads())
+    return floor
+
+
 def record(model: nn.Module, weights: WeightsInfo, samples: Sequence[data.Sample], out: Path | str, *,
            data_label: str, plan: str = "book", device: str = "cpu", workers: int = 2, command: str = "",
            progress: bool = True, say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
@@ -306,9 +353,9 @@ def record(model: nn.Module, weights: WeightsInfo, samples: Sequence[data.Sample
         tag, dev = _data_tag(data_label), _device_tag(device)
         passes: list[tuple[str, str, Callable[[str], float]]] = [
             ("table1", "sweep", lambda n: _accuracy(n, chosen.table1, session, model, weights, samples, photos,
-                                                    chosen, data_label, device, progress, chosen.runs_b1)),
+                                                    chosen, data_label, device, progress)),
             ("beyond", "sweep", lambda n: _accuracy(n, chosen.beyond, session, model, weights, samples, photos,
-                                                    chosen, data_label, device, progress, chosen.runs_beyond)),
+                                                    chosen, data_label, device, progress)),
             (f"fidelity_{tag}.json", "fidelity", lambda n: _fidelity(n, session, model, weights, samples, photos,
                                                                       chosen, data_label, device, progress)),
             (f"agreement_{tag}.json", "agreement", lambda n: _agreement(n, session, model, weights, samples,
@@ -317,6 +364,9 @@ def record(model: nn.Module, weights: WeightsInfo, samples: Sequence[data.Sample
                                                                    data_label, device, progress)),
             (f"bench-static_{dev}.json", "static", lambda n: _static(n, session, model, weights, chosen, device,
                                                                       progress)),
+            (f"bench_{dev}.json", "bench", lambda n: _bench(n, session, model, weights, chosen, device, progress)),
+            (f"payoff_{dev}.json", "payoff", lambda n: _payoff(n, session, model, weights, chosen, device,
+                                                               progress)),
         ]
         for name, kind, run in passes:
             if session.done(name):
