@@ -252,15 +252,14 @@ def test_report_sentences_are_written_from_the_reports(monkeypatch: pytest.Monke
     fake = (paper.Report("a", (1.0, 3.0), 20.0, 20.0), paper.Report("b", (4.0, 4.0), 40.0, 40.0))
     monkeypatch.setattr(paper, "REPORTS", fake)
     monkeypatch.setattr(paper, "PAPER_TABLE1_S", {"DeiT-B": 10.0, "ToMe-B": 8.0, "ToMato-B": 7.5})
-    overview = latency.reports_overview()
-    assert "2 reports" in overview and "1.0–4.0 s" in overview and "2.00–4.00 s" in overview
-    assert "20–40 ms" in overview and "1.0–1.0%" in overview  # 20 ms of 2 s, 40 ms of 4 s
-    spread = latency.spread_sentence()
-    assert "up to 1.00 s" in spread and "from 0.00 to 1.41 s" in spread and "differ by 0.50 s" in spread
-    support = latency.protocol_support()
+    v = latency.paper_values()
+    assert (v["reports"], v["forward_min"], v["forward_max"], v["mean_min"], v["mean_max"]) == \
+        ("2", "1.0", "4.0", "2.00", "4.00")
+    assert (v["merge_min_ms"], v["merge_max_ms"], v["share_min_pct"], v["share_max_pct"]) == ("20", "40", "1.0", "1.0")
+    assert (v["max_deviation"], v["sd_min"], v["sd_max"], v["tome_gap"]) == ("1.00", "0.00", "1.41", "0.50")
     # Report means span 2.00 s: ToMe-B - ToMato-B (0.50 s) is within it, DeiT-B - ToMato-B (2.50 s) is not.
-    assert "(0.50 s, 6.2% of ToMe-B's 8.00 s) is within the 2.00 s" in support
-    assert "(2.50 s, 25.0% of DeiT-B's 10.00 s) exceeds it" in support
+    assert (v["means_span"], v["tome_pct"], v["tome_within"]) == ("2.00", "6.2", "is within")
+    assert (v["deit_gap"], v["deit_pct"], v["deit_within"], v["deit_times_span"]) == ("2.50", "25.0", "exceeds", "1.2")
 
 
 def test_one_label_with_different_weights_is_named() -> None:

@@ -63,48 +63,6 @@ def test_reader_parses_a_synthetic_record(tmp_path: Path):
     assert view["% of forward"].iloc[0] == pytest.approx(25.0) and "record" in view
 
 
-def test_conclusions_carry_the_records_numbers(tmp_path: Path):
-    _write(tmp_path)
-    text = merge_cost.conclusions(merge_cost.merge_table(merge_cost.bench_records(tmp_path)))
-    assert ("**EPYC test CPU (4 cores), 2 threads**, sim=1e-7 (`bench_a-cpu.json`, medians of 3 timed rounds): the "
-            "merge step costs, as a share of one unpatched forward, batch 1: parallel 2.0%, faithful 1.0%, "
-            "reference-style loop 5.0% (faithful = 0.50× parallel); batch 4: parallel 1.0%, faithful 2.0% "
-            "(faithful = 2.0× parallel).") in text  # ratios to two significant digits
-    assert "**Test H100 GPU**, sim=1e-7 (`bench_b-cuda.json`, medians of 3 timed rounds): the merge step costs, as " \
-           "a share of one unpatched forward, batch 1: parallel 25%, faithful 75% (faithful = 3.0× parallel)." in text
-    assert ("**parallel, sim=1e-7**: 102 ops, 1 host sync at every batch size recorded (1, 4): the count does not "
-            "grow with the batch.") in text
-    assert ("**faithful, sim=1e-7**: the count grows with the batch, from 99 ops and 4 host syncs at batch 1 to 120 "
-            "and 6 at batch 4 (`bench_a-cpu.json`).") in text
-    assert "reference-style loop, sim=1e-7 at batch 1: 4443 ops, 1288 host syncs" in text
-    # the IQR is the spread of single rounds, not the median's uncertainty: said so, and nothing called noise
-    assert ("**Spread of single rounds:** single timed rounds vary; the interquartile range of a merge-step time "
-            "reaches 10% of its median (parallel, sim=1e-7, batch 1, `bench_b-cuda.json`, over 3 timed rounds). "
-            "That is how much one round varies, not how uncertain the median is.") in text
-    assert "noise" not in text.lower()
-
-
-def test_conclusions_skip_a_missing_share(tmp_path: Path):
-    """A row without a share (ratio null) gives no 'nan' and no faithful/parallel ratio."""
-    rows = [_row("forward: unpatched", 100.0, 1.0, 1, 227, 0), _row("merge step: parallel, sim=1e-7", 2.0, 0.02, 1, 102, 1),
-            {**_row("merge step: faithful, sim=1e-7", 1.0, 0.01, 1, 99, 4), "ratio": None},
-            _row("forward: unpatched", 100.0, 1.0, 4, 227, 0),
-            {**_row("merge step: parallel, sim=1e-7", 2.0, 0.02, 4, 102, 1), "ratio": None},
-            _row("merge step: faithful, sim=1e-7", 1.0, 0.01, 4, 99, 4)]
-    (tmp_path / "bench_gap.json").write_text(json.dumps({"rows": rows, "provenance": _provenance("cpu", 2)}))
-    text = merge_cost.conclusions(merge_cost.merge_table(merge_cost.bench_records(tmp_path)))
-    assert "nan" not in text.lower() and "× parallel" not in text and "inf" not in text
-    assert "batch 1: parallel 2.0%; batch 4: faithful 1.0%." in text
-
-
-def test_run_sentence_is_written_from_the_provenance(tmp_path: Path):
-    _write(tmp_path)
-    text = merge_cost.run_sentence(merge_cost.read_record(tmp_path / "bench_a-cpu.json"))
-    assert "weights `random-init:seed=0` on EPYC test CPU (4 cores), 2 threads (device `cpu`, 2 torch CPU " \
-           "threads): batch sizes 1, 4; 1 untimed warm-up round then 3 timed rounds" in text
-    assert text.endswith("recorded in `bench_a-cpu.json` (load average over 1/5/15 min: 1.0, 2.5, 3.0).")
-
-
 def test_reader_on_the_recorded_benchmarks():
     records = merge_cost.bench_records(RESULTS)
     assert records, "no merge-step benchmark under data/results"
@@ -184,8 +142,6 @@ def test_launch_table_reads_time_per_op_from_the_cuda_record():
         pytest.skip("no CUDA merge-step record")
     # Launch-bound: every forward of the H100 record costs about the same per op.
     assert df["us per op"].max() / df["us per op"].min() < 1.5
-    text = merge_cost.launch_sentence(df)
-    assert "µs per aten op" in text and "227 ops" in text and "{" not in text
 
 
 def test_static_view_pairs_each_treatment_with_its_own_unpatched_model(tmp_path):
@@ -206,6 +162,32 @@ def test_static_view_pairs_each_treatment_with_its_own_unpatched_model(tmp_path)
     assert list(view["treatment"]) == ["eager", "onnxruntime"]
     assert view["ToMato / oracle"].round(2).tolist() == [1.1, 1.1]
     assert view["syncs"].tolist() == [0, None]
-    text = merge_cost.static_sentences(merge_cost.static_table(records))
-    assert "random-init DeiT-B" in text and "(ToMato takes 1.10 of the oracle's time)" in text and "+423" in text
-    assert "speed-up (unpatched time / ToMato's, above 1 is faster)" in text and " x0." not in text
+
+
+def test_answer_values_read_the_book_models_newest_records(tmp_path):
+    """The page's glued answer: the trained model's newest CPU records, not another model's."""
+    ours = "checkpoint:/elsewhere/main/data/weights/deit-x/model.safetensors"
+
+    def bench_rows(oracle: float) -> list[dict]:
+        rows = []
+        for b in (1, 8):
+            rows += [_row("forward: unpatched", 20.0 * b, 1.0, b, 233, 0),
+                     {**_row("forward: tomato sim=1e-7, parallel", 21.0 * b, 1.05, b, 326, 1), "vs_oracle": oracle * b},
+                     _row("forward: tomato sim=inf (nothing merges), parallel", 21.5 * b, 1.07 + b / 100, b, 326, 1),
+                     _row("merge step: parallel, sim=1e-7", 1.0, 0.05 / b, b, 89, 1)]
+        return rows
+    for name, weights, date, oracle in (("bench_old.json", ours, "2026-01-01", 2.0),
+                                        ("bench_new.json", ours, "2026-02-01", 1.09),
+                                        ("bench_other.json", "random-init:seed=0", "2026-03-01", 3.0)):
+        prov = _provenance("cpu", 2, weights=weights, date_utc=date)
+        (tmp_path / name).write_text(json.dumps({"rows": bench_rows(oracle), "provenance": prov}))
+    static = [_row("eager: unpatched", 26.0, 1.0, 1, 233, 0), _row("eager: oracle keeps first 138", 20.0, 0.77, 1, 234, 0),
+              _row("eager: tomato tokens=138, static", 25.0, 0.96, 1, 748, 0)]
+    (tmp_path / "bench-static_x.json").write_text(json.dumps({"rows": static,
+                                                              "provenance": _provenance("cpu", 2, weights=ours)}))
+    got = merge_cost.answer_values(merge_cost.bench_records(tmp_path), merge_cost.static_records(tmp_path), "deit-x")
+    assert (got["share_b1"], got["share_b8"], got["ops"], got["syncs"]) == ("5.0%", "0.62%", "89", "1")
+    assert (got["oracle_b1"], got["oracle_b8"], got["inf_b1"], got["inf_b8"]) == ("1.09", "8.72", "1.08", "1.15")
+    assert (got["static_ops"], got["static_syncs"], got["static_eager_b1"]) == ("515", "0", "1.25")
+    assert got["static_onnx_b1"] == "not recorded" and got["machine"] == "EPYC test CPU (4 cores), 2 threads"
+    assert set(merge_cost.answer_values([], [], "deit-x").values()) == {"not recorded"}

@@ -14,9 +14,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["per_forward_table", "paper_summary_table", "reports_table", "pairwise_table", "gap_sentences",
+__all__ = ["per_forward_table", "paper_summary_table", "reports_table", "pairwise_table", "paper_values",
            "run_gaps", "speedup_table", "ratio_table", "recorded_timings", "plot_forwards", "merge_share_table",
-           "baseline_column", "reports_overview", "spread_sentence", "protocol_support", "machine_load",
+           "baseline_column", "machine_load",
            "load_warning", "load_warnings", "payoff_table", "payoff_verdicts", "plot_payoff"]
 
 
@@ -73,68 +73,36 @@ def pairwise_table(seed: int = 0) -> pd.DataFrame:
                          "df": p["df"], "p": p["p"]})
 
 
-def gap_sentences(seed: int = 0) -> str:
-    """Markdown: Table 1's gaps against the reports' within-run and between-run spread,
-    written from the numbers in :mod:`tomato.book.paper`."""
-    pairs = paper.pairwise(seed)
-    distinct = [p for p in pairs if p["ci_low"] > 0 or p["ci_high"] < 0]
-    tome = paper.table1_gap("ToMe-B", "ToMato-B")
-    deit = paper.table1_gap("DeiT-B", "ToMato-B")
-    spread = tome["report_means_range_s"]
-    lines = [
-        f"- **Within one report** the 11 forwards have a pooled sd of {tome['pooled_sd_s']:.2f} s, so the mean of "
-        f"11 forwards carries a standard error of about {tome['se_of_mean_s']:.2f} s.",
-        f"- **Between reports** (all ToMato, at settings named only by their file names) the means span "
-        f"{spread:.2f} s; {len(distinct)} of {len(pairs)} pairs differ by more than their forwards' spread "
-        "explains (the bootstrap 95% interval of the difference excludes 0). Setting and run-to-run drift "
-        "are mixed in these differences, and the reports cannot separate them.",
-        f"- **Table 1's ToMe-B − ToMato-B gap** is {tome['gap_s']:.2f} s. Had each mean come from 11 forwards as "
-        f"spread as the reports' (our assumption: the runs behind Table 1 are not in the repository), Welch's "
-        f"t would be {tome['t']:.1f} (df {tome['df']:.0f}, p = {tome['p']:.3f}); but the gap is "
-        f"{'smaller than' if tome['gap_s'] < spread else 'larger than'} the {spread:.2f} s that separate the "
-        f"ToMato reports among themselves, so "
-        f"{'one run per model cannot tell it from run-to-run drift' if tome['gap_s'] < spread else 'it stands out of the drift'}.",
-        f"- **Table 1's DeiT-B − ToMato-B gap** is {deit['gap_s']:.2f} s, "
-        f"{deit['gap_s'] / spread:.1f}× the spread between ToMato runs: that difference stands out of the noise.",
-    ]
-    return "\n".join(lines)
+def paper_values(seed: int = 0) -> dict[str, str]:
+    """The numbers (and the verdict words) page 08's Markdown glues about the authors'
+    reports and Table 1's gaps, from :mod:`tomato.book.paper`: seconds to two decimals
+    unless named ``_ms`` or ``_pct``; ``tome_*`` is Table 1's ToMe-B - ToMato-B gap,
+    ``deit_*`` its DeiT-B - ToMato-B gap, each set against ``means_span`` (how far apart the
+    five ToMato reports' means land) and, for ToMe-B, Welch's t under the assumption that
+    each Table-1 mean came from 11 forwards as spread as the reports'."""
+    s, pairs = paper.spread(), paper.pairwise(seed)
+    tome, deit = paper.table1_gap("ToMe-B", "ToMato-B"), paper.table1_gap("DeiT-B", "ToMato-B")
+    span = tome["report_means_range_s"]
+    distinct = sum(p["ci_low"] > 0 or p["ci_high"] < 0 for p in pairs)
 
+    def within(g: dict[str, float]) -> str:
+        return "is within" if abs(g["gap_s"]) < span else "exceeds"
 
-def reports_overview() -> str:
-    """Markdown: how long the authors' forwards and merge steps took, as ranges over the
-    reports (:func:`tomato.book.paper.spread`)."""
-    s = paper.spread()
-    return (f"In the {s['reports']:.0f} reports a single forward took {s['forward_min_s']:.1f}–"
-            f"{s['forward_max_s']:.1f} s (report means {s['mean_min_s']:.2f}–{s['mean_max_s']:.2f} s); the merge "
-            f"step (range `ToME` in block 0) took a median of {s['merge_min_ms']:.0f}–{s['merge_max_ms']:.0f} ms "
-            f"per forward, {100 * s['share_min']:.1f}–{100 * s['share_max']:.1f}% of the median forward.")
-
-
-def spread_sentence() -> str:
-    """Markdown: the reports' spread within a run beside Table 1's ToMe-B − ToMato-B gap
-    (:func:`tomato.book.paper.spread`, :func:`tomato.book.paper.table1_gap`)."""
-    s = paper.spread()
-    gap = paper.table1_gap("ToMe-B", "ToMato-B")["gap_s"]
-    return (f"Within one report a forward lies up to {s['max_deviation_s']:.2f} s from its report's mean, and the "
-            f"reports' standard deviations range from {s['sd_min_s']:.2f} to {s['sd_max_s']:.2f} s; Table 1's "
-            f"ToMe-B and ToMato-B differ by {gap:.2f} s.")
-
-
-def protocol_support() -> str:
-    """Markdown bullet: what one run per model of the paper's protocol can claim, Table 1's
-    two gaps set against the spread of the authors' report means."""
-    spread = paper.table1_gap()["report_means_range_s"]
-
-    def clause(a: str, b: str) -> str:
-        g = paper.table1_gap(a, b)
-        pct = 100 * g["gap_s"] / paper.PAPER_TABLE1_S[a]
-        verdict = "is within" if abs(g["gap_s"]) < spread else "exceeds"
-        return (f"a gap the size of {a} vs {b} ({g['gap_s']:.2f} s, {pct:.1f}% of {a}'s "
-                f"{paper.PAPER_TABLE1_S[a]:.2f} s) {verdict}")
-    return ("- **The paper's protocol** reproduces *how* Table 1 was measured. Its per-forward spread within "
-            "one run, and the drift between runs shown in section 2, bound what one run per model can claim: "
-            f"{clause('ToMe-B', 'ToMato-B')} the {spread:.2f} s that separate the means of the authors' "
-            f"reports; {clause('DeiT-B', 'ToMato-B')} it.")
+    return {
+        "reports": f"{s['reports']:.0f}", "forward_min": f"{s['forward_min_s']:.1f}",
+        "forward_max": f"{s['forward_max_s']:.1f}", "mean_min": f"{s['mean_min_s']:.2f}",
+        "mean_max": f"{s['mean_max_s']:.2f}", "merge_min_ms": f"{s['merge_min_ms']:.0f}",
+        "merge_max_ms": f"{s['merge_max_ms']:.0f}", "share_min_pct": f"{100 * s['share_min']:.1f}",
+        "share_max_pct": f"{100 * s['share_max']:.1f}", "max_deviation": f"{s['max_deviation_s']:.2f}",
+        "sd_min": f"{s['sd_min_s']:.2f}", "sd_max": f"{s['sd_max_s']:.2f}",
+        "pooled_sd": f"{tome['pooled_sd_s']:.2f}", "se_of_mean": f"{tome['se_of_mean_s']:.2f}",
+        "means_span": f"{span:.2f}", "pairs_distinct": str(distinct), "pairs": str(len(pairs)),
+        "tome_gap": f"{tome['gap_s']:.2f}", "tome_t": f"{tome['t']:.1f}", "tome_df": f"{tome['df']:.0f}",
+        "tome_p": f"{tome['p']:.3f}", "tome_within": within(tome),
+        "tome_pct": f"{100 * tome['gap_s'] / paper.PAPER_TABLE1_S['ToMe-B']:.1f}",
+        "deit_gap": f"{deit['gap_s']:.2f}", "deit_times_span": f"{deit['gap_s'] / span:.1f}",
+        "deit_within": within(deit), "deit_pct": f"{100 * deit['gap_s'] / paper.PAPER_TABLE1_S['DeiT-B']:.1f}",
+    }
 
 
 def machine_load(provenance: Mapping[str, Any]) -> tuple[list[float], int] | None:

@@ -2,20 +2,20 @@
 
 One reader serves the book: :func:`bench_records` lists a folder's ``bench_*.json`` records
 with their provenance, :func:`merge_table` makes their merge-step rows one tidy table, and
-the page's table, figure and sentences (:func:`table_view`, :func:`plot_shares`,
-:func:`conclusions`, :func:`run_sentence`) are written from it.
-Below: the launch-bound reading of the same records and the static-shape records.
+the page's tables and figure (:func:`table_view`, :func:`plot_shares`) are drawn from it.
+Below: the launch-bound reading of the same records, the static-shape records, and the
+numbers the page's answer glues into its Markdown (:func:`answer_values`): the sentences
+live in the notebook, not here.
 """
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import runs
-from .notes import source_label
+from .notes import source_label, trained_here
 from .tables import machine_short
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,16 +30,13 @@ __all__ = [
     "merge_table",
     "table_view",
     "plot_shares",
-    "conclusions",
-    "run_sentence",
     "pct",
     "METHODS",
     "static_records",
     "launch_table",
-    "launch_sentence",
     "static_table",
     "static_view",
-    "static_sentences",
+    "answer_values",
 ]
 
 #: The merge-step methods in the order the page shows them (the bench's row names).
@@ -179,20 +176,6 @@ def _two_digit_decimals(x: float) -> int:
     return max(0, 1 - math.floor(math.log10(abs(x))))
 
 
-def _sig2(x: float) -> str:
-    """``x`` to two significant digits, trailing zeros kept: 0.60, 2.0, 12, 120."""
-    x = float(f"{x:.2g}")
-    if x == 0:
-        return "0.0"
-    return f"{x:.{_two_digit_decimals(x)}f}"
-
-
-def _rounds(runs: Any, how: str = "medians of") -> str:
-    """', medians of 12 timed rounds' when the record names its rounds (``runs`` of
-    ``merge_table``), else ''."""
-    return f", {how} {_n(int(runs), 'timed round')}" if isinstance(runs, numbers.Integral) else ""
-
-
 def pct(share: float) -> str:
     """A share as a percentage to two significant digits ("42%", "1.7%", "473%"): single
     timed rounds spread by tens of percent, so a third digit would claim too much."""
@@ -239,92 +222,11 @@ def plot_shares(df: pd.DataFrame, *, title: str = "") -> Figure:
     return fig
 
 
-def _counts(g: pd.DataFrame) -> str:
-    """'102 ops, 1 host sync' from the rows of one method and mode (ranges where they differ)."""
-    def span(col: str, unit: str) -> str:
-        v = sorted(int(x) for x in g[col].dropna().unique())
-        return (f"{v[0]}" if len(v) == 1 else f"{v[0]}–{v[-1]}") + f" {unit}" + ("" if v == [1] else "s")
-    return f"{span('ops', 'op')}, {span('syncs', 'host sync')}"
-
-
-def conclusions(df: pd.DataFrame) -> str:
-    """Markdown bullets written from ``merge_table``: per machine and mode, each method's
-    share of a forward at each batch (and faithful over parallel, to two significant
-    digits; a batch with no share recorded is left out); whether op and sync counts grow
-    with the batch; how much single timed rounds vary (the largest IQR over median, which
-    is the spread of one round, not the uncertainty of a median)."""
-    lines = []
-    for record, part in df.groupby("record", sort=False):
-        for mode, m in part.groupby("mode", sort=False):
-            cells = []
-            for batch, b in m.groupby("batch"):
-                s = {k: v for k, v in zip(b["method"], b["share"]) if not math.isnan(v)}
-                text = ", ".join(f"{k} {pct(s[k])}" for k in METHODS if k in s)
-                if not text:
-                    continue
-                if {"parallel", "faithful"} <= set(s) and s["parallel"] > 0:
-                    text += f" (faithful = {_sig2(s['faithful'] / s['parallel'])}× parallel)"
-                cells.append(f"batch {batch}: {text}")
-            if cells:
-                lines.append(f"- **{part['machine'].iloc[0]}**, {mode} (`{record}`{_rounds(m['runs'].iloc[0])}): the "
-                             "merge step costs, as a share of one unpatched forward, " + "; ".join(cells) + ".")
-    once = []
-    for (method, mode), g in df.dropna(subset=["ops", "syncs"]).groupby(["method", "mode"], sort=False):
-        batches = sorted(g["batch"].unique())
-        if len(batches) == 1:
-            once.append(f"{method}, {mode} at batch {batches[0]}: {_counts(g)}")
-            continue
-        moved = {r: x.sort_values("batch") for r, x in g.groupby("record") if x[["ops", "syncs"]].nunique().max() > 1}
-        if not moved:
-            lines.append(f"- **{method}, {mode}**: {_counts(g)} at every batch size recorded "
-                         f"({', '.join(str(b) for b in batches)}): the count does not grow with the batch.")
-            continue
-        record, x = max(moved.items(), key=lambda kv: kv[1]["batch"].max())
-        lo, hi = x.iloc[0], x.iloc[-1]
-        how = "grows" if hi["ops"] >= lo["ops"] and hi["syncs"] >= lo["syncs"] else "changes"
-        lines.append(f"- **{method}, {mode}**: the count {how} with the batch, from {lo['ops']} ops and "
-                     f"{lo['syncs']} host syncs at batch {lo['batch']} to {hi['ops']} and {hi['syncs']} at batch "
-                     f"{hi['batch']} (`{record}`).")
-    if once:
-        lines.append("- **Counted at one batch size only:** " + "; ".join(once) + ".")
-    spread = (df["iqr_ms"] / df["median_ms"]).dropna()
-    if not spread.empty:
-        worst = df.loc[spread.idxmax()]
-        lines.append(f"- **Spread of single rounds:** single timed rounds vary; the interquartile range of a "
-                     f"merge-step time reaches {100 * spread.max():.0f}% of its median ({worst['method']}, "
-                     f"{worst['mode']}, batch {worst['batch']}, `{worst['record']}`{_rounds(worst['runs'], 'over')}). "
-                     "That is how much one round varies, not how uncertain the median is.")
-    return "\n".join(lines)
-
-
-def _n(k: Any, word: str) -> str:
-    return f"{k} {word}" + ("" if k == 1 else "s")
-
-
-def run_sentence(record: BenchRecord) -> str:
-    """One sentence about a benchmark run, written from its record's provenance."""
-    p = record.provenance
-    load = (p.get("machine") or {}).get("load_average_1_5_15_min")
-    sizes = p.get("batch_sizes") or sorted({int(r.get("batch", 1)) for r in record.rows})
-    return (f"Benchmark of `{p.get('model', '?')}` with weights `{p.get('weights', '?')}` on {record.label} "
-            f"(device `{p.get('device', record.device)}`, {_n(record.threads or '?', 'torch CPU thread')}): "
-            f"batch size{'s' if len(sizes) > 1 else ''} {', '.join(str(b) for b in sizes)}; "
-            f"{_n(p.get('warmup', '?'), 'untimed warm-up round')} then "
-            f"{_n(p.get('runs', '?'), 'timed round')}, every measurement interleaved round-robin in one run; "
-            f"medians, each merge step as a share of the unpatched forward of the same run; recorded in "
-            f"`{record.path.name}`" + (f" (load average over 1/5/15 min: {', '.join(f'{x:.1f}' for x in load)})"
-                                       if isinstance(load, list) else "") + ".")
-
-
 # launch-bound devices and the static mode --------------------------------------------------------
-# Launch-bound devices and the static mode, from the benchmark records.
-#
-# Two readings for the merge-cost page: :func:`launch_table` takes the whole-forward rows of
-# the CUDA merge-step records (``bench_*.json``), whose time per aten op says whether a
-# forward waits on launches rather than on FLOPs; :func:`static_table` takes the
-# static-shape records (``bench-static_*.json``, ``python -m tomato bench --static``), where
-# every model runs eager, compiled, under ONNX Runtime or CUDA-graphed. The sentences under
-# both are written from the rows (:func:`launch_sentence`, :func:`static_sentences`).
+# :func:`launch_table` takes the whole-forward rows of the merge-step records, whose time
+# per aten op says whether a forward waits on launches rather than on FLOPs;
+# :func:`static_table` takes the static-shape records (``bench-static_*.json``), where every
+# model runs eager, compiled, under ONNX Runtime or CUDA-graphed.
 
 _FORWARD_PREFIX = "forward: "
 _UNPATCHED = "unpatched"
@@ -359,36 +261,6 @@ def launch_table(records: Iterable[BenchRecord], batch: int = 1, device: str = "
                         "ops": int(r["ops"]), "syncs": int(r.get("syncs") or 0), "us per op": 1e3 * ms / int(r["ops"])})
     return pd.DataFrame(out, columns=["record", "machine", "forward", "median ms", "x unpatched", "x oracle", "ops",
                                       "syncs", "us per op"])
-
-
-def launch_sentence(df: pd.DataFrame) -> str:
-    """Why the merges are slower than DeiT on a GPU at batch 1, from :func:`launch_table`."""
-    if df.empty:
-        return ("No CUDA merge-step record holds whole forwards at batch 1: "
-                "`python -m tomato bench --device cuda --batch-sizes 1 8 64 --out ...` adds one.")
-    parts = []
-    for record, g in df.groupby("record", sort=False):
-        rows = {r["forward"]: r for r in g.to_dict("records")}
-        base = rows.get(_UNPATCHED)
-        if base is None:
-            continue
-        lo, hi = g["us per op"].min(), g["us per op"].max()
-        examples = "; ".join(
-            f"{f}: {r['ops']} ops and {_syncs(r['syncs'])} in {r['median ms']:.2f} ms "
-            f"({r['x unpatched']:.2f}× DeiT-B's time)"
-            for f, r in rows.items() if f.startswith("tome") or (f.startswith("tomato") and "parallel" in f))
-        parts.append(
-            f"On the {g['machine'].iloc[0]} at batch 1 (`{record}`), every forward costs {lo:.0f}-{hi:.0f} µs per "
-            f"aten op it dispatches, whatever its FLOPs: DeiT-B's {base['ops']} ops take {base['median ms']:.2f} ms; "
-            f"{examples}. The device waits on kernel launches, not on arithmetic, so an op on 138 tokens costs what "
-            "it costs on 196, and ToMe's matching in every block and ToMato's merge step cost their op counts. "
-            "Static mode removes the host sync and fixes the shapes, which is what a CUDA graph needs to replay "
-            "all the kernels without launching them one by one; that replay is the measurement that waits for a GPU.")
-    return " ".join(parts)
-
-
-def _syncs(n: int) -> str:
-    return f"{n} host sync" + ("" if n == 1 else "s")
 
 
 def static_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
@@ -440,12 +312,12 @@ def _pairs(df: pd.DataFrame) -> list[dict]:
 def static_view(df: pd.DataFrame) -> pd.DataFrame:
     """:func:`static_table` for the page, one line per record, batch and treatment.
 
-    Columns: weights (random-init DeiT-B or the model trained here), batch, treatment,
+    Columns: weights (as :func:`_shown` names them), batch, treatment,
     unpatched ms, oracle x and ToMato x (each against the unpatched model under the same
     treatment), ToMato / oracle, ToMato ops and syncs (eager only)."""
     import pandas as pd
 
-    out = [{"weights": _weights_name(p["weights"], short=True), "batch": p["batch"], "treatment": p["treatment"],
+    out = [{"weights": _shown(p["weights"]), "batch": p["batch"], "treatment": p["treatment"],
             "unpatched ms": p["base"]["median ms"], "oracle x": p["oracle"]["x unpatched"],
             "ToMato x": p["tomato"]["x unpatched"], "ToMato / oracle": p["ratio"],
             "ToMato ops": p["tomato"]["ops"], "syncs": p["tomato"]["syncs"]} for p in _pairs(df)]
@@ -461,47 +333,51 @@ def _shown(weights: object) -> str:
     return source_label(str(weights)).replace("`", "") if weights else "–"
 
 
-def _weights_name(weights: str, short: bool = False) -> str:
-    """How the page names a record's weights; ``short`` leaves out the weights' own label."""
-    if weights.startswith("random-init"):
-        name, label = "random-init DeiT-B", weights
-    else:
-        name, label = "the model trained here", Path(weights.split(":", 1)[-1]).parent.name
-    return name if short else f"{name} (`{label}`)"
+# --------------------------------------------------------------------------- the page's answer
+def _book_record(records: Iterable[BenchRecord], model: str, device: str) -> BenchRecord | None:
+    """The newest record of ``device`` whose weights are ``data/weights/<model>``."""
+    mine = [r for r in records if r.device == device and trained_here(str(r.provenance.get("weights"))) == model]
+    return max(mine, key=lambda r: str(r.provenance.get("date_utc", ""))) if mine else None
 
 
-def static_sentences(df: pd.DataFrame) -> str:
-    """Markdown bullets from :func:`static_table`: per record and treatment, ToMato's time
-    against the oracle's at each batch; the eager op and sync counts it adds."""
-    if df.empty:
-        return ("No static-shape record yet: `python -m tomato bench --static --out "
-                "data/results/bench-static_NAME.json` adds one.")
-    lines = []
-    pairs = _pairs(df)
-    for record in dict.fromkeys(p["record"] for p in pairs):
-        mine = [p for p in pairs if p["record"] == record]
-        cells: dict[str, list[str]] = {}
-        for p in sorted(mine, key=lambda p: p["batch"]):
-            cells.setdefault(p["treatment"], []).append(
-                f"batch {p['batch']}: ×{1 / p['tomato']['x unpatched']:.2f} against the oracle's "
-                f"×{1 / p['oracle']['x unpatched']:.2f} (ToMato takes {p['ratio']:.2f} of the oracle's time)")
-        order = list(dict.fromkeys(p["treatment"] for p in mine))
-        lines.append(f"- **{_weights_name(mine[0]['weights'])}** on {mine[0]['machine']} (`{record}`), static "
-                     "ToMato's speed-up (unpatched time / ToMato's, above 1 is faster) under the same treatment: "
-                     + ". ".join(f"{t}, " + "; ".join(cells[t]) for t in order) + ".")
-        eager = [p for p in mine if p["treatment"] == "eager" and not _missing(p["tomato"]["ops"])]
-        if eager:
-            ops = sorted({int(p["tomato"]["ops"]) for p in eager})
-            b_ops = int(eager[0]["base"]["ops"])
-            syncs = sorted({int(p["tomato"]["syncs"]) for p in eager})
-            lines.append(f"- Eager, the static forward dispatches {'-'.join(str(o) for o in ops)} aten ops against "
-                         f"the unpatched {b_ops} (+{ops[-1] - b_ops}) and "
-                         f"{_syncs(syncs[0]) if len(syncs) == 1 else str(syncs) + ' host syncs'} at every batch size "
-                         f"recorded ({', '.join(str(p['batch']) for p in eager)}).")
-    return "\n".join(lines)
-
-
-def _missing(value: object) -> bool:
-    import pandas as pd
-
-    return bool(pd.isna(value))
+def answer_values(records: Iterable[BenchRecord], static: Iterable[BenchRecord], model: str,
+                  device: str = "cpu") -> dict[str, str]:
+    """The numbers the page's answer glues, from ``model``'s newest merge-step and static
+    records on ``device`` ("not recorded" where a record or row is missing). Keys:
+    ``machine``, ``share_b{1,8}`` (the parallel step at sim=1e-7, % of one unpatched
+    forward), ``ops``/``syncs`` (that step's aten ops and host syncs per call),
+    ``oracle_b{1,8}`` (ToMato's parallel forward over the oracle's at its own token count),
+    ``inf_b{1,8}`` (merging on, nothing merged, over unpatched), ``static_ops`` (aten ops
+    the static forward adds to the unpatched one, eager), ``static_syncs``,
+    ``static_eager_b1``/``static_onnx_b1`` (static ToMato over the oracle at batch 1);
+    every ratio a time over a time: above 1 is slower."""
+    missing = "not recorded"
+    out = dict.fromkeys(["machine", "share_b1", "share_b8", "ops", "syncs", "oracle_b1", "oracle_b8", "inf_b1",
+                         "inf_b8", "static_ops", "static_syncs", "static_eager_b1", "static_onnx_b1"], missing)
+    rec = _book_record(records, model, device)
+    if rec is not None:
+        out["machine"] = rec.label
+        rows = {(r["name"], int(r.get("batch", 1))): r for r in rec.rows}
+        for b in (1, 8):
+            step = rows.get(("merge step: parallel, sim=1e-7", b))
+            if step is not None:
+                out[f"share_b{b}"] = pct(float(step["ratio"]))
+                out["ops"], out["syncs"] = str(step.get("ops")), str(step.get("syncs"))
+            forward = rows.get(("forward: tomato sim=1e-7, parallel", b))
+            if forward is not None and forward.get("vs_oracle") is not None:
+                out[f"oracle_b{b}"] = f"{float(forward['vs_oracle']):.2f}"
+            idle = rows.get(("forward: tomato sim=inf (nothing merges), parallel", b))
+            if idle is not None:
+                out[f"inf_b{b}"] = f"{float(idle['ratio']):.2f}"
+    st = _book_record(static, model, device)
+    if st is not None:
+        pairs = {(p["treatment"], p["batch"]): p for p in _pairs(static_table([st]))}
+        eager, onnx = pairs.get(("eager", 1)), pairs.get(("onnxruntime", 1))
+        if eager is not None:
+            out["static_eager_b1"] = f"{eager['ratio']:.2f}"
+            if eager["tomato"]["ops"] is not None and eager["base"]["ops"] is not None:
+                out["static_ops"] = str(int(eager["tomato"]["ops"]) - int(eager["base"]["ops"]))
+                out["static_syncs"] = str(int(eager["tomato"]["syncs"]))
+        if onnx is not None:
+            out["static_onnx_b1"] = f"{onnx['ratio']:.2f}"
+    return out
