@@ -302,14 +302,14 @@ def test_every_surface_refuses_a_setting_in_the_cores_words(vit, name, value):
     # attribute, a variant spec, the CLI's checks and a notebook parameter say the same.
     from tomato.book import parameters
     from tomato.core import pipeline
-    from tomato.harness import cli, variants
+    from tomato.harness import preflight, variants
 
     words = pipeline.ALLOWED[name].replace(" or None", "")
     said = []
     model = tomato.core.patch.timm(vit("deit_tiny_patch16_224"))
     for attempt in (lambda: setattr(model, name, value),
                     lambda: variants.parse(f"tomato:{name}={value}"),
-                    lambda: cli._tomato_setting(name)(f"--{name}", [value])):
+                    lambda: preflight._tomato_setting(name)(f"--{name}", [value])):
         with pytest.raises(ValueError) as e:
             attempt()
         said.append(str(e.value))
