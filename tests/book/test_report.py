@@ -318,7 +318,7 @@ def test_tome_reach_says_where_tomes_r_stops(run_dir: Path):
     assert "only 173 tokens are left after the last block" in text and "only up to r=15;" in text
 
 
-def test_token_cut_figure_has_one_curve_and_sentence_per_fixed_sim(run_dir: Path):
+def test_token_cut_figure_has_one_curve_and_table_row_per_fixed_sim(run_dir: Path):
     import matplotlib.pyplot as plt
 
     from tomato.book import miniature
@@ -326,10 +326,11 @@ def test_token_cut_figure_has_one_curve_and_sentence_per_fixed_sim(run_dir: Path
     [run] = book_runs.recorded_runs(run_dir)
     df = pd.DataFrame({"variant": ["deit", "tome:r=2", "tomato:sim=1e-07", "tomato:keep=0.5"],
                        "label": ["base", "ToMe", "ToMato", "budget"]})  # a budget has no fixed sim: not drawn
-    fig, sentences = miniature.plot_token_cuts(run, df)
+    fig, cuts = miniature.plot_token_cuts(run, df)
     # the fixture's ToMato keeps 155 to 186 of 196 patches
-    assert sentences == [miniature.cut_sentence(miniature.token_cuts(run, "tomato:sim=1e-07"), "ToMato")]
-    assert sentences[0].startswith(f"ToMato: per-photo token cut {100 * (1 - 186 / 196):.1f}% to")
+    assert list(cuts["variant"]) == ["ToMato"]
+    assert cuts["smallest cut %"].iloc[0] == pytest.approx(100 * (1 - 186 / 196))
+    assert cuts["largest cut %"].iloc[0] == pytest.approx(100 * (1 - 155 / 196))
     assert fig.axes[0].get_legend_handles_labels()[1] == ["ToMato", "paper: 8.16–20.92%"]
     plt.close(fig)
 

@@ -202,25 +202,6 @@ def null_pairs(fidelity: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["setting", "null", "diff", "low", "high", "p", "n"])
 
 
-def null_line(pairs: pd.DataFrame) -> str:
-    """One sentence from :func:`null_pairs`: ToMato's lead over each null baseline, with
-    its interval at one setting, else its range and at how many settings it is resolved."""
-    if pairs.empty:
-        return ""
-    parts = []
-    for null, g in pairs.groupby("null", sort=False):
-        if len(g) == 1:
-            r = g.iloc[0]
-            parts.append(f"{null} {_pts(r['diff'])} [{_pts(r['low'])}, {_pts(r['high'])}]")
-            continue
-        ahead, behind = int((g["low"] > 0).sum()), int((g["high"] < 0).sum())
-        parts.append(f"{null} {_pts(g['diff'].min())} to {_pts(g['diff'].max())} (ahead at {ahead}, "
-                     f"behind at {behind} of {len(g)} settings)")
-    settings = ", ".join(dict.fromkeys(pairs["setting"]))
-    return (f"At ToMato's own token count photo by photo ({settings}), its top-1 minus the null baselines', "
-            "paired, in points: " + "; ".join(parts) + ".")
-
-
 def paper_beside(df: pd.DataFrame, flops: pd.DataFrame) -> pd.DataFrame:
     """The paper's three Table 1 rows beside ours (DeiT-Ti trained here), plus ToMe at ToMato's FLOPs."""
     import pandas as pd
@@ -376,30 +357,27 @@ def token_cuts(run: RecordedRun, spec: str) -> np.ndarray:
     return 100 * (1 - pred["tokens"].to_numpy(float) / paper.NUM_PATCHES)
 
 
-def cut_sentence(cuts: np.ndarray, label: str) -> str:
-    lo, hi = paper.TOKEN_CUT_SIM_1E7
-    inside = within_paper_range(cuts)
-    return (f"{label}: per-photo token cut {np.min(cuts):.1f}% to {np.max(cuts):.1f}% (median {np.median(cuts):.1f}%); "
-            f"{inside:.0f}% of the photos fall inside the paper's range {lo}–{hi}%.")
-
-
-def plot_token_cuts(run: RecordedRun, df: pd.DataFrame) -> tuple[Figure, list[str]]:
+def plot_token_cuts(run: RecordedRun, df: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
     """Per-photo token cut of each fixed-sim ToMato row of ``df`` (:func:`table`) as
-    histograms beside the paper's 8.16–20.92%, and one :func:`cut_sentence` per row."""
+    histograms beside the paper's 8.16–20.92%, and their table: per variant the smallest,
+    median and largest cut (%) and the share of photos inside the paper's range."""
     import matplotlib.pyplot as plt
+    import pandas as pd
 
     labels = df.set_index("variant")["label"]
+    lo, hi = paper.TOKEN_CUT_SIM_1E7
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    sentences = []
+    rows = []
     for spec in (s for s in df["variant"] if s.startswith("tomato:sim=") and "method=" not in s):
         cuts = token_cuts(run, spec)
         ax.hist(cuts, bins=40, range=(0, 100), histtype="step", label=labels[spec])
-        sentences.append(cut_sentence(cuts, labels[spec]))
-    lo, hi = paper.TOKEN_CUT_SIM_1E7
+        rows.append({"variant": labels[spec], "smallest cut %": float(np.min(cuts)),
+                     "median cut %": float(np.median(cuts)), "largest cut %": float(np.max(cuts)),
+                     f"photos inside {lo}–{hi}% (%)": within_paper_range(cuts)})
     ax.axvspan(lo, hi, color="grey", alpha=0.2, label=f"paper: {lo}–{hi}%")
     ax.set(xlabel="tokens cut per photo (%)", ylabel="photos", title="ToMato's token cut per photo")
     ax.legend(fontsize=7)
-    return fig, sentences
+    return fig, pd.DataFrame(rows)
 
 
 # the records -------------------------------------------------------------------------------------
