@@ -311,11 +311,9 @@ def test_tome_reach_says_where_tomes_r_stops(run_dir: Path):
     from tomato.book import miniature
 
     [run] = book_runs.recorded_runs(run_dir)
-    text = miniature.tome_reach(run)
+    reach = miniature.tome_reach(run)
     # 197 tokens: r=2 leaves 197 - 12 * 2 = 173; r=15 leaves 32 to the last block, which may merge (32 - 1) // 2 = 15
-    assert text.startswith("ToMe's sweep goes to r=2. At r=2 a block keeps ")
-    assert "of the 197 tokens on average over the 12 blocks" in text
-    assert "only 173 tokens are left after the last block" in text and "only up to r=15;" in text
+    assert (reach["top"], reach["tokens"], reach["depth"], reach["last"], reach["full"]) == ("2", "197", "12", "173", "15")
 
 
 def test_token_cut_figure_has_one_curve_and_table_row_per_fixed_sim(run_dir: Path):

@@ -326,29 +326,28 @@ def plot_figure3(df: pd.DataFrame, null_rows: pd.DataFrame | None = None, *, tit
     return fig
 
 
-def tome_reach(run: RecordedRun) -> str:
-    """How far ToMe's recorded r sweep goes, in words: the largest r recorded, its mean
-    tokens per block and the tokens left after the last block (ToMe's schedule,
-    :func:`tomato.harness.flops.tokens_schedule_tome`, on the run's own token count), and
-    the largest r every block applies in full (ToMe caps a block's r at half its tokens)."""
+def tome_reach(run: RecordedRun) -> dict[str, str]:
+    """How far ToMe's recorded r sweep goes, for page 10's Markdown: the largest r recorded
+    (``top``), its mean tokens per block (``mean``, of ``tokens`` over ``depth`` blocks, ``cut``
+    % fewer) and the tokens left after the last block (``last``), by ToMe's schedule
+    (:func:`tomato.harness.flops.tokens_schedule_tome`) on the run's own token count, and the
+    largest r every block applies in full (``full``: ToMe caps a block's r at half its
+    tokens). Every value "not recorded" without a ToMe row and the baseline."""
+    keys = ("top", "mean", "tokens", "depth", "cut", "last", "full")
     rs = sorted(int(variants.parse(s).get("r")) for s in run.variants if variants.parse(s).kind == "tome")
     if not rs or paper.BASELINE not in run.variants:
-        return ""
+        return dict.fromkeys(keys, "not recorded")
     first = float(run.predictions(paper.BASELINE)["tokens_per_block"].iloc[0])  # patches + prefix tokens
     dims = dataclasses.replace(flops.DEIT_B, num_prefix_tokens=int(round(first)) - flops.DEIT_B.num_patches)
 
     def full(r: int) -> bool:
         return all(n_in - n_out == r for n_in, n_out in flops.tokens_schedule_tome(dims, r))
 
-    top = rs[-1]
-    sched = flops.tokens_schedule_tome(dims, top)
+    sched = flops.tokens_schedule_tome(dims, rs[-1])
     mean = sum(n for _, n in sched) / len(sched)
-    r_full = max(r for r in range(1, dims.num_tokens) if full(r))
-    return (f"ToMe's sweep goes to r={top}. At r={top} a block keeps {mean:.1f} of the {dims.num_tokens} tokens on "
-            f"average over the {dims.depth} blocks ({100 * (1 - mean / dims.num_tokens):.0f}% fewer), and only "
-            f"{sched[-1][1]:.0f} tokens are left after the last block. Every block merges r tokens in full only up "
-            f"to r={r_full}; past it ToMe caps a block's r at half its tokens, so a larger r mostly empties the "
-            "last blocks.")
+    values = (rs[-1], f"{mean:.1f}", dims.num_tokens, dims.depth, f"{100 * (1 - mean / dims.num_tokens):.0f}",
+              f"{sched[-1][1]:.0f}", max(r for r in range(1, dims.num_tokens) if full(r)))
+    return {k: str(v) for k, v in zip(keys, values)}
 
 
 def token_cuts(run: RecordedRun, spec: str) -> np.ndarray:
