@@ -263,21 +263,21 @@ def test_report_sentences_are_written_from_the_reports(monkeypatch: pytest.Monke
 
 
 def test_one_label_with_different_weights_is_named() -> None:
-    from tomato.book import notes
+    from tomato.book import tables
 
     def rec(sha: str, torch: str, source: str = "random-init:seed=0") -> dict:
         return {"config": {"weights_source": source, "weights_sha256": sha * 32}, "provenance": {"torch": torch}}
 
-    text = notes.one_label({"a.json": rec("ab", "2.11.0"), "b.json": rec("cd", "2.14.1"), "c.json": rec("cd", "2.14.1"),
+    text = tables.one_label({"a.json": rec("ab", "2.11.0"), "b.json": rec("cd", "2.14.1"), "c.json": rec("cd", "2.14.1"),
                             "ours.json": rec("ef", "2.14.1", "checkpoint:x")})
     assert text.startswith("**One label, 2 different weights:** `random-init:seed=0` stands for sha256 `abababab…`")
     assert "(torch 2.14.1: `b.json`, `c.json`)" in text and "ours.json" not in text
-    assert notes.one_label({"a.json": rec("ab", "2.11.0"), "b.json": rec("ab", "2.11.0")}) == ""
+    assert tables.one_label({"a.json": rec("ab", "2.11.0"), "b.json": rec("ab", "2.11.0")}) == ""
 
 
 def test_a_source_is_printed_without_the_recording_checkout() -> None:
-    from tomato.book import notes
+    from tomato.book import tables
 
-    assert notes.source_label("checkpoint:/w/main/data/weights/deit-x/model.safetensors") == \
+    assert tables.source_label("checkpoint:/w/main/data/weights/deit-x/model.safetensors") == \
         "`data/weights/deit-x` (trained here)"
-    assert notes.source_label("random-init:seed=0") == "`random-init:seed=0`"
+    assert tables.source_label("random-init:seed=0") == "`random-init:seed=0`"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tomato.book import notes, figures, measures, paper, tables
+from tomato.book import figures, measures, paper, tables
 from tomato.harness import speed
 from tomato.book import runs as book_runs
 from tomato.harness.results import RunStore
@@ -190,25 +190,25 @@ def test_repo_path_and_banner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert book_runs.repo_path("data/results") == tmp_path.resolve() / "data" / "results"
     from tomato.harness.models import WeightsInfo
 
-    text = notes.weights_banner(WeightsInfo("m", "random-init:seed=0", False, "0" * 64))
+    text = tables.weights_banner(WeightsInfo("m", "random-init:seed=0", False, "0" * 64))
     # One line that says what runs and what its numbers are not.
     assert "random-init" in text and "not accuracy" in text and len(text.splitlines()) == 1 and len(text) < 260
-    assert notes.weights_note(True) == "" and "NOT accuracy" in notes.weights_note(False)
+    assert tables.weights_note(True) == "" and "NOT accuracy" in tables.weights_note(False)
     from tomato.harness.models import WEIGHTS_DIR
 
     ours = WeightsInfo("deit_tiny", f"checkpoint:{WEIGHTS_DIR / 'deit-tiny-imagenette' / 'model.safetensors'}",
                        True, "ab" * 32)
-    text = notes.weights_banner(ours)  # the model trained here, named so, without the checkout's path
+    text = tables.weights_banner(ours)  # the model trained here, named so, without the checkout's path
     assert "**trained here**" in text and "`data/weights/deit-tiny-imagenette`" in text and str(WEIGHTS_DIR) not in text
-    other = notes.weights_banner(WeightsInfo("deit_base", "checkpoint:/elsewhere/deit_base.pth", True, "ab" * 32))
+    other = tables.weights_banner(WeightsInfo("deit_base", "checkpoint:/elsewhere/deit_base.pth", True, "ab" * 32))
     assert "trained here" not in other and "/elsewhere/deit_base.pth" in other
     # A record made in another checkout: named by its weights folder, not the machine's paths.
     prov = {"model": "deit_tiny", "weights_source": "checkpoint:/other/main/data/weights/deit-tiny-x/model.safetensors",
             "weights_sha256": "cd" * 32, "data": "/other/shared/imagenette/val"}
-    line = notes.recorded_weights(prov, 3925)
+    line = tables.recorded_weights(prov, 3925)
     assert "trained here (`data/weights/deit-tiny-x`" in line and "3,925 photos of `imagenette/val`" in line
     assert "/other" not in line
-    assert "trained here" not in notes.recorded_weights({**prov, "weights_source": "checkpoint:/x/data/weights.pth"})
+    assert "trained here" not in tables.recorded_weights({**prov, "weights_source": "checkpoint:/x/data/weights.pth"})
 
 
 def test_run_folder_and_ratios(tmp_path: Path):
@@ -234,13 +234,13 @@ def test_save_timing_round_trip(tmp_path: Path):
 
 def test_timing_noise():
     clean = pd.DataFrame({"median_s": [1.0, 0.8], "iqr_s": [0.05, 0.1]})
-    assert notes.timing_noise(clean) == ""
+    assert tables.timing_noise(clean) == ""
     noisy = pd.DataFrame({"median_s": [1.0, 0.8], "iqr_s": [0.05, 0.4]})
-    assert "reaches 50% of the median" in notes.timing_noise(noisy)
-    assert "not reliable" in notes.timing_noise(noisy)
-    with_ci = notes.timing_noise(noisy.assign(speedup_low=0.9, speedup_high=1.1))
+    assert "reaches 50% of the median" in tables.timing_noise(noisy)
+    assert "not reliable" in tables.timing_noise(noisy)
+    with_ci = tables.timing_noise(noisy.assign(speedup_low=0.9, speedup_high=1.1))
     assert "Spread of single rounds" in with_ci and "interval excludes 1" in with_ci and "not reliable" not in with_ci
-    assert notes.timing_noise(pd.DataFrame({"median_s": [1.0]})) == ""
+    assert tables.timing_noise(pd.DataFrame({"median_s": [1.0]})) == ""
 
 
 def test_display_names_and_table_widths():

@@ -1,5 +1,5 @@
 """Point labels that overlap nothing (figures.place_labels) and warnings a page says once
-in full (notes.timing_noise, latency.load_warning)."""
+in full (tables.timing_noise, latency.load_warning)."""
 from __future__ import annotations
 
 import itertools
@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.text import Annotation, Text  # noqa: E402
 
-from tomato.book import notes, figures  # noqa: E402
+from tomato.book import figures, tables  # noqa: E402
 
 
 def _labels(ax) -> list[Text]:
@@ -41,7 +41,7 @@ def test_a_page_says_each_warning_once_in_full():
 
     said: set[str] = set()
     noisy = pd.DataFrame({"median_s": [1.0, 0.8], "iqr_s": [0.05, 0.4], "speedup_low": 0.9, "speedup_high": 1.1})
-    full, short = (notes.timing_noise(noisy, said=said) for _ in range(2))
+    full, short = (tables.timing_noise(noisy, said=said) for _ in range(2))
     assert "interval excludes 1" in full and short.startswith("> **Spread of single rounds:** up to 50% of the median")
     busy = {"machine": {"load_average_1_5_15_min": [3.0, 2.0, 1.0], "cpu_count": 2}}
     assert "Warning: the machine was overloaded" in latency.load_warning(busy, said)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tomato.book import notes, trained
+from tomato.book import tables, trained
 from tomato.harness import models
 
 TEMPLATE = models.WEIGHTS_DIR / "deit-tiny-imagenette" / "model_card.json"
@@ -59,18 +59,18 @@ def test_the_model_page_shows_every_run_of_a_model_trained_in_two(tmp_path):
 @pytest.mark.skipif(not TEMPLATE.is_file(), reason="no committed model card")
 def test_a_record_of_an_earlier_run_is_named_by_its_stage(tmp_path, monkeypatch):
     _two_runs(tmp_path)
-    monkeypatch.setattr(notes, "WEIGHTS_DIR", tmp_path / "data" / "weights")
+    monkeypatch.setattr(tables, "WEIGHTS_DIR", tmp_path / "data" / "weights")
     first = _first_run()
     source = "checkpoint:/elsewhere/checkout/data/weights/deit-tiny-imagenette/model.safetensors"
-    assert notes.stage(source, "b" * 64) == ""  # the committed weights themselves
-    then = notes.stage(source, first["weights_sha256"])
+    assert tables.stage(source, "b" * 64) == ""  # the committed weights themselves
+    then = tables.stage(source, first["weights_sha256"])
     assert then == (f"run 1 of 2, `{first['recipe']['name']}`, top-1 {first['val']['top1']:.2f}%; "
                     "the committed weights score 71.50%")
-    assert notes.stage(source, first["weights_sha256"], short=True) == "run 1 of 2"
-    assert notes.stage(source, "c" * 64).startswith("other weights under this name")
-    assert notes.stage("random-init:seed=0", "c" * 64) == ""
-    line = notes.recorded_weights({"model": "deit_tiny_distilled_patch16_224", "weights_source": source,
+    assert tables.stage(source, first["weights_sha256"], short=True) == "run 1 of 2"
+    assert tables.stage(source, "c" * 64).startswith("other weights under this name")
+    assert tables.stage("random-init:seed=0", "c" * 64) == ""
+    line = tables.recorded_weights({"model": "deit_tiny_distilled_patch16_224", "weights_source": source,
                                    "weights_sha256": first["weights_sha256"], "data": "/x/imagenette/val"})
     assert f"; {then}); data:" in line
-    assert notes.source_label(source, first["weights_sha256"], short=True) == (
+    assert tables.source_label(source, first["weights_sha256"], short=True) == (
         "`data/weights/deit-tiny-imagenette` (trained here: run 1 of 2)")

@@ -9,8 +9,8 @@ The paper and our runs
     :mod:`~tomato.book.runs` (reading recorded runs), :mod:`~tomato.book.measures`
     (token cuts against the paper's).
 Text, tables and figures
-    :mod:`~tomato.book.notes` (banners and notes), :mod:`~tomato.book.tables`
-    (provenance tables and the table style), :mod:`~tomato.book.figures` (timing plots).
+    :mod:`~tomato.book.tables` (weights labels, provenance tables, warnings and the table style),
+    :mod:`~tomato.book.figures` (timing plots).
 Pages of their own
     :mod:`~tomato.book.latency` (the latency pages), :mod:`~tomato.book.merge_cost` (the
     merge step's cost, launch-bound devices, static mode), :mod:`~tomato.book.trained`

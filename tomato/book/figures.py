@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 from ..harness import variants
-from .notes import weights_note
+from .tables import weights_note
 
 if TYPE_CHECKING:
     import pandas as pd

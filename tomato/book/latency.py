@@ -120,8 +120,8 @@ def machine_load(provenance: Mapping[str, Any]) -> tuple[list[float], int] | Non
 def load_warning(provenance: Mapping[str, Any], said: set[str] | None = None) -> str:
     """Markdown warning when any recorded load average exceeds the record's CPU count
     (more runnable work than cores while the run was recorded); "" otherwise; one line when
-    the page has ``said`` it already (:func:`tomato.book.notes.first`)."""
-    from .notes import first
+    the page has ``said`` it already (:func:`tomato.book.tables.first`)."""
+    from .tables import first
 
     found = machine_load(provenance)
     if found is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from . import runs
-from .notes import source_label, trained_here
+from .tables import source_label, trained_here
 from .tables import machine_short
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -328,7 +328,7 @@ def static_view(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _shown(weights: object) -> str:
-    """A record's weights as the page prints them (:func:`tomato.book.notes.source_label`:
+    """A record's weights as the page prints them (:func:`tomato.book.tables.source_label`:
     the project's names, not the recording machine's paths)."""
     return source_label(str(weights)).replace("`", "") if weights else "–"
 

@@ -36,7 +36,7 @@ from ..harness import models
 from ..harness.data import Sample
 from ..harness.models import WeightsInfo
 from . import parameters
-from .notes import weights_banner
+from .tables import weights_banner
 from .pictures import model_title, to_display
 from . import runs
 from .runs import RecordedRun, VariantRun, repo_path
@@ -63,7 +63,7 @@ class Page:
     model name for figure titles (``"random-init DeiT-B"``). With ``images=True``:
     images (B, 3, H, W) model inputs, photos (H, W, 3) in [0, 1] for display, names
     (file stems), and skipped: (path, reason) of files that could not be read. said: the
-    warnings this page has shown in full (:func:`tomato.book.notes.first`).
+    warnings this page has shown in full (:func:`tomato.book.tables.first`).
     """
 
     params: dict[str, Any]

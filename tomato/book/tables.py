@@ -1,18 +1,25 @@
-"""Tables for the book: provenance records, short machine names, and the pandas Styler
-every table is shown with.
+"""Tables and labels for the book: provenance records, short machine names, weights labels,
+the pandas Styler every table is shown with, and the warnings a page shows once.
 
 :func:`provenance_table` turns a provenance record (model, weights, data, machine,
 commit, date) into a two-column table; :func:`machine_short` names a record's machine in
 a few words; :func:`styled` formats any table. pandas is imported inside the functions.
+
+How a page names weights and warns: :func:`source_label`, the one label of a weights
+source (``data/weights/<name>`` for the model trained here, with the stage of a model
+trained in several runs), the page's weights banner, and the warnings a page shows in
+full once (noisy timing, one label for several weights).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .notes import data_label, source_label, stage, trained_here
+from ..harness.models import WEIGHTS_DIR, WeightsInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
 
 #: A Jetson probe that found no board writes a value starting with this.
 NOT_JETSON_PREFIX = "absent"
@@ -148,3 +155,178 @@ def styled(df: pd.DataFrame, caption: str = "", *, digits: int = 2, formats: Map
                 styles.append({"selector": f"th:nth-child({k}), td:nth-child({k})",
                                "props": f"width: max({widths[col]}, {min_em[col]:.1f}em);"})
     return sty.set_table_styles(styles, overwrite=False)
+
+
+# ---------------------------------------------------------------------- from the former notes.py
+def trained_here(source: str) -> str | None:
+    """The model folder under ``data/weights/`` of a ``checkpoint:<path>`` source trained
+    here, else None. Read from the path's text, not this checkout's files, so that a record
+    made in another checkout of the project names the same model."""
+    kind, _, path = source.partition(":")
+    parts = Path(path).parts if kind == "checkpoint" else ()
+    # The last ``data/weights/<name>/<file>`` in the path: the project's own weights folder.
+    for i in range(len(parts) - 4, -1, -1):
+        if parts[i:i + 2] == (WEIGHTS_DIR.parent.name, WEIGHTS_DIR.name):
+            return parts[i + 2]
+    return None
+
+
+def stage_parts(source: str, sha: str | None) -> tuple[str, str, str] | None:
+    """(where, detail, now) of a recorded run's weights against the model now committed
+    under the same name, e.g. ("run 1 of 2", ", `imagenette-cpu`, top-1 66.73%", "the
+    committed weights score 70.47%"); None when they are that model or it cannot be told.
+    A model trained in several runs keeps the earlier runs' cards (``parent``,
+    :func:`tomato.book.trained.lineage`), so a record made before the last run is named by
+    the run it measured, never as the model now here."""
+    from .trained import lineage
+
+    here = trained_here(source)
+    card = WEIGHTS_DIR / str(here) / "model_card.json"
+    if not here or not sha or not card.is_file():
+        return None
+    from ..harness.modelcard import read_card
+
+    committed = read_card(card)
+    if committed.raw.get("weights_sha256") == sha:
+        return None
+    runs = lineage(committed)
+    now = f"the committed weights score {committed.raw['val']['top1']:.2f}%"
+    for n, r in enumerate(runs[:-1], 1):
+        if r.get("weights_sha256") == sha:
+            return f"run {n} of {len(runs)}", f", `{r['recipe']['name']}`, top-1 {r['val']['top1']:.2f}%", now
+    return "other weights", f" under this name (sha256 `{sha[:12]}…`)", now
+
+
+def stage(source: str, sha: str | None, short: bool = False) -> str:
+    """:func:`stage_parts` as a phrase: "" for the committed weights; else e.g. "run 1 of 2,
+    `imagenette-cpu`, top-1 66.73%; the committed weights score 70.47%" (``short``: "run 1
+    of 2")."""
+    parts = stage_parts(source, sha)
+    if parts is None:
+        return ""
+    where, detail, now = parts
+    return where if short else f"{where}{detail}; {now}"
+
+
+def source_label(source: str, sha: str | None = None, short: bool = False) -> str:
+    """A weights source as a page prints it: ``data/weights/<name>`` (trained here) for the
+    project's own model, whatever checkout recorded it, with its :func:`stage` when ``sha``
+    is given (``short``: its short form, for a figure title); else the source as recorded."""
+    here = trained_here(source)
+    if not here:
+        return f"`{source}`"
+    then = stage(source, sha, short)
+    return f"`data/weights/{here}` (trained here{': ' + then if then else ''})"
+
+
+def record_label(rec: Mapping[str, Any], short: bool = False) -> str:
+    """:func:`source_label` of a record's config or provenance (``weights_source`` and
+    ``weights_sha256``)."""
+    return source_label(str(rec.get("weights_source")), rec.get("weights_sha256"), short)
+
+
+def data_label(data: Any) -> str:
+    """A recorded run's data as a page prints it: the split and its data set
+    (``imagenette/val``), not the recording machine's path; ``smoke`` as it is."""
+    return "/".join(Path(str(data)).parts[-2:])
+
+
+def recorded_weights(prov: Mapping[str, Any], photos: int | None = None) -> str:
+    """One Markdown line naming the weights and data of a recorded run from its provenance,
+    without the recording checkout's absolute paths."""
+    source = str(prov.get("weights_source"))
+    here = trained_here(source)
+    named = f"trained here (`data/weights/{here}`, " if here else f"from `{source}` ("
+    count = f"{photos:,} photos of " if photos else ""
+    then = stage(source, prov.get("weights_sha256"))
+    return (f"**Weights:** `{prov.get('model')}` {named}sha256 `{str(prov.get('weights_sha256'))[:12]}…`"
+            f"{'; ' + then if then else ''}); data: {count}`{data_label(prov.get('data'))}`.")
+
+
+def weights_banner(weights: WeightsInfo) -> str:
+    """Markdown naming the weights a notebook runs on: the model trained here, other
+    weights by their source; loud when they are random."""
+    here = trained_here(weights.source)
+    if here is not None:
+        return (f"**Weights:** `{weights.model}` **trained here** ([its model card](00_model.ipynb)), "
+                f"`data/weights/{here}` (sha256 `{weights.sha256[:12]}…`).")
+    if weights.pretrained:
+        return (f"**Weights:** `{weights.model}` from `{weights.source}` "
+                f"(sha256 `{weights.sha256[:12]}…`).")
+    # One line, once a page: what runs, and what its numbers are not.
+    return (f"> **Seeded random-init `{weights.model}`:** this page measures the architecture (token "
+            "counts, timings, pictures); its top-1 is not accuracy. To run it on trained weights, set "
+            "`checkpoint` in the parameters cell.")
+
+
+def one_label(records: Mapping[str, Mapping[str, Any]]) -> str:
+    """A note (Markdown) when records under one weights label hold different weights:
+    ``records`` maps a name to a timing record (its ``config`` and ``provenance`` name
+    ``weights_source``, ``weights_sha256`` and ``torch``). Seeded random-init weights depend
+    on the torch version, so ``random-init:seed=0`` on two machines can be two networks.
+    "" when none differ."""
+    by: dict[str, dict[str, list[str]]] = {}
+    torch: dict[str, str] = {}
+    for name, record in records.items():
+        rec = {**(record.get("provenance") or {}), **(record.get("config") or {})}
+        source, sha = rec.get("weights_source"), rec.get("weights_sha256")
+        if source and sha:
+            by.setdefault(str(source), {}).setdefault(str(sha), []).append(name)
+            torch.setdefault(str(sha), str(rec.get("torch") or (rec.get("machine") or {}).get("torch") or "?"))
+    lines = []
+    for source, shas in by.items():
+        if len(shas) > 1:
+            each = "; ".join(f"sha256 `{sha[:8]}…` (torch {torch[sha]}: {', '.join(f'`{n}`' for n in names)})"
+                             for sha, names in shas.items())
+            lines.append(f"**One label, {len(shas)} different weights:** `{source}` stands for {each}. "
+                         "Seeded initialisation differs between torch versions, so these did not run the same "
+                         "network; compare their ratios, not their seconds.")
+    return "\n\n".join(lines)
+
+
+def weights_note(pretrained: bool | None) -> str:
+    """A short tag for figure titles and table captions: empty for pretrained weights."""
+    if pretrained:
+        return ""
+    return "random-init weights: top-1/top-5 are NOT accuracy"
+
+
+def first(said: set[str] | None, key: str) -> bool:
+    """Whether the warning ``key`` is new to a page that keeps what it has ``said`` (a set
+    the page owns: :attr:`tomato.book.notebook.Page.said`), and note it as said. Each warning
+    appears once in full; later runs on the page get its short form. None: always new."""
+    if said is None:
+        return True
+    new = key not in said
+    said.add(key)
+    return new
+
+
+def timing_noise(rows: pd.DataFrame, threshold: float = 0.2, said: set[str] | None = None) -> str:
+    """A warning (Markdown) when the timing in ``rows`` is noisy: some variant's IQR exceeds
+    ``threshold`` times its median (typically a machine shared with other jobs). With
+    bootstrap intervals on the speed-ups (``speedup_low``/``speedup_high``) it points the
+    reader to them instead of calling every ratio unreliable. Empty when the timing is clean;
+    one line when the page has ``said`` it already (:func:`first`)."""
+    import pandas as pd
+
+    if not {"median_s", "iqr_s"} <= set(rows):
+        return ""
+    rel = pd.to_numeric(rows["iqr_s"], errors="coerce") / pd.to_numeric(rows["median_s"], errors="coerce")
+    rel = rel.dropna()
+    if rel.empty or rel.max() <= threshold:
+        return ""
+    spread = f"{100 * rel.max():.0f}% of the median (median over variants {100 * rel.median():.0f}%)"
+    if {"speedup_low", "speedup_high"} <= set(rows) and rows["speedup_low"].notna().any():
+        if not first(said, "timing spread"):
+            return f"> **Spread of single rounds:** up to {spread}; read the intervals as the note above says."
+        # Intervals were bootstrapped from the same rounds: they already carry the spread.
+        return (f"> **Spread of single rounds:** the interquartile range of single timed rounds reaches {spread}, "
+                "probably other work on the machine. The 95% bootstrap intervals on the speed-ups are computed "
+                "from these rounds and carry that spread: read a speed-up as resolved only where its interval "
+                "excludes 1; re-time on an idle machine (`python -m tomato time ...`) for narrower ones.")
+    if not first(said, "timing noise"):
+        return f"> **Noisy timing:** up to {spread}; its ratios are as unreliable as the note above says."
+    return (f"> **Noisy timing:** the interquartile range reaches {spread}, so differences between variants below "
+            "are within the noise and their ratios are not reliable. The machine was probably busy with "
+            "other work; re-time on an idle machine (e.g. `python -m tomato time ...`) with more runs.")
