@@ -247,13 +247,13 @@ def test_frame_slider_moves_in_a_real_browser(tmp_path):
 
 
 def test_figure2_draws_each_photo_at_each_setting_reads_it_and_unpatches(vit):
-    from tomato.book import figure2
+    from tomato.book import figures
 
     model = vit()
     flat = np.full((224, 224, 3), 0.5)                       # every patch uniform
     noisy = np.random.default_rng(1).random((224, 224, 3))   # none uniform
-    photos = figure2.Photos(torch.randn(2, 3, 224, 224), [flat, noisy], ["a", "b"], "test")
-    fig, seen = figure2.draw(model, photos, [1e-7, 0.0], 2, suptitle="t")
+    photos = figures.Photos(torch.randn(2, 3, 224, 224), [flat, noisy], ["a", "b"], "test")
+    fig, seen = figures.draw(model, photos, [1e-7, 0.0], 2, suptitle="t")
     assert len([ax for ax in fig.axes if ax.images]) == 2 * 4  # photo, two ToMato columns, ToMe
     assert fig.axes[3].get_title().startswith("ToMe r=2: ") and not hasattr(model, "_tomato")
     # sim=0 merges every patch into one token; the reading counts the flat photo's 196 uniform patches
@@ -262,26 +262,26 @@ def test_figure2_draws_each_photo_at_each_setting_reads_it_and_unpatches(vit):
 
 
 def test_uniform_patches_and_the_most_uniform_photos():
-    from tomato.book import figure2
+    from tomato.book import figures
 
     photo = np.random.default_rng(0).random((28, 28, 3))
     photo[:14, :14] = 0.3  # the top-left 2 x 2 patches of a 4 x 4 grid are flat
-    mask = figure2.uniform_patches(photo, (4, 4))
+    mask = figures.uniform_patches(photo, (4, 4))
     assert mask.reshape(4, 4)[:2, :2].all() and mask.sum() == 4
     photo[:14, :14] = (0.35, 0.47, 0.78)  # a flat blue: uniform, though its channels differ
-    assert figure2.uniform_patches(photo, (4, 4)).sum() == 4
-    groups = figure2._in_groups(np.array([[0, 0, 1, 2]]))
+    assert figures.uniform_patches(photo, (4, 4)).sum() == 4
+    groups = figures._in_groups(np.array([[0, 0, 1, 2]]))
     assert groups.tolist() == [[True, True, False, False]]
     # The reading counts the uniform patches only: a flat photo merged whole, a noisy one not at all.
     flat, noisy = np.full((28, 28, 3), 0.5), np.random.default_rng(1).random((28, 28, 3))
-    seen = figure2.read([1e-7], [np.array([[0] * 16, list(range(16))])], [flat, noisy], (4, 4))
+    seen = figures.read([1e-7], [np.array([[0] * 16, list(range(16))])], [flat, noisy], (4, 4))
     assert seen.uniform_merged == [100.0] and seen.uniform_patches == 16 and seen.kept_mean == [8.5]
 
 
 def test_figure2_picks_the_most_uniform_readable_photo_of_each_class(tmp_path, vit):
     from PIL import Image
 
-    from tomato.book import figure2
+    from tomato.book import figures
     from tomato.harness import data
 
     root = tmp_path / "val"
@@ -292,11 +292,11 @@ def test_figure2_picks_the_most_uniform_readable_photo_of_each_class(tmp_path, v
     flat = root / smoke[0].wnid / "1_flat.JPEG"
     Image.new("RGB", (224, 224), (90, 120, 200)).save(flat)  # all sky: every patch uniform
     (root / smoke[0].wnid / "0_broken.JPEG").write_bytes(b"not a jpeg")  # passed over, not fatal
-    samples, source = figure2.candidates(root, per_class=3)
+    samples, source = figures.candidates(root, per_class=3)
     assert len(samples) == 5 and source.startswith("Imagenette's val photos")
-    photos = figure2.most_uniform(samples, source, vit(), n=3)
+    photos = figures.most_uniform(samples, source, vit(), n=3)
     wnids = sorted({s.wnid for s in smoke[:3]})
     assert photos.images.shape == (3, 3, 224, 224) and len(photos.shown) == 3
     assert photos.names[0] == data.wnid_name(smoke[0].wnid)  # the flat photo leads
     assert sorted(photos.names) == sorted(data.wnid_name(w) for w in wnids)  # one per class
-    assert figure2.candidates(tmp_path / "absent")[1].startswith("the photos shipped with scikit-image")
+    assert figures.candidates(tmp_path / "absent")[1].startswith("the photos shipped with scikit-image")

@@ -10,12 +10,11 @@ The paper and our runs
     (token cuts against the paper's).
 Text, tables and figures
     :mod:`~tomato.book.tables` (weights labels, provenance tables, warnings and the table style),
-    :mod:`~tomato.book.figures` (timing plots).
+    :mod:`~tomato.book.figures` (timing plots and the paper's Figure 2).
 Pages of their own
     :mod:`~tomato.book.latency` (the latency pages), :mod:`~tomato.book.merge_cost` (the
     merge step's cost, launch-bound devices, static mode), :mod:`~tomato.book.trained`
     (the model trained here), :mod:`~tomato.book.miniature` (Table 1 in miniature),
-    :mod:`~tomato.book.figure2` (the paper's Figure 2 on that model),
     :mod:`~tomato.book.beyond` (past the paper).
 Walk-through pictures
     :mod:`~tomato.book.pictures` (photos, token groups and sliders), :mod:`~tomato.book.plots`
