@@ -100,7 +100,7 @@ def test_faster_or_slower_only_where_the_interval_excludes_one():
 
 
 def test_tally_says_paired_differences_in_words():
-    from tomato.book.measures import tally
+    from tomato.book.paper import tally
 
     rows = [{"low": 0.1, "high": 0.5}, {"low": -0.9, "high": -0.2}, {"low": -0.8, "high": -0.1},
             {"low": -0.3, "high": 0.2}]

@@ -249,3 +249,21 @@ def test_parameters_cells_are_made_from_the_rules():
         assert source == parameters.cell(parameters.declared(source)), nb.name
     with pytest.raises(ValueError, match="no rule"):
         parameters.cell([("simm", "1e-7")])
+
+
+
+def test_no_page_uses_a_name_it_never_defines():
+    """pyflakes over each notebook as one module (ruff reads .ipynb): a module or function
+    renamed or folded away, used in a cell other than its import's, fails here instead of
+    in the build. The parameter cells' string annotations ("Optional[int]", as papermill
+    reads them) are the one allowed kind of undefined name."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("ruff")
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "--select",
+                          "F821,F811,F401", *sorted(str(p) for p in (ROOT / "notebooks").glob("*.ipynb"))],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    found = [line for line in out.stdout.splitlines() if ": F" in line
+             and not re.search(r"F821 Undefined name `(Optional|List|Tuple|Dict)`", line)]
+    assert not found, found

@@ -1,4 +1,4 @@
-"""tomato.book (runs, measures, tables, notes, figures) and tomato.book.paper on small hand-made result folders (no model needed)."""
+"""tomato.book (runs, tables, figures) and tomato.book.paper on small hand-made result folders (no model needed)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tomato.book import figures, measures, paper, tables
+from tomato.book import figures, paper, tables
 from tomato.harness import speed
 from tomato.book import runs as book_runs
 from tomato.harness.results import RunStore
@@ -142,7 +142,7 @@ def test_sweep_csv_is_used_when_present(run_dir: Path):
 
 # --------------------------------------------------------------------------- measures
 def test_tokens_cut_range(run_dir: Path):
-    lo, hi, mean = measures.tokens_cut_range(run_dir / "tomato_sim-1e-07" / "predictions.csv")
+    lo, hi, mean = paper.tokens_cut_range(run_dir / "tomato_sim-1e-07" / "predictions.csv")
     assert lo == pytest.approx(100 * (1 - 186 / 196))
     assert hi == pytest.approx(100 * (1 - 155 / 196))
     assert mean == pytest.approx(100 * (1 - 172 / 196))
@@ -299,11 +299,11 @@ def test_a_page_finds_its_own_runs(run_dir: Path, tmp_path: Path):
 
 def test_sim_for_cut_and_cut_summary(run_dir: Path):
     [run] = book_runs.recorded_runs(run_dir)
-    sim, cut, n = measures.sim_for_cut([run], 14.5)
-    assert (sim, n) == (1e-7, 10) and cut == pytest.approx(measures.tokens_cut_range(run.predictions("tomato:sim=1e-07"))[2])
-    assert measures.sim_for_cut([run], 14.5, weights_sha256="cd" * 32) is None  # other weights
+    sim, cut, n = paper.sim_for_cut([run], 14.5)
+    assert (sim, n) == (1e-7, 10) and cut == pytest.approx(paper.tokens_cut_range(run.predictions("tomato:sim=1e-07"))[2])
+    assert paper.sim_for_cut([run], 14.5, weights_sha256="cd" * 32) is None  # other weights
     assert paper.TOKEN_CUT_MIDDLE == pytest.approx((8.16 + 20.92) / 2)
-    summary = measures.cut_summary({"live": np.array([5.0, 10.0, 25.0])})
+    summary = paper.cut_summary({"live": np.array([5.0, 10.0, 25.0])})
     assert summary.loc["live", "within paper range (%)"] == pytest.approx(100 / 3)
 
 

@@ -6,7 +6,7 @@ Notebook setup
     own runs), :mod:`~tomato.book.parameters` (what each notebook parameter means and allows).
 The paper and our runs
     :mod:`~tomato.book.paper` (the paper's numbers, claims and decoded profiles),
-    :mod:`~tomato.book.runs` (reading recorded runs), :mod:`~tomato.book.measures`
+    :mod:`~tomato.book.runs` (reading recorded runs), :mod:`~tomato.book.paper`
     (token cuts against the paper's).
 Text, tables and figures
     :mod:`~tomato.book.tables` (weights labels, provenance tables, warnings and the table style),

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..harness import variants
 from . import miniature
-from .measures import tally
+from .paper import tally
 from .runs import RecordedRun
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -156,7 +156,7 @@ def pairs(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> p
 def answer_values(run: RecordedRun | None, df: pd.DataFrame | None, seed: int = 0) -> dict[str, Any]:
     """The numbers and words of the page's answers, by name, for myst-nb's ``glue`` (the
     sentences live in the page's Markdown), from :func:`pairs` of each question: per
-    question ``<q>_tally`` (:func:`~tomato.book.measures.tally`), ``<q>_best`` and
+    question ``<q>_tally`` (:func:`~tomato.book.paper.tally`), ``<q>_best`` and
     ``<q>_worst`` (a variant with its difference and interval); ``block_top`` and
     ``block_top_mean`` (the block best on average); the hybrid's tallies against ToMe's and
     ToMato's curves (``hybrid_tome_*``, ``hybrid_keep_*``); and the median per-photo token

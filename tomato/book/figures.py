@@ -27,7 +27,7 @@ from torch import nn
 
 from ..harness import data as datasets
 from ..harness import variants
-from .measures import sim_for_cut
+from .paper import sim_for_cut
 from .pictures import labels_from_tome_source, merge_picture, picture_grid
 from .runs import RecordedRun
 from .tables import weights_note
@@ -289,7 +289,7 @@ def most_uniform(samples: Sequence[datasets.Sample], source: str, model: nn.Modu
 
 def sims(runs: Sequence[RecordedRun], weights_sha256: str) -> list[float]:
     """The figure's two thresholds: the paper's ``1e-7``, and the recorded sim whose mean
-    token cut on these weights comes nearest the paper's (:func:`measures.sim_for_cut`;
+    token cut on these weights comes nearest the paper's (:func:`paper.sim_for_cut`;
     ``1e-15`` when no record of these weights says)."""
     near = sim_for_cut(runs, weights_sha256=weights_sha256)
     return [1e-7, near[0] if near is not None and near[0] != 1e-7 else 1e-15]

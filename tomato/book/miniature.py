@@ -18,7 +18,7 @@ import numpy as np
 
 from ..harness import flops, speed, variants
 from . import paper
-from .measures import EQUAL_FLOPS, tally, within_paper_range
+from .paper import EQUAL_FLOPS, tally, within_paper_range
 from .runs import RecordedRun, record, recorded_run, records
 
 if TYPE_CHECKING:  # pragma: no cover
