@@ -10,7 +10,7 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tomato.core import merge, tome
-from tomato.book import plots, pictures, studies
+from tomato.book import pictures, walkthrough
 from tomato import visit  # noqa: E402
 
 
@@ -133,7 +133,7 @@ def test_token_map_and_flood_fill_frames_return_figures():
     edges = visit.directed_edges(visit.neighbour_scores(a, (4, 4)), 0.1)[0]
     order, labels = visit.faithful_order(edges, (4, 4))
     assert sorted(order) == list(range(16))
-    fig = plots.flood_fill_frames(order, labels, (4, 4), n_frames=6, edges=edges, cols=3)
+    fig = walkthrough.flood_fill_frames(order, labels, (4, 4), n_frames=6, edges=edges, cols=3)
     assert len([ax for ax in fig.axes if ax.axison]) == 6
 
 
@@ -143,26 +143,26 @@ def test_tables_and_plots_run_on_small_inputs():
     a = torch.softmax(torch.randn(2, 16, 16) * 4, dim=-1)
     b = torch.softmax(torch.randn(2, 16, 16), dim=-1)
     sa, sb = visit.neighbour_scores(a.log(), grid), visit.neighbour_scores(b.log(), grid)
-    table = studies.edge_agreement_table({"features": sa, "attention": sb}, grid, sims=(1e-2, 1e-7))
+    table = walkthrough.edge_agreement_table({"features": sa, "attention": sb}, grid, sims=(1e-2, 1e-7))
     assert list(table.index) == ["0.01", "1e-07"]
     assert ((table["same decision (%)"] >= 0) & (table["same decision (%)"] <= 100)).all()
     # The log-domain test decides like the probabilities themselves.
     pa = visit.directed_edges(visit.neighbour_scores(a, grid), 1e-2)
     valid = torch.isfinite(sa)
     assert table.loc["0.01", "edges passing, features (%)"] == pytest.approx(100 * pa[valid].double().mean().item())
-    budget_table = studies.metric_budget_agreement({"features": sa, "attention": sb}, grid, keep_ratios=(0.5,))
+    budget_table = walkthrough.metric_budget_agreement({"features": sa, "attention": sb}, grid, keep_ratios=(0.5,))
     assert budget_table.loc["0.5", "tokens kept, features"] <= 8
-    same = studies.metric_budget_agreement({"a": sa, "b": sa}, grid, keep_ratios=(0.5,))
+    same = walkthrough.metric_budget_agreement({"a": sa, "b": sa}, grid, keep_ratios=(0.5,))
     assert same.loc["0.5", "ARI between the metrics"] == 1.0
     fig, axes = plt.subplots(1, 3)
-    plots.score_histogram(axes[:2], {"features": sa / np.log(10), "attention": sb / np.log(10)},
+    walkthrough.score_histogram(axes[:2], {"features": sa / np.log(10), "attention": sb / np.log(10)},
                         symlog={"features": True})
-    share, share_passing = plots.asymmetry_scatter(axes[2], sa / np.log(10), grid, sim=1e-2)
+    share, share_passing = walkthrough.asymmetry_scatter(axes[2], sa / np.log(10), grid, sim=1e-2)
     assert 0.0 <= share <= share_passing <= 1.0
     fig, ax = plt.subplots()
-    plots.tokens_per_block_plot(ax, {"DeiT": [17] * 3, "ToMato": [9] * 3}, input_tokens=17)
-    plots.token_cut_plot(ax, None, np.array([5.0, 10.0]))
-    plots.size_histogram(ax, {"x": torch.tensor([1, 1, 2, 0, 5])})
+    walkthrough.tokens_per_block_plot(ax, {"DeiT": [17] * 3, "ToMato": [9] * 3}, input_tokens=17)
+    walkthrough.token_cut_plot(ax, None, np.array([5.0, 10.0]))
+    walkthrough.size_histogram(ax, {"x": torch.tensor([1, 1, 2, 0, 5])})
     merged = merge.merge_groups(torch.randn(1, 17, 3), torch.arange(16).view(1, 16) // 2,
                                 torch.tensor([8]), 1)
     assert merged.size[0, 1:].sum() == 16
@@ -176,7 +176,7 @@ def test_agreement_summary():
          "identical_both": 1.0}
         for i in range(4)
     ]
-    s = studies.agreement_summary(rows)
+    s = walkthrough.agreement_summary(rows)
     assert s.loc["sim=1e-07", "images"] == 4
     assert s.loc["sim=1e-07", "either == faithful (% images)"] == 75.0
 
@@ -202,7 +202,7 @@ def test_log10_distribution_matches_the_probabilities_where_representable(vit):
     model = vit("deit_tiny_patch16_224")
     b0 = probe.block0(model, torch.randn(1, 3, 224, 224))
     for metric in ("features", "attention"):
-        logs = studies.log10_distribution(b0, metric)
+        logs = walkthrough.log10_distribution(b0, metric)
         probs = b0.distribution(metric).double()
         assert logs.shape == probs.shape == (1, 196, 196)
         ok = probs > 1e-30

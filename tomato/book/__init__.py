@@ -17,9 +17,9 @@ Pages of their own
     (the model trained here), :mod:`~tomato.book.miniature` (Table 1 in miniature),
     :mod:`~tomato.book.beyond` (past the paper).
 Walk-through pictures
-    :mod:`~tomato.book.pictures` (photos, token groups and sliders), :mod:`~tomato.book.plots`
-    (score histograms, token counts, hand-made grids), :mod:`~tomato.book.studies` (small
-    studies of the pipeline).
+    :mod:`~tomato.book.pictures` (photos, token groups and sliders),
+    :mod:`~tomato.book.walkthrough` (score histograms, token counts, hand-made grids and
+    small studies of the pipeline).
 
 Variant names and order come from :mod:`tomato.harness.variants`; every grouping goes
 through :mod:`tomato.core.pipeline`.
