@@ -22,8 +22,11 @@ if TYPE_CHECKING:  # pragma: no cover
 #: The short name of the book's model (a folder under data/weights/).
 BOOK_MODEL = "deit-tiny-imagenette"
 
-_PHASE_COLOURS = {"teacher": "tab:grey", "low-res": "tab:blue", "fine-tune": "tab:orange",
-                  "low-res-2": "tab:green", "fine-tune-2": "tab:red"}
+# Teachers in greys, students in colours, by order of appearance: a new run's phases get
+# their own colours without a table to keep up to date.
+_TEACHER_COLOURS = ("tab:grey", "dimgrey", "black")
+_STUDENT_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+                    "tab:olive", "tab:cyan")
 
 
 def card(name: str = BOOK_MODEL) -> modelcard.ModelCard:
@@ -126,8 +129,13 @@ def plot_curve(c: modelcard.ModelCard) -> Figure:
 
     df = curve(c)
     fig, (ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    roles = {p["name"]: p["role"] for r in lineage(c) for p in r["recipe"]["phases"]}
+    teachers, students = 0, 0
     for phase, g in df.groupby("phase", sort=False):
-        colour = _PHASE_COLOURS.get(phase)
+        if roles.get(phase) == "teacher":
+            colour, teachers = _TEACHER_COLOURS[teachers % len(_TEACHER_COLOURS)], teachers + 1
+        else:
+            colour, students = _STUDENT_COLOURS[students % len(_STUDENT_COLOURS)], students + 1
         label = f"{phase} ({g['resolution'].iloc[0]} px)"
         ax.plot(g["step"], g["val_top1"], "o-", ms=3, color=colour, label=label)
         loss_ax.plot(g["step"], g["train_loss"], "o-", ms=3, color=colour, label=label)
