@@ -68,16 +68,17 @@ def test_reader_on_the_recorded_benchmarks():
     assert records, "no merge-step benchmark under data/results"
     # Directly under the results and in each model's recording folder (python -m tomato record).
     found = [*RESULTS.glob("bench_*.json"), *RESULTS.glob("*/bench_*.json")]
-    raw = {p.name: json.loads(p.read_text())["rows"] for p in found}
+    named = {p: f"{p.parent.name}/{p.name}" if (p.parent / "manifest.json").is_file() else p.name for p in found}
+    raw = {named[p]: json.loads(p.read_text())["rows"] for p in found}
     raw = {n: rows for n, rows in raw.items() if isinstance(rows, list)}  # not the exactness study's table
-    assert {r.path.name for r in records} == {n for n, rows in raw.items()
+    assert {r.name for r in records} == {n for n, rows in raw.items()
                                              if any(str(x.get("name", "")).startswith("merge step") for x in rows)}
     t = merge_cost.merge_table(records)
     assert set(t["method"]) <= set(merge_cost.METHODS) and t["share"].notna().all()
     for r in records:
         assert r.provenance.get("git") and r.label != r.device  # provenance read, machine named
-        merge_rows = [x for x in raw[r.path.name] if x["name"].startswith("merge step")]
-        shares = sorted(t[t["record"] == r.path.name]["share"])
+        merge_rows = [x for x in raw[r.name] if x["name"].startswith("merge step")]
+        shares = sorted(t[t["record"] == r.name]["share"])
         assert shares == sorted(x["ratio"] for x in merge_rows)
     cuda_records = [n for n, rows in raw.items() if any(x.get("device") == "cuda" for x in rows)]
     assert set(t[t["device"] == "cuda"]["record"]) == set(cuda_records)
@@ -191,3 +192,9 @@ def test_answer_values_read_the_book_models_newest_records(tmp_path):
     assert (got["static_ops"], got["static_syncs"], got["static_eager_b1"]) == ("515", "0", "1.25")
     assert got["static_onnx_b1"] == "not recorded" and got["machine"] == "EPYC test CPU (4 cores), 2 threads"
     assert set(merge_cost.answer_values([], [], "deit-x").values()) == {"not recorded"}
+    # A row without counts (pandas' NA in the table) gives "not recorded", not an error.
+    static[2] = {**static[2], "ops": None, "syncs": None}
+    (tmp_path / "bench-static_x.json").write_text(json.dumps({"rows": static,
+                                                              "provenance": _provenance("cpu", 2, weights=ours)}))
+    got = merge_cost.answer_values([], merge_cost.static_records(tmp_path), "deit-x")
+    assert (got["static_ops"], got["static_syncs"], got["static_eager_b1"]) == ("not recorded", "not recorded", "1.25")

@@ -95,6 +95,26 @@ def test_record_refuses_random_weights_and_a_foreign_folder(tmp_path, capsys):
     assert "not a recording of ours" in errors[0] and "random-init" in errors[1] and "--out" in errors[2]
 
 
+def test_record_refuses_to_resume_a_folder_made_under_other_plan_settings(tmp_path, capsys):
+    """Newer code that changed the plan (its variants, rounds, passes) must not add its
+    records to a folder half made by the old one: two protocols in one recording."""
+    from tomato.harness import models
+
+    photos = _photos(tmp_path / "val", per_class=1)
+    card = json.loads((models.WEIGHTS_DIR / "deit-tiny-imagenette" / "model_card.json").read_text())
+    out = tmp_path / "rec"
+    out.mkdir()
+    old = {"weights_sha256": card["weights_sha256"], "data": str(photos.resolve()), "plan": "smoke",
+           "plan_settings": {"runs_b1": 1}, "records": [], "complete": False}
+    manifest.write(out, old)
+    assert cli.main(["record", "--checkpoint", "deit-tiny-imagenette", "--data", str(photos), "--out", str(out),
+                     "--plan", "smoke", "--quiet", "--workers", "0"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "plan's settings changed" in errors[0]
+    assert manifest.read(out) == old and sorted(p.name for p in out.iterdir() if p.name != ".lock") == [
+        manifest.MANIFEST]
+
+
 # ------------------------------------------------------------------ stale evidence
 
 def _mini_repo(root: Path, committed: str = "a" * 64) -> Path:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from ..harness.manifest import MANIFEST
 from . import runs
-from .tables import source_label, trained_here
-from .tables import machine_short
+from .tables import machine_short, source_label, trained_here
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -67,6 +67,14 @@ class BenchRecord:
         return int(n) if isinstance(n, int) else None
 
     @property
+    def name(self) -> str:
+        """The record as the page names it: its file name, after its model's folder when it
+        lies in a recording (``deit-tiny-imagenette/bench_cpu-2threads.json``), so two
+        models' records of one file name stay apart."""
+        in_recording = (self.path.parent / MANIFEST).is_file()
+        return f"{self.path.parent.name}/{self.path.name}" if in_recording else self.path.name
+
+    @property
     def label(self) -> str:
         """The machine in words: 'NVIDIA H100 80GB HBM3 GPU', 'Intel ... CPU (16 cores), 2 threads'."""
         if not self.provenance:
@@ -104,7 +112,7 @@ def records_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame([{
-        "record": r.path.name, "machine": r.label, "weights": _shown(r.provenance.get("weights")),
+        "record": r.name, "machine": r.label, "weights": _shown(r.provenance.get("weights")),
         "batch sizes": ", ".join(str(b) for b in sorted({int(x.get("batch", 1)) for x in r.rows})),
         "runs": r.provenance.get("runs"), "warm-up": r.provenance.get("warmup"),
         "torch": r.provenance.get("torch", "–"), "date (UTC)": str(r.provenance.get("date_utc", "–"))[:16],
@@ -138,7 +146,7 @@ def merge_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
                 continue
             method, _, mode = r["name"][len(_MERGE):].partition(", ")
             batch = int(r.get("batch", 1))
-            out.append({"record": rec.path.name, "device": rec.device, "machine": rec.label, "threads": rec.threads,
+            out.append({"record": rec.name, "device": rec.device, "machine": rec.label, "threads": rec.threads,
                         "weights": _shown(rec.provenance.get("weights")), "runs": runs, "batch": batch,
                         "method": method,
                         "mode": mode, "median_ms": _number(r.get("median_ms")), "iqr_ms": _number(r.get("iqr_ms")),
@@ -256,7 +264,7 @@ def launch_table(records: Iterable[BenchRecord], batch: int = 1, device: str = "
             if not r["name"].startswith(_FORWARD_PREFIX) or int(r.get("batch", 1)) != batch or not r.get("ops"):
                 continue
             ms = float(r["median_ms"])
-            out.append({"record": rec.path.name, "machine": rec.label, "forward": r["name"][len(_FORWARD_PREFIX):],
+            out.append({"record": rec.name, "machine": rec.label, "forward": r["name"][len(_FORWARD_PREFIX):],
                         "median ms": ms, "x unpatched": float(r["ratio"]), "x oracle": _number(r.get("vs_oracle")),
                         "ops": int(r["ops"]), "syncs": int(r.get("syncs") or 0), "us per op": 1e3 * ms / int(r["ops"])})
     return pd.DataFrame(out, columns=["record", "machine", "forward", "median ms", "x unpatched", "x oracle", "ops",
@@ -277,7 +285,7 @@ def static_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
     for rec in records:
         for r in rec.rows:
             treatment, _, model = r["name"].partition(": ")
-            out.append({"record": rec.path.name, "machine": rec.label,
+            out.append({"record": rec.name, "machine": rec.label,
                         "weights": str(rec.provenance.get("weights", "?")), "batch": int(r.get("batch", 1)),
                         "treatment": treatment, "model": model, "median ms": float(r["median_ms"]),
                         "x unpatched": float(r["ratio"]), "tokens": r.get("tokens"),
@@ -312,7 +320,7 @@ def _pairs(df: pd.DataFrame) -> list[dict]:
 def static_view(df: pd.DataFrame) -> pd.DataFrame:
     """:func:`static_table` for the page, one line per record, batch and treatment.
 
-    Columns: weights (as :func:`_shown` names them), batch, treatment,
+    Columns: weights (as :func:`tomato.book.tables.source_label` names them), batch, treatment,
     unpatched ms, oracle x and ToMato x (each against the unpatched model under the same
     treatment), ToMato / oracle, ToMato ops and syncs (eager only)."""
     import pandas as pd
@@ -334,6 +342,13 @@ def _shown(weights: object) -> str:
 
 
 # --------------------------------------------------------------------------- the page's answer
+def _count(value: Any) -> bool:
+    """Whether ``value`` is a recorded count (not None, NaN or pandas' NA)."""
+    import pandas as pd
+
+    return value is not None and not bool(pd.isna(value))
+
+
 def _book_record(records: Iterable[BenchRecord], model: str, device: str) -> BenchRecord | None:
     """The newest record of ``device`` whose weights are ``data/weights/<model>``."""
     mine = [r for r in records if r.device == device and trained_here(str(r.provenance.get("weights"))) == model]
@@ -362,7 +377,8 @@ def answer_values(records: Iterable[BenchRecord], static: Iterable[BenchRecord],
             step = rows.get(("merge step: parallel, sim=1e-7", b))
             if step is not None:
                 out[f"share_b{b}"] = pct(float(step["ratio"]))
-                out["ops"], out["syncs"] = str(step.get("ops")), str(step.get("syncs"))
+                if b == 1 and _count(step.get("ops")) and _count(step.get("syncs")):  # the same at every batch
+                    out["ops"], out["syncs"] = str(int(step["ops"])), str(int(step["syncs"]))
             forward = rows.get(("forward: tomato sim=1e-7, parallel", b))
             if forward is not None and forward.get("vs_oracle") is not None:
                 out[f"oracle_b{b}"] = f"{float(forward['vs_oracle']):.2f}"
@@ -375,9 +391,10 @@ def answer_values(records: Iterable[BenchRecord], static: Iterable[BenchRecord],
         eager, onnx = pairs.get(("eager", 1)), pairs.get(("onnxruntime", 1))
         if eager is not None:
             out["static_eager_b1"] = f"{eager['ratio']:.2f}"
-            if eager["tomato"]["ops"] is not None and eager["base"]["ops"] is not None:
-                out["static_ops"] = str(int(eager["tomato"]["ops"]) - int(eager["base"]["ops"]))
-                out["static_syncs"] = str(int(eager["tomato"]["syncs"]))
+            tomato, base = eager["tomato"], eager["base"]
+            if _count(tomato["ops"]) and _count(base["ops"]) and _count(tomato["syncs"]):
+                out["static_ops"] = str(int(tomato["ops"]) - int(base["ops"]))
+                out["static_syncs"] = str(int(tomato["syncs"]))
         if onnx is not None:
             out["static_onnx_b1"] = f"{onnx['ratio']:.2f}"
     return out

@@ -34,10 +34,11 @@ so a resumed pass sees the batches an uninterrupted one does.
 """
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -155,9 +156,16 @@ class _Session:
         self.save()
 
 
+def _plan_settings(plan: Plan) -> dict[str, Any]:
+    """Every setting of ``plan`` as the manifest's JSON holds it (tuples as lists)."""
+    return json.loads(json.dumps(asdict(plan)))
+
+
 def _open(out: Path, weights: WeightsInfo, data_label: str, plan_name: str, command: str) -> _Session:
     """The session of ``out``: a new manifest, or the one a killed run left (same weights,
-    data and plan), else ValueError before anything is touched."""
+    data and plan, to every setting of the plan: a plan changed by newer code would mix
+    two protocols in one folder), else ValueError before anything is touched."""
+    settings = _plan_settings(PLANS[plan_name])
     state = manifest.read(out)
     if state is None:
         leftovers = sorted(p.name for p in out.iterdir() if p.name != ".lock")
@@ -165,12 +173,15 @@ def _open(out: Path, weights: WeightsInfo, data_label: str, plan_name: str, comm
             raise ValueError(f"--out {out} holds {', '.join(leftovers[:5])} but no {manifest.MANIFEST}: it is not "
                              f"a recording of ours, and nothing in it is touched; choose a new or empty --out")
         state = {"model": weights.model, "weights_source": weights.source, "weights_sha256": weights.sha256,
-                 "data": data_label, "plan": plan_name, "command": command, "records": [], "complete": False}
+                 "data": data_label, "plan": plan_name, "plan_settings": settings, "command": command,
+                 "records": [], "complete": False}
     else:
-        wanted = {"weights_sha256": weights.sha256, "data": data_label, "plan": plan_name}
+        wanted = {"weights_sha256": weights.sha256, "data": data_label, "plan": plan_name, "plan_settings": settings}
         diff = {k: (state.get(k), v) for k, v in wanted.items() if state.get(k) != v}
         if diff:
-            said = "; ".join(f"{k}: recorded {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            said = "; ".join(f"the {plan_name!r} plan's settings changed since it was recorded"
+                             if k == "plan_settings" else f"{k}: recorded {a!r}, now {b!r}"
+                             for k, (a, b) in diff.items())
             raise ValueError(f"--out {out} holds the recording of another run ({said}); choose another --out or "
                              f"delete {out}")
     state.setdefault("sessions", []).append({"started_utc": provenance.now(), "wall_s": 0.0})
