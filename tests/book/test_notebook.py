@@ -251,7 +251,6 @@ def test_parameters_cells_are_made_from_the_rules():
         parameters.cell([("simm", "1e-7")])
 
 
-
 def test_no_page_uses_a_name_it_never_defines():
     """pyflakes over each notebook as one module (ruff reads .ipynb): a module or function
     renamed or folded away, used in a cell other than its import's, fails here instead of

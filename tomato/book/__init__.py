@@ -5,9 +5,9 @@ Notebook setup
     :mod:`~tomato.book.notebook` (the one call every notebook starts with, and the page's
     own runs), :mod:`~tomato.book.parameters` (what each notebook parameter means and allows).
 The paper and our runs
-    :mod:`~tomato.book.paper` (the paper's numbers, claims and decoded profiles),
-    :mod:`~tomato.book.runs` (reading recorded runs), :mod:`~tomato.book.paper`
-    (token cuts against the paper's).
+    :mod:`~tomato.book.paper` (the paper's numbers, claims and decoded profiles, and the
+    measures that set our runs against them), :mod:`~tomato.book.runs` (reading recorded
+    runs).
 Text, tables and figures
     :mod:`~tomato.book.tables` (weights labels, provenance tables, warnings and the table style),
     :mod:`~tomato.book.figures` (timing plots and the paper's Figure 2).

@@ -79,8 +79,6 @@ def plot_latency(rows: pd.DataFrame, ax: Axes | None = None, *, title: str = "La
     """Bars of the median latency per variant with IQR error bars (``q1_s``/``q3_s``, or
     ``iqr_s`` split evenly around the median), and the paper-protocol mean as dots."""
     import matplotlib.pyplot as plt
-    import numpy as np
-
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.5))
     df = rows.reset_index(drop=True)

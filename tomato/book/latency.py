@@ -1,6 +1,7 @@
-"""Tables, sentences and figures of the latency pages: the paper's decoded reports beside
-our runs of both protocols (:mod:`tomato.harness.speed`). Every sentence about one of our
-runs is written from that run's recorded configuration (:func:`tomato.harness.speed.describe`).
+"""Tables, glued values, warnings and figures of the latency pages: the paper's decoded
+reports beside our runs of both protocols (:mod:`tomato.harness.speed`), and when ToMato
+pays off. The pages' sentences live in their Markdown; what a page says about one of our
+runs comes from that run's recorded configuration (:func:`tomato.harness.speed.describe`).
 """
 from __future__ import annotations
 

@@ -326,16 +326,17 @@ def plot_figure3(df: pd.DataFrame, null_rows: pd.DataFrame | None = None, *, tit
     return fig
 
 
-def tome_reach(run: RecordedRun) -> dict[str, str]:
+def tome_reach(run: RecordedRun | None) -> dict[str, str]:
     """How far ToMe's recorded r sweep goes, for page 10's Markdown: the largest r recorded
     (``top``), its mean tokens per block (``mean``, of ``tokens`` over ``depth`` blocks, ``cut``
     % fewer) and the tokens left after the last block (``last``), by ToMe's schedule
     (:func:`tomato.harness.flops.tokens_schedule_tome`) on the run's own token count, and the
     largest r every block applies in full (``full``: ToMe caps a block's r at half its
-    tokens). Every value "not recorded" without a ToMe row and the baseline."""
+    tokens). Every value "not recorded" without a run, a ToMe row or the baseline."""
     keys = ("top", "mean", "tokens", "depth", "cut", "last", "full")
-    rs = sorted(int(variants.parse(s).get("r")) for s in run.variants if variants.parse(s).kind == "tome")
-    if not rs or paper.BASELINE not in run.variants:
+    found = run.variants if run is not None else {}
+    rs = sorted(int(variants.parse(s).get("r")) for s in found if variants.parse(s).kind == "tome")
+    if not rs or paper.BASELINE not in found:
         return dict.fromkeys(keys, "not recorded")
     first = float(run.predictions(paper.BASELINE)["tokens_per_block"].iloc[0])  # patches + prefix tokens
     dims = dataclasses.replace(flops.DEIT_B, num_prefix_tokens=int(round(first)) - flops.DEIT_B.num_patches)

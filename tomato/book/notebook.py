@@ -75,7 +75,7 @@ class Page:
     photos: list[np.ndarray] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    said: set[str] = field(default_factory=set)  # warnings shown in full on this page (notes.first)
+    said: set[str] = field(default_factory=set)  # warnings shown in full on this page (tables.first)
 
     @property
     def progress(self) -> bool:

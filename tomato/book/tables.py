@@ -157,7 +157,7 @@ def styled(df: pd.DataFrame, caption: str = "", *, digits: int = 2, formats: Map
     return sty.set_table_styles(styles, overwrite=False)
 
 
-# ---------------------------------------------------------------------- from the former notes.py
+# --------------------------------------------------------------------------- weights labels, warnings shown once
 def trained_here(source: str) -> str | None:
     """The model folder under ``data/weights/`` of a ``checkpoint:<path>`` source trained
     here, else None. Read from the path's text, not this checkout's files, so that a record

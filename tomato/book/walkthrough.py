@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..core.probe import Block0
 
 
-
 def _symlog_bins(lo: float, n: int = 60) -> np.ndarray:
     """Bin edges from ``lo`` (< -1) to 0, geometric in |x| below -1 and linear above."""
     lo = min(lo, -1.5)
