@@ -34,7 +34,6 @@ so a resumed pass sees the batches an uninterrupted one does.
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -158,7 +157,7 @@ class _Session:
 
 def _plan_settings(plan: Plan) -> dict[str, Any]:
     """Every setting of ``plan`` as the manifest's JSON holds it (tuples as lists)."""
-    return json.loads(json.dumps(asdict(plan)))
+    return provenance.jsonable(asdict(plan))
 
 
 def _open(out: Path, weights: WeightsInfo, data_label: str, plan_name: str, command: str) -> _Session:
