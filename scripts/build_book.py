@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -364,6 +365,9 @@ def build_book(fresh: bool, strict: bool) -> None:
     ]
     extra = []
     if fresh:
+        # Sphinx rebuilds every page with --all but keeps the HTML of pages no longer in the
+        # table of contents: a fresh build starts from an empty HTML folder.
+        shutil.rmtree(BUILD_DIR / "html", ignore_errors=True)
         extra.append("--all")
     if strict:
         extra += ["-W", "--keep-going"]
@@ -425,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: %(default)s)")
     ap.add_argument("--timeout", type=int, default=None,
                     help="per-cell timeout in seconds for papermill (default: none)")
-    ap.add_argument("--fresh", action="store_true", help="rebuild every page (jupyter-book build --all)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="rebuild every page from an empty _build/html (jupyter-book build --all)")
     ap.add_argument("--strict", action="store_true", help="turn Sphinx warnings into errors (-W --keep-going)")
     args = ap.parse_args(argv)
 
