@@ -256,7 +256,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if args.data is None or args.out is None:
         raise ValueError("train needs --data and --out (or --show-recipe to print the recipe and stop)")
-    card = training.train(args.data, args.out, chosen, init=args.init, threads=args.threads,
+    card = training.train(args.data, args.out, chosen, init=args.init, teacher=args.teacher, threads=args.threads,
                           progress=not args.quiet, device=args.device)
     val = card["val"]
     print(f"val top-1 {val['top1']:.2f}%, top-5 {val['top5']:.2f}% on {val['images']} photos at "
@@ -353,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="override the student model (a timm ViT/DeiT name)")
     p.add_argument("--init", default=None,
                    help="for a recipe that continues another (imagenette-cpu-more): that run's model.safetensors")
+    p.add_argument("--teacher", default=None,
+                   help="the teacher.safetensors an earlier run trained: the recipe's teacher phase is skipped")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (the run is reproducible per count)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (cuda: bfloat16 autocast where supported)")

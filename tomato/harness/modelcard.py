@@ -36,20 +36,26 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_weights(path: Path, model: nn.Module) -> dict[str, Any]:
+    """``model``'s float32 state dict as safetensors at ``path`` (atomically); returns it."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(sd, str(tmp))
+    os.chmod(tmp, 0o644)
+    tmp.replace(path)
+    return sd
+
+
 def write_card(out: Path, model: nn.Module, **fields: Any) -> dict[str, Any]:
     """Write ``model``'s float32 weights and its card into ``out``; returns the card.
 
     ``fields``: recipe, classes ``[(wnid, name), ...]`` in head order, eval_transform,
     val, curve, wall_s, skipped, data, provenance.
     """
-    from safetensors.torch import save_file
-
-    sd = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     weights = out / WEIGHTS_FILE
-    tmp = out / f".{WEIGHTS_FILE}.tmp"
-    save_file(sd, str(tmp))
-    os.chmod(tmp, 0o644)
-    tmp.replace(weights)
+    sd = write_weights(weights, model)
     recipe = fields.pop("recipe")
     classes = fields.pop("classes")
     card = {

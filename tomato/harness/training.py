@@ -40,7 +40,7 @@ from torch import nn
 
 from . import provenance
 from .data import wnid_name
-from .modelcard import CARD_FILE, write_card
+from .modelcard import CARD_FILE, write_card, write_weights
 from .recipe import Phase, Recipe
 from .speed import torch_threads
 from .results import atomic_write_text, claim_folder, release_refused
@@ -51,6 +51,7 @@ __all__ = ["CHECKPOINT_FILE", "train"]
 _log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
+TEACHER_FILE = "teacher.safetensors"  # a run's trained teacher, for --teacher of a later run
 CONFIG_FILE = "config.json"
 CURVE_FILE = "curve.csv"
 SKIPPED_FILE = "skipped.csv"
@@ -263,9 +264,9 @@ def _run_epoch(model: nn.Module, teacher: nn.Module | None, phase: Phase, train:
 
 
 # --------------------------------------------------------------------------- the run
-def train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Path | None = None, threads: int = 2,
-          progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-          device: str = "cpu") -> dict[str, Any]:
+def train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Path | None = None,
+          teacher: str | Path | None = None, threads: int = 2, progress: bool = True,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None, device: str = "cpu") -> dict[str, Any]:
     """Train ``recipe`` on ``root/train``, evaluate on ``root/val``; returns the model card.
 
     Resumes from ``out/checkpoint.pt`` when ``out`` holds this same run. Raises
@@ -273,14 +274,17 @@ def train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Path
     ``init``: for a recipe that continues another (``recipe.continues``), the finished
     model of that recipe (its ``model.safetensors``, card beside it); the new card keeps
     the parent's card, so the whole lineage stays in one file.
+    ``teacher``: the ``teacher.safetensors`` an earlier run trained for the recipe's teacher
+    phase; that phase is then skipped (the teacher is fixed, so retraining it only costs time)
+    and the card names the teacher's weights by sha256.
     ``on_epoch`` is called with each curve row after its checkpoint is written.
     ``threads``: torch CPU threads for the run (results are reproducible per count).
     ``device``: where the steps run ("cuda": bfloat16 autocast where the GPU has it); the
     photos are decoded and cropped on the CPU, so a run may resume on another device.
     """
     with torch_threads(threads):
-        return _train(root, out, recipe, init=init, threads=threads, progress=progress, on_epoch=on_epoch,
-                      device=device)
+        return _train(root, out, recipe, init=init, teacher_file=teacher, threads=threads, progress=progress,
+                      on_epoch=on_epoch, device=device)
 
 
 def _parent(recipe: Recipe, init: str | Path | None, classes: list[str]) -> tuple[dict[str, Any], dict] | None:
@@ -319,7 +323,30 @@ def _parent(recipe: Recipe, init: str | Path | None, classes: list[str]) -> tupl
     return card.raw, weights
 
 
-def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Path | None, threads: int,
+def _given_teacher(recipe: Recipe, path: str | Path | None, num_classes: int) -> tuple[dict, str] | None:
+    """(weights, sha256) of a teacher trained by an earlier run, checked against the
+    recipe's teacher phase; None when none is given. ValueError (one line) otherwise."""
+    from .models import error_line, read_checkpoint
+    from .provenance import state_dict_sha256
+
+    if path is None:
+        return None
+    phase = next((p for p in recipe.phases if p.role == "teacher"), None)
+    if phase is None:
+        raise ValueError(f"--teacher {path}: recipe {recipe.name!r} has no teacher phase to fill")
+    try:
+        weights = read_checkpoint(path)
+        _build(phase, num_classes).load_state_dict(weights)
+    except FileNotFoundError:
+        raise ValueError(f"--teacher {path}: file not found; give the {TEACHER_FILE} of an earlier run") from None
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"--teacher {path}: not a {phase.model} with {num_classes} classes "
+                         f"({error_line(e, 120)})") from None
+    return weights, state_dict_sha256(weights)
+
+
+def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Path | None,
+           teacher_file: str | Path | None, threads: int,
            progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None, device: str = "cpu") -> dict[str, Any]:
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
@@ -329,12 +356,15 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
     train_files, val_files = check_splits(root)
     classes = sorted(train_files)
     parent = _parent(recipe, init, classes)
+    given = _given_teacher(recipe, teacher_file, len(classes))
     started = provenance.start()
     config = {"data": str(root), "recipe": provenance.jsonable(recipe.as_dict()), "classes": classes,
               "train_files_sha256": file_list_sha256(train_files), "val_files_sha256": file_list_sha256(val_files),
               "threads": threads}
     if parent is not None:
         config["init_weights_sha256"] = parent[0]["weights_sha256"]
+    if given is not None:
+        config["teacher_weights_sha256"] = given[1]
     out_dir, lock = _claim(Path(out), config)
     try:
         ckpt_path = out_dir / CHECKPOINT_FILE
@@ -369,6 +399,8 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
         student_sd = state.get("student")
         if student_sd is None and parent is not None:
             student_sd = parent[1]
+        if given is not None:
+            state.setdefault("teacher", given[0])
         if state.get("teacher") is not None:
             teacher_phase = next(p for p in recipe.phases if p.role == "teacher")
             teacher = _build(teacher_phase, num_classes)
@@ -377,7 +409,7 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
 
         while state["phase"] < len(recipe.phases):
             pi, phase = state["phase"], recipe.phases[state["phase"]]
-            if state["epoch"] >= phase.epochs:
+            if state["epoch"] >= phase.epochs or (phase.role == "teacher" and given is not None):
                 state.update(phase=pi + 1, epoch=0, optimizer=None)
                 continue
             _seed_epoch(recipe.seed, pi, -1)  # the phase's initialisation
@@ -423,6 +455,7 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
                     on_epoch(row)
             if phase.role == "teacher":
                 teacher = model.eval()
+                write_weights(out_dir / TEACHER_FILE, teacher)  # so a later run can reuse it (--teacher)
 
         # Same keys as the plain 224 px model; dynamic only so a test recipe's smaller
         # final resolution can be evaluated too.
@@ -438,7 +471,10 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
             val={"top1": round(top1, 2), "top5": round(top5, 2), "images": len(val_set.labels),
                  "resolution": recipe.final_resolution, "split": str(root / "val")},
             curve=state["curve"], wall_s=state["wall_s"], precision=state["precision"],
-            **({"parent": parent[0]} if parent else {}), skipped=[str(p) for p, _ in skipped],
+            **({"parent": parent[0]} if parent else {}),
+            **({"teacher": {"weights_sha256": given[1], "file": str(Path(teacher_file).expanduser().resolve())}}
+               if given else {}),
+            skipped=[str(p) for p, _ in skipped],
             data={**{k: config[k] for k in ("data", "train_files_sha256", "val_files_sha256")},
                   "train_images": len(train_set.labels), "val_images": len(val_set.labels)},
             provenance=provenance.collect(state["started"], threads=threads, device=device,
