@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from tomato.harness import cli, data, modelcard, models, recipe, trainset
 
@@ -200,6 +202,43 @@ def test_a_continuing_recipe_starts_from_the_run_it_continues(tmp_path, capsys, 
     # A model of another recipe is not the one this recipe continues.
     assert cli.main([*base, "--out", str(tmp_path / "wrong"), "--init", str(second / modelcard.WEIGHTS_FILE)]) == 2
     assert "continues a deit_tiny_distilled_patch16_224 of recipe 'tiny'" in _error_lines(capsys)[0]
+
+
+def test_a_teacher_from_an_earlier_run_replaces_the_teacher_phase(tmp_path, capsys):
+    from tomato.harness import training
+    from tomato.harness.provenance import state_dict_sha256
+
+    tree = make_split_tree(tmp_path / "d", {"train": 8, "val": 2})
+    first = tmp_path / "first"
+    base = ["train", "--data", str(tree), "--recipe", "tiny", "--threads", "1", "--quiet"]
+    assert cli.main([*base, "--out", str(first)]) == 0
+    taught = first / training.TEACHER_FILE
+    sha = state_dict_sha256(models.read_checkpoint(taught))
+    refusals = {  # one line each, before any compute, no folder left behind
+        "file not found": ["--teacher", str(tmp_path / "typo.safetensors")],
+        "not a resnet10t with 2 classes": ["--teacher", str(first / modelcard.WEIGHTS_FILE)],
+        "has no teacher phase": ["--teacher", str(taught), "--recipe", "tiny-more", "--init",
+                                 str(first / modelcard.WEIGHTS_FILE)],
+    }
+    for expected, extra in refusals.items():
+        out = tmp_path / f"refused-{len(extra)}"
+        assert cli.main([*base, "--out", str(out), *extra]) == 2
+        lines = _error_lines(capsys)
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], lines
+        assert not out.exists()
+    second = tmp_path / "second"
+    assert cli.main([*base, "--out", str(second), "--teacher", str(taught)]) == 0
+    card = json.loads((second / modelcard.CARD_FILE).read_text())
+    assert [r["phase"] for r in card["curve"]] == ["low-res", "low-res", "fine-tune"]  # no teacher epoch
+    assert card["teacher"]["weights_sha256"] == sha
+    # The student learns from that teacher: the same run with the teacher's weights
+    # disturbed distils other decisions into other weights.
+    noisy = {k: v + torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in models.read_checkpoint(taught).items()}
+    save_file(noisy, str(tmp_path / "noisy.safetensors"))
+    third = tmp_path / "third"
+    assert cli.main([*base, "--out", str(third), "--teacher", str(tmp_path / "noisy.safetensors")]) == 0
+    assert json.loads((third / modelcard.CARD_FILE).read_text())["weights_sha256"] != card["weights_sha256"]
 
 
 def test_bfloat16_only_where_the_cpu_has_it(monkeypatch):
