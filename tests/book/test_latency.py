@@ -281,3 +281,24 @@ def test_a_source_is_printed_without_the_recording_checkout() -> None:
     assert tables.source_label("checkpoint:/w/main/data/weights/deit-x/model.safetensors") == \
         "`data/weights/deit-x` (trained here)"
     assert tables.source_label("random-init:seed=0") == "`random-init:seed=0`"
+
+
+def test_payoff_verdicts_bracket_the_crossing_between_measured_cuts():
+    import pandas as pd
+
+    from tomato.book.latency import payoff_verdicts
+
+    def rows(model, batch, points):
+        return [{"model": model, "batch": batch, "cut_pct": c, "speedup_low": lo, "oracle_low": olo}
+                for c, lo, olo in points]
+
+    df = pd.DataFrame(
+        rows("a", 1, [(30.6, 1.07, 1.2), (4.1, 0.91, 0.98), (12.8, 0.95, 1.05), (20.1, 1.01, 1.1)])
+        + rows("a", 8, [(5.0, 0.9, 0.9), (40.0, 0.99, 0.95)])
+        + rows("b", 1, [(3.0, 1.02, 1.03), (9.0, 1.1, 1.2)]))
+    v = payoff_verdicts(df).set_index(["model", "batch"])
+    assert v.loc[("a", 1), "ToMato becomes faster at a cut"] == "between 12.8% and 20.1%"
+    assert v.loc[("a", 1), "the oracle becomes faster at a cut"] == "between 4.1% and 12.8%"
+    assert v.loc[("a", 8), "ToMato becomes faster at a cut"] == "at no cut measured"
+    assert v.loc[("b", 1), "ToMato becomes faster at a cut"] == "3.0% or less"
+    assert v.loc[("a", 1), "largest cut measured"] == "30.6%"

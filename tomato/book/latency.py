@@ -285,19 +285,24 @@ def payoff_table(results: Path | str = "data/results") -> pd.DataFrame:
 
 
 def payoff_verdicts(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model and batch: the smallest measured cut at which ToMato is faster (its
-    interval above 1) and the oracle is, and the largest cut measured ("none" where no
-    measured cut is faster)."""
+    """Per model and batch: where ToMato becomes faster (its interval above 1) and where
+    the oracle does, as the bracket of measured cuts around the crossing ("between 12.8%
+    and 20.1%": not faster at the first, faster at the second), and the largest cut measured."""
     import pandas as pd
 
-    def first(g: pd.DataFrame, low: str) -> str:
-        faster = g[g[low] > 1].sort_values("cut_pct")
-        return f"{faster['cut_pct'].iloc[0]:.1f}%" if len(faster) else "none"
+    def crossing(g: pd.DataFrame, low: str) -> str:
+        faster = g.loc[g[low] > 1, "cut_pct"]
+        if faster.empty:
+            return "at no cut measured"
+        below = g.loc[g["cut_pct"] < faster.min(), "cut_pct"]
+        if below.empty:
+            return f"{faster.min():.1f}% or less"
+        return f"between {below.max():.1f}% and {faster.min():.1f}%"
 
     out = []
     for (model, batch), g in df.groupby(["model", "batch"], sort=False):
-        out.append({"model": model, "batch": int(batch), "ToMato faster from a cut of": first(g, "speedup_low"),
-                    "the oracle faster from": first(g, "oracle_low"),
+        out.append({"model": model, "batch": int(batch), "ToMato becomes faster at a cut": crossing(g, "speedup_low"),
+                    "the oracle becomes faster at a cut": crossing(g, "oracle_low"),
                     "largest cut measured": f"{g['cut_pct'].max():.1f}%"})
     return pd.DataFrame(out)
 

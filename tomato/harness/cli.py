@@ -225,7 +225,7 @@ def _payoff(args: argparse.Namespace, model: Any, weights: models.WeightsInfo, s
         payoff.record(points, args.out, started=started, model=weights.model, weights=weights.source,
                       weights_sha256=weights.sha256, pretrained=weights.pretrained, device=args.device,
                       batch_sizes=list(args.batch_sizes), sims=list(args.sims), runs=args.runs,
-                      warmup=args.warmup, threads=args.threads)
+                      warmup=args.warmup, threads=args.threads, data="smoke", photos=len(data.SMOKE_TABLE))
         print(f"wrote {args.out}")
     return 0
 

@@ -49,13 +49,15 @@ class Point:
 
 
 def run(model: nn.Module, sims: Sequence[float], batch_sizes: Sequence[int] = (1, 8), *, runs: int = 30,
-        warmup: int = 5, device: str = "cpu", progress: bool = False) -> list[Point]:
+        warmup: int = 5, device: str = "cpu", progress: bool = False,
+        photos: torch.Tensor | None = None) -> list[Point]:
     """The payoff points of ``model`` (unpatched, on ``device``; left unchanged) at each of
-    ``sims`` and batch sizes."""
+    ``sims`` and batch sizes. photos: (P, 3, H, W) as the model reads them (default: the
+    embedded smoke photos); a batch of b repeats them, so batch 1 times the first."""
     patched = patch.timm(copy.deepcopy(model))
     patched.method = "parallel"
     n = int(patched.patch_embed.num_patches)
-    photos = data.smoke_images(model, device)
+    photos = data.smoke_images(model, device) if photos is None else photos.to(device)
     points: list[Point] = []
     for b in batch_sizes:
         images = photos[torch.arange(b) % len(photos)]
