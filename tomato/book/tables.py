@@ -174,7 +174,7 @@ def trained_here(source: str) -> str | None:
 def stage_parts(source: str, sha: str | None) -> tuple[str, str, str] | None:
     """(where, detail, now) of a recorded run's weights against the model now committed
     under the same name, e.g. ("run 1 of 2", ", `imagenette-cpu`, top-1 66.73%", "the
-    committed weights score 70.47%"); None when they are that model or it cannot be told.
+    committed weights score <its top-1>%"); None when they are that model or it cannot be told.
     A model trained in several runs keeps the earlier runs' cards (``parent``,
     :func:`tomato.book.trained.lineage`), so a record made before the last run is named by
     the run it measured, never as the model now here."""
@@ -199,7 +199,7 @@ def stage_parts(source: str, sha: str | None) -> tuple[str, str, str] | None:
 
 def stage(source: str, sha: str | None, short: bool = False) -> str:
     """:func:`stage_parts` as a phrase: "" for the committed weights; else e.g. "run 1 of 2,
-    `imagenette-cpu`, top-1 66.73%; the committed weights score 70.47%" (``short``: "run 1
+    `imagenette-cpu`, top-1 66.73%; the committed weights score <its top-1>%" (``short``: "run 1
     of 2")."""
     parts = stage_parts(source, sha)
     if parts is None:
