@@ -49,6 +49,12 @@ def test_the_answers_values_come_from_the_rows_and_say_not_recorded_where_absent
     assert v["tome_tally"].startswith("behind in 1 of 2 pairs, ahead in none") and v["tome_pair"] == "ToMe r=2"
     assert (v["speed_b1"], v["speed_b1_low"], v["speed_b1_high"], v["speed_b1_word"]) == \
         ("1.100", "1.000", "1.200", "not measurably faster")
+    assert v["tome2_speed_word"] == "not recorded"  # no ToMe row
+    tome = {**_rows().iloc[0].to_dict(), "variant": "tome:r=2", "label": "ToMe r=2", "kind": "tome",
+            "speedup": 0.73, "speedup_low": 0.71, "speedup_high": 0.74}
+    u = miniature.answer_values(pd.concat([_rows(), pd.DataFrame([tome])], ignore_index=True), flops)
+    assert (u["tome2_speed"], u["tome2_speed_low"], u["tome2_speed_high"], u["tome2_speed_word"]) == \
+        ("0.730", "0.710", "0.740", "slower")
     nulls = pd.DataFrame([{"setting": "sim=1e-07", "null": "first k tokens kept", "diff": -0.56, "low": -1.15,
                            "high": -0.03}])
     w = miniature.answer_values(_rows(), flops, nulls=nulls)

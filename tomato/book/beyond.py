@@ -61,7 +61,7 @@ def table(run: RecordedRun, seed: int = 0) -> pd.DataFrame:
 def view(df: pd.DataFrame) -> pd.DataFrame:
     """:func:`tomato.book.miniature.view` with the spread of per-photo tokens beside it."""
     out = miniature.view(df)
-    out.insert(out.columns.get_loc("cut %"), "tokens sd", df["tokens_sd"].round(2).to_numpy())
+    out.insert(out.columns.get_loc("cut after block 0 %"), "tokens sd", df["tokens_sd"].round(2).to_numpy())
     return out
 
 
