@@ -215,10 +215,13 @@ def test_load_warning_only_where_the_load_exceeds_the_cores() -> None:
     assert latency.load_warning(_provenance([0.6, 0.1, 0.0], 16)) == ""
     assert latency.load_warning({}) == "" and latency.load_warning({"machine": {"cpu_count": 2}}) == ""
     assert latency.load_warning(_provenance("unknown", 2)) == ""  # type: ignore[arg-type]
-    named = latency.load_warnings({"quiet.json": _provenance([0.5, 0.5, 0.5], 4),
-                                   "busy.json": _provenance([9.0, 9.0, 9.0], 4)})
-    assert "`busy.json`" in named and "quiet.json" not in named
-    assert latency.load_warnings({"quiet.json": _provenance([0.5, 0.5, 0.5], 4)}) == ""
+    from pathlib import Path
+
+    quiet = (Path("quiet.json"), {"provenance": _provenance([0.5, 0.5, 0.5], 4)})
+    busy = (Path("busy.json"), {"provenance": _provenance([9.0, 9.0, 9.0], 4)})
+    kept, note = latency.steady_runs([quiet, busy])
+    assert kept == [quiet] and "`busy.json` (load 9.0, 9.0, 9.0 with 4 CPU cores)" in note
+    assert "quiet.json" not in note and latency.steady_runs([quiet]) == ([quiet], "")
 
 
 def test_recorded_paper_runs_warn_by_their_own_load() -> None:

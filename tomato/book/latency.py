@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["per_forward_table", "paper_summary_table", "reports_table", "pairwise_table", "paper_values",
            "run_gaps", "speedup_table", "ratio_table", "recorded_timings", "plot_forwards", "merge_share_table",
            "baseline_column", "machine_load",
-           "load_warning", "load_warnings", "payoff_table", "payoff_verdicts", "plot_payoff"]
+           "load_warning", "steady_runs", "payoff_table", "payoff_verdicts", "plot_payoff"]
 
 
 def per_forward_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -139,10 +139,18 @@ def load_warning(provenance: Mapping[str, Any], said: set[str] | None = None) ->
             "much as the models; they are no evidence for or against a speed-up.")
 
 
-def load_warnings(provenances: Mapping[str, Mapping[str, Any]], said: set[str] | None = None) -> str:
-    """Markdown: one line per named run whose provenance draws a :func:`load_warning`; "" if none."""
-    warnings = {name: load_warning(p, said) for name, p in provenances.items()}
-    return "\n\n".join(f"`{name}`: {w}" for name, w in warnings.items() if w)
+def steady_runs(recorded: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[list[tuple[Path, dict[str, Any]]], str]:
+    """The (path, record) pairs whose machine was not overloaded (:func:`load_warning`), and
+    Markdown naming the ones left out and why ("" when none is): an overloaded run's times
+    measure the competition for the CPU, so they stand in no table or figure."""
+    kept = [(p, r) for p, r in recorded if not load_warning(r.get("provenance") or {})]
+    out = [(p, machine_load(r.get("provenance") or {})) for p, r in recorded if (p, r) not in kept]
+    if not out:
+        return kept, ""
+    named = "; ".join(f"`{p.name}` (load {', '.join(f'{x:.1f}' for x in load)} with {cores} CPU cores)"
+                      for p, (load, cores) in out)
+    return kept, (f"Left out of the figure and the table: {named}. Its machine had more runnable work than "
+                  f"cores while it ran, so its times measure that competition as much as the models.")
 
 
 def run_gaps(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> pd.DataFrame:

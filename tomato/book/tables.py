@@ -279,8 +279,8 @@ def one_label(records: Mapping[str, Mapping[str, Any]]) -> str:
             each = "; ".join(f"sha256 `{sha[:8]}…` (torch {torch[sha]}: {', '.join(f'`{n}`' for n in names)})"
                              for sha, names in shas.items())
             lines.append(f"**One label, {len(shas)} different weights:** `{source}` stands for {each}. "
-                         "Seeded initialisation differs between torch versions, so these did not run the same "
-                         "network; compare their ratios, not their seconds.")
+                         "Seeded initialisation depends on the torch version and on the code that seeds it, so "
+                         "these did not run the same network; compare their ratios, not their seconds.")
     return "\n\n".join(lines)
 
 
