@@ -303,3 +303,19 @@ def test_sweep_takes_evaluates_keywords_and_refuses_others_before_any_folder(tin
     with pytest.raises(TypeError, match="data_label"):
         sweep.sweep(model, weights, ["deit"], image_folder, tmp_path / "mine")
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_bench_gives_each_whole_forward_an_interval_around_its_ratio(vit):
+    """Forward rows carry 95% intervals of their ratio to the unpatched forward (and to the
+    oracle, where they have one) from the same run's rounds; merge-step rows, shares, none."""
+    from tomato.harness import bench
+
+    model = vit("deit_tiny_patch16_224", depth=2).eval()
+    rows = bench.run(model=model, runs=5, warmup=1, batch_sizes=(1,), tokens=100)
+    forwards = [r for r in rows if r.name.startswith("forward")]
+    assert forwards and all(r.ratio_low <= r.ratio <= r.ratio_high for r in forwards)
+    with_oracle = [r for r in forwards if r.vs_oracle is not None]
+    assert with_oracle and all(r.vs_oracle_low <= r.vs_oracle <= r.vs_oracle_high for r in with_oracle)
+    unpatched = next(r for r in forwards if r.name == "forward: unpatched")
+    assert unpatched.ratio_low == unpatched.ratio_high == 1.0
+    assert all(r.ratio_low is None for r in rows if r.name.startswith("merge step"))

@@ -54,6 +54,11 @@ class Row:
     syncs: int | None = None  # host syncs of one call
     max_diff: float | None = None  # static bench: largest |logit - eager logit| of the same model
     vs_oracle: float | None = None  # median / the oracle's keeping as many tokens, same run and batch
+    # 95% intervals of ``ratio`` and ``vs_oracle`` (rounds resampled in pairs; whole forwards only)
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    vs_oracle_low: float | None = None
+    vs_oracle_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -174,13 +179,18 @@ def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int =
             counted[name] = (c, _tokens(name, out, model_ if model_ is not None else patched, n, tokens, p))
         stats = timing.compare(fns, runs=runs, warmup=warmup, sync=timing.device_sync(device), progress=progress,
                                desc=f"merge-step benchmark, batch {b}", setup=setups)
-        base = stats["forward: unpatched"].median
+        unpatched = stats["forward: unpatched"]
         for name, s in stats.items():
             c, tok = counted[name]
             oracle = forwards[name].oracle if name in forwards else None
-            rows.append(Row(name, s.median * 1e3, s.iqr * 1e3, s.median / base, tok, b,
+            # Intervals for whole forwards, against rounds of the same run (a ratio of the
+            # merge step alone to the forward is a share, not a comparison).
+            lo, hi = timing.bootstrap_ratio(s.times, unpatched.times) if name in forwards else (None, None)
+            olo, ohi = timing.bootstrap_ratio(s.times, stats[oracle].times) if oracle else (None, None)
+            rows.append(Row(name, s.median * 1e3, s.iqr * 1e3, s.median / unpatched.median, tok, b,
                             str(device), c.ops, c.syncs,
-                            vs_oracle=None if oracle is None else s.median / stats[oracle].median))
+                            vs_oracle=None if oracle is None else s.median / stats[oracle].median,
+                            ratio_low=lo, ratio_high=hi, vs_oracle_low=olo, vs_oracle_high=ohi))
     return rows
 
 
