@@ -161,7 +161,7 @@ def test_static_view_pairs_each_treatment_with_its_own_unpatched_model(tmp_path)
     assert [r.path.name for r in records] == ["bench-static_x.json"]
     view = merge_cost.static_view(merge_cost.static_table(records))
     assert list(view["treatment"]) == ["eager", "onnxruntime"]
-    assert view["ToMato / oracle"].round(2).tolist() == [1.1, 1.1]
+    assert view["ToMato speed vs oracle"].round(2).tolist() == [0.91, 0.91]
     assert view["syncs"].tolist() == [0, None]
 
 
@@ -173,7 +173,8 @@ def test_answer_values_read_the_book_models_newest_records(tmp_path):
         rows = []
         for b in (1, 8):
             rows += [_row("forward: unpatched", 20.0 * b, 1.0, b, 233, 0),
-                     {**_row("forward: tomato sim=1e-7, parallel", 21.0 * b, 1.05, b, 326, 1), "vs_oracle": oracle * b},
+                     {**_row("forward: tomato sim=1e-7, parallel", 21.0 * b, 1.05, b, 326, 1), "vs_oracle": oracle * b,
+                      **({"vs_oracle_low": 1.0, "vs_oracle_high": 1.25} if b == 1 else {})},
                      _row("forward: tomato sim=inf (nothing merges), parallel", 21.5 * b, 1.07 + b / 100, b, 326, 1),
                      _row("merge step: parallel, sim=1e-7", 1.0, 0.05 / b, b, 89, 1)]
         return rows
@@ -188,8 +189,8 @@ def test_answer_values_read_the_book_models_newest_records(tmp_path):
                                                               "provenance": _provenance("cpu", 2, weights=ours)}))
     got = merge_cost.answer_values(merge_cost.bench_records(tmp_path), merge_cost.static_records(tmp_path), "deit-x")
     assert (got["share_b1"], got["share_b8"], got["ops"], got["syncs"]) == ("5.0%", "0.62%", "89", "1")
-    assert (got["oracle_b1"], got["oracle_b8"], got["inf_b1"], got["inf_b8"]) == ("1.09", "8.72", "1.08", "1.15")
-    assert (got["static_ops"], got["static_syncs"], got["static_eager_b1"]) == ("515", "0", "1.25")
+    assert (got["oracle_b1"], got["oracle_b8"], got["inf_b1"], got["inf_b8"]) == ("0.917 (95% CI 0.800–1.000)", "0.115", "0.926", "0.870")
+    assert (got["static_ops"], got["static_syncs"], got["static_eager_b1"]) == ("515", "0", "0.800")
     assert got["static_onnx_b1"] == "not recorded" and got["machine"] == "EPYC test CPU (4 cores), 2 threads"
     assert set(merge_cost.answer_values([], [], "deit-x").values()) == {"not recorded"}
     # A row without counts (pandas' NA in the table) gives "not recorded", not an error.
@@ -197,4 +198,4 @@ def test_answer_values_read_the_book_models_newest_records(tmp_path):
     (tmp_path / "bench-static_x.json").write_text(json.dumps({"rows": static,
                                                               "provenance": _provenance("cpu", 2, weights=ours)}))
     got = merge_cost.answer_values([], merge_cost.static_records(tmp_path), "deit-x")
-    assert (got["static_ops"], got["static_syncs"], got["static_eager_b1"]) == ("not recorded", "not recorded", "1.25")
+    assert (got["static_ops"], got["static_syncs"], got["static_eager_b1"]) == ("not recorded", "not recorded", "0.800")

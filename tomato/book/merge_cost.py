@@ -249,9 +249,9 @@ def launch_table(records: Iterable[BenchRecord], batch: int = 1, device: str = "
     """The whole-forward rows of the ``device`` records at ``batch``.
 
     Columns: record, machine, forward (the bench's name without ``forward:``), median ms,
-    x unpatched (ratio to the unpatched forward of the same run), x oracle (a ToMato
-    forward over the oracle keeping as many tokens, same run; NaN for the others), ops,
-    syncs, us per op (median over ops: on a launch-bound device, nearly the same for
+    speed-up (the unpatched forward's median over this one's, same run: below 1 is slower),
+    speed vs oracle (the oracle's median over a ToMato forward's, the oracle keeping as many
+    tokens, same run; NaN for the others), ops, syncs, us per op (median over ops: on a launch-bound device, nearly the same for
     every forward).
     """
     import pandas as pd
@@ -265,10 +265,11 @@ def launch_table(records: Iterable[BenchRecord], batch: int = 1, device: str = "
                 continue
             ms = float(r["median_ms"])
             out.append({"record": rec.name, "machine": rec.label, "forward": r["name"][len(_FORWARD_PREFIX):],
-                        "median ms": ms, "x unpatched": float(r["ratio"]), "x oracle": _number(r.get("vs_oracle")),
+                        "median ms": ms, "speed-up": 1 / float(r["ratio"]),
+                        "speed vs oracle": 1 / _number(r.get("vs_oracle")),
                         "ops": int(r["ops"]), "syncs": int(r.get("syncs") or 0), "us per op": 1e3 * ms / int(r["ops"])})
-    return pd.DataFrame(out, columns=["record", "machine", "forward", "median ms", "x unpatched", "x oracle", "ops",
-                                      "syncs", "us per op"])
+    return pd.DataFrame(out, columns=["record", "machine", "forward", "median ms", "speed-up", "speed vs oracle",
+                                      "ops", "syncs", "us per op"])
 
 
 def static_table(records: Iterable[BenchRecord]) -> pd.DataFrame:
@@ -321,16 +322,17 @@ def static_view(df: pd.DataFrame) -> pd.DataFrame:
     """:func:`static_table` for the page, one line per record, batch and treatment.
 
     Columns: weights (as :func:`tomato.book.tables.source_label` names them), batch, treatment,
-    unpatched ms, oracle x and ToMato x (each against the unpatched model under the same
-    treatment), ToMato / oracle, ToMato ops and syncs (eager only)."""
+    unpatched ms, the oracle's and ToMato's speed-up (the unpatched model's time over theirs,
+    under the same treatment), ToMato's speed vs the oracle's (the oracle's time over
+    ToMato's), ToMato ops and syncs (eager only). Below 1 is slower."""
     import pandas as pd
 
     out = [{"weights": _shown(p["weights"]), "batch": p["batch"], "treatment": p["treatment"],
-            "unpatched ms": p["base"]["median ms"], "oracle x": p["oracle"]["x unpatched"],
-            "ToMato x": p["tomato"]["x unpatched"], "ToMato / oracle": p["ratio"],
+            "unpatched ms": p["base"]["median ms"], "oracle speed-up": 1 / p["oracle"]["x unpatched"],
+            "ToMato speed-up": 1 / p["tomato"]["x unpatched"], "ToMato speed vs oracle": 1 / p["ratio"],
             "ToMato ops": p["tomato"]["ops"], "syncs": p["tomato"]["syncs"]} for p in _pairs(df)]
-    view = pd.DataFrame(out, columns=["weights", "batch", "treatment", "unpatched ms", "oracle x", "ToMato x",
-                                      "ToMato / oracle", "ToMato ops", "syncs"])
+    view = pd.DataFrame(out, columns=["weights", "batch", "treatment", "unpatched ms", "oracle speed-up",
+                                      "ToMato speed-up", "ToMato speed vs oracle", "ToMato ops", "syncs"])
     view = view.astype({"ToMato ops": "Int64", "syncs": "Int64"})
     return view.astype({"ToMato ops": object, "syncs": object}).where(view.notna(), None)
 
@@ -361,11 +363,12 @@ def answer_values(records: Iterable[BenchRecord], static: Iterable[BenchRecord],
     records on ``device`` ("not recorded" where a record or row is missing). Keys:
     ``machine``, ``share_b{1,8}`` (the parallel step at sim=1e-7, % of one unpatched
     forward), ``ops``/``syncs`` (that step's aten ops and host syncs per call),
-    ``oracle_b{1,8}`` (ToMato's parallel forward over the oracle's at its own token count),
-    ``inf_b{1,8}`` (merging on, nothing merged, over unpatched), ``static_ops`` (aten ops
-    the static forward adds to the unpatched one, eager), ``static_syncs``,
-    ``static_eager_b1``/``static_onnx_b1`` (static ToMato over the oracle at batch 1);
-    every ratio a time over a time: above 1 is slower."""
+    ``oracle_b{1,8}`` (ToMato's parallel forward's speed against the oracle's at its own
+    token count), ``inf_b{1,8}`` (merging on, nothing merged: speed-up over unpatched),
+    ``static_ops`` (aten ops the static forward adds to the unpatched one, eager),
+    ``static_syncs``, ``static_eager_b1``/``static_onnx_b1`` (static ToMato's speed against
+    the oracle's at batch 1). Every ratio is a speed-up, the other's time over ToMato's
+    (below 1: slower), with its 95% interval where the record has one."""
     missing = "not recorded"
     out = dict.fromkeys(["machine", "share_b1", "share_b8", "ops", "syncs", "oracle_b1", "oracle_b8", "inf_b1",
                          "inf_b8", "static_ops", "static_syncs", "static_eager_b1", "static_onnx_b1"], missing)
@@ -381,20 +384,30 @@ def answer_values(records: Iterable[BenchRecord], static: Iterable[BenchRecord],
                     out["ops"], out["syncs"] = str(int(step["ops"])), str(int(step["syncs"]))
             forward = rows.get(("forward: tomato sim=1e-7, parallel", b))
             if forward is not None and forward.get("vs_oracle") is not None:
-                out[f"oracle_b{b}"] = f"{float(forward['vs_oracle']):.2f}"
+                out[f"oracle_b{b}"] = _speed(forward, "vs_oracle")
             idle = rows.get(("forward: tomato sim=inf (nothing merges), parallel", b))
             if idle is not None:
-                out[f"inf_b{b}"] = f"{float(idle['ratio']):.2f}"
+                out[f"inf_b{b}"] = _speed(idle, "ratio")
     st = _book_record(static, model, device)
     if st is not None:
         pairs = {(p["treatment"], p["batch"]): p for p in _pairs(static_table([st]))}
         eager, onnx = pairs.get(("eager", 1)), pairs.get(("onnxruntime", 1))
         if eager is not None:
-            out["static_eager_b1"] = f"{eager['ratio']:.2f}"
+            out["static_eager_b1"] = f"{1 / eager['ratio']:.3f}"
             tomato, base = eager["tomato"], eager["base"]
             if _count(tomato["ops"]) and _count(base["ops"]) and _count(tomato["syncs"]):
                 out["static_ops"] = str(int(tomato["ops"]) - int(base["ops"]))
                 out["static_syncs"] = str(int(tomato["syncs"]))
         if onnx is not None:
-            out["static_onnx_b1"] = f"{onnx['ratio']:.2f}"
+            out["static_onnx_b1"] = f"{1 / onnx['ratio']:.3f}"
     return out
+
+
+def _speed(row: dict[str, Any], key: str) -> str:
+    """A bench row's time ratio ``key`` as a speed-up ("0.912 (95% CI 0.898–0.925)"): its
+    inverse, the interval's ends swapped and inverted; no interval where none was recorded."""
+    text = f"{1 / float(row[key]):.3f}"
+    low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+    if low is None or high is None:
+        return text
+    return f"{text} (95% CI {1 / float(high):.3f}–{1 / float(low):.3f})"
