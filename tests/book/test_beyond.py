@@ -167,6 +167,6 @@ def test_the_answers_values_say_not_recorded_without_a_run():
     from tomato.book import beyond
 
     values = beyond.answer_values(None, None)
-    assert {"block_tally", "block_top", "metric_best", "hybrid_tome_tally", "hybrid_keep_best", "sim_sd_budget",
+    assert {"block_tally", "block_best", "metric_best", "hybrid_tome_tally", "hybrid_keep_best", "sim_sd_budget",
             "sim_sd_fixed"} <= set(values)
     assert set(values.values()) == {"not recorded"}

@@ -157,8 +157,7 @@ def answer_values(run: RecordedRun | None, df: pd.DataFrame | None, seed: int = 
     """The numbers and words of the page's answers, by name, for myst-nb's ``glue`` (the
     sentences live in the page's Markdown), from :func:`pairs` of each question: per
     question ``<q>_tally`` (:func:`~tomato.book.paper.tally`), ``<q>_best`` and
-    ``<q>_worst`` (a variant with its difference and interval); ``block_top`` and
-    ``block_top_mean`` (the block best on average); the hybrid's tallies against ToMe's and
+    ``<q>_worst`` (a variant with its difference and interval); the hybrid's tallies against ToMe's and
     ToMato's curves (``hybrid_tome_*``, ``hybrid_keep_*``); and the median per-photo token
     spread under a budget and a fixed sim (``sim_sd_budget``, ``sim_sd_fixed``). A value
     that no record gives is "not recorded"."""
@@ -174,10 +173,6 @@ def answer_values(run: RecordedRun | None, df: pd.DataFrame | None, seed: int = 
         out[f"{q}_tally"] = tally(p) if ok else none
         out[f"{q}_best"] = point(p.loc[p["diff"].idxmax()]) if ok else none
         out[f"{q}_worst"] = point(p.loc[p["diff"].idxmin()]) if ok else none
-        if q == "block":
-            mean = p.groupby("block")["diff"].mean() if ok else None
-            out["block_top"] = f"{int(mean.idxmax())}" if ok else none
-            out["block_top_mean"] = f"{mean.max():+.2f}" if ok else none
         if q == "hybrid":
             for key, against in (("tome", "ToMe r sweep"), ("keep", "ToMato keep sweep")):
                 h = p[p["against"] == against] if ok else None
