@@ -149,16 +149,19 @@ def _tokens(name: str, out: Any, patched: nn.Module, n: int, k: int, p: int) -> 
 
 def run(model_name: str = "deit_base_patch16_224", runs: int = 30, warmup: int = 5,
         device: str = "cpu", threads: int | None = None, batch_sizes: Sequence[int] = (1,),
-        tokens: int = 138, model: nn.Module | None = None, progress: bool = False) -> list[Row]:
+        tokens: int = 138, model: nn.Module | None = None, progress: bool = False,
+        photos: torch.Tensor | None = None) -> list[Row]:
     """Time and count everything listed in the module docstring; one Row per measurement
     and batch size. ``model``: an unpatched model already on ``device`` (left unchanged;
     the book passes its page's weights); None loads ``model_name`` with seeded random-init
-    weights. ``progress``: a bar of the timing rounds of each batch size."""
+    weights. ``progress``: a bar of the timing rounds of each batch size. ``photos``:
+    (P, 3, H, W) as the model reads them (default: the embedded smoke photos); a batch of
+    b repeats them, so batch 1 times the first."""
     if threads:
         torch.set_num_threads(threads)
     plain = model if model is not None else models.load(model_name, pretrained=False, seed=0, device=device)[0]
     patched = patch.timm(copy.deepcopy(plain))
-    photos = data.smoke_images(plain, device)
+    photos = data.smoke_images(plain, device) if photos is None else photos.to(device)
     grid = tuple(plain.patch_embed.grid_size)
     p, n = plain.num_prefix_tokens, grid[0] * grid[1]
     rows: list[Row] = []

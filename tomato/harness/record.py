@@ -317,18 +317,21 @@ def _static(name: str, session: _Session, model: nn.Module, weights: WeightsInfo
     return floor
 
 
-def _bench(name: str, session: _Session, model: nn.Module, weights: WeightsInfo, plan: Plan, device: str,
-           progress: bool) -> float:
-    """The merge step's cost beside the unpatched model and the oracle (``python -m tomato bench``)."""
+def _bench(name: str, session: _Session, model: nn.Module, weights: WeightsInfo, photos: Photos, plan: Plan,
+           data_label: str, device: str, progress: bool) -> float:
+    """The merge step's cost beside the unpatched model and the oracle (``python -m tomato bench``),
+    on the photos Table 1's variants are timed on."""
     started = session.code
     t0 = time.perf_counter()
     rows = bench.run(weights.model, runs=plan.bench_runs, warmup=plan.warmup, device=device,
-                     batch_sizes=plan.bench_batches, tokens=plan.static_tokens, model=model, progress=progress)
+                     batch_sizes=plan.bench_batches, tokens=plan.static_tokens, model=model, progress=progress,
+                     photos=photos.images[:plan.timing_images])
     floor = time.perf_counter() - t0
     bench.record(rows, session.out / name, "bench", started=started, model=weights.model, weights=weights.source,
                  weights_sha256=weights.sha256, device=device, batch_sizes=list(plan.bench_batches),
                  tokens=plan.static_tokens, runs=plan.bench_runs, warmup=plan.warmup,
-                 threads=torch.get_num_threads(), static=False)
+                 threads=torch.get_num_threads(), static=False, data=data_label,
+                 photos=min(plan.timing_images, len(photos.images)))
     return floor
 
 
@@ -377,7 +380,8 @@ def record(model: nn.Module, weights: WeightsInfo, samples: Sequence[data.Sample
                                                                    data_label, device, progress)),
             (f"bench-static_{dev}.json", "static", lambda n: _static(n, session, model, weights, chosen, device,
                                                                       progress)),
-            (f"bench_{dev}.json", "bench", lambda n: _bench(n, session, model, weights, chosen, device, progress)),
+            (f"bench_{dev}.json", "bench", lambda n: _bench(n, session, model, weights, photos, chosen, data_label,
+                                                            device, progress)),
             (f"payoff_{dev}.json", "payoff", lambda n: _payoff(n, session, model, weights, photos, chosen, data_label,
                                                                device, progress)),
         ]
