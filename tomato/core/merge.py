@@ -62,17 +62,23 @@ def merge_groups(
     # one for the sizes (an index_add over rows is several times faster than a scatter_add
     # with an index expanded over the channels).
     rows = (labels + torch.arange(b, device=x.device).unsqueeze(1) * g).view(-1)
-    patches = x[:, p:].to(acc)
-    w = None if size is None else size[:, p:].to(acc)
+    patches = _as(x[:, p:], acc)
+    w = None if size is None else _as(size[:, p:], acc)
     weighted = patches if w is None else patches * w
     sums = patches.new_zeros(b * g, c).index_add_(0, rows, weighted.reshape(b * (t - p), c))
     ones = patches.new_ones(b * (t - p)) if w is None else w.reshape(-1)
     new_size = patches.new_zeros(b * g).index_add_(0, rows, ones).view(b, g, 1)
     mean = sums.view(b, g, c) / new_size.clamp_min(1e-12)
     prefix_size = x.new_ones(b, p, 1) if size is None else size[:, :p]
-    out = torch.cat([x[:, :p], mean.to(x.dtype)], dim=1)
-    out_size = torch.cat([prefix_size, new_size.to(prefix_size.dtype)], dim=1)
+    out = torch.cat([x[:, :p], _as(mean, x.dtype)], dim=1)
+    out_size = torch.cat([prefix_size, _as(new_size, prefix_size.dtype)], dim=1)
     return Merged(out, out_size, labels, counts)
+
+
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` in ``dtype``, without dispatching a conversion when it already is (each call
+    costs a dispatch even as a no-op, and the merge step is dispatch-bound at batch 1)."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def padding_mask(counts: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
