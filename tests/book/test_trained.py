@@ -74,3 +74,20 @@ def test_a_record_of_an_earlier_run_is_named_by_its_stage(tmp_path, monkeypatch)
     assert f"; {then}); data:" in line
     assert tables.source_label(source, first["weights_sha256"], short=True) == (
         "`data/weights/deit-tiny-imagenette` (trained here: run 1 of 2)")
+
+
+@pytest.mark.skipif(not TEMPLATE.is_file(), reason="no committed model card")
+def test_a_run_that_reused_a_teacher_is_retrained_with_the_run_that_trained_it(tmp_path):
+    """The first run trains its teacher; the second reuses it (``train --teacher``), and its
+    command says where that teacher comes from."""
+    folder = _two_runs(tmp_path)
+    raw = json.loads((folder / "model_card.json").read_text())
+    raw["teacher"] = {"weights_sha256": "d" * 64, "file": "/elsewhere/teacher.safetensors"}
+    (folder / "model_card.json").write_text(json.dumps(raw))
+    first = _first_run()["recipe"]["name"]
+    lines = trained.retrain_command(trained.card(str(folder))).splitlines()
+    assert "--teacher" not in lines[0]
+    assert lines[1].endswith(f"--init runs/{first}/model.safetensors --teacher runs/{first}/teacher.safetensors")
+    raw["recipe"]["phases"].insert(0, _first_run()["recipe"]["phases"][0])  # the recipe names its teacher phase
+    (folder / "model_card.json").write_text(json.dumps(raw))
+    assert "taught by the earlier run's resnet18 (sha256 `dddddddddddd…`)" in trained.summary(trained.card(str(folder)))

@@ -69,6 +69,8 @@ def _run_text(raw: dict[str, Any], last: bool) -> str:
                             for p in students)
     taught = (f"taught by a {teacher[0]['model']} trained here first ({teacher[0]['epochs']} epochs at "
               f"{teacher[0]['resolution']} px): ") if teacher else ""
+    if teacher and raw.get("teacher"):  # reused from an earlier run (train --teacher), not trained again
+        taught = f"taught by the earlier run's {teacher[0]['model']} (sha256 `{raw['teacher']['weights_sha256'][:12]}…`): "
     # A card from before the choice existed was trained in bfloat16 (the code's only mode then).
     precision = f", {raw.get('precision', 'bfloat16')}"
     after = "" if last else f"; top-1 {raw['val']['top1']:.2f}% after it"
@@ -160,13 +162,20 @@ def plot_curve(c: modelcard.ModelCard) -> Figure:
 
 
 def retrain_command(c: modelcard.ModelCard, data: str = "../shared/imagenette") -> str:
-    """The commands that train this model again (same recipes and seed), one run a line."""
-    lines, previous = [], None
+    """The commands that train this model again (same recipes and seed), one run a line; a
+    run that reused an earlier run's teacher (its card's ``teacher``) takes it from the
+    newest earlier run that trained one."""
+    from ..harness.training import TEACHER_FILE
+
+    lines, previous, taught = [], None, None
     for r in lineage(c):
         raw = r["recipe"]
         seed = f" --seed {raw['seed']}" if raw.get("seed") else ""
         init = f" --init runs/{previous}/{modelcard.WEIGHTS_FILE}" if previous else ""
+        teacher = f" --teacher runs/{taught}/{TEACHER_FILE}" if r.get("teacher") and taught else ""
         name = raw["name"]
-        lines.append(f"python -m tomato train --data {data} --out runs/{name} --recipe {name}{seed}{init}")
+        lines.append(f"python -m tomato train --data {data} --out runs/{name} --recipe {name}{seed}{init}{teacher}")
         previous = raw["name"]
+        if any(p["role"] == "teacher" for p in raw["phases"]) and not r.get("teacher"):
+            taught = name  # this run trained its own teacher
     return "\n".join(lines)
