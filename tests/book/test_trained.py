@@ -78,16 +78,24 @@ def test_a_record_of_an_earlier_run_is_named_by_its_stage(tmp_path, monkeypatch)
 
 @pytest.mark.skipif(not TEMPLATE.is_file(), reason="no committed model card")
 def test_a_run_that_reused_a_teacher_is_retrained_with_the_run_that_trained_it(tmp_path):
-    """The first run trains its teacher; the second reuses it (``train --teacher``), and its
-    command says where that teacher comes from."""
+    """The first run trains its teacher; the second reuses it (``train --teacher``): its
+    command takes the teacher from the first run's folder, and the page says it was reused."""
     folder = _two_runs(tmp_path)
     raw = json.loads((folder / "model_card.json").read_text())
+    first = _first_run()
+    raw["recipe"]["phases"].insert(0, first["recipe"]["phases"][0])  # the recipe names its teacher phase
     raw["teacher"] = {"weights_sha256": "d" * 64, "file": "/elsewhere/teacher.safetensors"}
     (folder / "model_card.json").write_text(json.dumps(raw))
-    first = _first_run()["recipe"]["name"]
-    lines = trained.retrain_command(trained.card(str(folder))).splitlines()
+    name = first["recipe"]["name"]
+    card = trained.card(str(folder))
+    lines = trained.retrain_command(card).splitlines()
     assert "--teacher" not in lines[0]
-    assert lines[1].endswith(f"--init runs/{first}/model.safetensors --teacher runs/{first}/teacher.safetensors")
-    raw["recipe"]["phases"].insert(0, _first_run()["recipe"]["phases"][0])  # the recipe names its teacher phase
+    assert lines[1].endswith(f"--init runs/{name}/model.safetensors --teacher runs/{name}/teacher.safetensors")
+    assert f"taught by the resnet18 run `{name}` trained (sha256 `dddddddddddd…`, reused)" in trained.summary(card)
+    table = trained.recipe_table(card)
+    assert table.loc[table["run"] == "imagenette-cpu-more", "epochs"].iloc[0] == "0 (reused)"
+    # A first run that names another teacher than the one reused did not make it: the file stands.
+    raw["parent"]["teacher_trained"] = {"weights_sha256": "e" * 64}
     (folder / "model_card.json").write_text(json.dumps(raw))
-    assert "taught by the earlier run's resnet18 (sha256 `dddddddddddd…`)" in trained.summary(trained.card(str(folder)))
+    assert trained.retrain_command(trained.card(str(folder))).splitlines()[1].endswith(
+        "--teacher /elsewhere/teacher.safetensors")

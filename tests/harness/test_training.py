@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -214,6 +213,10 @@ def test_a_teacher_from_an_earlier_run_replaces_the_teacher_phase(tmp_path, caps
     assert cli.main([*base, "--out", str(first)]) == 0
     taught = first / training.TEACHER_FILE
     sha = state_dict_sha256(models.read_checkpoint(taught))
+    assert json.loads((first / modelcard.CARD_FILE).read_text())["teacher_trained"]["weights_sha256"] == sha
+    taught.unlink()  # as if stopped before the file was written: the same command writes it again
+    assert cli.main([*base, "--out", str(first)]) == 0
+    assert state_dict_sha256(models.read_checkpoint(taught)) == sha
     refusals = {  # one line each, before any compute, no folder left behind
         "file not found": ["--teacher", str(tmp_path / "typo.safetensors")],
         "not a resnet10t with 2 classes": ["--teacher", str(first / modelcard.WEIGHTS_FILE)],
@@ -231,10 +234,9 @@ def test_a_teacher_from_an_earlier_run_replaces_the_teacher_phase(tmp_path, caps
     card = json.loads((second / modelcard.CARD_FILE).read_text())
     assert [r["phase"] for r in card["curve"]] == ["low-res", "low-res", "fine-tune"]  # no teacher epoch
     assert card["teacher"]["weights_sha256"] == sha
-    # The student learns from that teacher: the same run with the teacher's weights
-    # disturbed distils other decisions into other weights.
-    noisy = {k: v + torch.randn_like(v) if v.is_floating_point() else v
-             for k, v in models.read_checkpoint(taught).items()}
+    # The student learns from that teacher: the same run with the teacher's classifier
+    # negated (its hard labels flip between the two classes) distils into other weights.
+    noisy = {k: -v if k.startswith("fc.") else v for k, v in models.read_checkpoint(taught).items()}
     save_file(noisy, str(tmp_path / "noisy.safetensors"))
     third = tmp_path / "third"
     assert cli.main([*base, "--out", str(third), "--teacher", str(tmp_path / "noisy.safetensors")]) == 0

@@ -60,17 +60,19 @@ def lineage(c: modelcard.ModelCard) -> list[dict[str, Any]]:
     return runs[::-1]
 
 
-def _run_text(raw: dict[str, Any], last: bool) -> str:
-    """One run as a clause: its teacher, epochs, wall time, machine, precision, and its
-    top-1 unless it is the ``last`` run (whose top-1 the summary gives)."""
+def _run_text(raw: dict[str, Any], last: bool, source: str | None = None) -> str:
+    """One run as a clause: its teacher (``source``: the run that trained it, when reused),
+    epochs, wall time, machine, precision, and its top-1 unless it is the ``last`` run
+    (whose top-1 the summary gives)."""
     teacher = [p for p in raw["recipe"]["phases"] if p["role"] == "teacher"]
     students = [p for p in raw["recipe"]["phases"] if p["role"] == "student"]
     epochs = ", then ".join(f"{p['epochs']} epoch{'s' * (p['epochs'] != 1)} at {p['resolution']} px"
                             for p in students)
     taught = (f"taught by a {teacher[0]['model']} trained here first ({teacher[0]['epochs']} epochs at "
               f"{teacher[0]['resolution']} px): ") if teacher else ""
-    if teacher and raw.get("teacher"):  # reused from an earlier run (train --teacher), not trained again
-        taught = f"taught by the earlier run's {teacher[0]['model']} (sha256 `{raw['teacher']['weights_sha256'][:12]}…`): "
+    if teacher and raw.get("teacher"):  # reused (train --teacher), not trained again
+        taught = (f"taught by the {teacher[0]['model']} {f'run `{source}` trained' if source else 'of an earlier run'} "
+                  f"(sha256 `{raw['teacher']['weights_sha256'][:12]}…`, reused): ")
     # A card from before the choice existed was trained in bfloat16 (the code's only mode then).
     precision = f", {raw.get('precision', 'bfloat16')}"
     after = "" if last else f"; top-1 {raw['val']['top1']:.2f}% after it"
@@ -88,7 +90,9 @@ def summary(c: modelcard.ModelCard) -> str:
         made = f", {_run_text(raw, last=True)} with the code at `{commit}`"
     else:
         made = (f" in {len(runs)} runs, each after the first continuing the weights of the one before: "
-                + "; followed by ".join(f"`{r['recipe']['name']}`, {_run_text(r, last=r is raw)}" for r in runs)
+                + "; followed by ".join(f"`{r['recipe']['name']}`, "
+                                        f"{_run_text(r, last=r is raw, source=teacher_source(runs, i))}"
+                                        for i, r in enumerate(runs))
                 + f". Altogether {_minutes(sum(r['wall_s'] for r in runs))} of training, the last run with "
                 f"the code at `{commit}`")
     return (f"**{c.model}** with a {c.num_classes}-class head, trained from scratch on the "
@@ -103,10 +107,13 @@ def recipe_table(c: modelcard.ModelCard) -> pd.DataFrame:
     import pandas as pd
 
     rows = []
-    for p, run in ((p, r["recipe"]["name"]) for r in lineage(c) for p in r["recipe"]["phases"]):
+    for p, r in ((p, r) for r in lineage(c) for p in r["recipe"]["phases"]):
+        run = r["recipe"]["name"]
         mix = (f"Mixup {p['mixup_alpha']:g} / CutMix {p['cutmix_alpha']:g}, p={p['mixup_prob']:g}"
                if p["mixup_prob"] > 0 else "none")
-        rows.append({"run": run, "phase": p["name"], "model": p["model"], "epochs": p["epochs"], "px": p["resolution"],
+        # A teacher reused from an earlier run (train --teacher) trained no epoch in this one.
+        epochs = "0 (reused)" if p["role"] == "teacher" and r.get("teacher") else p["epochs"]
+        rows.append({"run": run, "phase": p["name"], "model": p["model"], "epochs": epochs, "px": p["resolution"],
                      "batch": p["batch_size"], "lr": f"{p['lr']:g}", "min lr": f"{p['min_lr']:g}",
                      "warm-up epochs": f"{p['warmup_epochs']:g}", "weight decay": f"{p['weight_decay']:g}",
                      "optimizer": p["opt"], "crop scale": "–".join(f"{s:g}" for s in p["crop_scale"]),
@@ -161,21 +168,36 @@ def plot_curve(c: modelcard.ModelCard) -> Figure:
     return fig
 
 
+def teacher_source(runs: list[dict[str, Any]], i: int) -> str | None:
+    """The name of the earlier run whose teacher run ``i`` reused (``train --teacher``): the
+    one whose card names that teacher's sha256 (``teacher_trained``), else, for cards from
+    before it was recorded, the newest earlier run that trained a teacher; None when run
+    ``i`` reused none, or no earlier run trained one."""
+    reused = runs[i].get("teacher")
+    if not reused:
+        return None
+    trained = [r for r in runs[:i] if any(p["role"] == "teacher" for p in r["recipe"]["phases"])
+               and not r.get("teacher")]
+    named = [r for r in trained if (r.get("teacher_trained") or {}).get("weights_sha256") == reused["weights_sha256"]]
+    chosen = named or [r for r in trained if not r.get("teacher_trained")]
+    return chosen[-1]["recipe"]["name"] if chosen else None
+
+
 def retrain_command(c: modelcard.ModelCard, data: str = "../shared/imagenette") -> str:
     """The commands that train this model again (same recipes and seed), one run a line; a
-    run that reused an earlier run's teacher (its card's ``teacher``) takes it from the
-    newest earlier run that trained one."""
+    run that reused an earlier run's teacher takes it from that run (:func:`teacher_source`),
+    or from the file its card names when no earlier run made it."""
     from ..harness.training import TEACHER_FILE
 
-    lines, previous, taught = [], None, None
-    for r in lineage(c):
+    runs, lines, previous = lineage(c), [], None
+    for i, r in enumerate(runs):
         raw = r["recipe"]
         seed = f" --seed {raw['seed']}" if raw.get("seed") else ""
         init = f" --init runs/{previous}/{modelcard.WEIGHTS_FILE}" if previous else ""
-        teacher = f" --teacher runs/{taught}/{TEACHER_FILE}" if r.get("teacher") and taught else ""
+        source = teacher_source(runs, i)
+        teacher = (f" --teacher runs/{source}/{TEACHER_FILE}" if source
+                   else f" --teacher {r['teacher']['file']}" if r.get("teacher") else "")
         name = raw["name"]
         lines.append(f"python -m tomato train --data {data} --out runs/{name} --recipe {name}{seed}{init}{teacher}")
         previous = raw["name"]
-        if any(p["role"] == "teacher" for p in raw["phases"]) and not r.get("teacher"):
-            taught = name  # this run trained its own teacher
     return "\n".join(lines)

@@ -188,7 +188,7 @@ def _claim(out: Path, config: dict[str, Any]):
         if existing.is_file():
             if json.loads(existing.read_text()) != config:
                 raise ValueError(f"--out {out} holds another training run (its {CONFIG_FILE} differs: other data, "
-                                 f"recipe, seed, threads or --init); choose a new folder")
+                                 f"recipe, seed, threads, --init or --teacher); choose a new folder")
         else:
             foreign = sorted(p.name for p in out.iterdir() if p.name != ".lock")
             if foreign:
@@ -345,11 +345,20 @@ def _given_teacher(recipe: Recipe, path: str | Path | None, num_classes: int) ->
     return weights, state_dict_sha256(weights)
 
 
+def _teacher_trained(state: dict[str, Any], recipe: Recipe) -> bool:
+    """Whether the run in ``state`` has finished training its recipe's teacher phase."""
+    at = next((i for i, p in enumerate(recipe.phases) if p.role == "teacher"), None)
+    return (at is not None and state.get("teacher") is not None
+            and (state["phase"] > at or state["epoch"] >= recipe.phases[at].epochs and state["phase"] == at))
+
+
 def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Path | None,
            teacher_file: str | Path | None, threads: int,
            progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None, device: str = "cpu") -> dict[str, Any]:
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
+
+    from .models import read_checkpoint
 
     recipe.validate()
     root = Path(root).expanduser().resolve()
@@ -372,6 +381,12 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
                                  else {"phase": 0, "epoch": 0, "curve": [], "wall_s": 0.0})
         # The code that trained the model is the code of the run's first start, not of a resume.
         state.setdefault("started", started)
+        if given is None and _teacher_trained(state, recipe) and not (out_dir / TEACHER_FILE).is_file():
+            # A run stopped between its teacher's last epoch and the file (or made by older
+            # code) still leaves the teacher a later run can reuse.
+            taught = _build(next(p for p in recipe.phases if p.role == "teacher"), len(classes))
+            taught.load_state_dict(state["teacher"])
+            write_weights(out_dir / TEACHER_FILE, taught)
         # Chosen once per run, at its first start: a resume keeps the precision it began
         # with, so its weights stay those of an uninterrupted run.
         # (A checkpoint from before the choice existed was trained in bfloat16.)
@@ -472,8 +487,12 @@ def _train(root: str | Path, out: str | Path, recipe: Recipe, *, init: str | Pat
                  "resolution": recipe.final_resolution, "split": str(root / "val")},
             curve=state["curve"], wall_s=state["wall_s"], precision=state["precision"],
             **({"parent": parent[0]} if parent else {}),
+            # The teacher a run reused (``teacher``: train --teacher) or trained (``teacher_trained``),
+            # by sha256, so a later run's card can name the run its teacher came from.
             **({"teacher": {"weights_sha256": given[1], "file": str(Path(teacher_file).expanduser().resolve())}}
                if given else {}),
+            **({"teacher_trained": {"file": TEACHER_FILE, "weights_sha256": provenance.state_dict_sha256(
+                read_checkpoint(out_dir / TEACHER_FILE))}} if (out_dir / TEACHER_FILE).is_file() else {}),
             skipped=[str(p) for p, _ in skipped],
             data={**{k: config[k] for k in ("data", "train_files_sha256", "val_files_sha256")},
                   "train_images": len(train_set.labels), "val_images": len(val_set.labels)},
