@@ -300,8 +300,8 @@ def test_payoff_verdicts_bracket_the_crossing_between_measured_cuts():
         + rows("a", 8, [(5.0, 0.9, 0.9), (40.0, 0.99, 0.95)])
         + rows("b", 1, [(3.0, 1.02, 1.03), (9.0, 1.1, 1.2)]))
     v = payoff_verdicts(df).set_index(["model", "batch"])
-    assert v.loc[("a", 1), "ToMato becomes faster at a cut"] == "between 12.8% and 20.1%"
-    assert v.loc[("a", 1), "the oracle becomes faster at a cut"] == "between 4.1% and 12.8%"
-    assert v.loc[("a", 8), "ToMato becomes faster at a cut"] == "at no cut measured"
-    assert v.loc[("b", 1), "ToMato becomes faster at a cut"] == "3.0% or less"
+    assert v.loc[("a", 1), "ToMato becomes faster"] == "at a cut between 12.8% and 20.1%"
+    assert v.loc[("a", 1), "the oracle becomes faster"] == "at a cut between 4.1% and 12.8%"
+    assert v.loc[("a", 8), "ToMato becomes faster"] == "at no cut measured (up to 40.0%)"
+    assert v.loc[("b", 1), "ToMato becomes faster"] == "at a cut of 3.0% or less"
     assert v.loc[("a", 1), "largest cut measured"] == "30.6%"

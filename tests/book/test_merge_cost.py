@@ -189,8 +189,8 @@ def test_answer_values_read_the_book_models_newest_records(tmp_path):
                                                               "provenance": _provenance("cpu", 2, weights=ours)}))
     got = merge_cost.answer_values(merge_cost.bench_records(tmp_path), merge_cost.static_records(tmp_path), "deit-x")
     assert (got["share_b1"], got["share_b8"], got["ops"], got["syncs"]) == ("5.0%", "0.62%", "89", "1")
-    assert (got["oracle_b1"], got["oracle_b8"], got["inf_b1"], got["inf_b8"]) == ("0.917 (95% CI 0.800–1.000)", "0.115", "0.926", "0.870")
-    assert (got["static_ops"], got["static_syncs"], got["static_eager_b1"]) == ("515", "0", "0.800")
+    assert (got["oracle_b1"], got["oracle_b8"], got["inf_b1"], got["inf_b8"]) == ("×0.917 (95% CI 0.800–1.000)", "×0.115", "×0.926", "×0.870")
+    assert (got["static_ops"], got["static_syncs"], got["static_eager_b1"]) == ("515", "0", "×0.800")
     assert got["static_onnx_b1"] == "not recorded" and got["machine"] == "EPYC test CPU (4 cores), 2 threads"
     assert set(merge_cost.answer_values([], [], "deit-x").values()) == {"not recorded"}
     # A row without counts (pandas' NA in the table) gives "not recorded", not an error.
@@ -198,4 +198,4 @@ def test_answer_values_read_the_book_models_newest_records(tmp_path):
     (tmp_path / "bench-static_x.json").write_text(json.dumps({"rows": static,
                                                               "provenance": _provenance("cpu", 2, weights=ours)}))
     got = merge_cost.answer_values([], merge_cost.static_records(tmp_path), "deit-x")
-    assert (got["static_ops"], got["static_syncs"], got["static_eager_b1"]) == ("not recorded", "not recorded", "0.800")
+    assert (got["static_ops"], got["static_syncs"], got["static_eager_b1"]) == ("not recorded", "not recorded", "×0.800")

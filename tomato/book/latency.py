@@ -149,8 +149,9 @@ def steady_runs(recorded: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[list[t
         return kept, ""
     named = "; ".join(f"`{p.name}` (load {', '.join(f'{x:.1f}' for x in load)} with {cores} CPU cores)"
                       for p, (load, cores) in out)
-    return kept, (f"Left out of the figure and the table: {named}. Its machine had more runnable work than "
-                  f"cores while it ran, so its times measure that competition as much as the models.")
+    its, was = ("Its machine", "it ran") if len(out) == 1 else ("Their machines", "they ran")
+    return kept, (f"Left out of the figure and the table: {named}. {its} had more runnable work than "
+                  f"cores while {was}, so the times measure that competition as much as the models.")
 
 
 def run_gaps(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> pd.DataFrame:
@@ -277,40 +278,44 @@ def plot_forwards(runs: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str
 
 # --------------------------------------------------------------------------- when ToMato pays off
 def payoff_table(results: Path | str = "data/results") -> pd.DataFrame:
-    """Every ``payoff`` record under ``results`` (``python -m tomato bench --payoff``) as one
-    row per model, batch and sim: ``model`` (short, with "random-init" where it is), the
+    """The newest ``payoff`` record of each model under ``results`` (``python -m tomato bench
+    --payoff``) as one row per model, batch and sim: ``model`` (short, with "random-init" where it is), the
     cut, ToMato's and the oracle's speed-up (unpatched / variant) and their intervals."""
     import pandas as pd
 
     from .pictures import model_title
 
-    rows = []
+    newest: dict[str, tuple[str, str, list]] = {}  # one record per model: its newest
     for path, rec in runs.records("payoff", results):
         prov = rec["provenance"]
         who = model_title(str(prov.get("model")), bool(prov.get("pretrained", True)))
-        rows += [{"model": who, "record": path.name, **r} for r in rec["rows"]]
-    return pd.DataFrame(rows)
+        date = str(prov.get("date_utc", ""))
+        if who not in newest or date > newest[who][0]:
+            newest[who] = (date, path.name, rec["rows"])
+    return pd.DataFrame([{"model": who, "record": name, **r} for who, (_, name, rows) in newest.items()
+                         for r in rows])
 
 
 def payoff_verdicts(df: pd.DataFrame) -> pd.DataFrame:
     """Per model and batch: where ToMato becomes faster (its interval above 1) and where
-    the oracle does, as the bracket of measured cuts around the crossing ("between 12.8%
-    and 20.1%": not faster at the first, faster at the second), and the largest cut measured."""
+    the oracle does, as the bracket of measured cuts around the crossing ("at a cut between
+    12.8% and 20.1%": not faster at the first, faster at the second), and the largest cut
+    measured."""
     import pandas as pd
 
     def crossing(g: pd.DataFrame, low: str) -> str:
         faster = g.loc[g[low] > 1, "cut_pct"]
         if faster.empty:
-            return "at no cut measured"
+            return f"at no cut measured (up to {g['cut_pct'].max():.1f}%)"
         below = g.loc[g["cut_pct"] < faster.min(), "cut_pct"]
         if below.empty:
-            return f"{faster.min():.1f}% or less"
-        return f"between {below.max():.1f}% and {faster.min():.1f}%"
+            return f"at a cut of {faster.min():.1f}% or less"
+        return f"at a cut between {below.max():.1f}% and {faster.min():.1f}%"
 
     out = []
     for (model, batch), g in df.groupby(["model", "batch"], sort=False):
-        out.append({"model": model, "batch": int(batch), "ToMato becomes faster at a cut": crossing(g, "speedup_low"),
-                    "the oracle becomes faster at a cut": crossing(g, "oracle_low"),
+        out.append({"model": model, "batch": int(batch), "ToMato becomes faster": crossing(g, "speedup_low"),
+                    "the oracle becomes faster": crossing(g, "oracle_low"),
                     "largest cut measured": f"{g['cut_pct'].max():.1f}%"})
     return pd.DataFrame(out)
 

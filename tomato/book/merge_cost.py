@@ -393,20 +393,20 @@ def answer_values(records: Iterable[BenchRecord], static: Iterable[BenchRecord],
         pairs = {(p["treatment"], p["batch"]): p for p in _pairs(static_table([st]))}
         eager, onnx = pairs.get(("eager", 1)), pairs.get(("onnxruntime", 1))
         if eager is not None:
-            out["static_eager_b1"] = f"{1 / eager['ratio']:.3f}"
+            out["static_eager_b1"] = f"×{1 / eager['ratio']:.3f}"
             tomato, base = eager["tomato"], eager["base"]
             if _count(tomato["ops"]) and _count(base["ops"]) and _count(tomato["syncs"]):
                 out["static_ops"] = str(int(tomato["ops"]) - int(base["ops"]))
                 out["static_syncs"] = str(int(tomato["syncs"]))
         if onnx is not None:
-            out["static_onnx_b1"] = f"{1 / onnx['ratio']:.3f}"
+            out["static_onnx_b1"] = f"×{1 / onnx['ratio']:.3f}"
     return out
 
 
 def _speed(row: dict[str, Any], key: str) -> str:
-    """A bench row's time ratio ``key`` as a speed-up ("0.912 (95% CI 0.898–0.925)"): its
+    """A bench row's time ratio ``key`` as a speed-up ("×0.912 (95% CI 0.898–0.925)"): its
     inverse, the interval's ends swapped and inverted; no interval where none was recorded."""
-    text = f"{1 / float(row[key]):.3f}"
+    text = f"×{1 / float(row[key]):.3f}"
     low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
     if low is None or high is None:
         return text

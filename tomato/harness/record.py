@@ -331,8 +331,14 @@ def _bench(name: str, session: _Session, model: nn.Module, weights: WeightsInfo,
                  weights_sha256=weights.sha256, device=device, batch_sizes=list(plan.bench_batches),
                  tokens=plan.static_tokens, runs=plan.bench_runs, warmup=plan.warmup,
                  threads=torch.get_num_threads(), static=False, data=data_label,
-                 photos=min(plan.timing_images, len(photos.images)))
+                 photos=_first_photos(photos, plan))
     return floor
+
+
+def _first_photos(photos: Photos, plan: Plan) -> str:
+    """How a speed record's provenance names the photos it timed."""
+    k = min(plan.timing_images, len(photos.images))
+    return f"the first min(batch, {k}) of Table 1's {k} timing photos"
 
 
 def _payoff(name: str, session: _Session, model: nn.Module, weights: WeightsInfo, photos: Photos, plan: Plan,
@@ -340,7 +346,8 @@ def _payoff(name: str, session: _Session, model: nn.Module, weights: WeightsInfo
     """Speed-up against token cut, ToMato and the keep-first-k oracle (``bench --payoff``)."""
     started = session.code
     t0 = time.perf_counter()
-    # The photos Table 1's variants are timed on, so both speed records describe the same inputs.
+    # Table 1's timing photos, so every speed record of the model comes from the same set
+    # (a batch of b takes the first b of them: batch 1 times the first photo).
     points = payoff.run(model, plan.payoff_sims, plan.payoff_batches, runs=plan.runs_b1, warmup=plan.warmup,
                         device=device, progress=progress, photos=photos.images[:plan.timing_images])
     floor = time.perf_counter() - t0
@@ -348,7 +355,7 @@ def _payoff(name: str, session: _Session, model: nn.Module, weights: WeightsInfo
                   weights_sha256=weights.sha256, pretrained=weights.pretrained, device=device,
                   batch_sizes=list(plan.payoff_batches), sims=list(plan.payoff_sims), runs=plan.runs_b1,
                   warmup=plan.warmup, threads=torch.get_num_threads(), data=data_label,
-                  photos=min(plan.timing_images, len(photos.images)))
+                  photos=_first_photos(photos, plan))
     return floor
 
 
