@@ -352,3 +352,12 @@ def test_batch_timing_of_the_same_weights_joins_table_1(run_dir: Path, tmp_path:
     assert math.isnan(df.set_index("variant").loc["tome:r=2", "speedup_b8"])  # not timed at batch 8
     assert miniature.view(df)["speed-up b8 [95% CI]"].iloc[0] == "1.000 [0.900, 1.100]"
     assert miniature.batch_timing(results, run, batch=32) is None
+
+
+def test_a_speed_up_above_its_flop_ideal_is_named_as_the_machine():
+    rows = pd.DataFrame({"variant": ["deit", "tomato:sim=1e-7", "tomato:keep=0.5"], "speedup": [1.0, 1.146, 1.30],
+                         "speedup_low": [1.0, 1.116, 1.20], "speedup_high": [1.0, 1.176, 1.40],
+                         "ideal_speedup": [1.0, 1.10, 1.9]})
+    note = tables.beyond_ideal(rows)
+    assert "`tomato:sim=1e-7` ×1.146 [1.116, 1.176] against ×1.10" in note and "keep=0.5" not in note
+    assert tables.beyond_ideal(rows.assign(speedup_low=[1.0, 1.05, 1.2])) == ""

@@ -302,6 +302,21 @@ def first(said: set[str] | None, key: str) -> bool:
     return new
 
 
+def beyond_ideal(rows: pd.DataFrame) -> str:
+    """A warning (Markdown) naming the variants whose whole speed-up interval lies above the
+    speed-up their FLOPs allow (``ideal_speedup``): no merge runs faster than its arithmetic,
+    so such a number measures the machine's state during the run, not the method. "" if none."""
+    if not {"speedup_low", "ideal_speedup", "variant"} <= set(rows):
+        return ""
+    over = rows[rows["speedup_low"] > rows["ideal_speedup"]]
+    if over.empty:
+        return ""
+    named = "; ".join(f"`{r['variant']}` ×{r['speedup']:.3f} [{r['speedup_low']:.3f}, {r['speedup_high']:.3f}] "
+                      f"against ×{r['ideal_speedup']:.2f} from its FLOPs" for _, r in over.iterrows())
+    return (f"> **Faster than its arithmetic:** {named}. No variant can run faster than the work it "
+            "leaves allows, so this measures what the machine was doing during the run, not the method.")
+
+
 def timing_noise(rows: pd.DataFrame, threshold: float = 0.2, said: set[str] | None = None) -> str:
     """A warning (Markdown) when the timing in ``rows`` is noisy: some variant's IQR exceeds
     ``threshold`` times its median (typically a machine shared with other jobs). With
