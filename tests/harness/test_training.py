@@ -79,6 +79,17 @@ def _error_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
+def _each_refused(capsys, base: list[str], tmp_path: Path, refusals: dict[str, list[str]]) -> None:
+    """Each ``base + extra`` is refused with one ``error:`` line naming ``expected``, before
+    any compute, leaving no run folder behind."""
+    for expected, extra in refusals.items():
+        out = tmp_path / f"refused-{len(extra)}"
+        assert cli.main([*base, "--out", str(out), *extra]) == 2
+        lines = _error_lines(capsys)
+        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], lines
+        assert not out.exists()
+
+
 def test_bad_layouts_get_one_error_line_before_compute(tmp_path, capsys):
     base = make_split_tree(tmp_path / "ok", {"train": 2, "val": 1})
     cases = {}
@@ -165,12 +176,7 @@ def test_a_continuing_recipe_starts_from_the_run_it_continues(tmp_path, capsys, 
         "starts from random init": ["--init", str(first / modelcard.WEIGHTS_FILE), "--recipe", "tiny"],
     }
     (tmp_path / "loose.safetensors").write_bytes(b"")
-    for expected, extra in refusals.items():
-        out = tmp_path / f"refused-{len(extra)}"
-        assert cli.main([*base, "--out", str(out), *extra]) == 2
-        lines = _error_lines(capsys)
-        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], lines
-        assert not out.exists()
+    _each_refused(capsys, base, tmp_path, refusals)
 
     # Float32 where the CPU has no bfloat16 hardware, recorded in the card.
     monkeypatch.setattr(training, "native_bf16", lambda: False)
@@ -223,12 +229,7 @@ def test_a_teacher_from_an_earlier_run_replaces_the_teacher_phase(tmp_path, caps
         "has no teacher phase": ["--teacher", str(taught), "--recipe", "tiny-more", "--init",
                                  str(first / modelcard.WEIGHTS_FILE)],
     }
-    for expected, extra in refusals.items():
-        out = tmp_path / f"refused-{len(extra)}"
-        assert cli.main([*base, "--out", str(out), *extra]) == 2
-        lines = _error_lines(capsys)
-        assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], lines
-        assert not out.exists()
+    _each_refused(capsys, base, tmp_path, refusals)
     second = tmp_path / "second"
     assert cli.main([*base, "--out", str(second), "--teacher", str(taught)]) == 0
     card = json.loads((second / modelcard.CARD_FILE).read_text())
