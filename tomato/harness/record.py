@@ -323,22 +323,24 @@ def _bench(name: str, session: _Session, model: nn.Module, weights: WeightsInfo,
     on the photos Table 1's variants are timed on."""
     started = session.code
     t0 = time.perf_counter()
+    timed, named = _timing_photos(photos, plan)
     rows = bench.run(weights.model, runs=plan.bench_runs, warmup=plan.warmup, device=device,
                      batch_sizes=plan.bench_batches, tokens=plan.static_tokens, model=model, progress=progress,
-                     photos=photos.images[:plan.timing_images])
+                     photos=timed)
     floor = time.perf_counter() - t0
     bench.record(rows, session.out / name, "bench", started=started, model=weights.model, weights=weights.source,
                  weights_sha256=weights.sha256, device=device, batch_sizes=list(plan.bench_batches),
                  tokens=plan.static_tokens, runs=plan.bench_runs, warmup=plan.warmup,
                  threads=torch.get_num_threads(), static=False, data=data_label,
-                 photos=_first_photos(photos, plan))
+                 photos=named)
     return floor
 
 
-def _first_photos(photos: Photos, plan: Plan) -> str:
-    """How a speed record's provenance names the photos it timed."""
+def _timing_photos(photos: Photos, plan: Plan) -> tuple[torch.Tensor, str]:
+    """Table 1's timing photos, for the other speed records of the model (a batch of b takes
+    the first b of them: batch 1 times the first), and how a record's provenance names them."""
     k = min(plan.timing_images, len(photos.images))
-    return f"the first min(batch, {k}) of Table 1's {k} timing photos"
+    return photos.images[:k], f"the first min(batch, {k}) of Table 1's {k} timing photos"
 
 
 def _payoff(name: str, session: _Session, model: nn.Module, weights: WeightsInfo, photos: Photos, plan: Plan,
@@ -346,16 +348,15 @@ def _payoff(name: str, session: _Session, model: nn.Module, weights: WeightsInfo
     """Speed-up against token cut, ToMato and the keep-first-k oracle (``bench --payoff``)."""
     started = session.code
     t0 = time.perf_counter()
-    # Table 1's timing photos, so every speed record of the model comes from the same set
-    # (a batch of b takes the first b of them: batch 1 times the first photo).
+    timed, named = _timing_photos(photos, plan)
     points = payoff.run(model, plan.payoff_sims, plan.payoff_batches, runs=plan.runs_b1, warmup=plan.warmup,
-                        device=device, progress=progress, photos=photos.images[:plan.timing_images])
+                        device=device, progress=progress, photos=timed)
     floor = time.perf_counter() - t0
     payoff.record(points, session.out / name, started=started, model=weights.model, weights=weights.source,
                   weights_sha256=weights.sha256, pretrained=weights.pretrained, device=device,
                   batch_sizes=list(plan.payoff_batches), sims=list(plan.payoff_sims), runs=plan.runs_b1,
                   warmup=plan.warmup, threads=torch.get_num_threads(), data=data_label,
-                  photos=_first_photos(photos, plan))
+                  photos=named)
     return floor
 
 
