@@ -157,22 +157,6 @@ def test_cli_paper_protocol_writes_a_record(tmp_path, capsys, monkeypatch: pytes
     assert rc == 2 and "error: image index 9999" in capsys.readouterr().err
 
 
-def test_ratio_table_uses_paired_round_times() -> None:
-    from tomato.book import latency
-
-    base = [1.0, 3.0, 2.0, 8.0, 5.0, 4.0]
-    rows = [{"variant": v, "batch_size": 1, "times_s": [k * t for t in base]}
-            for v, k in (("deit", 1.0), ("tome:r=2", 0.9), ("tomato:sim=1e-7", 0.72))]
-    table = latency.ratio_table(rows).set_index("comparison")
-    assert table.loc["ToMato-B vs DeiT-B", "ours, medians %"] == pytest.approx(-28.0)
-    assert table.loc["ToMato-B vs ToMe-B", "ours, medians %"] == pytest.approx(-20.0)
-    # Round i of every variant saw the same drift, so the paired interval is a point.
-    assert table.loc["ToMe-B vs DeiT-B", "ours 95% CI low %"] == pytest.approx(-10.0)
-    assert table.loc["ToMe-B vs DeiT-B", "ours 95% CI high %"] == pytest.approx(-10.0)
-    assert table.loc["ToMato-B vs DeiT-B", "paper, Table 1 %"] == pytest.approx(-22.2, abs=0.01)
-    assert latency.ratio_table(rows[:1]).empty  # nothing to compare with one variant
-
-
 def test_paper_reports_transcribed_and_compared() -> None:
     from tomato.book import paper
 
@@ -305,3 +289,13 @@ def test_payoff_verdicts_bracket_the_crossing_between_measured_cuts():
     assert v.loc[("a", 8), "ToMato becomes faster"] == "at no cut measured (up to 40.0%)"
     assert v.loc[("b", 1), "ToMato becomes faster"] == "at a cut of 3.0% or less"
     assert v.loc[("a", 1), "largest cut measured"] == "30.6%"
+
+
+def test_a_page_says_each_warning_once_in_full():
+    from tomato.book import latency
+
+    said: set[str] = set()
+    busy = {"machine": {"load_average_1_5_15_min": [3.0, 2.0, 1.0], "cpu_count": 2}}
+    assert "Warning: the machine was overloaded" in latency.load_warning(busy, said)
+    assert latency.load_warning(busy, said).startswith("**Overloaded machine** (load 3.0, 2.0, 1.0 with 2 CPU cores)")
+    assert "Warning" in latency.load_warning(busy) and "Warning" in latency.load_warning(busy)  # no page: in full

@@ -31,7 +31,7 @@ def test_values_inside_the_allowed_range_work():
     assert parameters.check("token", "(3, 4)") == (3, 4) and parameters.check("token", [0, 13]) == (0, 13)
     assert parameters.check("random_weights", "true") is True
     assert parameters.check("checkpoint", "None") is None
-    assert parameters.check("batch_sizes", 4) == [4]
+    assert parameters.check("bench_batch_sizes", 4) == [4]
 
 
 @pytest.mark.parametrize("name, value, allowed", [

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = ["per_forward_table", "paper_summary_table", "reports_table", "pairwise_table", "paper_values",
-           "run_gaps", "speedup_table", "ratio_table", "recorded_timings", "plot_forwards", "merge_share_table",
+           "run_gaps", "speedup_table", "recorded_timings", "plot_forwards", "merge_share_table",
            "baseline_column", "machine_load",
            "load_warning", "steady_runs", "payoff_table", "payoff_verdicts", "plot_payoff"]
 
@@ -183,34 +183,6 @@ def speedup_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         "variant": df["variant"], "batch": df["batch_size"], "median s": df["median_s"], "IQR s": df["iqr_s"],
         "runs": df["runs"], "speed-up ×": df["speedup"], "95% CI low": df.get("speedup_low"),
         "95% CI high": df.get("speedup_high"), "tokens": df["tokens_mean"], "ideal ×": df["ideal_speedup"]})
-
-
-def ratio_table(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> pd.DataFrame:
-    """The paper's latency comparisons beside ours from one robust run (batch-1 ``rows`` of
-    :func:`tomato.harness.speed.measure_variants`): change of latency in % (negative =
-    faster), ours as the ratio of medians with a paired bootstrap 95% interval from the
-    recorded per-round times. Comparisons whose variants were not timed are left out."""
-    import pandas as pd
-
-    from ..harness import timing, variants
-    from . import paper
-
-    by = {variants.canonical(str(r["variant"])): r for r in speed.at_batch(rows)}
-    table = paper.TABLE1_BY_VARIANT
-    out = []
-    for name, a, b, stated in [("ToMato-B vs DeiT-B", paper.TOMATO, paper.BASELINE, paper.LATENCY_VS_DEIT),
-                               ("ToMato-B vs ToMe-B", paper.TOMATO, paper.TOME, paper.LATENCY_VS_TOME),
-                               ("ToMe-B vs DeiT-B", paper.TOME, paper.BASELINE, None)]:
-        if a not in by or b not in by or not by[a].get("times_s"):
-            continue
-        ta, tb = by[a]["times_s"], by[b]["times_s"]
-        lo, hi = timing.bootstrap_ratio(ta, tb, seed=seed)
-        out.append({"comparison": name,
-                    "paper, Table 1 %": 100 * (table[a]["latency_s"] / table[b]["latency_s"] - 1),
-                    "paper, text %": stated if stated is not None else float("nan"),
-                    "ours, medians %": 100 * (timing.TimingStats(ta).median / timing.TimingStats(tb).median - 1),
-                    "ours 95% CI low %": 100 * (lo - 1), "ours 95% CI high %": 100 * (hi - 1)})
-    return pd.DataFrame(out)
 
 
 def recorded_timings(results: Path | str, protocol: str) -> list[tuple[Path, dict[str, Any]]]:
