@@ -82,7 +82,7 @@ def table(run: RecordedRun, seed: int = 0) -> pd.DataFrame:
                     "top5": r["top5"], "d_top1": d["diff"], "d_low": d["low"], "d_high": d["high"], "p": d["p"],
                     "tokens_mean": float(np.mean(tokens)), "tokens_sd": float(np.std(tokens)), "tokens_p5": float(np.percentile(tokens, 5)),
                     "tokens_p95": float(np.percentile(tokens, 95)),
-                    "cut_pct": 100 * (1 - float(np.mean(tokens)) / paper.NUM_PATCHES), "gflops": r["gflops"],
+                    "cut_pct": float(np.mean(paper.token_cut(tokens))), "gflops": r["gflops"],
                     "speedup": r.get("speedup"), "speedup_low": r.get("speedup_low"),
                     "speedup_high": r.get("speedup_high"), "n": len(base)})
     return pd.DataFrame(out)
@@ -354,7 +354,7 @@ def tome_reach(run: RecordedRun | None) -> dict[str, str]:
 def token_cuts(run: RecordedRun, spec: str) -> np.ndarray:
     """Per-photo token cut in % of ``spec`` (ToMato's distribution, beside the paper's 8.16–20.92%)."""
     pred = run.predictions(spec)
-    return 100 * (1 - pred["tokens"].to_numpy(float) / paper.NUM_PATCHES)
+    return paper.token_cut(pred["tokens"])
 
 
 def plot_token_cuts(run: RecordedRun, df: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:

@@ -40,6 +40,7 @@ __all__ = [
     "TOME",
     "TOMATO",
     "NUM_PATCHES",
+    "token_cut",
     "TOKEN_CUT_SIM_1E7",
     "TOKEN_CUT_MIDDLE",
     "TOME_R2_TOKEN_CUT",
@@ -232,6 +233,14 @@ def spread() -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- measures of our runs
+def token_cut(tokens: Any, num_patches: int = NUM_PATCHES) -> np.ndarray:
+    """% of patch tokens removed, per photo: ``100 * (1 - tokens / num_patches)``, the book's
+    one token-cut share. tokens: (n,) patch tokens kept after the merge."""
+    import numpy as np
+
+    return 100.0 * (1.0 - np.asarray(tokens, dtype=float) / float(num_patches))
+
+
 def tokens_cut_range(predictions: Any, num_patches: int = NUM_PATCHES) -> tuple[float, float, float]:
     """(min %, max %, mean %) of patch tokens removed per image: ``100 * (1 - tokens /
     num_patches)`` over the rows of ``predictions`` (a predictions.csv path, a run folder
@@ -243,7 +252,7 @@ def tokens_cut_range(predictions: Any, num_patches: int = NUM_PATCHES) -> tuple[
     tokens = pd.to_numeric(df["tokens"], errors="coerce").dropna()
     if tokens.empty:
         raise ValueError("no token counts in these predictions")
-    cut = 100.0 * (1.0 - tokens / float(num_patches))
+    cut = token_cut(tokens, num_patches)
     return float(cut.min()), float(cut.max()), float(cut.mean())
 
 
