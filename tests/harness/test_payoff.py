@@ -15,21 +15,28 @@ def test_payoff_points_hold_the_cut_the_padded_length_and_both_speedups(vit, tmp
     everything = [p for p in points if p.sim == 0.0]
     # sim=0 merges every patch into one token: 195 of 196 cut, and the oracle keeps one.
     assert all(p.tokens_padded == 1 and p.cut_pct == pytest.approx(100 * 195 / 196) for p in everything)
-    # At batch 2 the photos keep different counts: the batch computes on the larger (padded)
-    # length, and the cut is the mean over the photos.
+    # The timed calls rotate through the photos' batches: a point's cut is the mean over every
+    # photo, and its padded length the mean of each batch's largest count (the length that
+    # batch computes on), not the first photo's or the first batch's.
     import copy
 
     import torch
 
     from tomato.core import patch
+    from tomato.harness import speed
 
     m = patch.timm(copy.deepcopy(model))
     m.sim = 1e-7
-    with torch.inference_mode():
-        m(data.smoke_images(model)[:2])
-    kept = patch.state(m).tokens.double()
-    assert kept.min() < kept.max() and points[2].tokens_padded == int(kept.max())
-    assert points[2].cut_pct == pytest.approx(float(100 * (196 - kept).mean() / 196))
+    photos = data.smoke_images(model)
+    for b, point in ((1, points[0]), (2, points[2])):
+        kept = []
+        with torch.inference_mode():
+            for x in speed.batches(photos, b):
+                m(x)
+                kept.append(patch.state(m).tokens.double())
+        assert point.tokens_padded == pytest.approx(sum(float(k.max()) for k in kept) / len(kept))
+        assert point.cut_pct == pytest.approx(float(100 * (196 - torch.cat(kept)).mean() / 196))
+    assert len({float(k.max()) for k in kept}) > 1  # the batches differ, so rotating matters
     assert all(p.speedup_low <= p.speedup_high and p.oracle_low <= p.oracle_high for p in points)
     assert all(p.speedup > 0 and p.oracle_speedup > 0 for p in points)
     assert not hasattr(model, "_tomato")  # the caller's model is left unpatched

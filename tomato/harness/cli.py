@@ -218,7 +218,7 @@ def _payoff(args: argparse.Namespace, model: Any, weights: models.WeightsInfo, s
                             device=args.device, progress=not args.quiet)
     print(f"{weights.model} ({weights.source}), {args.device}: speed-up = unpatched time / variant time")
     for p in points:
-        print(f"batch {p.batch:3d}  sim={p.sim:<8g} cut {p.cut_pct:5.1f}%  padded {p.tokens_padded:3d}  "
+        print(f"batch {p.batch:3d}  sim={p.sim:<8g} cut {p.cut_pct:5.1f}%  padded {p.tokens_padded:5.1f}  "
               f"ToMato x{p.speedup:.3f} [{p.speedup_low:.3f}, {p.speedup_high:.3f}]  "
               f"oracle x{p.oracle_speedup:.3f} [{p.oracle_low:.3f}, {p.oracle_high:.3f}]")
     if args.out:

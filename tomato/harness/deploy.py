@@ -26,7 +26,7 @@ from torch import nn
 
 from ..core import patch
 
-__all__ = ["static_tomato", "keep_first", "compiled", "cuda_graphed", "export_onnx", "onnx_runner"]
+__all__ = ["static_tomato", "keep_first", "keep_tokens", "compiled", "cuda_graphed", "export_onnx", "onnx_runner"]
 
 
 def static_tomato(model: nn.Module, tokens: int, method: str = "parallel") -> nn.Module:
@@ -54,6 +54,12 @@ def keep_first(model: nn.Module, tokens: int) -> nn.Module:
     m = copy.deepcopy(model)
     m.blocks[0] = _KeepFirst(m.blocks[0], tokens, m.num_prefix_tokens)
     return m
+
+
+def keep_tokens(oracle: nn.Module, tokens: int) -> None:
+    """Make an oracle of :func:`keep_first` keep ``tokens`` patch tokens from its next call on
+    (an attribute store: a benchmark sets it per batch without copying the model)."""
+    oracle.blocks[0].keep = oracle.num_prefix_tokens + tokens
 
 
 def compiled(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -225,7 +225,7 @@ def _accuracy(name: str, specs: Sequence[str], session: _Session, model: nn.Modu
             session.save()
     t0 = time.perf_counter()
     shared_timing = session.out / "table1" / "timing.json"
-    timed = sweep.timed_rows(model, weights, [parse(s) for s in plan.timed], photos.images[:plan.timing_images],
+    timed = sweep.timed_rows(model, weights, [parse(s) for s in plan.timed], _speed_photos(photos, plan, 1),
                              shared_timing, runs=plan.runs_b1, warmup=plan.warmup, device=device,
                              data_label=data_label, progress=progress, started=session.code)
     if folder / "timing.json" != shared_timing:
@@ -288,7 +288,7 @@ def _agreement(name: str, session: _Session, model: nn.Module, weights: WeightsI
 def _batch8(name: str, session: _Session, model: nn.Module, weights: WeightsInfo, photos: Photos, plan: Plan,
             data_label: str, device: str, progress: bool) -> float:
     started = session.code
-    images = photos.images[:2 * plan.timing_images]
+    images = _speed_photos(photos, plan, 8)
     config = {**speed.run_config("robust", weights, data_label, plan.table1, device, torch.get_num_threads()),
               "images": int(images.shape[0]), "batch_sizes": [8], "runs": plan.runs_b8, "warmup": plan.warmup,
               "budget_s": None}
@@ -343,14 +343,24 @@ def _timing_photos(photos: Photos, plan: Plan) -> tuple[torch.Tensor, str]:
     return photos.images[:k], f"the first min(batch, {k}) of Table 1's {k} timing photos"
 
 
+def _speed_photos(photos: Photos, plan: Plan, batch: int) -> torch.Tensor:
+    """(M, 3, H, W): the photos a speed record at ``batch`` rotates through: Table 1's timing
+    photos at batch 1, twice as many at a larger batch (two distinct batches of 8)."""
+    return photos.images[:plan.timing_images * (1 if batch == 1 else 2)]
+
+
 def _payoff(name: str, session: _Session, model: nn.Module, weights: WeightsInfo, photos: Photos, plan: Plan,
             data_label: str, device: str, progress: bool) -> float:
     """Speed-up against token cut, ToMato and the keep-first-k oracle (``bench --payoff``)."""
     started = session.code
     t0 = time.perf_counter()
-    timed, named = _timing_photos(photos, plan)
-    points = payoff.run(model, plan.payoff_sims, plan.payoff_batches, runs=plan.runs_b1, warmup=plan.warmup,
-                        device=device, progress=progress, photos=timed)
+    # Each batch size on the photos its speed record rotates through, so that the payoff's
+    # point at a Table 1 sim times what that record timed.
+    points = [p for b in plan.payoff_batches
+              for p in payoff.run(model, plan.payoff_sims, (b,), runs=plan.runs_b1, warmup=plan.warmup,
+                                  device=device, progress=progress, photos=_speed_photos(photos, plan, b))]
+    k = plan.timing_images
+    named = f"batch 1: Table 1's {k} timing photos, one a call; a larger batch: the batch-8 record's {2 * k}"
     floor = time.perf_counter() - t0
     payoff.record(points, session.out / name, started=started, model=weights.model, weights=weights.source,
                   weights_sha256=weights.sha256, pretrained=weights.pretrained, device=device,
