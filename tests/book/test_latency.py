@@ -276,19 +276,24 @@ def test_payoff_verdicts_bracket_the_crossing_between_measured_cuts():
     from tomato.book.latency import payoff_verdicts
 
     def rows(model, batch, points):
-        return [{"model": model, "batch": batch, "cut_pct": c, "speedup_low": lo, "oracle_low": olo}
-                for c, lo, olo in points]
+        return [{"model": model, "batch": batch, "cut_pct": c, "speedup_low": lo, "oracle_low": olo,
+                 "tokens_padded": 196 * (1 - c / 100)} for c, lo, olo in points]
 
     df = pd.DataFrame(
         rows("a", 1, [(30.6, 1.07, 1.2), (4.1, 0.91, 0.98), (12.8, 0.95, 1.05), (20.1, 1.01, 1.1)])
         + rows("a", 8, [(5.0, 0.9, 0.9), (40.0, 0.99, 0.95)])
-        + rows("b", 1, [(3.0, 1.02, 1.03), (9.0, 1.1, 1.2)]))
+        + rows("b", 1, [(3.0, 1.02, 1.03), (9.0, 1.1, 1.2)])
+        + rows("c", 8, [(1.5, 1.0, 1.11), (1.5, 1.0, 1.02)]))
     v = payoff_verdicts(df).set_index(["model", "batch"])
     assert v.loc[("a", 1), "ToMato becomes faster"] == "at a cut between 12.8% and 20.1%"
     assert v.loc[("a", 1), "the oracle becomes faster"] == "at a cut between 4.1% and 12.8%"
     assert v.loc[("a", 8), "ToMato becomes faster"] == "at no cut measured (up to 40.0%)"
     assert v.loc[("b", 1), "ToMato becomes faster"] == "at a cut of 3.0% or less"
     assert v.loc[("a", 1), "largest cut measured"] == "30.6%"
+    # Keeping 193 of 196 tokens can speed a forward up by (196/193)^2 = 1.031 at most: an
+    # oracle interval from 1.11 up measures the machine; one from 1.02 up does not.
+    assert v.loc[("c", 8), "oracle above (N/k)²"] == "1 of 2 cuts"
+    assert (v.drop(index=[("c", 8)])["oracle above (N/k)²"] == "no cut").all()
 
 
 def test_a_page_says_each_warning_once_in_full():
