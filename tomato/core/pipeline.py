@@ -319,7 +319,7 @@ def _fast(settings: Settings) -> bool:
 
 
 # Label-propagation rounds before the closure check is read: at a fixed sim, four cheap
-# rounds (propagation.listen) close 97% of the trained DeiT-Ti's labellings at the paper's
+# rounds (propagation.listen) close 93% of the trained DeiT-Ti's labellings at the paper's
 # sim (the rest are settled after the sync); after the budget search, the labels of its
 # last miss are a head start for run rounds (propagation.propagate).
 FIXED_ROUNDS = 4

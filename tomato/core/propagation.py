@@ -120,7 +120,7 @@ def listen(edges: torch.Tensor, index: GridIndex, rounds: int) -> torch.Tensor:
 
     Four operations a round against :func:`propagate`'s sixteen, but a label moves one
     step (plus the jumps) instead of a whole run: the better choice where groups are small,
-    as at a fixed ``sim`` on real photos (at the paper's sim, four rounds close 97% of the
+    as at a fixed ``sim`` on real photos (at the paper's sim, four rounds close 93% of the
     trained DeiT-Ti's labellings; budgets that merge most tokens need up to forty).
     """
     m, n, _ = edges.shape
