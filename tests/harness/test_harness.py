@@ -274,6 +274,9 @@ def test_timing_batches_rotate_through_every_image():
     images = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 3, 2, 2)
     got = [b[:, 0, 0, 0].tolist() for b in speed.batches(images, 2)]
     assert got == [[0.0, 1.0], [2.0, 0.0], [1.0, 2.0]]
+    # Batches repeat after M / gcd(M, B): 4 images in batches of 2 are two batches, each image once.
+    four = torch.arange(4.0).view(4, 1, 1, 1)
+    assert [b[:, 0, 0, 0].tolist() for b in speed.batches(four, 2)] == [[0.0, 1.0], [2.0, 3.0]]
 
 
 def test_sweep_refuses_a_folder_in_use_and_leaves_no_new_folder(tiny, image_folder, tmp_path, monkeypatch):

@@ -230,8 +230,9 @@ IMAGENETTE_CPU_TEACHER_MORE = Recipe(
 # sees a 14 x 14 grid only at the end. At 160 px (10 x 10 tokens, about twice the cost of
 # 112 px) the student trains nearer the grid it is tested on, and the teacher, trained at
 # 112 px, labels crops at about 1.4x its training size (FixRes: a convnet trained on random
-# resized crops tests best somewhat above its training size); then two epochs at 224 px. The finished
-# imagenette-cpu-teacher-more student (75.75%) restarts with the same reused teacher.
+# resized crops tests best somewhat above its training size); then two epochs at 224 px.
+# The finished imagenette-cpu-teacher-more student (75.75%) restarts with the same reused
+# teacher.
 IMAGENETTE_CPU_TEACHER_160 = Recipe(
     name="imagenette-cpu-teacher-160",
     continues="imagenette-cpu-teacher-more",

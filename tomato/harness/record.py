@@ -339,8 +339,9 @@ def _bench(name: str, session: _Session, model: nn.Module, weights: WeightsInfo,
 def _timing_photos(photos: Photos, plan: Plan) -> tuple[torch.Tensor, str]:
     """Table 1's timing photos, for the other speed records of the model (a batch of b takes
     the first b of them: batch 1 times the first), and how a record's provenance names them."""
-    k = min(plan.timing_images, len(photos.images))
-    return photos.images[:k], f"the first min(batch, {k}) of Table 1's {k} timing photos"
+    timed = _speed_photos(photos, plan, 1)
+    k = len(timed)
+    return timed, f"the first min(batch, {k}) of Table 1's {k} timing photos"
 
 
 def _speed_photos(photos: Photos, plan: Plan, batch: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -37,12 +38,15 @@ log = logging.getLogger(__name__)
 def batches(images: torch.Tensor, size: int) -> list[torch.Tensor]:
     """Every distinct batch of ``size`` consecutive images, cycling through ``images``.
 
-    images: (M, 3, H, W) -> M batches (B, 3, H, W) starting at image 0, B, 2B, ... (mod M).
-    ToMato's cost depends on the image, so timed calls rotate through these instead of
-    repeating one picture.
+    images: (M, 3, H, W) -> M / gcd(M, B) batches (B, 3, H, W) starting at image 0, B, 2B,
+    ... (mod M): after that many the batches repeat (16 images in batches of 8 are two
+    batches, not sixteen), and every image appears equally often among them. ToMato's
+    cost depends on the image, so timed calls rotate through these instead of repeating
+    one picture.
     """
     m = images.shape[0]
-    idx = torch.arange(m * size).remainder(m).view(m, size)
+    distinct = m // math.gcd(m, size)
+    idx = torch.arange(distinct * size).remainder(m).view(distinct, size)
     return [images[row] for row in idx]
 
 
