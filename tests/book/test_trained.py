@@ -57,23 +57,18 @@ def test_the_model_page_shows_every_run_of_a_model_trained_in_two(tmp_path):
 
 
 @pytest.mark.skipif(not TEMPLATE.is_file(), reason="no committed model card")
-def test_a_record_of_an_earlier_run_is_named_by_its_stage(tmp_path, monkeypatch):
+def test_a_record_of_other_weights_is_named_so(tmp_path, monkeypatch):
     _two_runs(tmp_path)
     monkeypatch.setattr(tables, "WEIGHTS_DIR", tmp_path / "data" / "weights")
     first = _first_run()
     source = "checkpoint:/elsewhere/checkout/data/weights/deit-tiny-imagenette/model.safetensors"
-    assert tables.stage(source, "b" * 64) == ""  # the committed weights themselves
-    then = tables.stage(source, first["weights_sha256"])
-    assert then == (f"run 1 of 2, `{first['recipe']['name']}`, top-1 {first['val']['top1']:.2f}%; "
-                    "the committed weights score 71.50%")
-    assert tables.stage(source, first["weights_sha256"], short=True) == "run 1 of 2"
-    assert tables.stage(source, "c" * 64).startswith("other weights under this name")
-    assert tables.stage("random-init:seed=0", "c" * 64) == ""
+    assert tables.stale(source, "b" * 64) == ""  # the committed weights themselves
+    assert tables.stale(source, first["weights_sha256"]) == f"other weights, sha256 `{first['weights_sha256'][:12]}…`"
+    assert tables.stale("random-init:seed=0", "c" * 64) == ""
     line = tables.recorded_weights({"model": "deit_tiny_distilled_patch16_224", "weights_source": source,
                                    "weights_sha256": first["weights_sha256"], "data": "/x/imagenette/val"})
-    assert f"; {then}); data:" in line
-    assert tables.source_label(source, first["weights_sha256"], short=True) == (
-        "`data/weights/deit-tiny-imagenette` (trained here: run 1 of 2)")
+    assert "; other weights, sha256" in line
+    assert tables.source_label(source, "b" * 64) == "`data/weights/deit-tiny-imagenette` (trained here)"
 
 
 @pytest.mark.skipif(not TEMPLATE.is_file(), reason="no committed model card")

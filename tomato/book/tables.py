@@ -6,8 +6,8 @@ commit, date) into a two-column table; :func:`machine_short` names a record's ma
 a few words; :func:`styled` formats any table. pandas is imported inside the functions.
 
 How a page names weights and warns: :func:`source_label`, the one label of a weights
-source (``data/weights/<name>`` for the model trained here, with the stage of a model
-trained in several runs), the page's weights banner, and the warnings a page shows in
+source (``data/weights/<name>`` for the model trained here; a record of other weights
+under that name says so), the page's weights banner, and the warnings a page shows in
 full once (noisy timing, one label for several weights).
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _trained(prov: Mapping[str, Any]) -> str | None:
     if not prov["pretrained"]:
         return "no: random-init"
     source = str(prov.get("weights_source", ""))
-    then = stage(source, prov.get("weights_sha256"))
+    then = stale(source, prov.get("weights_sha256"))
     return ("yes, trained here" + (f": {then}" if then else "")) if trained_here(source) else "yes"
 
 
@@ -171,58 +171,34 @@ def trained_here(source: str) -> str | None:
     return None
 
 
-def stage_parts(source: str, sha: str | None) -> tuple[str, str, str] | None:
-    """(where, detail, now) of a recorded run's weights against the model now committed
-    under the same name, e.g. ("run 1 of 2", ", `imagenette-cpu`, top-1 66.73%", "the
-    committed weights score <its top-1>%"); None when they are that model or it cannot be told.
-    A model trained in several runs keeps the earlier runs' cards (``parent``,
-    :func:`tomato.book.trained.lineage`), so a record made before the last run is named by
-    the run it measured, never as the model now here."""
-    from .trained import lineage
-
+def stale(source: str, sha: str | None) -> str:
+    """"" when a record measured the weights now committed under its name (or they are not
+    the project's own); else "other weights, sha256 `<12 hex>…`". One model, one recording:
+    a record of weights no longer here is named so, never as the model now committed."""
     here = trained_here(source)
     card = WEIGHTS_DIR / str(here) / "model_card.json"
     if not here or not sha or not card.is_file():
-        return None
+        return ""
     from ..harness.modelcard import read_card
 
-    committed = read_card(card)
-    if committed.raw.get("weights_sha256") == sha:
-        return None
-    runs = lineage(committed)
-    now = f"the committed weights score {committed.raw['val']['top1']:.2f}%"
-    for n, r in enumerate(runs[:-1], 1):
-        if r.get("weights_sha256") == sha:
-            return f"run {n} of {len(runs)}", f", `{r['recipe']['name']}`, top-1 {r['val']['top1']:.2f}%", now
-    return "other weights", f" under this name (sha256 `{sha[:12]}…`)", now
+    return "" if read_card(card).raw.get("weights_sha256") == sha else f"other weights, sha256 `{sha[:12]}…`"
 
 
-def stage(source: str, sha: str | None, short: bool = False) -> str:
-    """:func:`stage_parts` as a phrase: "" for the committed weights; else e.g. "run 1 of 2,
-    `imagenette-cpu`, top-1 66.73%; the committed weights score <its top-1>%" (``short``: "run 1
-    of 2")."""
-    parts = stage_parts(source, sha)
-    if parts is None:
-        return ""
-    where, detail, now = parts
-    return where if short else f"{where}{detail}; {now}"
-
-
-def source_label(source: str, sha: str | None = None, short: bool = False) -> str:
+def source_label(source: str, sha: str | None = None) -> str:
     """A weights source as a page prints it: ``data/weights/<name>`` (trained here) for the
-    project's own model, whatever checkout recorded it, with its :func:`stage` when ``sha``
-    is given (``short``: its short form, for a figure title); else the source as recorded."""
+    project's own model, whatever checkout recorded it, :func:`stale` when ``sha`` is not
+    the committed model's; else the source as recorded."""
     here = trained_here(source)
     if not here:
         return f"`{source}`"
-    then = stage(source, sha, short)
+    then = stale(source, sha)
     return f"`data/weights/{here}` (trained here{': ' + then if then else ''})"
 
 
-def record_label(rec: Mapping[str, Any], short: bool = False) -> str:
+def record_label(rec: Mapping[str, Any]) -> str:
     """:func:`source_label` of a record's config or provenance (``weights_source`` and
     ``weights_sha256``)."""
-    return source_label(str(rec.get("weights_source")), rec.get("weights_sha256"), short)
+    return source_label(str(rec.get("weights_source")), rec.get("weights_sha256"))
 
 
 def data_label(data: Any) -> str:
@@ -238,7 +214,7 @@ def recorded_weights(prov: Mapping[str, Any], photos: int | None = None) -> str:
     here = trained_here(source)
     named = f"trained here (`data/weights/{here}`, " if here else f"from `{source}` ("
     count = f"{photos:,} photos of " if photos else ""
-    then = stage(source, prov.get("weights_sha256"))
+    then = stale(source, prov.get("weights_sha256"))
     return (f"**Weights:** `{prov.get('model')}` {named}sha256 `{str(prov.get('weights_sha256'))[:12]}…`"
             f"{'; ' + then if then else ''}); data: {count}`{data_label(prov.get('data'))}`.")
 
