@@ -6,20 +6,20 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from tomato.book import miniature
+from tomato.book import miniature, stats
 
 
 def test_paired_difference_counts_discordant_photos():
     base = np.array([1, 1, 1, 0, 0, 1, 0, 1, 1, 1] * 40, bool)
     other = base.copy()
     other[:40] = ~other[:40]  # 40 photos flip: 28 right->wrong, 12 wrong->right
-    d = miniature.paired(base, other, seed=0)
+    d = stats.paired(base, other, seed=0)
     b, c = int((base & ~other).sum()), int((~base & other).sum())
     assert (d["b"], d["c"]) == (b, c) and b + c == 40
     assert d["diff"] == pytest.approx(100 * (c - b) / len(base))
     assert d["p"] == pytest.approx(binomtest(b, b + c, 0.5).pvalue)
     assert d["low"] < d["diff"] < d["high"] < 0  # 16 net losses in 400: resolved below 0
-    same = miniature.paired(base, base)
+    same = stats.paired(base, base)
     assert same["diff"] == same["low"] == same["high"] == 0 and same["p"] == 1.0
 
 
@@ -97,7 +97,7 @@ def test_table_1_beside_the_paper_adds_tome_at_tomatos_gflops_once():
 
 
 def test_faster_or_slower_only_where_the_interval_excludes_one():
-    from tomato.book.miniature import speed_word
+    from tomato.book.stats import speed_word
 
     assert speed_word(1.2, 1.05, 1.3) == "faster"
     assert speed_word(0.9, 0.85, 0.95) == "slower"
@@ -105,8 +105,16 @@ def test_faster_or_slower_only_where_the_interval_excludes_one():
     assert speed_word(1.04, 0.98, 1.10) == "not measurably faster"
 
 
+def test_a_difference_gets_its_word_only_where_the_interval_excludes_zero():
+    from tomato.book.stats import word
+
+    assert word(0.1, 0.5) == "higher" and word(-0.5, -0.1) == "lower" and word(-0.2, 0.3) == "within the noise"
+    assert word(0.0, 0.4) == "within the noise" and word(-0.4, 0.0) == "within the noise"  # touching zero
+    assert word(0.2, 0.9, ("ahead of", "behind", "level with")) == "ahead of"
+
+
 def test_tally_says_paired_differences_in_words():
-    from tomato.book.paper import tally
+    from tomato.book.stats import tally
 
     rows = [{"low": 0.1, "high": 0.5}, {"low": -0.9, "high": -0.2}, {"low": -0.8, "high": -0.1},
             {"low": -0.3, "high": 0.2}]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tomato.book import figures, paper, tables
+from tomato.book import latency, paper, tables
 from tomato.harness import speed
 from tomato.book import runs as book_runs
 from tomato.harness.results import RunStore
@@ -172,10 +172,10 @@ def test_plots_draw(run_dir: Path):
 
     [run] = book_runs.recorded_runs(run_dir)
     timing = pd.DataFrame(run.timing)
-    ax = figures.plot_latency(timing, pretrained=False)
+    ax = latency.plot_latency(timing, pretrained=False)
     assert "random-init" in ax.get_title() and "NOT accuracy" not in ax.get_title()
     assert len(ax.patches) == 3
-    assert "random-init" not in figures.plot_latency(timing, pretrained=True).get_title()
+    assert "random-init" not in latency.plot_latency(timing, pretrained=True).get_title()
     plt.close("all")
 
 

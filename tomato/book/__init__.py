@@ -10,7 +10,8 @@ The paper and our runs
     runs).
 Text, tables and figures
     :mod:`~tomato.book.tables` (weights labels, provenance tables, warnings and the table style),
-    :mod:`~tomato.book.figures` (timing plots and the paper's Figure 2).
+    :mod:`~tomato.book.figures` (the paper's Figure 2 on the model trained here),
+    :mod:`~tomato.book.stats` (paired differences, their intervals and verdict words).
 Pages of their own
     :mod:`~tomato.book.latency` (the latency pages), :mod:`~tomato.book.merge_cost` (the
     merge step's cost, launch-bound devices, static mode), :mod:`~tomato.book.trained`

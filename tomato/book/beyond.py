@@ -20,8 +20,8 @@ import numpy as np
 
 from ..harness import variants
 from . import miniature
-from .paper import tally
 from .runs import RecordedRun
+from .stats import bootstrap_interval, paired, tally
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -90,7 +90,7 @@ def versus_curve(run: RecordedRun, row: Any, reference: pd.DataFrame, seed: int 
     w = 1.0 if xs[hi] == xs[lo] else (xs[hi] - g) / (xs[hi] - xs[lo])
     ref = w * _right(run, reference.iloc[lo]["variant"]) + (1 - w) * _right(run, reference.iloc[hi]["variant"])
     d = (_right(run, row["variant"]) - ref) * 100
-    low, high = miniature.bootstrap_interval(d, seed)
+    low, high = bootstrap_interval(d, seed)
     return {"diff": float(d.mean()), "low": float(low), "high": float(high), "ref_top1": float(ref.mean() * 100)}
 
 
@@ -131,7 +131,7 @@ def pairs(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> p
             for _, row in df[_is(df, "tomato", block=0, metric=m)].iterrows():
                 ref = df[_is(df, "tomato", block=0, metric="features", keep=row["keep"])]
                 if not ref.empty:
-                    d = miniature.paired(_right(run, ref.iloc[0]["variant"]) > 0, _right(run, row["variant"]) > 0, seed)
+                    d = paired(_right(run, ref.iloc[0]["variant"]) > 0, _right(run, row["variant"]) > 0, seed)
                     out.append((row, ref.iloc[0]["label"], d))
     elif question == "hybrid":
         tome = curve(df, df["kind"] == "tome")
@@ -156,7 +156,7 @@ def pairs(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> p
 def answer_values(run: RecordedRun | None, df: pd.DataFrame | None, seed: int = 0) -> dict[str, Any]:
     """The numbers and words of the page's answers, by name, for myst-nb's ``glue`` (the
     sentences live in the page's Markdown), from :func:`pairs` of each question: per
-    question ``<q>_tally`` (:func:`~tomato.book.paper.tally`), ``<q>_best`` and
+    question ``<q>_tally`` (:func:`~tomato.book.stats.tally`), ``<q>_best`` and
     ``<q>_worst`` (a variant with its difference and interval); the hybrid's tallies against ToMe's and
     ToMato's curves (``hybrid_tome_*``, ``hybrid_keep_*``); and the median per-photo token
     spread under a budget and a fixed sim (``sim_sd_budget``, ``sim_sd_fixed``). A value

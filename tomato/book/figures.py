@@ -1,13 +1,8 @@
-"""The figures of the results pages: the live latency bars of the timing page, and the
-paper's Figure 2 on the model trained here.
+"""The paper's Figure 2 on the model trained here.
 
-The timing rows come from recorded runs (:mod:`tomato.book.runs`); variant names, series
-and order from :mod:`tomato.harness.variants`. matplotlib and pandas (the ``[book]``
-extra) are imported inside the functions.
-
-**Figure 2.** The paper's Figure 2 shows pretrained DeiT-B merging uniform backgrounds (a
-sky, a wall) into a few large groups at ``sim = 1e-7``. Whether a model does that is a
-property of its attention, so the figure is drawn on the committed model and read with one
+The paper's Figure 2 shows pretrained DeiT-B merging uniform backgrounds (a sky, a wall)
+into a few large groups at ``sim = 1e-7``. Whether a model does that is a property of its
+attention, so the figure is drawn on the committed model and read with one
 number per ``sim``: the share of the *uniform* patches (pixels that vary by less than a few
 levels) that joined a group of two or more (:func:`draw`, :func:`read`). The photos are the
 ones with the most uniform patches among the first few of each class (Imagenette's val
@@ -25,71 +20,14 @@ import torch
 from torch import nn
 
 from ..harness import data as datasets
-from ..harness import variants
 from .paper import sim_for_cut
 from .pictures import labels_from_tome_source, merge_picture, picture_grid
 from .runs import RecordedRun
-from .tables import weights_note
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
-_COLORS = {"deit": "black", "tome": "tab:blue", "tomato": "tab:red", "parallel": "tab:purple",
-           "keep": "tab:green", "tokens": "tab:olive"}
-
-
-def _family(spec: str) -> str:
-    """Plot series of a variant (:attr:`tomato.harness.variants.Variant.family`)."""
-    try:
-        return variants.parse(spec).family
-    except ValueError:
-        return "other"
-
-
-def _title(ax: Axes, title: str, pretrained: bool | None, accuracy: bool = True) -> None:
-    """Title plus, for random-init weights, a note: on accuracy plots that top-1/top-5 are
-    not accuracy; on timing plots that ToMato's token counts are an untrained network's."""
-    if pretrained is None or pretrained:
-        note = ""
-    elif accuracy:
-        note = weights_note(False)
-    else:
-        note = "random-init weights: an untrained network's token counts"
-    ax.set_title(title + (f"\n({note})" if note else ""), fontsize=9)
-
-
-def plot_latency(rows: pd.DataFrame, ax: Axes | None = None, *, title: str = "Latency, batch 1",
-                 pretrained: bool | None = None) -> Axes:
-    """Bars of the median latency per variant with IQR error bars (``q1_s``/``q3_s``, or
-    ``iqr_s`` split evenly around the median), and the paper-protocol mean as dots."""
-    import matplotlib.pyplot as plt
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.5))
-    df = rows.reset_index(drop=True)
-    med = df["median_s"].astype(float).to_numpy()
-    if {"q1_s", "q3_s"} <= set(df):
-        lo = med - df["q1_s"].astype(float).to_numpy()
-        hi = df["q3_s"].astype(float).to_numpy() - med
-    else:
-        half = df["iqr_s"].astype(float).to_numpy() / 2
-        lo = hi = half
-    x = np.arange(len(df))
-    colors = [_COLORS.get(_family(s), "grey") for s in df["variant"]]
-    ax.bar(x, med, yerr=[lo, hi], color=colors, alpha=0.75, capsize=4, label="median (IQR bars)")
-    if "paper_mean_s" in df and df["paper_mean_s"].notna().any():
-        ax.plot(x, df["paper_mean_s"].astype(float), "o", color="orange",
-                label="paper protocol: mean of 10, no warm-up")
-    ax.set_xticks(x, [variants.label(s) for s in df["variant"]], rotation=25, ha="right", fontsize=8)
-    ax.set_ylabel("seconds per image")
-    ax.legend(fontsize=8)
-    _title(ax, title, pretrained, accuracy=False)
-    return ax
-
-
-# --------------------------------------------------------------------------- Figure 2
 #: A patch is uniform when its pixels' standard deviation (in each channel, in [0, 1]) is
 #: below this: about 10 of 255 levels, a clear sky or a plain wall, not a textured lawn.
 UNIFORM_STD = 0.04

@@ -8,17 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..harness import speed
+from ..harness import speed, variants
 from . import paper, runs
+from .tables import weights_note
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = ["per_forward_table", "paper_summary_table", "reports_table", "pairwise_table", "paper_values",
            "run_gaps", "speedup_table", "recorded_timings", "plot_forwards", "merge_share_table",
            "baseline_column", "machine_load",
-           "load_warning", "steady_runs", "payoff_table", "payoff_verdicts", "plot_payoff"]
+           "load_warning", "steady_runs", "payoff_table", "payoff_verdicts", "plot_payoff", "plot_latency"]
 
 
 def per_forward_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -325,3 +327,58 @@ def plot_payoff(df: pd.DataFrame, title: str = "") -> Figure:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- a live latency chart
+_COLORS = {"deit": "black", "tome": "tab:blue", "tomato": "tab:red", "parallel": "tab:purple",
+           "keep": "tab:green", "tokens": "tab:olive"}
+
+
+def _family(spec: str) -> str:
+    """Plot series of a variant (:attr:`tomato.harness.variants.Variant.family`)."""
+    try:
+        return variants.parse(spec).family
+    except ValueError:
+        return "other"
+
+
+def _title(ax: Axes, title: str, pretrained: bool | None, accuracy: bool = True) -> None:
+    """Title plus, for random-init weights, a note: on accuracy plots that top-1/top-5 are
+    not accuracy; on timing plots that ToMato's token counts are an untrained network's."""
+    if pretrained is None or pretrained:
+        note = ""
+    elif accuracy:
+        note = weights_note(False)
+    else:
+        note = "random-init weights: an untrained network's token counts"
+    ax.set_title(title + (f"\n({note})" if note else ""), fontsize=9)
+
+
+def plot_latency(rows: pd.DataFrame, ax: Axes | None = None, *, title: str = "Latency, batch 1",
+                 pretrained: bool | None = None) -> Axes:
+    """Bars of the median latency per variant with IQR error bars (``q1_s``/``q3_s``, or
+    ``iqr_s`` split evenly around the median), and the paper-protocol mean as dots."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    df = rows.reset_index(drop=True)
+    med = df["median_s"].astype(float).to_numpy()
+    if {"q1_s", "q3_s"} <= set(df):
+        lo = med - df["q1_s"].astype(float).to_numpy()
+        hi = df["q3_s"].astype(float).to_numpy() - med
+    else:
+        half = df["iqr_s"].astype(float).to_numpy() / 2
+        lo = hi = half
+    x = np.arange(len(df))
+    colors = [_COLORS.get(_family(s), "grey") for s in df["variant"]]
+    ax.bar(x, med, yerr=[lo, hi], color=colors, alpha=0.75, capsize=4, label="median (IQR bars)")
+    if "paper_mean_s" in df and df["paper_mean_s"].notna().any():
+        ax.plot(x, df["paper_mean_s"].astype(float), "o", color="orange",
+                label="paper protocol: mean of 10, no warm-up")
+    ax.set_xticks(x, [variants.label(s) for s in df["variant"]], rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel("seconds per image")
+    ax.legend(fontsize=8)
+    _title(ax, title, pretrained, accuracy=False)
+    return ax

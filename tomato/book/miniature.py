@@ -18,43 +18,17 @@ import numpy as np
 
 from ..harness import flops, speed, variants
 from . import paper
-from .paper import EQUAL_FLOPS, tally, within_paper_range
+from .paper import within_paper_range
 from .runs import RecordedRun, record, recorded_run, records
+from .stats import EQUAL_FLOPS, paired, speed_word, tally, word
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from matplotlib.figure import Figure
 
-BOOTSTRAP = 2000
 _NULL_LABELS = {"tomato": "ToMato (fidelity run)", "random_groups": "random groups, ToMato's sizes",
                 "random_keep": "k random tokens kept", "first_keep": "first k tokens kept",
                 "tome": "ToMe, r matching ToMato's tokens"}
-
-
-def bootstrap_interval(d: np.ndarray, seed: int = 0, n_boot: int = BOOTSTRAP) -> tuple[float, float]:
-    """95% paired bootstrap interval of ``mean(d)``: d: (N,) per-photo differences, photos
-    resampled with replacement."""
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    low, high = np.percentile(boots, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def paired(base: np.ndarray, other: np.ndarray, seed: int = 0, n_boot: int = BOOTSTRAP) -> dict[str, float]:
-    """Paired difference of two 0/1 correctness vectors of the same photos, in points.
-
-    base, other: (N,) bool -> ``{"diff", "low", "high", "p", "b", "c"}``: mean difference
-    (other - base) x 100, its 95% paired bootstrap interval, the exact McNemar p-value and
-    the discordant counts (b: only base right, c: only other right).
-    """
-    from scipy.stats import binomtest
-
-    base, other = np.asarray(base, bool), np.asarray(other, bool)
-    d = other.astype(np.int8) - base.astype(np.int8)
-    low, high = (100 * v for v in bootstrap_interval(d, seed, n_boot))
-    b, c = int((base & ~other).sum()), int((~base & other).sum())
-    p = binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
-    return {"diff": float(d.mean() * 100), "low": float(low), "high": float(high), "p": float(p), "b": b, "c": c}
 
 
 def _correct(run: RecordedRun, spec: str) -> pd.DataFrame:
@@ -246,24 +220,6 @@ def _pts(x: float) -> str:
     return f"{x:+.2f}"
 
 
-def _resolved(low: float, high: float, what: str = "") -> str:
-    if low > 0:
-        return f"higher{what}"
-    if high < 0:
-        return f"lower{what}"
-    return "within the noise"
-
-
-def speed_word(speedup: float, low: float, high: float) -> str:
-    """The verdict on a speed-up (unpatched time / variant time, above 1: faster) and its
-    95% interval: "faster" or "slower" only where the interval excludes 1."""
-    if low > 1:
-        return "faster"
-    if high < 1:
-        return "slower"
-    return "not faster" if speedup <= 1 else "not measurably faster"
-
-
 def _at_cut(df: pd.DataFrame, target_cut: float) -> pd.Series | None:
     """The ToMato row whose mean token cut is nearest ``target_cut`` %, unless it is the
     paper's sim=1e-7 (said already) or there is none."""
@@ -427,7 +383,7 @@ def answer_values(df: pd.DataFrame | None, flops: pd.DataFrame | None,
         out[f"{prefix}_label"] = none if t is None else str(t["label"])
         out[f"{prefix}_cut"] = none if t is None else f"{t['cut_pct']:.1f}"
         interval(f"{prefix}_d", prefix, t, ("d_top1", "d_low", "d_high"))
-        out[f"{prefix}_word"] = none if t is None else _resolved(t["d_low"], t["d_high"])
+        out[f"{prefix}_word"] = none if t is None else word(t["d_low"], t["d_high"])
     out["tome_tally"] = tally(flops) if flops is not None and not flops.empty else none
     at = flops[flops["tomato"] == ours.loc[spec, "label"]] if has and flops is not None else None
     pair = at.iloc[0] if at is not None and not at.empty else None
@@ -438,8 +394,7 @@ def answer_values(df: pd.DataFrame | None, flops: pd.DataFrame | None,
                if nulls is not None and not nulls.empty else None)
         r = hit.iloc[0] if hit is not None and len(hit) else None
         interval(f"null_{key}_d", f"null_{key}", r, ("diff", "low", "high"))
-        out[f"null_{key}_word"] = (none if r is None else "ahead of" if r["low"] > 0
-                                   else "behind" if r["high"] < 0 else "level with")
+        out[f"null_{key}_word"] = none if r is None else word(r["low"], r["high"], ("ahead of", "behind", "level with"))
     for b, col in ((1, "speedup"), (8, "speedup_b8")):
         t = ours.loc[spec] if has and col in ours.columns and ours.loc[spec, col] == ours.loc[spec, col] else None
         # Three decimals: an interval that ends at 0.999 must not print as 1.00 beside "slower".

@@ -14,8 +14,7 @@ of one picture on the Nano's CPU). Below the constants: those reports decoded
 
 At the end, the measures that set our recorded runs against the paper: the token cuts
 ToMato makes per image beside the paper's 8.16%–20.92% at sim=1e-7, the sim that gives the
-paper's cut on another model (:func:`sim_for_cut`), :data:`EQUAL_FLOPS` (the tolerance of
-an equal-FLOPs comparison) and :func:`tally`. Nothing here runs a model; pandas and numpy
+paper's cut on another model (:func:`sim_for_cut`). Nothing here runs a model; pandas and numpy
 are imported inside functions.
 """
 from __future__ import annotations
@@ -59,8 +58,6 @@ __all__ = [
     "sim_for_cut",
     "within_paper_range",
     "cut_summary",
-    "EQUAL_FLOPS",
-    "tally",
 ]
 
 class Table1Row(TypedDict):
@@ -296,27 +293,3 @@ def cut_summary(cuts: Mapping[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame({k: {"images": len(v), "min %": v.min(), "median %": np.median(v), "max %": v.max(),
                              "within paper range (%)": within_paper_range(v)}
                          for k, v in cuts.items()}).T
-
-
-#: Two variants are "at equal FLOPs" when their GFLOPs differ by at most this fraction
-#: (the pairs of Table 1 in miniature, :func:`tomato.book.miniature.equal_flops`).
-EQUAL_FLOPS = 0.05
-
-
-def tally(pairs: Any) -> str:
-    """Paired differences in words, from their 95% intervals (``low``, ``high``; a table or
-    a list of dicts): "behind in 4 of 6 pairs, ahead in none, level within the noise in 2".
-    The larger side comes first; a count of zero reads "none"."""
-    rows = pairs.to_dict("records") if hasattr(pairs, "to_dict") else list(pairs)
-    ahead, behind = sum(r["low"] > 0 for r in rows), sum(r["high"] < 0 for r in rows)
-    level, n = len(rows) - ahead - behind, len(rows)
-
-    def count(k: int) -> str:
-        return str(k) if k else "none"
-
-    if n and level == n:
-        return f"level within the noise in {'the one pair' if n == 1 else f'all {n} pairs'}"
-
-    first, second = (("behind", behind), ("ahead", ahead)) if behind > ahead else (("ahead", ahead), ("behind", behind))
-    return (f"{first[0]} in {count(first[1])} of {n} pair{'s' if n != 1 else ''}, {second[0]} in {count(second[1])}, "
-            f"level within the noise in {count(level)}")
