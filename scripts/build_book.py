@@ -350,6 +350,18 @@ def broken_links(html_dir: Path) -> list[str]:
     return broken
 
 
+def orphan_pages(html_dir: Path, book_dir: Path) -> list[Path]:
+    """The pages under ``html_dir/book`` whose source (``.md`` or ``.ipynb`` at the same
+    place under ``book_dir``) is gone: Sphinx keeps a removed page's HTML, reachable by its
+    address though no longer in the table of contents, until the folder is emptied."""
+    found = []
+    for page in sorted((html_dir / book_dir.name).rglob("*.html")):
+        source = book_dir / page.relative_to(html_dir / book_dir.name)
+        if not any(source.with_suffix(s).exists() for s in (".md", ".ipynb")):
+            found.append(page)
+    return found
+
+
 def build_book(fresh: bool, strict: bool) -> None:
     BUILD_DIR.mkdir(exist_ok=True)
     cmd = [
@@ -396,6 +408,9 @@ def build_book(fresh: bool, strict: bool) -> None:
             tail = fh.readlines()[-40:]
         sys.stdout.write("".join(tail))
         raise SystemExit(1)
+    for page in orphan_pages(HTML_DIR, ROOT / "book"):
+        log(f"removed {rel(page)}: its page is no longer in the book")
+        page.unlink()
     broken = broken_links(HTML_DIR)
     if broken:
         log(f"build_book: {len(broken)} link(s) of the built book point at nothing:")

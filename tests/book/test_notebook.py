@@ -216,6 +216,22 @@ def test_the_build_names_every_link_that_points_at_nothing(tmp_path: Path):
                                                  "book/notebooks/01_x.html: ../../_images/gone.png"]
 
 
+def test_the_build_finds_the_pages_whose_source_is_gone(tmp_path: Path):
+    spec = importlib.util.spec_from_file_location("build_book", ROOT / "scripts" / "build_book.py")
+    build_book = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_book)
+    book, html = tmp_path / "book", tmp_path / "_build" / "html"
+    (book / "notebooks").mkdir(parents=True)
+    (book / "intro.md").write_text("# intro")
+    (book / "notebooks" / "10_trained.ipynb").write_text("{}")
+    (html / "book" / "notebooks").mkdir(parents=True)
+    for page in ("intro.html", "gone.html", "notebooks/10_trained.html", "notebooks/07_reproduction.html"):
+        (html / "book" / page).write_text("<p>page</p>")
+    (html / "search.html").write_text("<p>Sphinx's own page</p>")
+    assert build_book.orphan_pages(html, book) == [html / "book" / "gone.html",
+                                                   html / "book" / "notebooks" / "07_reproduction.html"]
+
+
 def test_interactive_runs_keep_apart_from_the_build():
     """A notebook run in JupyterLab writes its own runs, never the folder `make book` filled."""
     import yaml
