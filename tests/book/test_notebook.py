@@ -86,6 +86,10 @@ def test_parameter_table_says_what_each_means():
     assert "deit_base" not in notebook.parameter_table(p, card).to_string()
     same = WeightsInfo("deit_base_patch16_224", "random-init:seed=0", False, "a" * 64)
     assert notebook.parameter_table(p, same).set_index("parameter").loc["model", "value"] == "'deit_base_patch16_224'"
+    # random_weights did nothing where trained weights were found: no row says "random init" then.
+    p = {**p, "random_weights": False}
+    assert "random_weights" not in set(notebook.parameter_table(p, card)["parameter"])
+    assert "random_weights" in set(notebook.parameter_table(p, same)["parameter"])
 
 
 def _parameters_cell(path: Path) -> str:

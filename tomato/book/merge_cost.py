@@ -195,9 +195,9 @@ def pct(share: float) -> str:
 
 def plot_shares(df: pd.DataFrame, *, title: str = "") -> Figure:
     """The merge step as a share of one unpatched forward against the batch size: one
-    panel per record (its machine in the panel title), one colour per method, solid for
-    the first mode and dashed for the others; log axes when the shares span > 20x. The
-    title names the records' weights (and says when they are random-init)."""
+    panel per record (its machine and weights in the panel title, which says when they are
+    random-init), one colour per method, solid for the first mode and dashed for the
+    others; log axes when the shares span > 20x."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
@@ -217,15 +217,15 @@ def plot_shares(df: pd.DataFrame, *, title: str = "") -> Figure:
         ax.set_xscale("log", base=2)
         ax.set(yscale="log" if log else "linear", xlabel="batch size")
         ax.set_xticks(batches, [str(b) for b in batches])
-        ax.set_title(f"{part['machine'].iloc[0]}\n{record}", fontsize=8)
+        weights = part["weights"].iloc[0]
+        untrained = " (an untrained network's merges)" if "random-init" in weights else ""
+        ax.set_title(f"{part['machine'].iloc[0]}\n{record}\nweights {weights}{untrained}", fontsize=8)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("merge step, % of one unpatched forward")
     legend = {lab: h for ax in axes[0] for h, lab in zip(*ax.get_legend_handles_labels())}
     fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=3, fontsize=8, frameon=False)
-    weights = ", ".join(dict.fromkeys(df["weights"]))
-    note = ": an untrained network's merges" if "random-init" in weights else ""
-    fig.suptitle(f"{title or 'Merge step as a share of one unpatched forward'} (medians; weights {weights}{note})")
+    fig.suptitle(f"{title or 'Merge step as a share of one unpatched forward'} (medians)")
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 

@@ -265,11 +265,14 @@ def _check_against_data(page: Page) -> None:
 
 def parameter_table(params: dict[str, Any], weights: WeightsInfo | None = None) -> Any:
     """The parameters in force as a small table: parameter, value, meaning. With the loaded
-    ``weights``, a ``model`` the checkpoint's card overrode shows the model that runs."""
+    ``weights``, a ``model`` the checkpoint's card overrode shows the model that runs, and
+    ``random_weights`` is left out where trained weights were found (it did nothing)."""
     import pandas as pd
 
+    idle = {"random_weights"} if weights is not None and weights.pretrained else set()
     rows = [{"parameter": k, "value": repr(v) if isinstance(v, str) or v is None else str(v),
-             "meaning": parameters.RULES[k].help if k in parameters.RULES else ""} for k, v in params.items()]
+             "meaning": parameters.RULES[k].help if k in parameters.RULES else ""}
+            for k, v in params.items() if k not in idle]
     for row in rows:
         if row["parameter"] == "model" and weights is not None and weights.model != params["model"]:
             row["value"] = repr(weights.model)

@@ -188,7 +188,7 @@ RULES: dict[str, Rule] = {
     "model": Rule("str", "timm model name (a DeiT/ViT with a patch grid)", _text),
     "data": Rule("str", '"smoke" (scikit-image photos) or an ImageNet-style folder', _text),
     "checkpoint": Rule("Optional[str]", "weights file, or a model under data/weights/; None: timm's", _optional_text),
-    "random_weights": Rule("bool", "seeded random-init weights if none (NOT accuracy)", _boolean),
+    "random_weights": Rule("bool", "no weights found: seeded random init (not accuracy)", _boolean),
     "device": Rule("str", '"cpu", "cuda" or "cuda:N"', _device),
     "trained_model": Rule("str", "the model trained here: a folder under data/weights/", _trained),
     "results": Rule("str", "folder of recorded runs (relative to the repository)", _text),

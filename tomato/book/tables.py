@@ -231,8 +231,7 @@ def weights_banner(weights: WeightsInfo) -> str:
                 f"(sha256 `{weights.sha256[:12]}…`).")
     # One line, once a page: what runs, and what its numbers are not.
     return (f"> **Seeded random-init `{weights.model}`:** this page measures the architecture (token "
-            "counts, timings, pictures); its top-1 is not accuracy. To run it on trained weights, set "
-            "`checkpoint` in the parameters cell.")
+            "counts, timings, pictures), not accuracy; set `checkpoint` in the parameters cell for trained weights.")
 
 
 def one_label(records: Mapping[str, Mapping[str, Any]]) -> str:
