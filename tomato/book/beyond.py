@@ -145,7 +145,7 @@ def pairs(run: RecordedRun, df: pd.DataFrame, question: str, seed: int = 0) -> p
                 out.append((row, "ToMato fixed-sim sweep", versus_curve(run, row, fixed, seed)))
     else:
         raise ValueError(f"unknown question {question!r}; choose block, metric, hybrid or sim")
-    columns = ["variant", "block", "against", "GFLOPs", "tokens", "tokens sd", "top-1 %", "Δ [95% CI]",
+    columns = ["variant", "block", "against", "GFLOPs", "tokens after ToMato's merge", "tokens sd", "top-1 %", "Δ [95% CI]",
                "diff", "low", "high"]
     table = pd.DataFrame([[row["label"], row["block"], against, row["gflops"], row["tokens_mean"], row["tokens_sd"],
                            row["top1"], _ci(d), d["diff"], d["low"], d["high"]]
