@@ -53,7 +53,7 @@ def test_the_model_page_shows_every_run_of_a_model_trained_in_two(tmp_path):
     assert len(lines) == 2 and "--init" not in lines[0]
     assert lines[1].endswith(f"--recipe imagenette-cpu-more --init runs/{first['recipe']['name']}/model.safetensors")
     fig = trained.plot_curve(card)
-    assert any("run imagenette-cpu-more" in t.get_text() for t in fig.axes[0].texts)
+    assert any(t.get_text() == "run 2: imagenette-cpu-more" for t in fig.axes[0].texts)
 
 
 @pytest.mark.skipif(not TEMPLATE.is_file(), reason="no committed model card")

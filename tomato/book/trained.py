@@ -137,7 +137,7 @@ def plot_curve(c: modelcard.ModelCard) -> Figure:
     import matplotlib.pyplot as plt
 
     df = curve(c)
-    fig, (ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax, loss_ax) = plt.subplots(1, 2, figsize=(10, 4.2))
     roles = {p["name"]: p["role"] for r in lineage(c) for p in r["recipe"]["phases"]}
     teachers, students = 0, 0
     for phase, g in df.groupby("phase", sort=False):
@@ -149,22 +149,24 @@ def plot_curve(c: modelcard.ModelCard) -> Figure:
         ax.plot(g["step"], g["val_top1"], "o-", ms=3, color=colour, label=label)
         loss_ax.plot(g["step"], g["train_loss"], "o-", ms=3, color=colour, label=label)
     starts = df.groupby("run", sort=False)["step"].min().iloc[1:]
-    for run, step in starts.items():  # where a later run restarts from the weights before it
+    for k, (run, step) in enumerate(starts.items(), 2):  # where a later run restarts from the weights before it
         for a in (ax, loss_ax):
             a.axvline(step - 0.5, color="black", lw=0.8, ls="--")
-        ax.annotate(f"run {run}", (step - 0.5, 1), xycoords=("data", "axes fraction"), textcoords="offset points",
-                    xytext=(3, -12), fontsize=8)
+        # Upright along its line: runs a few epochs apart keep their labels apart.
+        ax.annotate(f"run {k}: {run}", (step - 0.5, 0.02), xycoords=("data", "axes fraction"),
+                    textcoords="offset points", xytext=(2, 0), rotation=90, va="bottom", fontsize=7)
     final = c.raw["val"]
     ax.axhline(final["top1"], color="black", lw=0.8, ls=":")
     ax.annotate(f"final: {final['top1']:.1f}% at {final['resolution']} px", (1, final["top1"]),
                 textcoords="offset points", xytext=(2, 4), fontsize=8)
     ax.set(xlabel="epoch (all phases)", ylabel="val top-1 (%)", title="Val top-1 after each epoch")
     loss_ax.set(xlabel="epoch (all phases)", ylabel="training loss",
-                title="Training loss (mixed targets: not comparable across phases)")
-    ax.legend(fontsize=8, loc="lower right")
+                title="Training loss (targets differ by phase)")
     ax.grid(alpha=0.3)
     loss_ax.grid(alpha=0.3)
-    fig.tight_layout()
+    # Below both panels: inside one, the legend would hide a run's curve or label.
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return fig
 
 
