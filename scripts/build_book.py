@@ -353,7 +353,8 @@ def broken_links(html_dir: Path) -> list[str]:
 def orphan_pages(html_dir: Path, book_dir: Path) -> list[Path]:
     """The pages under ``html_dir/book`` whose source (``.md`` or ``.ipynb`` at the same
     place under ``book_dir``) is gone: Sphinx keeps a removed page's HTML, reachable by its
-    address though no longer in the table of contents, until the folder is emptied."""
+    address though no longer in the table of contents, and the other pages' links to it,
+    until the folder is emptied (the build then starts from empty)."""
     found = []
     for page in sorted((html_dir / book_dir.name).rglob("*.html")):
         source = book_dir / page.relative_to(html_dir / book_dir.name)
@@ -376,6 +377,11 @@ def build_book(fresh: bool, strict: bool) -> None:
         "html",
     ]
     extra = []
+    gone = orphan_pages(HTML_DIR, ROOT / "book")
+    if gone and not fresh:
+        # Every page of an incremental build would still link them: start from empty.
+        log(f"pages no longer in the book ({', '.join(p.name for p in gone)}): building every page afresh")
+        fresh = True
     if fresh:
         # Sphinx rebuilds every page with --all but keeps the HTML of pages no longer in the
         # table of contents: a fresh build starts from an empty HTML folder.
@@ -408,9 +414,6 @@ def build_book(fresh: bool, strict: bool) -> None:
             tail = fh.readlines()[-40:]
         sys.stdout.write("".join(tail))
         raise SystemExit(1)
-    for page in orphan_pages(HTML_DIR, ROOT / "book"):
-        log(f"removed {rel(page)}: its page is no longer in the book")
-        page.unlink()
     broken = broken_links(HTML_DIR)
     if broken:
         log(f"build_book: {len(broken)} link(s) of the built book point at nothing:")
