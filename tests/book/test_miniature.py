@@ -80,6 +80,11 @@ def test_tomato_against_each_null_is_paired_on_the_same_photos():
     first = pairs.loc[("sim=1e-07", "first k tokens kept")]
     assert first["diff"] == first["low"] == first["high"] == 0 and first["p"] == 1.0
     assert "ToMe, r matching ToMato's tokens" not in pairs.index.get_level_values("null")  # equal GFLOPs instead
+    # The null table names the r its ToMe ran at (the equal-GFLOPs table may pair another r).
+    for row in rows:
+        row["tome_r"] = 3 if row["variant"] == "tome" else None
+    labels = set(miniature.nulls({"rows": rows})["label"])
+    assert "ToMe r=3, matching ToMato's tokens" in labels and "random groups, ToMato's sizes" in labels
 
 
 def test_table_1_beside_the_paper_adds_tome_at_tomatos_gflops_once():

@@ -150,10 +150,12 @@ def nulls(fidelity: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
     out = []
     for (setting, variant), g in rows.groupby(["setting", "variant"], sort=False):
         d = paired(g["base_right"].to_numpy(), g["right"].to_numpy(), seed)
-        out.append({"setting": setting, "variant": variant, "label": _NULL_LABELS.get(variant, variant),
+        r = int(g["tome_r"].iloc[0]) if "tome_r" in g and g["tome_r"].notna().any() else None
+        label = _NULL_LABELS.get(variant, variant)
+        out.append({"setting": setting, "variant": variant,
+                    "label": label.replace("ToMe, r", f"ToMe r={r},") if r is not None else label,
                     "top1": 100 * g["right"].mean(), "d_top1": d["diff"], "d_low": d["low"], "d_high": d["high"],
-                    "p": d["p"], "tokens_mean": g["tokens"].mean(), "n": len(g),
-                    "tome_r": g["tome_r"].iloc[0] if "tome_r" in g and g["tome_r"].notna().any() else None})
+                    "p": d["p"], "tokens_mean": g["tokens"].mean(), "n": len(g), "tome_r": r})
     return pd.DataFrame(out)
 
 
