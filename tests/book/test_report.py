@@ -161,6 +161,10 @@ def test_provenance_table():
     assert shown["trained weights"] == "yes, trained here"
     # No path of the machine that recorded it: the project's names.
     assert shown["weights source"].startswith("data/weights/deit-x") and shown["data"] == "imagenette/val"
+    # Two records in one table: a column each, a field one lacks shown as "–".
+    both = tables.provenance_side_by_side({"a": prov(), "b": {**ours, "batch_size": 7}}).set_index("field")
+    assert list(both.columns) == ["a", "b"] and both.loc["batch size", "b"] == 7 and both.loc["batch size", "a"] == "–"
+    assert both.loc["trained weights", "a"] == "no: random-init" and both.loc["trained weights", "b"] == "yes, trained here"
     assert "/a/" not in tables.provenance_table({**ours, "data": "/a/shared/imagenette/val"}).to_string()
 
 

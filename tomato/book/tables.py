@@ -99,6 +99,16 @@ def provenance_table(prov: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame([(k, v) for k, v in fields if v not in (None, "", "None")], columns=["field", "value"])
 
 
+def provenance_side_by_side(records: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """:func:`provenance_table` of several records in one table: a column per record
+    (``records``: its name -> provenance), a row per field any of them holds ("–" where
+    one does not), so that what two records share is read once and what differs stands out."""
+    import pandas as pd
+
+    tables = [provenance_table(prov).set_index("field")["value"].rename(name) for name, prov in records.items()]
+    return pd.concat(tables, axis=1, sort=False).fillna("–").rename_axis("field").reset_index()
+
+
 #: Words up to this long are never broken; a longer one (a run name, a path) breaks where
 #: it must rather than run into the next cell.
 WHOLE_WORD = 24
