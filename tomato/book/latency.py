@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = ["per_forward_table", "paper_summary_table", "reports_table", "pairwise_table", "paper_values",
-           "run_gaps", "speedup_table", "recorded_timings", "plot_forwards", "merge_share_table",
+           "speedup_table", "recorded_timings", "plot_forwards", "merge_share_table",
            "baseline_column", "machine_load",
            "load_warning", "steady_runs", "payoff_table", "payoff_verdicts", "plot_payoff", "plot_latency"]
 
@@ -154,26 +154,6 @@ def steady_runs(recorded: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[list[t
     its, was = ("Its machine", "it ran") if len(out) == 1 else ("Their machines", "they ran")
     return kept, (f"Left out of the figure and the table: {named}. {its} had more runnable work than "
                   f"cores while {was}, so the times measure that competition as much as the models.")
-
-
-def run_gaps(rows: Sequence[Mapping[str, Any]], *, seed: int = 0) -> pd.DataFrame:
-    """The section-2 statistic on one paper-protocol run of ours: every later variant's
-    forwards against the first variant's (Welch's t, bootstrap 95% CI of the difference)."""
-    import pandas as pd
-
-    from ..harness import timing
-
-    by: dict[str, list[float]] = {}
-    for r in rows:
-        by.setdefault(str(r["variant"]), []).append(float(r["seconds"]))
-    names = list(by)
-    out = []
-    for other in names[1:]:
-        d = timing.mean_difference(by[other], by[names[0]], seed=seed)
-        out.append({"variant": other, "vs": names[0], "difference of means s": d["diff"],
-                    "95% CI low": d["ci_low"], "95% CI high": d["ci_high"], "Welch t": d["t"], "df": d["df"],
-                    "p": d["p"], "CI excludes 0": d["ci_low"] > 0 or d["ci_high"] < 0})
-    return pd.DataFrame(out)
 
 
 def speedup_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
