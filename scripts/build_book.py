@@ -415,6 +415,11 @@ def build_book(fresh: bool, strict: bool) -> None:
         sys.stdout.write("".join(tail))
         raise SystemExit(1)
     broken = broken_links(HTML_DIR)
+    if broken and not fresh:
+        # An incremental build keeps pages of earlier builds (a removed module's source page,
+        # a sidebar of the old table of contents) that may link what is gone: build afresh.
+        log(f"{len(broken)} link(s) point at nothing after an incremental build: building every page afresh")
+        return build_book(True, strict)
     if broken:
         log(f"build_book: {len(broken)} link(s) of the built book point at nothing:")
         for b in broken:
