@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..harness import speed, variants
 from . import paper, runs
-from .tables import weights_note
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -329,18 +328,6 @@ def _family(spec: str) -> str:
         return "other"
 
 
-def _title(ax: Axes, title: str, pretrained: bool | None, accuracy: bool = True) -> None:
-    """Title plus, for random-init weights, a note: on accuracy plots that top-1/top-5 are
-    not accuracy; on timing plots that ToMato's token counts are an untrained network's."""
-    if pretrained is None or pretrained:
-        note = ""
-    elif accuracy:
-        note = weights_note(False)
-    else:
-        note = "random-init weights: an untrained network's token counts"
-    ax.set_title(title + (f"\n({note})" if note else ""), fontsize=9)
-
-
 def plot_latency(rows: pd.DataFrame, ax: Axes | None = None, *, title: str = "Latency, batch 1",
                  pretrained: bool | None = None) -> Axes:
     """Bars of the median latency per variant with IQR error bars (``q1_s``/``q3_s``, or
@@ -367,5 +354,7 @@ def plot_latency(rows: pd.DataFrame, ax: Axes | None = None, *, title: str = "La
     ax.set_xticks(x, [variants.label(s) for s in df["variant"]], rotation=25, ha="right", fontsize=8)
     ax.set_ylabel("seconds per image")
     ax.legend(fontsize=8)
-    _title(ax, title, pretrained, accuracy=False)
+    # On random-init weights ToMato's token counts, and so its times, are an untrained network's.
+    note = "\n(random-init weights: an untrained network's token counts)" if pretrained is False else ""
+    ax.set_title(title + note, fontsize=9)
     return ax
